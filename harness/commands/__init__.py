@@ -1,0 +1,1 @@
+"""CLI commands, one module each; ``harness.cli`` registers them."""

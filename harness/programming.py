@@ -1,0 +1,277 @@
+"""Closed-loop (write-read-verify) programming over any Chip, vectorized over all cells.
+
+The loop (REFERENCE §3; Papandreou et al., ISCAS 2011): RESET every cell and read it;
+then, each iteration, for every cell not yet within ``tolerance_uS`` of its target:
+
+* below target → one SET pulse whose amplitude is ``gain · error / slope``, where
+  ``slope`` (µS per unit amplitude) is the cell's own secant estimate from its previous
+  pulse — a per-device Newton-secant step, so weak and strong devices both converge;
+* far above target (overshoot beyond ``reset_margin_uS``) → RESET and start again;
+* slightly above target → no pulse, just verify again (a noisy read is not worth a RESET);
+
+then one batched read of all those cells. A cell is converged when its last verify read
+is within tolerance. Cells with target 0 (the partner of a differential pair) are only
+RESET. One call per operation moves the whole batch: the loop's Python overhead is per
+iteration, never per device.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from harness.chip import CellArray, Chip, FloatArray, check_cells
+from harness.errors import ProgrammingError
+from harness.mapping import Layout, map_weights
+
+if TYPE_CHECKING:
+    from harness.model import Model
+
+#: Smallest SET amplitude the loop sends (the safety check requires > 0).
+MIN_AMPLITUDE = 1e-3
+#: Bounds on a cell's slope estimate (µS per unit amplitude) so one bad read cannot
+#: produce a huge or vanishing step.
+SLOPE_MIN_US, SLOPE_MAX_US = 2.0, 500.0
+
+
+@dataclass(frozen=True)
+class ProgrammingParams:
+    """Parameters of the write-verify loop.
+
+    Attributes:
+        tolerance_uS: a cell is converged when ``|read − target| <= tolerance_uS``.
+        max_iterations: pulse-and-verify rounds before giving up on a cell.
+        gain: fraction of the estimated amplitude needed to close the error in one pulse
+            (< 1 approaches from below; overshoot costs a RESET).
+        reset_margin_uS: overshoot beyond which the cell is RESET and restarted.
+        initial_slope_uS: first guess of µS gained per unit SET amplitude.
+    """
+
+    tolerance_uS: float = 0.2
+    max_iterations: int = 30
+    gain: float = 0.5
+    reset_margin_uS: float = 1.0
+    initial_slope_uS: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.tolerance_uS > 0:
+            raise ProgrammingError(f"tolerance {self.tolerance_uS} µS must be > 0")
+        if not 1 <= self.max_iterations <= 10_000:
+            raise ProgrammingError(f"max_iterations {self.max_iterations} must be in 1..10000")
+        if not 0 < self.gain <= 2:
+            raise ProgrammingError(f"gain {self.gain} must be in (0, 2]")
+        if not self.reset_margin_uS >= self.tolerance_uS:
+            raise ProgrammingError(
+                f"reset margin {self.reset_margin_uS} µS must be >= tolerance {self.tolerance_uS} µS"
+            )
+        if not SLOPE_MIN_US <= self.initial_slope_uS <= SLOPE_MAX_US:
+            raise ProgrammingError(
+                f"initial slope {self.initial_slope_uS} µS must be in {SLOPE_MIN_US}..{SLOPE_MAX_US}"
+            )
+
+
+@dataclass(frozen=True)
+class ProgrammingProgress:
+    """Reported after every iteration."""
+
+    iteration: int
+    max_iterations: int
+    n_converged: int
+    n_cells: int
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    """Outcome for the cells whose target lies in ``[lo_uS, hi_uS)``."""
+
+    lo_uS: float
+    hi_uS: float
+    n: int
+    converged_fraction: float
+    error_mean_uS: float
+    error_std_uS: float
+
+
+@dataclass(frozen=True, eq=False)
+class ProgrammingResult:
+    """Outcome of :func:`program_cells`, one entry per cell (all arrays shape ``(n,)``).
+
+    ``final_uS`` is each cell's last verify read. ``t_end_s`` is the chip time when the
+    loop finished: readout schedules count from it.
+    """
+
+    cells: CellArray
+    target_uS: FloatArray
+    final_uS: FloatArray
+    iterations: npt.NDArray[np.int32]
+    converged: npt.NDArray[np.bool_]
+    params: ProgrammingParams
+    t_start_s: float
+    t_end_s: float
+    wall_s: float
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.cells.size)
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.mean()) if self.cells.size else 1.0
+
+    @property
+    def error_uS(self) -> FloatArray:
+        return self.final_uS - self.target_uS
+
+    @property
+    def error_std_uS(self) -> float:
+        """Std of (final verify read − target) over cells with a non-zero target."""
+        e = self.error_uS[self.target_uS > 0]
+        return float(e.std()) if e.size else 0.0
+
+    def level_stats(self, edges_uS: Sequence[float] | None = None) -> list[LevelStats]:
+        """Converged fraction and error statistics per target-conductance bin.
+
+        Default bins: the RESET level ``[0, 0.5)`` µS and 2.5 µS wide bins above it.
+        """
+        if edges_uS is None:
+            top = max(float(self.target_uS.max(initial=0.0)), 0.5) + 1e-9
+            edges_uS = [0.0, 0.5, *np.arange(2.5, top + 2.5, 2.5)]
+        edges = np.asarray(edges_uS, dtype=np.float64)
+        which = np.digitize(self.target_uS, edges) - 1
+        err = self.error_uS
+        out = []
+        for i in range(len(edges) - 1):
+            m = which == i
+            n = int(m.sum())
+            if n:
+                out.append(
+                    LevelStats(
+                        float(edges[i]), float(edges[i + 1]), n,
+                        float(self.converged[m].mean()), float(err[m].mean()), float(err[m].std()),
+                    )
+                )
+        return out
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready summary (counts, converged fraction, error std overall and by level)."""
+        return {
+            "devices_programmed": self.n_cells,
+            "converged_fraction": self.converged_fraction,
+            "error_std_uS": self.error_std_uS,
+            "iterations_max": int(self.iterations.max(initial=0)),
+            "iterations_mean": float(self.iterations.mean()) if self.n_cells else 0.0,
+            "levels": [asdict(s) for s in self.level_stats()],
+            "sim_s": self.t_end_s - self.t_start_s,
+            "wall_s": self.wall_s,
+            "params": asdict(self.params),
+        }
+
+
+ProgressCallback = Callable[[ProgrammingProgress], None]
+
+
+def program_cells(
+    chip: Chip,
+    cells: npt.ArrayLike,
+    target_uS: npt.ArrayLike,
+    params: ProgrammingParams | None = None,
+    progress: ProgressCallback | None = None,
+) -> ProgrammingResult:
+    """Program ``cells`` to ``target_uS`` with write-read-verify; see the module docstring.
+
+    Args:
+        chip: any Chip backend.
+        cells: flat addresses, unique.
+        target_uS: one target per cell, within the chip's ``[g_min_uS, g_max_uS]``.
+        params: loop parameters (defaults: :class:`ProgrammingParams`).
+        progress: called after every iteration.
+
+    Raises:
+        ProgrammingError: targets of the wrong shape, non-finite or out of range.
+        AddressError / SafetyLimitError / ChipIOError: from the chip.
+    """
+    params = params or ProgrammingParams()
+    geom = chip.geometry
+    c = check_cells(cells, geom, unique=True)
+    target = np.array(target_uS, dtype=np.float64)
+    if target.shape != c.shape:
+        raise ProgrammingError(f"got {target.shape} targets for {c.size} cells; give one target per cell")
+    if target.size and not np.all(np.isfinite(target)):
+        raise ProgrammingError("targets contain NaN or infinity")
+    if target.size and (target.min() < geom.g_min_uS or target.max() > geom.g_max_uS):
+        bad = float(target.min() if target.min() < geom.g_min_uS else target.max())
+        raise ProgrammingError(
+            f"target {bad:g} µS is outside the chip's range [{geom.g_min_uS:g}, {geom.g_max_uS:g}] µS"
+        )
+
+    wall0 = time.perf_counter()
+    t_start = chip.now()
+    n = c.size
+    iterations = np.zeros(n, dtype=np.int32)
+    slope = np.full(n, params.initial_slope_uS)
+    tol = params.tolerance_uS
+    max_amp = geom.max_set_amplitude
+
+    chip.reset(c)
+    g = chip.read(c)
+    done = np.abs(target - g) <= tol
+    if progress:
+        progress(ProgrammingProgress(0, params.max_iterations, int(done.sum()), n))
+
+    for it in range(1, params.max_iterations + 1):
+        act = np.flatnonzero(~done)
+        if act.size == 0:
+            break
+        err = target[act] - g[act]
+        under = err > tol
+        over = err < -params.reset_margin_uS
+        up = act[under]
+        amp = np.clip(params.gain * err[under] / slope[up], MIN_AMPLITUDE, max_amp)
+        chip.set_pulse(c[up], amp)
+        chip.reset(c[act[over]])
+        g_new = chip.read(c[act])
+
+        # Secant update of each pulsed cell's slope, from steps clearly above read noise.
+        step = g_new[under] - g[up]
+        informative = step > 2 * tol
+        s_obs = step[informative] / amp[informative]
+        upd = up[informative]
+        slope[upd] = np.clip(np.sqrt(slope[upd] * s_obs), SLOPE_MIN_US, SLOPE_MAX_US)
+
+        g[act] = g_new
+        iterations[act] += 1
+        done[act] = np.abs(target[act] - g_new) <= tol
+        if progress:
+            progress(ProgrammingProgress(it, params.max_iterations, int(done.sum()), n))
+
+    return ProgrammingResult(
+        cells=c,
+        target_uS=target,
+        final_uS=g,
+        iterations=iterations,
+        converged=done,
+        params=params,
+        t_start_s=t_start,
+        t_end_s=chip.now(),
+        wall_s=time.perf_counter() - wall0,
+    )
+
+
+def program_layout(
+    chip: Chip, layout: Layout, params: ProgrammingParams | None = None, progress: ProgressCallback | None = None
+) -> ProgrammingResult:
+    """Program every device of a mapped model."""
+    return program_cells(chip, layout.cells, layout.target_uS, params, progress)
+
+
+def program_model(
+    chip: Chip, model: Model, params: ProgrammingParams | None = None, progress: ProgressCallback | None = None
+) -> tuple[Layout, ProgrammingResult]:
+    """Map a model's analog layers onto the chip and program them; returns (layout, result)."""
+    layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
+    return layout, program_layout(chip, layout, params, progress)

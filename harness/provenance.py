@@ -1,0 +1,41 @@
+"""Provenance: what made a result, recorded beside it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from harness import __version__
+
+#: Packages whose versions go into every recording.
+TRACKED_PACKAGES = ("numpy", "torch", "h5py", "pyserial", "pyvisa", "pyvisa-py", "typer")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages results depend on ("absent" if not installed)."""
+    out: dict[str, str] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def collect_provenance(*, chip_uri: str, chip_identity: str, seed: int | None, model: str, **extra: Any) -> dict[str, Any]:
+    """Provenance dict: harness version, chip, seed, model, packages, python, UTC start time, extras."""
+    return {
+        "harness_version": __version__,
+        "chip_uri": chip_uri,
+        "chip_identity": chip_identity,
+        "seed": seed,
+        "model": model,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }

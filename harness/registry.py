@@ -1,0 +1,95 @@
+"""Open a chip backend from one URI.
+
+``virtual``, ``virtual?seed=7&rows=512&cols=2048&clock=sim``, ``serial:///dev/ttyUSB0?baud=921600``,
+``visa://TCPIP::127.0.0.1::5025::SOCKET``, ``replay:runs/x.h5``.
+
+The registry maps a scheme to ``"module:function"`` and imports the module only when
+that scheme is asked for, so ``harness`` never imports a driver module otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from harness.chip import Chip
+from harness.errors import ConfigError
+
+BACKENDS: dict[str, str] = {
+    "virtual": "harness.virtual.chip:open_virtual",
+    "replay": "harness.replay:open_replay",
+    "serial": "drivers.serial_backend:open_serial",
+    "visa": "drivers.visa_backend:open_visa",
+}
+
+
+@dataclass(frozen=True)
+class ChipURI:
+    """A parsed chip URI: ``scheme``, ``path`` (after ``scheme:`` / ``scheme://``), query ``params``."""
+
+    raw: str
+    scheme: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_uri(uri: str) -> ChipURI:
+    """Split a chip URI; raises ConfigError on an empty or unknown scheme."""
+    text = uri.strip()
+    if not text:
+        raise ConfigError("empty chip URI; try 'virtual' or 'serial:///dev/ttyUSB0'")
+    head, sep, query = text.partition("?")
+    scheme, colon, path = head.partition(":")
+    scheme = scheme.lower()
+    if scheme not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise ConfigError(f"unknown chip URI scheme {scheme!r} in {uri!r}; known schemes: {known}")
+    if path.startswith("//"):
+        path = path[2:]
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise ConfigError(f"malformed query {query!r} in chip URI {uri!r}") from exc
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key in params:
+            raise ConfigError(f"parameter {key!r} given twice in chip URI {uri!r}")
+        params[key] = value
+    return ChipURI(raw=text, scheme=scheme, path=path, params=params)
+
+
+def take_params(
+    uri: ChipURI, spec: Mapping[str, tuple[Callable[[str], Any], Any]]
+) -> dict[str, Any]:
+    """Convert ``uri.params`` by ``spec`` (name → (converter, default)); unknown names are errors."""
+    unknown = sorted(set(uri.params) - set(spec))
+    if unknown:
+        allowed = ", ".join(sorted(spec)) or "none"
+        raise ConfigError(f"unknown parameter {unknown[0]!r} for {uri.scheme} chip URI; allowed: {allowed}")
+    out: dict[str, Any] = {}
+    for name, (convert, default) in spec.items():
+        if name in uri.params:
+            raw = uri.params[name]
+            try:
+                out[name] = convert(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"bad value {raw!r} for parameter {name!r} in chip URI {uri.raw!r}: {exc}") from exc
+        else:
+            out[name] = default
+    return out
+
+
+def open_chip(uri: str) -> Chip:
+    """Open the backend named by ``uri``; raises ConfigError for unknown schemes/params."""
+    parsed = parse_uri(uri)
+    target = BACKENDS[parsed.scheme]
+    module_name, _, func_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {parsed.scheme!r} is not available ({exc}); reinstall the harness") from exc
+    opener: Callable[[ChipURI], Chip] = getattr(module, func_name)
+    return opener(parsed)

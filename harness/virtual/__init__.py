@@ -1,0 +1,1 @@
+"""The virtual PCM chip: calibrated device physics behind the Chip protocol."""

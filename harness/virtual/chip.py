@@ -1,0 +1,198 @@
+"""VirtualPCMChip: a calibrated PCM array behind the Chip protocol.
+
+Per-device state lives in flat arrays indexed by cell address; every operation is one
+vectorized numpy expression over the batch of cells (no Python loop per device). The
+physics is in :mod:`harness.virtual.physics`; the model is described in
+``docs/virtual-chip.md``.
+
+State per device: ``g_prog`` (conductance right after its last pulse, µS), ``t_pulse``
+(chip time of that pulse, s), ``nu`` (drift exponent, drawn at the pulse), ``z_relax``
+(standard-normal draw of its post-programming relaxation). Device-to-device constants
+(saturation conductance, SET rate, weak devices) are drawn once from the seed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import numpy.typing as npt
+
+from harness import __version__
+from harness.chip import CellArray, ChipBackend, FloatArray, Geometry, check_cells
+from harness.clock import SimulatedClock, WallClock
+from harness.errors import ConfigError
+from harness.registry import ChipURI, take_params
+from harness.virtual import physics as ph
+
+#: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
+#: long after the pulse it checks.
+PULSE_OP_TIME_S = ph.PULSE_OP_TIME_S
+READ_OP_TIME_S = ph.READ_OP_TIME_S
+#: Devices are made long before the harness meets them: initial state is RESET, this long ago.
+FABRICATION_AGE_S = 1e6
+
+#: Keys of :meth:`VirtualPCMChip.snapshot` that change with every read (small) ...
+RUNTIME_STATE_KEYS = ("rng_state", "clock_s")
+#: ... and those that change only when cells are pulsed (one array per device).
+DEVICE_STATE_KEYS = ("g_prog_uS", "t_pulse_s", "nu", "z_relax")
+
+
+class VirtualPCMChip(ChipBackend):
+    """A seeded virtual PCM chip; the same seed and the same calls give the same results.
+
+    Args:
+        geometry: array size, ADC and safety limits (default: the 90 nm test chip, 512×2048).
+        seed: seeds the one ``numpy.random.Generator`` used for everything.
+        clock: ``"sim"`` (default; time moves only through operations and ``wait_until``)
+            or ``"wall"`` (real time).
+        uri: recorded for provenance.
+    """
+
+    def __init__(self, geometry: Geometry | None = None, seed: int = 0, clock: str = "sim", uri: str = "virtual") -> None:
+        geometry = geometry or Geometry()
+        super().__init__(geometry, uri)
+        if clock not in ("sim", "wall"):
+            raise ConfigError(f"unknown clock {clock!r}; use 'sim' (simulated) or 'wall' (real time)")
+        if seed < 0:
+            raise ConfigError(f"seed {seed} must be >= 0")
+        self.seed = int(seed)
+        self.clock_kind = clock
+        self._clock: SimulatedClock | WallClock = SimulatedClock() if clock == "sim" else WallClock()
+        device_seq, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
+        n = geometry.n_cells
+        self._params = ph.draw_device_params(n, np.random.default_rng(device_seq))
+        self._rng = np.random.default_rng(runtime_seq)
+        self._g_prog = ph.reset_response(n, self._rng)
+        self._t_pulse = np.full(n, -FABRICATION_AGE_S)
+        self._nu = ph.draw_drift_exponents(ph.normalized(self._g_prog), self._rng)
+        self._z_relax = self._rng.standard_normal(n)
+
+    # --- Chip protocol ---------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        g = self.geometry
+        return f"VirtualPCMChip,harness {__version__},seed={self.seed},{g.rows}x{g.cols}"
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def wait_until(self, t_s: float) -> None:
+        self._ensure_open()
+        self._clock.wait_until(t_s)
+
+    def _reset(self, cells: CellArray) -> None:
+        self._program(cells, ph.reset_response(cells.size, self._rng))
+
+    def _set_pulse(self, cells: CellArray, amplitude: FloatArray) -> None:
+        g_now = self._conductance(cells, self._clock.now())
+        p = self._params
+        g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng)
+        self._program(cells, g_new)
+
+    def _read(self, cells: CellArray) -> FloatArray:
+        return self.geometry.codes_to_uS(self._read_codes(cells))
+
+    # --- extras of the virtual chip (not part of the protocol) ------------------------------
+    def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.uint16]:
+        """ADC codes of a read (what a wire protocol transfers); ``read`` converts these."""
+        self._ensure_open()
+        return self._read_codes(check_cells(cells, self.geometry))
+
+    def conductance_uS(self, cells: npt.ArrayLike, t_s: float | None = None) -> FloatArray:
+        """Noise-free conductance at chip time ``t_s`` (default now), without the ADC — for
+        physics tests and plots; consumes no randomness and does not move the clock."""
+        c = check_cells(cells, self.geometry)
+        return self._conductance(c, self._clock.now() if t_s is None else float(t_s))
+
+    def drift_exponents(self, cells: npt.ArrayLike) -> FloatArray:
+        """ν of each cell (drawn at its last pulse)."""
+        return self._nu[check_cells(cells, self.geometry)].copy()
+
+    def snapshot(self, *, include_devices: bool = True) -> dict[str, np.ndarray]:
+        """Everything needed to continue the physics, as numpy arrays (HDF5-ready).
+
+        Device-to-device constants are not included: they follow from the seed. With
+        ``include_devices=False`` only the small runtime state (RNG, clock) is returned —
+        enough when no cell was pulsed since the last full snapshot.
+        """
+        state = {
+            "rng_state": np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), dtype=np.uint8).copy(),
+            "clock_s": np.float64(self._clock.now()),
+        }
+        if include_devices:
+            state.update(g_prog_uS=self._g_prog.copy(), t_pulse_s=self._t_pulse.copy(), nu=self._nu.copy(), z_relax=self._z_relax.copy())
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`snapshot` of a chip with the same geometry and seed.
+
+        Device arrays are optional (a runtime-only snapshot restores RNG and clock)."""
+        n = self.geometry.n_cells
+        missing = [k for k in RUNTIME_STATE_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"chip snapshot lacks {missing[0]!r}; it was not made by VirtualPCMChip.snapshot")
+        for key in DEVICE_STATE_KEYS:
+            if key in state and np.shape(state[key]) != (n,):
+                raise ConfigError(f"chip snapshot {key!r} has shape {np.shape(state[key])}, expected ({n},)")
+        try:
+            rng_state = json.loads(bytes(np.asarray(state["rng_state"], dtype=np.uint8)).decode())
+            self._rng.bit_generator.state = rng_state
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError("chip snapshot has a corrupt RNG state") from exc
+        self._clock.set(float(state["clock_s"]))
+        if "g_prog_uS" in state:
+            self._g_prog = np.array(state["g_prog_uS"], dtype=np.float64)
+            self._t_pulse = np.array(state["t_pulse_s"], dtype=np.float64)
+            self._nu = np.array(state["nu"], dtype=np.float64)
+            self._z_relax = np.array(state["z_relax"], dtype=np.float64)
+
+    # --- physics ---------------------------------------------------------------------------
+    def _program(self, cells: CellArray, g_new_uS: FloatArray) -> None:
+        """Record a pulse: new as-programmed state, pulse time, fresh ν and relaxation draw."""
+        self._clock.advance(PULSE_OP_TIME_S)
+        self._g_prog[cells] = g_new_uS
+        self._t_pulse[cells] = self._clock.now()
+        self._nu[cells] = ph.draw_drift_exponents(ph.normalized(g_new_uS), self._rng)
+        self._z_relax[cells] = self._rng.standard_normal(cells.size)
+
+    def _conductance(self, cells: CellArray, t_s: float) -> FloatArray:
+        """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
+        tau = t_s - self._t_pulse[cells]
+        g0 = self._g_prog[cells]
+        x = ph.normalized(g0)
+        relaxed = g0 + self._z_relax[cells] * ph.relaxation_std(x) * ph.relaxation_progress(tau)
+        return np.maximum(relaxed, 0.0) * ph.drift_factor(tau, self._nu[cells])
+
+    def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
+        self._clock.advance(READ_OP_TIME_S)
+        t = self._clock.now()
+        g = self._conductance(cells, t)
+        tau = t - self._t_pulse[cells]
+        sigma = ph.read_noise_std(g, ph.normalized(self._g_prog[cells]), tau)
+        g_read = g + sigma * self._rng.standard_normal(cells.size)
+        return self.geometry.to_codes(g_read)
+
+
+def _int(text: str) -> int:
+    return int(text, 10)
+
+
+def open_virtual(uri: ChipURI) -> VirtualPCMChip:
+    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32``."""
+    if uri.path:
+        raise ConfigError(f"the virtual chip URI takes no path, got {uri.path!r}; use 'virtual?seed=7'")
+    d = Geometry()
+    p = take_params(
+        uri,
+        {
+            "seed": (_int, 0),
+            "rows": (_int, d.rows),
+            "cols": (_int, d.cols),
+            "clock": (str, "sim"),
+            "adc_bits": (_int, d.adc_bits),
+            "adc_max_uS": (float, d.adc_max_uS),
+        },
+    )
+    geometry = Geometry(rows=p["rows"], cols=p["cols"], adc_bits=p["adc_bits"], adc_max_uS=p["adc_max_uS"])
+    return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw)
