@@ -7,7 +7,8 @@ then, each iteration, for every cell not yet within ``tolerance_uS`` of its targ
   ``slope`` (µS per unit amplitude) is the cell's own secant estimate from its previous
   pulse — a per-device Newton-secant step, so weak and strong devices both converge;
 * far above target (overshoot beyond ``reset_margin_uS``) → RESET and start again;
-* slightly above target → no pulse, just verify again (a noisy read is not worth a RESET);
+* slightly above target → no pulse, verify again (a noisy read is not worth a RESET);
+  still above at that second look → RESET and start again;
 
 then one batched read of all those cells. A cell is converged when its last verify read
 is within tolerance. Cells with target 0 (the partner of a differential pair) are only
@@ -220,6 +221,7 @@ def program_cells(
     chip.reset(c)
     g = chip.read(c)
     done = np.abs(target - g) <= tol
+    rechecked = np.zeros(n, dtype=bool)  # last round was a re-verify of a slight overshoot
     if progress:
         progress(ProgrammingProgress(0, params.max_iterations, int(done.sum()), n))
 
@@ -229,7 +231,9 @@ def program_cells(
             break
         err = target[act] - g[act]
         under = err > tol
-        over = err < -params.reset_margin_uS
+        slightly_over = (err < -tol) & ~(err < -params.reset_margin_uS)
+        over = (err < -params.reset_margin_uS) | (slightly_over & rechecked[act])
+        rechecked[act] = slightly_over & ~over
         up = act[under]
         amp = np.clip(params.gain * err[under] / slope[up], MIN_AMPLITUDE, max_amp)
         chip.set_pulse(c[up], amp)

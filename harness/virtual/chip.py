@@ -105,6 +105,14 @@ class VirtualPCMChip(ChipBackend):
         c = check_cells(cells, self.geometry)
         return self._conductance(c, self._clock.now() if t_s is None else float(t_s))
 
+    def as_programmed_uS(self, cells: npt.ArrayLike) -> FloatArray:
+        """Conductance right after each cell's last pulse (before relaxation and drift)."""
+        return self._g_prog[check_cells(cells, self.geometry)].copy()
+
+    def last_pulse_s(self, cells: npt.ArrayLike) -> FloatArray:
+        """Chip time of each cell's last pulse: the origin of its drift clock."""
+        return self._t_pulse[check_cells(cells, self.geometry)].copy()
+
     def drift_exponents(self, cells: npt.ArrayLike) -> FloatArray:
         """ν of each cell (drawn at its last pulse)."""
         return self._nu[check_cells(cells, self.geometry)].copy()
