@@ -1,0 +1,76 @@
+"""Weights ↔ conductances: differential pairs, per-layer scale, placement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.chip import Geometry
+from harness.errors import MappingError
+from harness.mapping import map_weights
+
+GEO = Geometry(rows=64, cols=128)
+
+
+def layers(rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    return [("fc1", rng.normal(size=(20, 30))), ("fc2", rng.normal(size=(5, 20)))]
+
+
+def test_targets_follow_the_differential_rule() -> None:
+    w = np.array([[0.5, -1.0], [0.0, 0.25]])
+    layout = map_weights([("l", w)], GEO)
+    g_pos, g_neg = layout.pair_conductances(layout.target_uS, 0)
+    s = 25.0 / 1.0
+    np.testing.assert_allclose(g_pos, np.where(w > 0, s * w, 0.0))
+    np.testing.assert_allclose(g_neg, np.where(w < 0, -s * w, 0.0))
+    assert layout.target_uS.max() == pytest.approx(25.0)  # max|W| maps to g_max
+
+
+def test_round_trip_recovers_weights_exactly() -> None:
+    ws = layers(np.random.default_rng(0))
+    layout = map_weights(ws, GEO)
+    back = layout.to_weights(layout.target_uS)
+    for name, w in ws:
+        np.testing.assert_allclose(back[name], w, rtol=1e-12, atol=1e-12)
+
+
+def test_to_weights_keeps_leading_batch_dims() -> None:
+    ws = layers(np.random.default_rng(1))
+    layout = map_weights(ws, GEO)
+    batch = np.stack([layout.target_uS, 2 * layout.target_uS])
+    back = layout.to_weights(batch)
+    assert back["fc1"].shape == (2, 20, 30)
+    np.testing.assert_allclose(back["fc1"][1], 2 * ws[0][1])
+
+
+def test_devices_are_unique_and_blocks_do_not_overlap() -> None:
+    layout = map_weights(layers(np.random.default_rng(2)), GEO)
+    assert np.unique(layout.cells).size == layout.n_devices == 2 * (20 * 30 + 5 * 20)
+    rows, cols = np.divmod(layout.cells, GEO.cols)
+    for i, p in enumerate(layout.layers):
+        m = layout.layer_index == i
+        assert rows[m].min() == p.row0 and rows[m].max() == p.row0 + p.fan_in - 1
+        assert cols[m].min() == p.col0 and cols[m].max() == p.col0 + 2 * p.out_features - 1
+
+
+def test_layers_wrap_to_a_new_shelf_when_a_row_is_full() -> None:
+    ws = [(f"l{i}", np.ones((40, 10))) for i in range(3)]  # 80 columns each, 128 available
+    layout = map_weights(ws, GEO)
+    assert [(p.row0, p.col0) for p in layout.layers] == [(0, 0), (10, 0), (20, 0)]
+
+
+@pytest.mark.parametrize(
+    ("ws", "message"),
+    [
+        ([("big", np.ones((65, 10)))], "needs a 10x130 block"),
+        ([("tall", np.ones((2, 65)))], "needs a 65x4 block"),
+        ([(f"l{i}", np.ones((40, 30))) for i in range(3)], "does not fit"),
+        ([], "no analog layers"),
+        ([("z", np.zeros((2, 2)))], "only zero weights"),
+        ([("n", np.array([[np.nan, 1.0]]))], "NaN"),
+        ([("v", np.ones(3))], "expected a non-empty"),
+    ],
+)
+def test_bad_models_are_refused_with_a_clear_message(ws, message: str) -> None:
+    with pytest.raises(MappingError, match=message):
+        map_weights(ws, GEO)
