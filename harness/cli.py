@@ -1,0 +1,35 @@
+"""The ``harness`` command line: a thin layer over the library.
+
+Each command lives in its own module under ``harness.commands`` and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from harness import __version__
+from harness.commands import program
+
+app = typer.Typer(
+    name="harness",
+    help="PCM chip test harness: program, drift, read back and evaluate analog PCM chips.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """PCM chip test harness."""
+
+
+app.command("program")(program.program_command)
