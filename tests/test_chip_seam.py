@@ -144,3 +144,24 @@ def test_simulated_clock_never_sleeps_and_moves_forward_only() -> None:
     assert chip.now() == pytest.approx(365 * 86400.0)
     chip.wait_until(10.0)  # the past: returns at once, time unchanged
     assert chip.now() == pytest.approx(365 * 86400.0)
+
+
+def test_wall_clock_chip_uses_real_time_without_sleeping() -> None:
+    import time
+
+    chip = open_chip("virtual?rows=4&cols=4&clock=wall")
+    t0_wall, t0 = time.monotonic(), chip.now()
+    chip.read([0, 1])  # operations do not advance a wall clock by fiat
+    chip.wait_until(t0 - 5.0)  # a past time returns at once
+    elapsed_chip = chip.now() - t0
+    assert 0.0 <= elapsed_chip <= time.monotonic() - t0_wall + 1e-6
+
+
+def test_cli_version() -> None:
+    from typer.testing import CliRunner
+
+    from harness import __version__
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
