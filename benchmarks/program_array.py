@@ -55,9 +55,11 @@ def bare_numpy_equivalent(active_counts: list[int], n: int, rng: np.random.Gener
         t_pulse[idx] = 1.0
         nu[idx] = ph.draw_drift_exponents(g_new / 25, rng)
         z[idx] = rng.standard_normal(k)
+        # A verify read comes µs after the pulse: before the onsets of relaxation and drift,
+        # so (as in the chip) neither is computed; read noise and the ADC are.
         tau = 1e-6 + t_pulse[idx] - t_pulse[idx]
         x = g[idx] / 25
-        gt = np.maximum(g[idx] + z[idx] * ph.relaxation_std(x) * ph.relaxation_progress(tau), 0) * ph.drift_factor(tau, nu[idx])
+        gt = g[idx]
         read = geo.codes_to_uS(geo.to_codes(gt + ph.read_noise_std(gt, x, tau) * rng.standard_normal(k)))
         slope[idx] = np.sqrt(slope[idx] * np.maximum(read - g[idx], 1.0))
     return time.perf_counter() - t0

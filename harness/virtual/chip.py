@@ -167,10 +167,19 @@ class VirtualPCMChip(ChipBackend):
     def _conductance(self, cells: CellArray, t_s: float) -> FloatArray:
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
         tau = t_s - self._t_pulse[cells]
-        g0 = self._g_prog[cells]
-        x = ph.normalized(g0)
-        relaxed = g0 + self._z_relax[cells] * ph.relaxation_std(x) * ph.relaxation_progress(tau)
-        return np.maximum(relaxed, 0.0) * ph.drift_factor(tau, self._nu[cells])
+        g = self._g_prog[cells]
+        # Relaxation and drift are exactly zero before their onsets (T_RELAX_ONSET_S, T0_S):
+        # compute them only where they act, which skips both for verify reads µs after a pulse.
+        relaxing = np.flatnonzero(tau > ph.T_RELAX_ONSET_S)
+        if relaxing.size:
+            r_cells, r_tau, g_r = cells[relaxing], tau[relaxing], g[relaxing]
+            g[relaxing] = np.maximum(
+                g_r + self._z_relax[r_cells] * ph.relaxation_std(ph.normalized(g_r)) * ph.relaxation_progress(r_tau), 0.0
+            )
+            drifting = np.flatnonzero(r_tau > ph.T0_S)
+            if drifting.size:
+                g[relaxing[drifting]] *= ph.drift_factor(r_tau[drifting], self._nu[r_cells[drifting]])
+        return g
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
         self._clock.advance(READ_OP_TIME_S)
