@@ -9,6 +9,8 @@ import typer
 
 from harness import __version__
 from harness.commands import program
+from harness.commands import replay as replay_cmd
+from harness.commands import session as session_cmd
 
 app = typer.Typer(
     name="harness",
@@ -33,3 +35,5 @@ def main(
 
 
 app.command("program")(program.program_command)
+app.add_typer(session_cmd.app, name="session")
+app.command("replay")(replay_cmd.replay_command)

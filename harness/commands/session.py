@@ -1,0 +1,215 @@
+"""``harness session run|resume|status``: timed readout sessions with crash-safe recordings."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.commands.common import console_for, emit_json, err_console, user_errors
+from harness.schedule import fmt_duration, load_session
+from harness.session import SessionProgress, resume_session, run_session, session_status, timetable
+
+app = typer.Typer(
+    name="session",
+    help="Timed readout sessions: program, then read back on a schedule; resume; status.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+@contextmanager
+def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress], None]]:
+    """Turn runner callbacks into a rich bar on stderr (one line per event when stderr is
+    not a terminal, so logs of unattended sessions show every readout)."""
+    if not enabled:
+        yield lambda p: None
+        return
+    if not err_console.is_terminal:
+
+        def plain(p: SessionProgress) -> None:
+            if p.phase == "programming" and p.programming is None:
+                sys.stderr.write("programming\n")
+            elif p.phase == "programming":
+                pp = p.programming
+                sys.stderr.write(f"programming iteration {pp.iteration}: {pp.n_converged}/{pp.n_cells} converged\n")
+            elif p.phase == "readout":
+                nxt = f", next at {fmt_duration(p.t_next_s)}" if p.t_next_s is not None else ""
+                sys.stderr.write(f"readout {p.done}/{p.total} at t = {p.t_s:.6g} s{nxt}\n")
+            elif p.phase == "done":
+                sys.stderr.write(f"done: {p.done}/{p.total} readouts\n")
+            sys.stderr.flush()
+
+        yield plain
+        return
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task("session", total=None)
+
+        def update(p: SessionProgress) -> None:
+            if p.phase == "programming":
+                pp = p.programming
+                text = "programming" if pp is None else f"programming: {pp.n_converged}/{pp.n_cells} converged"
+                bar.update(task, description=text, total=None if pp is None else pp.max_iterations,
+                           completed=0 if pp is None else pp.iteration)
+            else:
+                nxt = f"next readout at {fmt_duration(p.t_next_s)}" if p.t_next_s is not None else "all readouts done"
+                bar.update(task, description=f"readouts · {nxt}", total=p.total, completed=p.done)
+
+        yield update
+
+
+def _default_out(name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    DEFAULT_RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    return DEFAULT_RUNS_DIR / f"{name}-{stamp}.h5"
+
+
+@app.command("run")
+def run_command(
+    session_file: Path = typer.Argument(..., help="Session definition (TOML), e.g. sessions/drift-20h.toml."),
+    chip: str = typer.Option("virtual", "--chip", help="Chip URI: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/<session>-<time>.h5"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the timetable and exit; touch no chip."),
+    json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
+) -> None:
+    """Program the session's model, then read the chip back at every scheduled time."""
+    console = console_for(json_out)
+    with user_errors():
+        spec = load_session(session_file)
+        if dry_run:
+            rows = timetable(spec)
+            if json_out:
+                emit_json({"session": spec.name, "chip": chip, "model": spec.program.model,
+                           "cells": spec.readout.cells, "timetable": rows})
+                return
+            table = Table(title=f"{spec.name}: {spec.schedule.describe()} (s since the end of programming)")
+            for col in ("#", "t (s)", "after programming"):
+                table.add_column(col, justify="right")
+            for r in rows:
+                table.add_row(str(r["index"]), f"{r['t_s']:.6g}", r["after"])
+            console.print(table)
+            console.print(f"chip {chip}; model {spec.program.model}; cells: {spec.readout.cells}")
+            return
+        from harness.registry import open_chip
+
+        out_path = out if out is not None else _default_out(spec.name)
+        the_chip = open_chip(chip)
+        try:
+            console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
+            try:
+                with session_progress() as progress:
+                    result = run_session(spec, the_chip, out_path, overwrite=overwrite, progress=progress)
+            except KeyboardInterrupt:
+                hint = f"; continue with: harness session resume {out_path}" if out_path.exists() else ""
+                sys.stderr.write(f"error: interrupted{hint}\n")
+                raise typer.Exit(130) from None
+        finally:
+            the_chip.close()
+    _render_result(console, result.summary(), json_out)
+
+
+@app.command("resume")
+def resume_command(
+    recording: Path = typer.Argument(..., help="The interrupted session's recording (HDF5)."),
+    chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI, if not the recorded one (e.g. a new serial port)."),
+    json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
+) -> None:
+    """Continue an interrupted session from its recording: no readout lost or repeated."""
+    console = console_for(json_out)
+    with user_errors():
+        try:
+            with session_progress() as progress:
+                result = resume_session(recording, chip_uri=chip, progress=progress)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"error: interrupted; continue with: harness session resume {recording}\n")
+            raise typer.Exit(130) from None
+    summary = result.summary()
+    if result.resumed_from >= result.readouts_scheduled and not json_out:
+        console.print(f"{recording} is already complete ({result.readouts_done} readouts); nothing to resume")
+        return
+    _render_result(console, summary, json_out)
+
+
+@app.command("status")
+def status_command(
+    recording: Path = typer.Argument(..., help="A session recording (HDF5), finished, running or interrupted."),
+    json_out: bool = typer.Option(False, "--json", help="Print only a JSON object on stdout."),
+) -> None:
+    """Readouts done and pending, last time, next due, and conductance statistics."""
+    console = console_for(json_out)
+    with user_errors():
+        st = session_status(recording)
+    if json_out:
+        emit_json(st)
+        return
+    _render_status(console, st)
+
+
+def _render_result(console: Console, s: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(s)
+        return
+    resumed = f" (resumed after readout {s['resumed_from']})" if s["resumed_from"] else ""
+    console.print(
+        f"[bold]{s['readouts_done']}/{s['readouts_scheduled']}[/] readouts recorded{resumed}; "
+        f"chip time {fmt_duration(s['chip_time_s'])}, wall time {s['wall_s']:.2f} s; "
+        f"late readouts: {s['late_readouts']}"
+        + (f" (worst {s['max_lateness_s']:.3g} s)" if s["late_readouts"] else "")
+    )
+    if "programming" in s:
+        p = s["programming"]
+        console.print(
+            f"programmed {p['devices_programmed']} devices, converged {100 * p['converged_fraction']:.2f}%, "
+            f"error std {p['error_std_uS']:.3f} µS"
+        )
+    console.print(f"recording: [bold]{s['out']}[/]")
+
+
+def _render_status(console: Console, st: dict[str, Any]) -> None:
+    total = st["readouts_scheduled"]
+    console.print(
+        f"[bold]{st['path']}[/]: session {st['session'] or '-'} on {st['chip_uri']} — [bold]{st['state']}[/]"
+        + (f" (pid {st['writer_pid']})" if st["writer_pid"] else "")
+    )
+    done = st["readouts_done"]
+    line = f"readouts: {done} done" + (f", {st['readouts_pending']} pending of {total}" if total is not None else "")
+    if st["last_t_s"] is not None:
+        line += f"; last at {fmt_duration(st['last_t_s'])}"
+    if st["next_due_s"] is not None:
+        due = _dt.datetime.fromtimestamp(st["next_due_unix_s"]).strftime("%Y-%m-%d %H:%M:%S")
+        line += f"; next due at {fmt_duration(st['next_due_s'])} (wall clock {due} on a real chip)"
+    console.print(line)
+    if "conductance" in st:
+        c = st["conductance"]
+        table = Table(title=f"conductance over all {st['readout_cells']} cells read")
+        for col in ("readout", "t", "mean µS", "std µS", "min µS", "max µS"):
+            table.add_column(col, justify="right")
+        for name in ("first", "last"):
+            r = c[name]
+            table.add_row(name, fmt_duration(r["t_s"]), f"{r['mean_uS']:.3f}", f"{r['std_uS']:.3f}",
+                          f"{r['min_uS']:.3f}", f"{r['max_uS']:.3f}")
+        console.print(table)
+        if c["mean_ratio_last_first"] is not None:
+            console.print(
+                f"programmed devices ({c['programmed_cells']}): mean G(last)/G(first) = {c['mean_ratio_last_first']:.4f}"
+            )
+    if st["state"] == "interrupted":
+        console.print(f"continue with: harness session resume {st['path']}")

@@ -1,0 +1,517 @@
+"""Timed readout sessions: program, then read back on a schedule; resume after a crash.
+
+Times in a schedule are absolute seconds since the end of programming
+(``ProgrammingResult.t_end_s`` on the chip's clock). Readout ``i`` waits with
+``chip.wait_until(t_end_s + times_s[i])`` and is recorded with the chip time at which its
+read actually started, so a late readout shows its real time. On the virtual chip the
+clock is simulated: 20 hours take seconds, and the physics sees the scheduled times.
+
+After every readout the recording is appended, flushed and committed; a chip that can
+snapshot its state (:class:`RestorableChip`, e.g. the virtual chip) has that state saved
+in the same commit, so :func:`resume_session` continues the physics instead of restarting
+it. Chips that cannot (real hardware) keep drifting on the bench by themselves; resume
+then maps the recording's timetable onto the chip clock through wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from harness.chip import Chip
+from harness.errors import HarnessError, RecordingError
+from harness.mapping import map_weights
+from harness.recording import (
+    Recording,
+    RecordingWriter,
+    create_recording,
+    open_recording,
+    partial_paths,
+    recover_recording,
+    writer_alive,
+)
+from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+
+
+@runtime_checkable
+class RestorableChip(Protocol):
+    """A chip whose complete state can be saved and restored (the virtual chip).
+
+    ``snapshot(include_devices=False)`` returns only what changes on a read (RNG, clock);
+    ``restore`` accepts a full snapshot, or a runtime one merged over a full one.
+    """
+
+    def snapshot(self, *, include_devices: bool = True) -> dict[str, np.ndarray]: ...
+
+    def restore(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionProgress:
+    """What the runner reports: before programming (``phase="programming"``), before each
+    readout waits (``"waiting"``), after each readout (``"readout"``) and at the end (``"done"``).
+
+    ``done``/``total``: readouts recorded / scheduled. ``t_next_s``: the next readout's
+    scheduled time (s since programming), None when none is left. ``t_s``: the time of the
+    readout just recorded. ``programming``: the programming progress object, if any.
+    """
+
+    phase: str
+    done: int
+    total: int
+    t_next_s: float | None = None
+    t_s: float | None = None
+    programming: Any = None
+
+
+ProgressCallback = Callable[[SessionProgress], None]
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """Outcome of a run or resume."""
+
+    path: Path
+    session: str
+    chip_uri: str
+    readouts_done: int
+    readouts_scheduled: int
+    resumed_from: int
+    late_readouts: int
+    max_lateness_s: float
+    wall_s: float
+    sim_s: float
+    programming: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "out": str(self.path),
+            "session": self.session,
+            "chip": self.chip_uri,
+            "readouts_done": self.readouts_done,
+            "readouts_scheduled": self.readouts_scheduled,
+            "complete": self.readouts_done >= self.readouts_scheduled,
+            "resumed_from": self.resumed_from,
+            "late_readouts": self.late_readouts,
+            "max_lateness_s": self.max_lateness_s,
+            "wall_s": self.wall_s,
+            "chip_time_s": self.sim_s,
+            **({"programming": self.programming} if self.programming else {}),
+        }
+
+
+#: A readout counts as late when it starts more than this after its scheduled time (s):
+#: covers the batched read's own duration on the simulated chip.
+LATE_TOLERANCE_S = 1e-3
+
+
+def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
+    """The schedule as rows ``{index, t_s, after}`` (for ``--dry-run``)."""
+    return [{"index": i, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
+
+
+def resolve_model_path(spec: SessionSpec) -> Path:
+    from harness.model import default_model_path
+
+    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
+
+
+def chip_seed(chip_uri: str) -> int | None:
+    """The seed of a virtual chip URI (0 when unspecified), None for other backends."""
+    from harness.registry import parse_uri
+
+    parsed = parse_uri(chip_uri)
+    if parsed.scheme != "virtual":
+        return None
+    try:
+        return int(parsed.params.get("seed", "0"))
+    except ValueError:
+        return None
+
+
+def clean_stale_partials(out: Path) -> list[Path]:
+    """Delete header files left by writers that died before their header was complete."""
+    removed = []
+    for p in partial_paths(out):
+        pid_text = p.name.rsplit(".partial-", 1)[-1]
+        pid = int(pid_text) if pid_text.isdigit() else -1
+        if pid != os.getpid() and not writer_alive(pid, 0):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def run_session(
+    spec: SessionSpec,
+    chip: Chip,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    provenance_extra: Mapping[str, Any] | None = None,
+) -> SessionResult:
+    """Program the session's model onto ``chip``, then record every scheduled readout in ``out``.
+
+    Raises:
+        RecordingError: ``out`` exists (and not ``overwrite``) or cannot be written; checked
+            before anything is programmed.
+        ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
+    """
+    from harness.model import load_model
+    from harness.programming import program_layout
+    from harness.provenance import collect_provenance
+
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise RecordingError(
+            f"recording {out_path} already exists; choose another --out, resume it with "
+            f"'harness session resume {out_path}', or pass --overwrite"
+        )
+    if not out_path.parent.is_dir():
+        raise RecordingError(f"directory {out_path.parent} does not exist; create it or choose another --out")
+    clean_stale_partials(out_path)
+    wall0 = time.perf_counter()
+    chip_t0 = chip.now()
+    params = spec.program.programming_params()
+    model_path = resolve_model_path(spec)
+    model = load_model(model_path)
+    layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
+    cells = np.arange(chip.geometry.n_cells, dtype=np.int64) if spec.readout.cells == "array" else layout.cells
+    n = spec.schedule.n_readouts
+    if progress:
+        progress(SessionProgress("programming", 0, n, spec.schedule.times_s[0]))
+
+    def on_programming(p: Any) -> None:
+        if progress:
+            progress(SessionProgress("programming", 0, n, spec.schedule.times_s[0], programming=p))
+
+    result = program_layout(chip, layout, params, on_programming)
+    t_end_unix = time.time()
+    restorable = isinstance(chip, RestorableChip)
+    provenance = collect_provenance(
+        chip_uri=chip.uri,
+        chip_identity=chip.identity,
+        seed=chip_seed(chip.uri),
+        model=str(model_path),
+        model_name=model.name,
+        command="session run",
+        session=spec.name,
+        session_file=spec.source_path,
+        session_toml=spec.source_text,
+        **dict(provenance_extra or {}),
+    )
+    writer = create_recording(
+        out_path,
+        provenance=provenance,
+        layout=layout,
+        programming=result,
+        session=spec,
+        chip_state=chip.snapshot() if restorable else None,  # type: ignore[union-attr]
+        readout_cells=cells,
+        t_end_unix_s=t_end_unix,
+        overwrite=overwrite,
+    )
+    with writer:
+        late, worst = _run_readouts(writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable)
+        done = writer.n_readouts
+    return SessionResult(
+        path=out_path,
+        session=spec.name,
+        chip_uri=chip.uri,
+        readouts_done=done,
+        readouts_scheduled=n,
+        resumed_from=0,
+        late_readouts=late,
+        max_lateness_s=worst,
+        wall_s=time.perf_counter() - wall0,
+        sim_s=chip.now() - chip_t0,
+        programming={k: v for k, v in result.summary().items() if k != "levels"},
+    )
+
+
+def _run_readouts(
+    writer: RecordingWriter,
+    chip: Chip,
+    times_s: npt.NDArray[np.float64],
+    t_origin: float,
+    start: int,
+    progress: ProgressCallback | None,
+    restorable: bool,
+) -> tuple[int, float]:
+    """Readouts ``start..`` of the timetable; returns (late count, worst lateness in s)."""
+    n = times_s.size
+    cells = writer.cells
+    late, worst = 0, 0.0
+    for i in range(start, n):
+        t_sched = float(times_s[i])
+        if progress:
+            progress(SessionProgress("waiting", i, n, t_sched))
+        chip.wait_until(t_origin + t_sched)
+        t_read = chip.now()
+        g = chip.read(cells)
+        duration = chip.now() - t_read
+        t_rel = t_read - t_origin
+        lateness = t_rel - t_sched
+        if lateness > LATE_TOLERANCE_S:
+            late += 1
+            worst = max(worst, lateness)
+        state = chip.snapshot(include_devices=False) if restorable else None  # type: ignore[attr-defined]
+        writer.append_readout(
+            t_rel, g, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration
+        )
+        if progress:
+            progress(SessionProgress("readout", i + 1, n, float(times_s[i + 1]) if i + 1 < n else None, t_s=t_rel))
+    if progress:
+        progress(SessionProgress("done", n, n, None))
+    return late, worst
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What :func:`resume_session` will do, decided from the recording alone."""
+
+    path: Path
+    session: str
+    chip_uri: str
+    done: int
+    total: int
+    times_s: npt.NDArray[np.float64]
+    t_end_s: float
+    t_end_unix_s: float
+    chip_state: dict[str, np.ndarray] | None
+    geometry_json: dict[str, Any]
+    identity: str
+
+
+def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
+    """Check that ``path`` can be resumed and say how; touches nothing.
+
+    Raises:
+        RecordingError: missing (with what that means), foreign, damaged, not a session,
+            or still being written.
+    """
+    p = Path(path)
+    if not p.exists():
+        leftovers = partial_paths(p)
+        hint = (
+            f" (found {leftovers[0].name}: a header that was never finished)" if leftovers else ""
+        )
+        raise RecordingError(
+            f"no recording at {p}{hint}: a session interrupted before programming finished and its header "
+            f"was written leaves nothing to resume; start it again with 'harness session run SESSION.toml --out {p}'"
+        )
+    with open_recording(p) as rec:
+        if not rec.has_session:
+            raise RecordingError(f"{p} was not recorded by 'harness session run' (it has no session); nothing to resume")
+        if rec.writer_running:
+            raise RecordingError(f"{p} is still being written by process {rec.writer_info[0]}; stop it first or wait")
+        times = rec.scheduled_times_s
+        if times is None or times.size == 0:
+            raise RecordingError(f"{p} has an empty session timetable")
+        uri = chip_uri or str(rec.provenance.get("chip_uri", ""))
+        if not uri:
+            raise RecordingError(f"{p} does not record its chip URI; give one with --chip")
+        prog = rec.programming
+        state = rec.chip_state(rec.n_readouts) if rec.has_chip_state else None
+        if rec.has_chip_state and state is None:
+            raise RecordingError(
+                f"{p} has no chip state for readout {rec.n_readouts}; the virtual chip's physics cannot be continued"
+            )
+        return ResumePlan(
+            path=p,
+            session=rec.session_name or "",
+            chip_uri=uri,
+            done=rec.n_readouts,
+            total=int(times.size),
+            times_s=times,
+            t_end_s=prog.t_end_s,
+            t_end_unix_s=prog.t_end_unix_s,
+            chip_state=state,
+            geometry_json=dataclasses.asdict(rec.geometry),
+            identity=str(rec.provenance.get("chip_identity", "")),
+        )
+
+
+def resume_session(
+    path: str | Path,
+    *,
+    chip: Chip | None = None,
+    chip_uri: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SessionResult:
+    """Continue an interrupted session from its recording alone.
+
+    The committed readouts are kept (a readout in flight at the crash is dropped and
+    done again), the timetable is the recorded one, and a restorable chip (virtual) is
+    put back into the state it had right after the last committed readout. ``chip``
+    (already open) or ``chip_uri`` override the recorded chip URI.
+
+    Raises:
+        RecordingError: see :func:`plan_resume`; or the chip does not match the recording.
+    """
+    from harness.registry import open_chip
+
+    wall0 = time.perf_counter()
+    plan = plan_resume(path, chip_uri if chip is None else chip.uri)
+    if plan.done >= plan.total:
+        return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
+                             time.perf_counter() - wall0, 0.0)
+    own = chip is None
+    the_chip = open_chip(plan.chip_uri) if chip is None else chip
+    try:
+        if dataclasses.asdict(the_chip.geometry) != plan.geometry_json:
+            raise RecordingError(
+                f"chip {plan.chip_uri!r} has geometry {the_chip.geometry} but {plan.path} was recorded on "
+                f"{plan.geometry_json}; resume on the same chip"
+            )
+        restorable = isinstance(the_chip, RestorableChip)
+        if plan.chip_state is not None:
+            if not restorable:
+                raise RecordingError(
+                    f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
+                    "resume with the recorded chip URI"
+                )
+            if plan.identity and the_chip.identity != plan.identity:
+                raise RecordingError(
+                    f"chip {the_chip.identity!r} is not the recorded chip {plan.identity!r}; resume with the same seed"
+                )
+            try:
+                the_chip.restore(plan.chip_state)  # type: ignore[union-attr]
+            except HarnessError as exc:
+                raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
+            t_origin = plan.t_end_s
+        else:
+            restorable = False
+            # Real chips kept drifting on the bench: map the timetable through wall time.
+            t_origin = the_chip.now() - (time.time() - plan.t_end_unix_s)
+        chip_t0 = the_chip.now()
+        writer = recover_recording(plan.path)
+        with writer:
+            if writer.n_readouts != plan.done:
+                raise RecordingError(f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)")
+            late, worst = _run_readouts(writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable)
+            done = writer.n_readouts
+        return SessionResult(
+            path=plan.path,
+            session=plan.session,
+            chip_uri=plan.chip_uri,
+            readouts_done=done,
+            readouts_scheduled=plan.total,
+            resumed_from=plan.done,
+            late_readouts=late,
+            max_lateness_s=worst,
+            wall_s=time.perf_counter() - wall0,
+            sim_s=the_chip.now() - chip_t0,
+        )
+    finally:
+        if own:
+            the_chip.close()
+
+
+def session_status(path: str | Path) -> dict[str, Any]:
+    """State of a recording: readouts done/pending, last time, next due, conductance stats.
+
+    Raises:
+        RecordingError: missing, foreign or damaged file.
+    """
+    p = Path(path)
+    if not p.exists():
+        leftovers = partial_paths(p)
+        if leftovers:
+            raise RecordingError(
+                f"no recording at {p}, only an unfinished header ({leftovers[0].name}): the session was interrupted "
+                "before its recording was complete enough to resume; run it again"
+            )
+    with open_recording(p) as rec:
+        return _status(rec)
+
+
+def _status(rec: Recording) -> dict[str, Any]:
+    n = rec.n_readouts
+    times = rec.times_s
+    sched = rec.scheduled_times_s
+    total = None if sched is None else int(sched.size)
+    if rec.writer_running:
+        state = "running"
+    elif total is None or n >= total:
+        state = "complete"
+    else:
+        state = "interrupted"
+    prog = rec.programming
+    next_due = float(sched[n]) if sched is not None and n < sched.size else None
+    out: dict[str, Any] = {
+        "path": str(rec.path),
+        "session": rec.session_name,
+        "state": state,
+        "chip_uri": rec.provenance.get("chip_uri"),
+        "chip_identity": rec.provenance.get("chip_identity"),
+        "model": rec.provenance.get("model_name", rec.provenance.get("model")),
+        "devices": rec.layout.n_devices,
+        "readout_cells": rec.n_cells,
+        "readouts_done": n,
+        "readouts_scheduled": total,
+        "readouts_pending": None if total is None else max(total - n, 0),
+        "last_t_s": float(times[-1]) if n else None,
+        "next_due_s": next_due,
+        "next_due_unix_s": None if next_due is None else prog.t_end_unix_s + next_due,
+        "programming": {
+            "converged_fraction": prog.converged_fraction,
+            "error_std_uS": prog.error_std_uS,
+            "t_end_unix_s": prog.t_end_unix_s,
+        },
+        "writer_pid": rec.writer_info[0] if state == "running" else None,
+    }
+    if n:
+        first, last = rec.readout(0), rec.readout(n - 1)
+        on = _programmed_mask(rec)
+        out["conductance"] = {
+            "first": _stats(first, float(times[0])),
+            "last": _stats(last, float(times[-1])),
+            "programmed_cells": int(on.sum()),
+            "mean_ratio_last_first": (
+                float(last[on].mean() / first[on].mean()) if on.any() and first[on].mean() > 0 else None
+            ),
+        }
+    return out
+
+
+def _programmed_mask(rec: Recording) -> npt.NDArray[np.bool_]:
+    """Readout positions whose target is above the RESET level."""
+    lay = rec.layout
+    target = np.full(rec.geometry.n_cells, math.nan)
+    target[lay.cells] = lay.target_uS
+    t = target[rec.readout_cells]
+    return np.nan_to_num(t, nan=0.0) > RESET_LEVEL_US
+
+
+#: Targets at or below this (µS) are the RESET partners of differential pairs.
+RESET_LEVEL_US = 0.5
+
+
+def _stats(g: npt.NDArray[np.float64], t_s: float) -> dict[str, float]:
+    return {"t_s": t_s, "mean_uS": float(g.mean()), "std_uS": float(g.std()), "min_uS": float(g.min()),
+            "max_uS": float(g.max())}
+
+
+__all__ = [
+    "ResumePlan",
+    "RestorableChip",
+    "SessionProgress",
+    "SessionResult",
+    "plan_resume",
+    "resume_session",
+    "run_session",
+    "session_status",
+    "timetable",
+]
