@@ -74,6 +74,11 @@ MAX_CHUNK_BYTES = 8 << 20
 
 _PARTIAL_INFIX = ".partial-"
 
+#: Header arrays of at least this many elements are stored chunked with shuffle + gzip
+#: level 1 (fast; integer and sparse arrays shrink 3-10x); gzip is in every HDF5 build.
+COMPRESS_MIN_ELEMENTS = 1024
+COMPRESS_CHUNK_ELEMENTS = 1 << 18
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -102,6 +107,26 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     if arr.dtype.kind not in "biufc":
         raise RecordingError(f"chip state {name!r} has dtype {arr.dtype}; only numeric arrays can be recorded")
     return arr
+
+
+def _put(group: h5py.Group, name: str, data: np.ndarray, links: dict[str, np.ndarray] | None = None) -> None:
+    """Store a header array once: equal to an array already stored (``links``: path -> array)
+    it becomes a hard link to it; large arrays are compressed."""
+    arr = np.asarray(data)
+    if links is not None:
+        for path, other in links.items():
+            if other.dtype == arr.dtype and other.shape == arr.shape and np.array_equal(other, arr):
+                group[name] = group.file[path]
+                return
+    if arr.ndim == 1 and arr.size >= COMPRESS_MIN_ELEMENTS:
+        group.create_dataset(
+            name, data=arr, chunks=(min(arr.size, COMPRESS_CHUNK_ELEMENTS),), compression="gzip",
+            compression_opts=1, shuffle=True,
+        )
+    else:
+        group.create_dataset(name, data=arr)
+    if links is not None:
+        links[group[name].name] = arr
 
 
 def partial_paths(path: str | Path) -> list[Path]:
@@ -290,10 +315,8 @@ def _write_header(
         a = np.asarray(arr)
         if a.shape != (n,):
             raise RecordingError(f"layout array {name!r} has shape {a.shape}, expected ({n},)")
-        lay.create_dataset(name, data=a)
-    cols = layout.geometry.cols
-    lay.create_dataset("row", data=(np.asarray(layout.cells) // cols).astype(np.int32))
-    lay.create_dataset("col", data=(np.asarray(layout.cells) % cols).astype(np.int32))
+        _put(lay, name, a)
+    links = {"/layout/cells": np.asarray(layout.cells), "/layout/target_uS": np.asarray(layout.target_uS)}
 
     pr = f.create_group("programming")
     m = np.asarray(programming.cells).size
@@ -307,7 +330,7 @@ def _write_header(
         a = np.asarray(getattr(programming, name), dtype=dtype)
         if a.shape != (m,):
             raise RecordingError(f"programming array {name!r} has shape {a.shape}, expected ({m},)")
-        pr.create_dataset(name, data=a)
+        _put(pr, name, a, links if name in ("cells", "target_uS") else None)
     pr.attrs["params_json"] = _dumps(programming.params)
     pr.attrs["t_start_s"] = float(programming.t_start_s)
     pr.attrs["t_end_s"] = float(programming.t_end_s)
@@ -337,7 +360,7 @@ def _create_readouts(
     r = f.create_group("readouts")
     r.attrs["encoding"] = encoding
     r.attrs["time_origin"] = "seconds since the end of programming (programming/t_end_s on the chip clock)"
-    r.create_dataset("cells", data=cells)
+    _put(r, "cells", cells, {"/layout/cells": f["layout/cells"][...]})
     n = max(int(cells.size), 1)
     if encoding == "adc_code":
         dtype = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
@@ -348,10 +371,10 @@ def _create_readouts(
         dtype = np.dtype(np.float64)
     chunk_cols = max(1, min(n, MAX_CHUNK_BYTES // dtype.itemsize))
     r.create_dataset("g", shape=(0, cells.size), maxshape=(None, cells.size), dtype=dtype, chunks=(1, chunk_cols))
-    r.create_dataset("t_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+    r.create_dataset("t_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(64,))
     for name, (dt, shape) in extras.items():
         size = int(np.prod(shape)) if shape else 1
-        rows = max(1, min(1024, (1 << 20) // max(1, size * dt.itemsize)))
+        rows = max(1, min(64, (1 << 20) // max(1, size * dt.itemsize)))
         ds = r.create_dataset(
             f"extra/{name}", shape=(0, *shape), maxshape=(None, *shape), dtype=dt, chunks=(rows, *shape)
         )
@@ -373,7 +396,7 @@ def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
         g.create_dataset("present", data=np.zeros(len(keys), dtype=np.uint8))
     for key in keys:
         arr = _as_array(key, state[key])
-        base.create_dataset(key, data=arr)
+        _put(base, key, arr)
         for slot in ("slot0", "slot1"):
             if arr.ndim == 0:
                 cs[slot].create_dataset(key, shape=(), dtype=arr.dtype)
@@ -1012,12 +1035,13 @@ def recover_recording(path: str | Path) -> RecordingWriter:
         try:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
+            memo: dict[Any, str] = {}
             for name in ("provenance", "layout", "programming", "session"):
                 if name in src:
-                    src.copy(src[name], dst, name=name)
+                    _copy_tree(src[name], dst.create_group(name), memo)
             r = src["readouts"]
             specs = {k: (r["extra"][k].dtype, r["extra"][k].shape[1:]) for k in r["extra"]}
-            dst_r = _copy_readout_group(dst, r, specs)
+            dst_r = _copy_readout_group(dst, r, specs, memo)
             for i in range(n):
                 dst_r["g"][i] = r["g"][i]
             dst_r["t_s"][:] = r["t_s"][:n]
@@ -1061,8 +1085,28 @@ def recover_recording(path: str | Path) -> RecordingWriter:
     return RecordingWriter(dst, final)
 
 
+def _copy_tree(src: h5py.Group, dst: h5py.Group, memo: dict[Any, str]) -> None:
+    """Copy a group's attributes and datasets (filters kept); an object reached twice
+    through hard links is linked again, not duplicated (``memo``: object id -> dst path)."""
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name, obj in src.items():
+        if isinstance(obj, h5py.Group):
+            _copy_tree(obj, dst.create_group(name), memo)
+            continue
+        ident = obj.id
+        if ident in memo:
+            dst[name] = dst.file[memo[ident]]
+        else:
+            src.copy(obj, dst, name=name)
+            memo[ident] = dst[name].name
+
+
 def _copy_readout_group(
-    dst: h5py.File, r: h5py.Group, specs: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]
+    dst: h5py.File,
+    r: h5py.Group,
+    specs: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
+    memo: dict[Any, str],
 ) -> h5py.Group:
     """Create the readout datasets in ``dst`` like those of ``r``, sized to ``commit``."""
     n = int(r.file["commit"][0])
@@ -1070,7 +1114,10 @@ def _copy_readout_group(
     out = dst.create_group("readouts")
     for key, value in r.attrs.items():
         out.attrs[key] = value
-    out.create_dataset("cells", data=cells)
+    if r["cells"].id in memo:
+        out["cells"] = dst[memo[r["cells"].id]]
+    else:
+        _put(out, "cells", cells)
     g = r["g"]
     out.create_dataset("g", shape=(n, cells.size), maxshape=(None, cells.size), dtype=g.dtype, chunks=g.chunks)
     out.create_dataset("t_s", shape=(n,), maxshape=(None,), dtype=np.float64, chunks=r["t_s"].chunks)
