@@ -1,0 +1,559 @@
+"""Batched compute-in-memory (CiM) inference from read-back conductances (torch).
+
+The simulator runs a :class:`~harness.model.Model` the way the analog array computes it,
+for many sets of conductances at once (simulated chips × readout times, one batch
+dimension ``B``), given the :class:`~harness.mapping.Layout` they were programmed with:
+
+1. **Weights** ``W = (G+ − G−) / s`` per layer (``s = layout.layers[i].scale_uS``, µS per
+   unit weight; REFERENCE §1), from conductances ``g_uS`` of shape ``(B, n_devices)`` in
+   layout order.
+2. **DAC** on each analog layer's input: a symmetric ENOB quantizer over ``±r_DAC`` with
+   ``bits + 1`` bits (AnalogNets §4.2 Eq. 3: the DAC has one bit more than the ADC, so
+   non-negative post-ReLU inputs keep ``bits`` bits of magnitude): step ``r_DAC/(2^bits − 1)``,
+   values clipped to the range.
+3. **MVM** ``y = x_q · Wᵀ`` (biases stay digital), optionally with **per-read 1/f noise**:
+   each MVM sees a fresh draw of every device's read noise (REFERENCE §1,
+   ``σ_read(G, x_prog, t)``), which for independent Gaussian device noise is exactly an
+   output noise ``N(0, Σ_j x_j² (σ+_j² + σ−_j²) / s²)`` — one extra matmul, no per-device loop.
+4. **ADC** on each output: a symmetric ``bits``-bit quantizer over ``±r_ADC,i`` with
+   ``r_ADC,i = ρ · r_DAC,i · W_max,i``. ``ρ`` (the ADC full scale in units of one full-scale
+   input on one full-scale weight) is the same for every layer: that is the one fixed
+   analog ADC gain of AnalogNets §3.2.3 / Eq. 5 (``G = 1/ρ``).
+5. **Global drift compensation** (REFERENCE §2, Joshi et al. 2020), applied digitally after
+   the ADC: per layer and conductance set ``α = Σ|y_cal(t0)| / Σ|y_cal(t)|`` where
+   ``y_cal = W · 1`` is the array's response to the all-ones calibration input, ``t0`` the
+   reference readout right after programming and ``t`` the readout in use. The calibration
+   MVM is computed without converter quantization or read noise (a calibration may average).
+6. Bias, ReLU, flatten: digital, in float32.
+
+``bits=None`` means ideal converters (no quantization). Converter ranges come from the
+model's trained ranges or, when it has none, from a calibration batch
+(:func:`converter_ranges`). All arithmetic is float32; every random draw comes from an
+explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from harness.errors import EvaluationError
+from harness.mapping import Layout
+from harness.model import ANALOG_LAYER_TYPES, Model
+from harness.virtual import physics as ph
+
+#: Percentile of |signal| the heuristic converter ranges cover when a model carries no
+#: trained ranges (AnalogNets Appendix C: the 99.995th percentile of each layer's inputs).
+HEURISTIC_RANGE_PERCENTILE = 99.995
+#: Supported activation precisions (ADC bits; the DAC gets one more).
+MIN_BITS, MAX_BITS = 2, 16
+#: Floor on the calibration response Σ|y_cal(t)| (in weight units) so a dead layer gives a
+#: large but finite α instead of inf/NaN.
+GDC_MIN_RESPONSE = 1e-12
+#: Upper bound on float32 elements of one activation tensor; larger batches are evaluated
+#: in chunks of conductance sets (memory stays bounded, results are identical).
+MAX_ACTIVATION_ELEMENTS = 1 << 25
+
+
+@dataclass(frozen=True)
+class ConverterRanges:
+    """DAC ranges per analog layer and the one ADC gain shared by all layers.
+
+    Attributes:
+        dac_range: ``((layer name, r_DAC), ...)`` in forward order; ``r_DAC`` is the largest
+            ``|input|`` the layer's DAC represents (model float units).
+        adc_norm_range: ``ρ``: every layer's ADC covers ``±ρ · r_DAC,i · W_max,i`` (``W_max,i``
+            the layer's largest ``|W|``, which maps to ``g_max``). One ``ρ`` for all layers is
+            one fixed analog ADC gain (AnalogNets §3.2.3).
+        source: ``"trained"`` (from the model's ranges) or ``"calibrated"`` (heuristic from
+            calibration data, AnalogNets Appendix C).
+    """
+
+    dac_range: tuple[tuple[str, float], ...]
+    adc_norm_range: float
+    source: str
+
+    def __post_init__(self) -> None:
+        for name, r in self.dac_range:
+            if not (math.isfinite(r) and r > 0):
+                raise EvaluationError(f"DAC range {r!r} of layer {name!r} must be a finite number > 0")
+        if not (math.isfinite(self.adc_norm_range) and self.adc_norm_range > 0):
+            raise EvaluationError(f"normalized ADC range {self.adc_norm_range!r} must be a finite number > 0")
+
+    def dac(self, layer: str) -> float:
+        """``r_DAC`` of ``layer``."""
+        for name, r in self.dac_range:
+            if name == layer:
+                return r
+        raise EvaluationError(f"no DAC range for layer {layer!r}; known: {[n for n, _ in self.dac_range]}")
+
+    def adc(self, layer: str, weight_max: float) -> float:
+        """``r_ADC`` of ``layer`` (model float units of ``W·x``) for its largest weight ``weight_max``."""
+        return self.adc_norm_range * self.dac(layer) * weight_max
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
+
+
+def _weight_max(model: Model) -> dict[str, float]:
+    return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
+
+
+def converter_ranges(
+    model: Model,
+    calibration_x: npt.ArrayLike | None = None,
+    *,
+    percentile: float = HEURISTIC_RANGE_PERCENTILE,
+) -> ConverterRanges:
+    """The DAC ranges and the shared ADC gain to evaluate ``model`` with.
+
+    With trained ranges (every analog layer in ``model.ranges``): ``r_DAC,i`` as trained,
+    and ``ρ = max_i r_ADC,i / (r_DAC,i · W_max,i)`` — the one gain under which no layer's
+    ADC covers less than its trained range (a model trained without the shared-gain
+    constraint gets the most conservative common gain).
+
+    Without trained ranges (AnalogNets Appendix C heuristic): ``r_DAC,i`` = the
+    ``percentile`` of ``|input|`` of layer ``i`` over ``calibration_x`` (use training data),
+    ``r_ADC,i`` likewise of ``|W·x|``, combined into ``ρ`` as above.
+
+    Raises:
+        EvaluationError: ranges missing for some layers only; no ranges and no
+            ``calibration_x``; bad calibration data or percentile.
+    """
+    names = [layer.name for layer in model.analog_layers()]
+    wmax = _weight_max(model)
+    trained = model.ranges
+    if trained and set(trained) != set(names):
+        missing = sorted(set(names) - set(trained))
+        raise EvaluationError(
+            f"model {model.name!r} has trained ranges for some analog layers but not for {missing}; "
+            "retrain or recalibrate its ranges"
+        )
+    source = "trained"
+    if not trained:
+        if calibration_x is None:
+            raise EvaluationError(
+                f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
+            )
+        from harness.train.ranges import calibrate_ranges
+
+        trained = calibrate_ranges(model, calibration_x, percentile=percentile)
+        source = "calibrated"
+    rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
+    return ConverterRanges(tuple((n, float(trained[n].dac_range)) for n in names), float(rho), source)
+
+
+def check_bits(bits: int | None) -> int | None:
+    """Validate one activation precision (ADC bits; None = ideal converters)."""
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not MIN_BITS <= bits <= MAX_BITS:
+        raise EvaluationError(
+            f"bit-width {bits!r} is not supported: activation precision must be an integer in "
+            f"{MIN_BITS}..{MAX_BITS} (e.g. 8, 6, 4)"
+        )
+    return int(bits)
+
+
+@dataclass(frozen=True)
+class _AnalogOp:
+    index: int  # into layout.layers
+    name: str
+    kind: str  # "linear" | "conv2d"
+    conv: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None  # kernel, stride, padding
+    bias: torch.Tensor | None
+
+
+class CimSimulator:
+    """Batched CiM inference of ``model`` from conductances programmed with ``layout``.
+
+    Args:
+        model: the network; its analog layers must be the layout's layers (names, shapes).
+        layout: where each device sits and each layer's scale ``s`` (µS per unit weight).
+        ranges: DAC ranges and the shared ADC gain (:func:`converter_ranges`).
+
+    Raises:
+        EvaluationError: the model's analog layers do not match the layout.
+    """
+
+    def __init__(self, model: Model, layout: Layout, ranges: ConverterRanges) -> None:
+        analog = model.analog_layers()
+        placed = [(p.name, p.out_features, p.fan_in) for p in layout.layers]
+        wanted = [(a.name, a.weight.shape[0], a.weight.shape[1]) for a in analog]
+        if placed != wanted:
+            raise EvaluationError(
+                f"model {model.name!r} has analog layers {_fmt_layers(wanted)} but the conductances were "
+                f"programmed for {_fmt_layers(placed)}; evaluate with the model that was programmed"
+            )
+        self.model = model
+        self.layout = layout
+        self.ranges = ranges
+        for p in layout.layers:
+            ranges.dac(p.name)  # raises for a missing layer
+        bias = {a.name: None if a.bias is None else torch.from_numpy(a.bias.copy()) for a in analog}
+        self._ops: list[str | _AnalogOp] = []  # "relu" / "flatten" / an analog layer
+        i = 0
+        for spec in model.architecture:
+            kind = spec["type"]
+            if kind in ANALOG_LAYER_TYPES:
+                conv = None
+                if kind == "conv2d":
+                    conv = (_pair(spec["kernel_size"]), _pair(spec["stride"]), _pair(spec["padding"]))
+                self._ops.append(_AnalogOp(i, spec["name"], kind, conv, bias[spec["name"]]))
+                i += 1
+            else:
+                self._ops.append(kind)
+        # Device positions of each layer's G+ and G− blocks, as (out, fan_in) index grids.
+        self._slices = [layout.layer_slice(k) for k in range(len(layout.layers))]
+
+    # -- conductances → weights ---------------------------------------------------------------
+    def _pairs(self, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.layout.layers[k]
+        block = g[:, self._slices[k]]
+        n = p.out_features * p.fan_in
+        shape = (g.shape[0], p.out_features, p.fan_in)
+        return block[:, :n].reshape(shape), block[:, n:].reshape(shape)
+
+    def _differences(self, g: torch.Tensor) -> list[torch.Tensor]:
+        """``G+ − G−`` (µS) per layer, each ``(B, out, fan_in)``."""
+        out = []
+        for k in range(len(self.layout.layers)):
+            gp, gn = self._pairs(g, k)
+            out.append(gp - gn)
+        return out
+
+    def weights(self, g_uS: torch.Tensor | npt.ArrayLike) -> list[torch.Tensor]:
+        """Effective weights ``(G+ − G−)/s`` per layer, each ``(B, out, fan_in)`` float32."""
+        diffs = self._differences(self._as_batch(g_uS))
+        return [d.mul_(1.0 / p.scale_uS) for d, p in zip(diffs, self.layout.layers)]
+
+    def drift_compensation(
+        self, g_uS: torch.Tensor | npt.ArrayLike, g_ref_uS: torch.Tensor | npt.ArrayLike
+    ) -> torch.Tensor:
+        """GDC factors ``α`` of shape ``(B, n_layers)`` (REFERENCE §2).
+
+        ``g_ref_uS``: the calibration readout right after programming, ``(n_devices,)`` or
+        ``(B, n_devices)``.
+        """
+        return self._gdc(self._differences(self._as_batch(g_uS)), g_ref_uS)
+
+    def _gdc(self, diffs: Sequence[torch.Tensor], g_ref_uS: torch.Tensor | npt.ArrayLike) -> torch.Tensor:
+        """``α = Σ|D_ref · 1| / Σ|D · 1|`` per set and layer (the layer scale ``s`` cancels)."""
+        ref = self._differences(self._as_batch(g_ref_uS))
+        b = diffs[0].shape[0]
+        if ref[0].shape[0] not in (1, b):
+            raise EvaluationError(f"got {ref[0].shape[0]} reference readouts for {b} conductance sets")
+        cols = []
+        for d, r in zip(diffs, ref):
+            now = d.sum(dim=2).abs_().sum(dim=1)
+            then = r.sum(dim=2).abs_().sum(dim=1)
+            cols.append(then / now.clamp_min(GDC_MIN_RESPONSE))
+        return torch.stack(cols, dim=1)
+
+    # -- inference ------------------------------------------------------------------------------
+    def logits(
+        self,
+        x: torch.Tensor | npt.ArrayLike,
+        g_uS: torch.Tensor | npt.ArrayLike,
+        *,
+        bits: int | None,
+        g_ref_uS: torch.Tensor | npt.ArrayLike | None = None,
+        read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
+        g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Outputs ``(B, N, n_classes)`` for inputs ``x`` ``(N, *input_shape)`` on ``B`` conductance sets.
+
+        Args:
+            x: the input batch (model float units).
+            g_uS: ``(B, n_devices)`` conductances in layout order (µS).
+            bits: activation precision (ADC bits, DAC ``bits + 1``), or None for ideal converters.
+            g_ref_uS: the reference readout for GDC (``(n_devices,)`` or ``(B, n_devices)``);
+                None disables GDC.
+            read_noise_t_s: ``(B,)`` readout times (s since programming) to enable per-read
+                1/f noise at those times. None: no per-read noise.
+            g_prog_uS: the as-programmed conductances (``(n_devices,)`` or ``(B, n_devices)``)
+                whose normalized state sets the read-noise amplitude ``Q_s(x)``; default
+                ``g_ref_uS``, else ``g_uS``.
+            generator: seeded source of the read-noise draws (required with read noise).
+
+        Raises:
+            EvaluationError: shapes that do not match the model or layout, a bad bit-width,
+                read noise without a generator.
+        """
+        bits = check_bits(bits)
+        xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        xs = xs.to(torch.float32)
+        if tuple(xs.shape[1:]) != self.model.input_shape:
+            raise EvaluationError(
+                f"inputs of shape {tuple(xs.shape)} do not fit model {self.model.name!r} "
+                f"with input shape {self.model.input_shape}"
+            )
+        g = self._as_batch(g_uS)
+        diffs = self._differences(g)
+        alpha = None if g_ref_uS is None else self._gdc(diffs, g_ref_uS)
+        noise_var = None
+        if read_noise_t_s is not None:
+            if generator is None:
+                raise EvaluationError("per-read noise needs an explicit torch.Generator (seeded)")
+            prog = g_prog_uS if g_prog_uS is not None else g_ref_uS
+            noise_var = self._read_noise_var(g, prog, read_noise_t_s)
+        return self._forward(xs, diffs, bits, alpha, noise_var, generator)
+
+    def accuracy(
+        self,
+        x: torch.Tensor | npt.ArrayLike,
+        y: torch.Tensor | npt.ArrayLike,
+        g_uS: torch.Tensor | npt.ArrayLike,
+        *,
+        bits: int | None,
+        g_ref_uS: torch.Tensor | npt.ArrayLike | None = None,
+        read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
+        g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
+
+        Large batches are evaluated in chunks of conductance sets (same numbers, bounded memory).
+        """
+        ys = y.long() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))
+        xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        if ys.ndim != 1 or ys.shape[0] != xs.shape[0] or ys.shape[0] == 0:
+            raise EvaluationError(f"need one label per input (> 0): {tuple(xs.shape)} inputs, {tuple(ys.shape)} labels")
+        g = self._as_batch(g_uS)
+        ref = None if g_ref_uS is None else self._as_batch(g_ref_uS)
+        prog = None if g_prog_uS is None else self._as_batch(g_prog_uS)
+        t = None if read_noise_t_s is None else torch.as_tensor(np.asarray(read_noise_t_s, dtype=np.float64))
+        width = max([int(np.prod(self.model.input_shape))] + [p.out_features for p in self.layout.layers])
+        chunk = max(1, MAX_ACTIVATION_ELEMENTS // max(1, xs.shape[0] * width))
+        out = []
+        for s in range(0, g.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
+            pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
+            logits = self.logits(
+                xs, g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl], g_prog_uS=pr,
+                generator=generator,
+            )
+            out.append(top1_correct(logits, ys).to(torch.float64).mean(dim=1))
+        return torch.cat(out)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _as_batch(self, g_uS: torch.Tensor | npt.ArrayLike) -> torch.Tensor:
+        g = g_uS if isinstance(g_uS, torch.Tensor) else torch.from_numpy(np.array(g_uS, dtype=np.float32))
+        g = g.to(torch.float32)
+        if g.ndim == 1:
+            g = g.unsqueeze(0)
+        if g.ndim != 2 or g.shape[1] != self.layout.n_devices:
+            raise EvaluationError(
+                f"conductances of shape {tuple(g.shape)} do not fit a layout of {self.layout.n_devices} devices; "
+                "give (sets, devices) in layout order"
+            )
+        return g
+
+    def _read_noise_var(
+        self,
+        g: torch.Tensor,
+        g_ref_uS: torch.Tensor | npt.ArrayLike | None,
+        t_s: torch.Tensor | npt.ArrayLike,
+    ) -> list[torch.Tensor]:
+        """Per layer, ``(σ+² + σ−²)/s²`` of each weight ``(B, out, fan_in)`` (REFERENCE §1)."""
+        t = np.asarray(t_s, dtype=np.float64).reshape(-1)
+        if t.shape[0] != g.shape[0]:
+            raise EvaluationError(f"got {t.shape[0]} readout times for {g.shape[0]} conductance sets")
+        g_np = g.numpy().astype(np.float64)
+        ref = g_np if g_ref_uS is None else self._as_batch(g_ref_uS).numpy().astype(np.float64)
+        x_prog = ph.normalized(np.broadcast_to(ref, g_np.shape), self.layout.geometry.g_max_uS)
+        sigma = ph.read_noise_std(g_np, x_prog, t[:, None])
+        s2 = torch.from_numpy((sigma * sigma).astype(np.float32))
+        out = []
+        for k, p in enumerate(self.layout.layers):
+            vp, vn = self._pairs(s2, k)
+            out.append((vp + vn) * (1.0 / p.scale_uS**2))
+        return out
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        diffs: Sequence[torch.Tensor],
+        bits: int | None,
+        alpha: torch.Tensor | None,
+        noise_var: Sequence[torch.Tensor] | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The layer loop over ``diffs`` (``G+ − G−`` in µS per layer, ``(B, out, fan_in)``,
+        consumed: scaled in place). The layer scale, the DAC step and the ADC step are folded
+        into one factor on these small tensors. Between analog layers the activation is kept *lazily* as
+        ``value = h · scale + shift`` (``h``: ADC codes, ``scale``: ADC step × GDC α per set,
+        ``shift``: the digital bias), followed by a pending ReLU; the next DAC turns that into
+        its own codes in one fused pass (``clamp(h·scale/Δ + shift/Δ)``, round), and the
+        converter steps are folded into the small weight tensors instead of the large
+        activations. Same numbers as the plain step-by-step order, fewer passes over memory."""
+        dac_levels = None if bits is None else 2**bits - 1
+        adc_levels = None if bits is None else 2 ** (bits - 1) - 1
+        act = _Lazy(x.unsqueeze(0), owned=False)  # (1 | B, N, *features): shared by every set
+        with torch.no_grad():
+            for op in self._ops:
+                if op == "relu":
+                    act.relu = True
+                    continue
+                if op == "flatten":
+                    act = _Lazy(act.value().flatten(2), owned=True)
+                    continue
+                if not isinstance(op, _AnalogOp):
+                    raise EvaluationError(f"unsupported layer type {op!r} in model {self.model.name!r}")
+                place = self.layout.layers[op.index]
+                in_step = 1.0
+                if dac_levels is not None:
+                    in_step = self.ranges.dac(op.name) / dac_levels
+                    h = act.codes(in_step, dac_levels)
+                else:
+                    h = act.value()
+                out_step = 1.0
+                if adc_levels is not None:
+                    out_step = self.ranges.adc(op.name, place.weight_max) / adc_levels
+                # y / out_step = codes_in · ((G+ − G−) · in_step / (s · out_step))ᵀ
+                w_scale = in_step / out_step
+                w = diffs[op.index].mul_(w_scale / place.scale_uS)
+                var = None if noise_var is None else noise_var[op.index] * (w_scale * w_scale)
+                y = self._mvm(h, w, var, op, generator)
+                if adc_levels is not None:
+                    y.round_().clamp_(-float(adc_levels), float(adc_levels))
+                scale: torch.Tensor | float = out_step
+                if alpha is not None:
+                    scale = alpha[:, op.index] * out_step
+                act = _Lazy(y, scale, op.bias, owned=True)
+        return act.value()
+
+    @staticmethod
+    def _mvm(
+        h: torch.Tensor,
+        w: torch.Tensor,
+        var: torch.Tensor | None,
+        op: _AnalogOp,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """``W·x`` for every set: ``h`` ``(1|B, N, *in)``, ``w`` ``(B, out, K)`` → ``(B, N, out, ...)``."""
+        b, out_f, _ = w.shape
+        if op.kind == "linear":
+            y = _batched_matmul(h, w)
+            if var is not None:
+                std = _batched_matmul(h * h, var).sqrt_()
+                y.addcmul_(std, torch.randn(y.shape, generator=generator))
+            return y
+        kernel, stride, padding = op.conv  # type: ignore[misc]
+        hb, n = h.shape[0], h.shape[1]
+        c, hh, ww = h.shape[2:]
+        ho = (hh + 2 * padding[0] - kernel[0]) // stride[0] + 1
+        wo = (ww + 2 * padding[1] - kernel[1]) // stride[1] + 1
+        cols = F.unfold(h.reshape(hb * n, c, hh, ww), kernel, padding=padding, stride=stride)  # (hb·n, K, L)
+        cols = cols.transpose(1, 2).reshape(hb, n * ho * wo, -1)
+        y = _batched_matmul(cols, w)
+        if var is not None:
+            std = _batched_matmul(cols * cols, var).sqrt_()
+            y.addcmul_(std, torch.randn(y.shape, generator=generator))
+        return y.reshape(b, n, ho * wo, out_f).transpose(2, 3).reshape(b, n, out_f, ho, wo)
+
+
+class _Lazy:
+    """An activation ``relu?(h · scale + shift)`` not yet materialized.
+
+    ``h``: ``(1 | B, N, C, ...)`` (possibly a strided view); ``scale``: a float or one value
+    per set ``(B,)``; ``shift``: per channel ``(C,)`` (a bias) or None; ``relu``: apply ReLU
+    after. With ``owned`` the tensor is this activation's alone and is updated in place
+    (fresh large allocations cost more than the arithmetic on this CPU-bound path).
+    """
+
+    def __init__(
+        self, h: torch.Tensor, scale: torch.Tensor | float = 1.0, shift: torch.Tensor | None = None, *, owned: bool
+    ) -> None:
+        self.h = h
+        self.scale = scale
+        self.shift = shift
+        self.relu = False
+        self.owned = owned
+
+    def _affine(self, factor: float) -> torch.Tensor:
+        """``h · scale · factor + shift · factor``, in place when owned (one pass)."""
+        h = self.h if self.owned else self.h.clone()
+        scale = self.scale
+        if isinstance(scale, torch.Tensor):
+            scale = (scale * factor).reshape((-1,) + (1,) * (h.ndim - 1))
+        else:
+            scale = scale * factor
+        if self.shift is None:
+            return h if isinstance(scale, float) and scale == 1.0 else h.mul_(scale)
+        shift = (self.shift * factor).reshape((-1,) + (1,) * (h.ndim - 3))
+        if isinstance(scale, torch.Tensor):
+            return torch.addcmul(shift, h, scale, out=h)
+        return torch.add(shift, h, alpha=scale, out=h)
+
+    def value(self) -> torch.Tensor:
+        """The activation in model units."""
+        out = self._affine(1.0)
+        return out.clamp_min_(0.0) if self.relu else out
+
+    def codes(self, step: float, levels: int) -> torch.Tensor:
+        """DAC codes ``round(clamp(value / step, ±levels))`` (ReLU folded into the clamp)."""
+        out = self._affine(1.0 / step)
+        return out.clamp_(0.0 if self.relu else -float(levels), float(levels)).round_()
+
+
+def top1_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(-1) == y`` (ties go to the first maximum, as ``argmax``), computed
+    from one ``amax`` pass, which is several times faster than ``argmax`` over a short
+    class dimension. ``logits`` ``(..., N, C)``, ``y`` ``(N,)`` → bool ``(..., N)``."""
+    top = logits.amax(dim=-1, keepdim=True)
+    idx = y.reshape((1,) * (logits.ndim - 2) + (-1, 1)).expand(logits.shape[:-1] + (1,))
+    hit = logits.gather(-1, idx) == top
+    earlier = torch.arange(logits.shape[-1]).reshape((1,) * (logits.ndim - 1) + (-1,)) < y.reshape(-1, 1)
+    tie_before = ((logits == top) & earlier).any(dim=-1)
+    return hit.squeeze(-1) & ~tie_before
+
+
+def _batched_matmul(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``h @ wᵀ`` per set: ``h`` ``(1|B, M, K)``, ``w`` ``(B, out, K)`` → ``(B, M, out)``.
+
+    A shared input (``h.shape[0] == 1``) becomes one GEMM against all sets' weights at once;
+    its result is a strided ``(B, M, out)`` view of an ``(M, B·out)`` matrix.
+    """
+    b, out_f, k = w.shape
+    if h.shape[0] == 1 and b > 1:
+        m = h.shape[1]
+        y = h[0] @ w.reshape(b * out_f, k).T  # (M, B·out)
+        return y.reshape(m, b, out_f).transpose(0, 1)
+    return torch.bmm(h.expand(b, -1, -1) if h.shape[0] == 1 else h, w.transpose(1, 2))
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, int | np.integer):
+        return (int(value), int(value))
+    return (int(value[0]), int(value[1]))
+
+
+def _fmt_layers(layers: Sequence[tuple[str, int, int]]) -> str:
+    return "[" + ", ".join(f"{n} {o}x{f}" for n, o, f in layers) + "]"
+
+
+def ideal_conductances(layout: Layout) -> npt.NDArray[np.float64]:
+    """The layout's target conductances ``(n_devices,)``: what a perfect chip would read."""
+    return layout.target_uS.copy()
+
+
+__all__ = [
+    "HEURISTIC_RANGE_PERCENTILE",
+    "MAX_BITS",
+    "MIN_BITS",
+    "CimSimulator",
+    "ConverterRanges",
+    "check_bits",
+    "converter_ranges",
+    "ideal_conductances",
+]
