@@ -273,6 +273,10 @@ def check_model_matches_layout(model: Model, layout: Layout, where: str) -> None
             f"model {model.name!r} maps onto other cells than the layout in {where}; pass the model that was programmed"
         )
     diff = float(np.abs(expected.target_uS - layout.target_uS).max(initial=0.0))
+    # Targets are scale-free (s = g_max / max|W|): a uniformly scaled layer shows in its scale only.
+    for p_exp, p_rec in zip(expected.layers, layout.layers):
+        if not math.isclose(p_exp.scale_uS, p_rec.scale_uS, rel_tol=1e-6):
+            diff = max(diff, abs(p_exp.weight_max - p_rec.weight_max) * p_rec.scale_uS)
     if diff > 1e-6 * layout.geometry.g_max_uS:
         raise EvaluationError(
             f"the weights of model {model.name!r} differ from the targets programmed in {where} "

@@ -1,0 +1,128 @@
+"""``harness evaluate``: accuracy vs drift time from a live chip or a recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from harness.commands.common import console_for, emit_json, err_console, progress_bar, user_errors
+from harness.errors import ConfigError
+from harness.evaluate import (
+    DEFAULT_BITS,
+    DEFAULT_TIMES_S,
+    MATCH_MODES,
+    EvaluationProgress,
+    EvaluationResult,
+    evaluate_chip,
+    evaluate_recording,
+)
+from harness.units import format_duration, parse_durations
+
+_DEFAULT_TIMES = ",".join(format_duration(t) for t in DEFAULT_TIMES_S)
+_DEFAULT_BITS = ",".join(str(b) for b in DEFAULT_BITS)
+
+
+def parse_bits(text: str) -> tuple[int, ...]:
+    """``"8,6,4"`` → ``(8, 6, 4)``; raises ConfigError naming the bad item."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(int(item, 10))
+        except ValueError:
+            raise ConfigError(f"bit-width {item!r} is not an integer; write e.g. --bits 8,6,4") from None
+    if not out:
+        raise ConfigError("no bit-widths given; write e.g. --bits 8,6,4")
+    return tuple(out)
+
+
+def render_table(result: EvaluationResult) -> Table:
+    """Rows: times; columns: float baseline and mean ± std (%) per bit-width."""
+    title = (
+        f"{result.model} on {result.location}: top-1 accuracy (%), mean ± std over {result.runs} run(s), "
+        f"GDC {'on' if result.gdc else 'off'}{', per-read noise' if result.read_noise else ''}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("time", justify="right")
+    show_read = result.source == "recording"
+    if show_read:
+        table.add_column("read at", justify="right")
+    table.add_column("float", justify="right")
+    for b in result.bits:
+        table.add_column("ideal" if b is None else f"{b}-bit", justify="right")
+    mean, std = result.mean() * 100, result.std() * 100
+    for j, label in enumerate(result.time_labels()):
+        row = [label]
+        if show_read:
+            row.append(format_duration(float(result.read_times_s[:, j].mean())))
+        row.append(f"{result.digital_accuracy * 100:.2f}")
+        row += [f"{mean[i, j]:.2f} ± {std[i, j]:.2f}" for i in range(len(result.bits))]
+        table.add_row(*row)
+    return table
+
+
+def evaluate_command(
+    chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI to program and read: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
+    recording: Optional[Path] = typer.Option(None, "--recording", help="Evaluate the readouts of this recording (HDF5) instead."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file. Default: the bundled model (chip) or the recorded one."),
+    times: Optional[str] = typer.Option(None, "--times", help=f"Times since programming. Default: {_DEFAULT_TIMES} (chip), every readout (recording)."),
+    runs: Optional[int] = typer.Option(None, "--runs", help="Simulated chips (virtual URI, default 25); else repeated read-noise draws (default 1)."),
+    bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more)."),
+    gdc: bool = typer.Option(True, "--gdc/--no-gdc", help="Global drift compensation per layer."),
+    read_noise: bool = typer.Option(False, "--read-noise/--no-read-noise", help="Fresh 1/f read noise on every MVM."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-read noise draws."),
+    match: str = typer.Option("nearest", "--match", help=f"Recording time matching: {' or '.join(MATCH_MODES)}."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write a plot of accuracy vs time (PNG)."),
+    json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
+) -> None:
+    """Accuracy of a model vs time since programming, from a live chip or a recording."""
+    console = console_for(json_out)
+    with user_errors():
+        if (chip is None) == (recording is None):
+            raise ConfigError("give exactly one of --chip URI or --recording FILE.h5")
+        bits_t = parse_bits(bits)
+        times_s = parse_durations(times) if times is not None else None
+        if png is not None and not png.parent.is_dir():
+            raise ConfigError(f"directory {png.parent} for --png does not exist")
+        # Progress only on an interactive terminal: logs and pipes get the result alone.
+        with progress_bar("evaluate", total=None, enabled=not json_out and err_console.is_terminal) as update:
+
+            def on_progress(p: EvaluationProgress) -> None:
+                if p.phase == "chip":
+                    update(p.done, description=f"chip {p.done + 1}/{p.total}: {p.label}", total=p.total)
+                elif p.phase == "inference":
+                    update(p.done, description=f"CiM inference {p.label}", total=p.total)
+
+            if chip is not None:
+                result = evaluate_chip(
+                    chip, model, times_s=times_s or DEFAULT_TIMES_S, runs=runs, bits=bits_t, gdc=gdc,
+                    read_noise=read_noise, seed=seed, match=match, progress=on_progress,
+                )
+            else:
+                result = evaluate_recording(
+                    Path(str(recording)), model, times_s=times_s, runs=runs, bits=bits_t, gdc=gdc, read_noise=read_noise,
+                    seed=seed, match=match, progress=on_progress,
+                )
+            update(len(result.bits), description="evaluated", total=len(result.bits))
+        if png is not None:
+            from harness.evaluation_plots import plot_accuracy
+
+            plot_accuracy(result, png)
+        summary: dict[str, Any] = result.to_dict()
+        if png is not None:
+            summary["png"] = str(png)
+        if json_out:
+            emit_json(summary)
+            return
+        console.print(render_table(result))
+        t = result.timing
+        console.print(
+            f"DAC/ADC ranges: {result.ranges.source}; wall {t.total_s:.2f} s "
+            f"(program+read {t.program_read_s:.2f} s, CiM inference {t.inference_s:.2f} s)"
+        )
+        if png is not None:
+            console.print(f"plot: {png}")

@@ -1,0 +1,70 @@
+"""Accuracy-vs-time plots of evaluations (matplotlib, off-screen Agg canvas, no pyplot state)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import EvaluationError
+from harness.evaluate import EvaluationResult
+
+
+def plot_accuracy(results: EvaluationResult | Sequence[EvaluationResult], path: str | Path) -> Path:
+    """Draw mean ± std accuracy vs time since programming (log time axis), one line per
+    bit-width (and per result when several are given, e.g. two models or GDC on/off), with
+    each result's float (digital) baseline as a dashed line, into ``path`` (PNG).
+
+    Raises:
+        EvaluationError: no results, or the file cannot be written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    items = [results] if isinstance(results, EvaluationResult) else list(results)
+    if not items:
+        raise EvaluationError("nothing to plot: no evaluation results")
+    out = Path(path)
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    markers = "osD^v<>p"
+    several = len(items) > 1
+    all_t: list[float] = []
+    for k, res in enumerate(items):
+        t = np.asarray(res.times_s, dtype=np.float64)
+        t_plot = np.where(t > 0, t, np.nan)  # t = 0 has no place on a log axis
+        all_t += [float(x) for x in t if x > 0]
+        mean, std = res.mean() * 100, res.std() * 100
+        tag = f"{res.model}, GDC {'on' if res.gdc else 'off'}: " if several else ""
+        for i, b in enumerate(res.bits):
+            label = f"{tag}{'ideal converters' if b is None else f'{b}-bit'}"
+            ax.errorbar(t_plot, mean[i], yerr=std[i], marker=markers[i % len(markers)], ms=4, capsize=3, label=label,
+                        ls="-" if k == 0 else "--")
+        ax.axhline(res.digital_accuracy * 100, color="k", ls=":" if k else "--", lw=1,
+                   label=f"{res.model if several else ''} float baseline ({res.digital_accuracy:.1%})".strip())
+    ax.set_xscale("log")
+    ticks = sorted(set(all_t))
+    if 0 < len(ticks) <= 12:
+        from matplotlib.ticker import NullFormatter
+
+        from harness.units import format_duration
+
+        ax.set_xticks(ticks, [format_duration(x) for x in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("time since programming")
+    ax.set_ylabel("top-1 accuracy (%), mean ± std over runs")
+    first = items[0]
+    where = Path(first.location).name if first.source == "recording" else first.location
+    ax.set_title(
+        f"{first.model if not several else 'models'} on {where}: {first.runs} run(s)"
+        + ("" if several else f", GDC {'on' if first.gdc else 'off'}")
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    try:
+        fig.savefig(out, dpi=120)
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot write plot {out}: {exc}") from exc
+    return out
