@@ -1,0 +1,187 @@
+"""Benchmark: accuracy-vs-drift evaluation of the default model, 5 times × 25 simulated chips × 8-bit.
+
+Target (issue 5): the CiM inference costs ≤ 2× plain torch inference per simulated chip
+(each simulated chip at each time is one pass of the model over the test split; plain
+torch does that pass once on the float weights), both measured in this run, on the same
+inputs, with the same torch thread settings.
+
+Reports, separately:
+
+* programming and reading the chips (``read_chips``: 25 virtual chips, each programmed with
+  write-verify through the session runner and read at the 5 times);
+* the CiM inference of all 125 (chip, time) sets in one batched call (median of repeats),
+  next to plain ``model.to_torch()(x)`` (median of repeats, interleaved with the CiM runs so
+  both see the same machine load);
+* the whole library evaluation (``evaluate_readouts``: ranges, digital baseline, inference).
+
+If aihwkit is importable in this interpreter, it also runs aihwkit's ``PCMLikeNoiseModel``
+(the same published constants, REFERENCE §1) with ``GlobalDriftCompensation`` on the same
+model, times, chips count and 8-bit converters, and prints both accuracy curves and the
+speed ratio. aihwkit is never a dependency of the harness.
+
+    python benchmarks/evaluate.py [--chip virtual] [--runs 25] [--repeats 15] [--threads N] [--no-aihwkit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.cim import CimSimulator, converter_ranges
+from harness.datasets import load_dataset
+from harness.evaluate import DEFAULT_TIMES_S, evaluate_readouts, read_chips
+from harness.model import Model, default_model_path, load_model
+from harness.units import format_duration
+
+BITS = 8
+
+
+def _median_time(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_kernels(model: Model, chips: list[Any], repeats: int) -> dict[str, float]:
+    """Median wall time of plain torch inference and of the batched CiM inference."""
+    data = load_dataset(model.dataset)
+    x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
+    y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
+    net = model.to_torch()
+    layout = chips[0].layout
+    sim = CimSimulator(model, layout, converter_ranges(model, None if model.ranges else data.x_train))
+    g = torch.from_numpy(np.concatenate([c.g_uS for c in chips]).astype(np.float32))
+    ref = torch.from_numpy(np.repeat(np.stack([c.g_ref_uS for c in chips]), chips[0].g_uS.shape[0], axis=0).astype(np.float32))
+    n_sets = int(g.shape[0])
+
+    def plain() -> None:
+        with torch.no_grad():
+            net(x)
+
+    def cim() -> None:
+        sim.accuracy(x, y, g, bits=BITS, g_ref_uS=ref)
+
+    for _ in range(3):  # warm up both paths (allocator, BLAS threads)
+        plain()
+        cim()
+    plain_s, cim_s = [], []
+    inner = 20  # plain passes per timing sample: one pass is ~0.1 ms, too short to time alone
+    for _ in range(repeats):
+        plain_s.append(_median_time(plain, inner))
+        cim_s.append(_median_time(cim, 1))
+    t_plain = statistics.median(plain_s)
+    t_cim = statistics.median(cim_s)
+    return {
+        "sets": n_sets,
+        "plain_torch_pass_s": t_plain,
+        "cim_all_sets_s": t_cim,
+        "cim_per_set_s": t_cim / n_sets,
+        "ratio_per_set": t_cim / n_sets / t_plain,
+    }
+
+
+def run_aihwkit(model: Model, times_s: tuple[float, ...], runs: int, seed: int) -> dict[str, Any] | None:
+    """aihwkit's PCM statistical model + GDC on the same model and times; None if absent."""
+    try:
+        from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
+        from aihwkit.nn.conversion import convert_to_analog
+        from aihwkit.simulator.configs import InferenceRPUConfig
+    except ImportError:
+        return None
+    data = load_dataset(model.dataset)
+    x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
+    y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
+    rpu = InferenceRPUConfig()
+    rpu.noise_model = PCMLikeNoiseModel(g_max=25.0)
+    rpu.drift_compensation = GlobalDriftCompensation()
+    # Same converters as ours at 8 bits: symmetric 9-bit DAC, 8-bit ADC; no extra noise sources.
+    rpu.forward.inp_res = 1.0 / (2**BITS - 1)
+    rpu.forward.out_res = 1.0 / (2 ** (BITS - 1) - 1)
+    rpu.forward.out_noise = 0.0
+    rpu.forward.w_noise = 0.0
+    rpu.mapping.weight_scaling_omega = 1.0  # max|W| of each layer → g_max, as our mapping
+    torch.manual_seed(seed)
+    analog = convert_to_analog(model.to_torch(), rpu).eval()
+    acc = np.zeros((len(times_s), runs))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for r in range(runs):
+            analog.program_analog_weights()
+            for j, t in enumerate(times_s):
+                analog.drift_analog_weights(t)
+                acc[j, r] = float((analog(x).argmax(1) == y).to(torch.float64).mean())
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "accuracy": acc}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chip", default="virtual", help="chip URI (virtual: consecutive seeds)")
+    ap.add_argument("--runs", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=15, help="timing samples (medians are reported)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--no-aihwkit", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    times = DEFAULT_TIMES_S
+    model = load_model(default_model_path())
+    print(f"model {model.name}: {model.n_weights()} weights ({2 * model.n_weights()} devices); chip {args.chip}; "
+          f"{len(times)} times x {args.runs} chips x {BITS}-bit; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
+
+    t0 = time.perf_counter()
+    chips = read_chips(args.chip, model, times, args.runs)
+    program_read_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    evaluate_readouts(model, chips, times_s=times, bits=(BITS,), gdc=True)
+    first_s = time.perf_counter() - t1  # includes torch's one-time start-up in this process
+    t1 = time.perf_counter()
+    result = evaluate_readouts(model, chips, times_s=times, bits=(BITS,), gdc=True)
+    evaluate_s = time.perf_counter() - t1
+    k = bench_kernels(model, chips, args.repeats)
+
+    print("\n-- wall time")
+    print(f"program + read {args.runs} chips (write-verify, session, 5 readouts each): {program_read_s:8.3f} s "
+          f"({program_read_s / args.runs * 1e3:.1f} ms per chip)")
+    print(f"evaluate_readouts (ranges, digital baseline, CiM inference):        {evaluate_s:8.3f} s "
+          f"(inference {result.timing.inference_s:.3f} s; first call in the process {first_s:.3f} s)")
+    print(f"total:                                                             {program_read_s + evaluate_s:8.3f} s")
+    print("\n-- CiM inference vs plain torch (medians, same inputs: the 360-sample test split)")
+    print(f"plain torch, one pass:                        {k['plain_torch_pass_s'] * 1e6:9.1f} µs")
+    print(f"CiM, all {k['sets']} (chip, time) sets in one call:   {k['cim_all_sets_s'] * 1e3:9.2f} ms")
+    print(f"CiM per simulated chip and time (one pass):   {k['cim_per_set_s'] * 1e6:9.1f} µs")
+    print(f"overhead per simulated chip vs plain torch:   {k['ratio_per_set']:9.2f} x   (target <= 2 x)")
+
+    mean, std = result.mean()[0], result.std()[0]
+    print(f"\n-- accuracy (harness, GDC on), float baseline {result.digital_accuracy:.2%}")
+    for j, t in enumerate(times):
+        print(f"  {format_duration(t):>4}: {mean[j]:.2%} ± {std[j]:.2%}")
+
+    if not args.no_aihwkit:
+        ai = run_aihwkit(model, times, args.runs, seed=0)
+        if ai is None:
+            print("\naihwkit is not importable in this interpreter: comparison skipped")
+        else:
+            am, asd = ai["accuracy"].mean(1), ai["accuracy"].std(1, ddof=1)
+            ours = program_read_s + result.timing.inference_s
+            print(f"\n-- aihwkit PCMLikeNoiseModel + GlobalDriftCompensation, {args.runs} runs")
+            for j, t in enumerate(times):
+                print(f"  {format_duration(t):>4}: aihwkit {am[j]:.2%} ± {asd[j]:.2%}   harness {mean[j]:.2%} ± {std[j]:.2%}")
+            print(f"aihwkit wall {ai['wall_s']:.3f} s; harness program+read+inference {ours:.3f} s "
+                  f"(inference alone {result.timing.inference_s:.3f} s)")
+            print(f"aihwkit per (chip, time) {ai['wall_s'] / (args.runs * len(times)) * 1e6:.0f} µs = "
+                  f"{ai['wall_s'] / (args.runs * len(times)) / k['plain_torch_pass_s']:.1f} x plain torch; "
+                  f"speed ratio aihwkit / harness inference: {ai['wall_s'] / result.timing.inference_s:.1f} x")
+
+
+if __name__ == "__main__":
+    main()
