@@ -1,0 +1,114 @@
+"""Serial-attached chips: ``serial:///dev/ttyUSB0?baud=921600&timeout=2&retries=8`` (pyserial).
+
+:class:`SerialLink` moves bytes; :class:`~drivers.client.RemoteChip` does the protocol.
+The emulator's ``--pty`` device is opened the same way: ``serial://<path it prints>``.
+"""
+
+from __future__ import annotations
+
+import serial
+
+from drivers.client import LinkSettings, RemoteChip
+from drivers.protocol import Piece
+from harness.errors import ChipIOError, ChipTimeoutError, ConfigError
+from harness.registry import ChipURI, take_params
+
+DEFAULT_BAUD = 115_200
+
+
+class SerialLink:
+    """A :class:`~drivers.link.Link` over a serial port (8N1, no flow control)."""
+
+    def __init__(self, port: str, baudrate: int = DEFAULT_BAUD) -> None:
+        if not port:
+            raise ConfigError("serial chip URI needs a device path: serial:///dev/ttyUSB0 or serial://COM3")
+        if baudrate <= 0:
+            raise ConfigError(f"baud rate {baudrate} must be a positive number of bits per second")
+        self.port = port
+        self.baudrate = baudrate
+        self._ser: serial.Serial | None = None
+
+    @property
+    def description(self) -> str:
+        return self.port
+
+    def open(self) -> None:
+        if self._ser is not None:
+            return
+        try:
+            self._ser = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=2.0, exclusive=True)
+        except ValueError as exc:
+            raise ConfigError(f"cannot configure serial port {self.port} at {self.baudrate} baud: {exc}") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise ChipIOError(
+                f"cannot open serial port {self.port}: {exc}; check the device path and permissions "
+                "(or start an emulator with `harness emulate --pty`)"
+            ) from exc
+
+    def close(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            try:
+                ser.close()
+            except (serial.SerialException, OSError):
+                pass  # closing a port that is already gone
+
+    def _port(self) -> serial.Serial:
+        if self._ser is None:
+            raise ChipIOError(f"serial port {self.port} is not open")
+        return self._ser
+
+    def write(self, pieces: list[Piece], timeout_s: float) -> None:
+        ser = self._port()
+        try:
+            ser.write_timeout = timeout_s
+            ser.write(b"".join(pieces))
+        except serial.SerialTimeoutException as exc:
+            raise ChipTimeoutError(f"writing to {self.port} did not finish within {timeout_s:g} s") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise ChipIOError(f"serial port {self.port} failed while writing: {exc}") from exc
+
+    def read(self, n: int, timeout_s: float, partial: bool = False) -> bytes:
+        ser = self._port()
+        try:
+            ser.timeout = max(0.0, timeout_s)
+            if not partial:
+                return bytes(ser.read(n))
+            waiting = ser.in_waiting
+            data = bytes(ser.read(min(n, waiting) if waiting else 1))
+            if data and len(data) < n and ser.in_waiting:
+                data += ser.read(min(n - len(data), ser.in_waiting))
+            return data
+        except (serial.SerialException, OSError) as exc:
+            raise ChipIOError(f"serial port {self.port} failed while reading: {exc}") from exc
+
+    def discard_input(self) -> None:
+        ser = self._port()
+        try:
+            ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            raise ChipIOError(f"serial port {self.port} failed: {exc}") from exc
+
+
+def settings_from(params: dict[str, object]) -> LinkSettings:
+    """LinkSettings from the ``timeout``/``retries``/``chunk`` URI parameters."""
+    return LinkSettings(
+        timeout_s=float(params["timeout"]),  # type: ignore[arg-type]
+        retries=int(params["retries"]),  # type: ignore[call-overload]
+        max_chunk=int(params["chunk"]),  # type: ignore[call-overload]
+    )
+
+
+#: URI parameters every protocol backend takes.
+LINK_PARAMS = {
+    "timeout": (float, LinkSettings.timeout_s),
+    "retries": (int, LinkSettings.retries),
+    "chunk": (int, LinkSettings.max_chunk),
+}
+
+
+def open_serial(uri: ChipURI) -> RemoteChip:
+    """Open ``serial://<device>?baud=&timeout=&retries=&chunk=`` (defaults 115200 baud, 2 s, 8)."""
+    params = take_params(uri, {"baud": (int, DEFAULT_BAUD), **LINK_PARAMS})
+    link = SerialLink(uri.path, params["baud"])
+    return RemoteChip(link, uri.raw, settings_from(params))
