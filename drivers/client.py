@@ -84,6 +84,8 @@ class LinkStats:
     """Counters of one RemoteChip (cumulative): what the link cost and how often it failed."""
 
     exchanges: int = 0
+    #: transactions completed (each executed exactly once on the chip)
+    transactions: int = 0
     failures: int = 0
     reconnects: int = 0
     naks: int = 0
@@ -496,7 +498,9 @@ class RemoteChip(ChipBackend):
                     args.append(f"{p.STAGED},{len(payload)},{p.crc32(payload):08X}")
             return p.build_body(header, args)
 
-        return self._exchange(build, tag, what=header, retry_codes=frozenset({p.ErrorCode.STAGING_MISMATCH}))
+        reply = self._exchange(build, tag, what=header, retry_codes=frozenset({p.ErrorCode.STAGING_MISMATCH}))
+        self.stats.transactions += 1
+        return reply
 
     def _upload(self, tag: int, payload: bytes) -> None:
         """Stage ``payload`` on the chip for transaction ``tag`` in adaptive chunks."""

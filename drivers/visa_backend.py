@@ -11,7 +11,7 @@ import socket
 import time
 
 import pyvisa
-from pyvisa import constants
+from pyvisa import constants, rname
 
 from drivers.client import RemoteChip
 from drivers.protocol import Piece
@@ -33,6 +33,12 @@ class VisaLink:
     def __init__(self, resource: str, library: str = DEFAULT_LIBRARY) -> None:
         if not resource:
             raise ConfigError("VISA chip URI needs a resource name: visa://TCPIP::127.0.0.1::5025::SOCKET")
+        try:
+            rname.parse_resource_name(resource)
+        except rname.InvalidResourceName as exc:
+            raise ConfigError(
+                f"malformed or unsupported VISA resource {resource!r} ({exc}); e.g. visa://TCPIP::127.0.0.1::5025::SOCKET"
+            ) from exc
         self.resource = resource
         self.library = library
         self._rm: pyvisa.ResourceManager | None = None
