@@ -656,8 +656,25 @@ class ProgrammingOutcome:
         return float(e.std()) if e.size else 0.0
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _superblock_eof(path: Path) -> int | None:
+    """End-of-file address a version 2/3 superblock at offset 0 records (None if other)."""
+    with open(path, "rb") as fh:
+        head = fh.read(48)
+    if len(head) < 48 or head[:8] != _HDF5_SIGNATURE or head[8] < 2 or head[9] != 8:
+        return None
+    base = int.from_bytes(head[12:20], "little")
+    return base + int.from_bytes(head[28:36], "little")
+
+
 def _open_h5(path: Path) -> h5py.File:
-    """Open read-only; fall back to SWMR mode for a file a writer has open or left flagged."""
+    """Open read-only; fall back to SWMR mode for a file a writer has open or left flagged.
+
+    HDF5 checks a file's length against its superblock only in normal mode, and a SWMR
+    reader sees zeros past the end of a truncated file, so that check is done here first.
+    """
     if not path.exists():
         raise RecordingError(f"no recording at {path}: the file does not exist")
     if path.is_dir():
@@ -668,7 +685,13 @@ def _open_h5(path: Path) -> h5py.File:
         raise RecordingError(f"no recording at {path}: the file does not exist") from exc
     except OSError as exc:
         msg = str(exc)
-        if "already open for write" in msg or "lock" in msg:
+        if "already open for write" in msg:
+            size = path.stat().st_size
+            eof = _superblock_eof(path)
+            if eof is not None and size < eof:
+                raise RecordingError(
+                    f"{path} is truncated: {size} bytes on disk, its header says {eof}; it cannot be read or resumed"
+                ) from exc
             try:
                 return h5py.File(path, "r", swmr=True)
             except OSError as exc2:
@@ -750,8 +773,25 @@ class Recording:
             raise RecordingError(
                 f"{self.path} is inconsistent: {n} readouts committed but only {rows} stored (truncated file?)"
             )
+        if self._f.swmr_mode and n > getattr(self, "_n_checked", 0):
+            self._check_extent(n)
         self._n = n
         self._tags = (int(c[1]), int(c[2]))
+
+    def _check_extent(self, n: int) -> None:
+        """Every committed readout's chunk lies inside the file (a SWMR reader would
+        otherwise read zeros past the end of a truncated file)."""
+        size = self.path.stat().st_size
+        g = self._f["readouts/g"]
+        n_col_chunks = -(-g.shape[1] // g.chunks[1]) if g.shape[1] else 0
+        for i in range(getattr(self, "_n_checked", 0), n):
+            for j in range(n_col_chunks):
+                info = g.id.get_chunk_info_by_coord((i, j * g.chunks[1]))
+                if info.byte_offset is None or info.byte_offset + info.size > size:
+                    raise RecordingError(
+                        f"{self.path} is truncated: readout {i} lies beyond the end of the file ({size} bytes)"
+                    )
+        self._n_checked = n
 
     # -- life cycle
     def close(self) -> None:
@@ -1054,12 +1094,16 @@ def recover_recording(path: str | Path) -> RecordingWriter:
                 if n > 0:
                     g = dst["chip_state/slot0"]
                     keys = json.loads(src["chip_state"].attrs["keys_json"])
-                    for key in keys:
+                    present = np.zeros(len(keys), dtype=np.uint8)
+                    for j, key in enumerate(keys):
                         arr = np.asarray(state[key])
+                        if arr.shape == np.shape(base[key]) and np.array_equal(arr, base[key]):
+                            continue  # unchanged since programming: the base holds it
                         if arr.ndim:
                             g[key].resize(arr.shape)
                         g[key][...] = arr
-                    g["present"][...] = 1
+                        present[j] = 1
+                    g["present"][...] = present
                     tags = [n, -1]
             elif rec.has_chip_state:
                 # committed readouts but no state saved for the last of them

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from harness.errors import ConfigError, ScheduleError
+from harness.errors import ConfigError, HarnessError, ScheduleError
 
 #: Upper bound on readouts in one schedule: a guard against a typo such as ``points = 3e6``
 #: turning into a multi-terabyte recording.
@@ -188,7 +188,7 @@ class ProgramSpec:
 
         try:
             return ProgrammingParams(**dict(self.params))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, HarnessError) as exc:
             raise ConfigError(f"bad programming parameters {dict(self.params)}: {exc}") from exc
 
 
