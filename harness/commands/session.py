@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.commands.common import console_for, emit_json, err_console, user_errors
+from harness.commands.program import with_seed
 from harness.schedule import fmt_duration, load_session
 from harness.session import SessionProgress, resume_session, run_session, session_status, timetable
 
@@ -85,6 +86,7 @@ def _default_out(name: str) -> Path:
 def run_command(
     session_file: Path = typer.Argument(..., help="Session definition (TOML), e.g. sessions/drift-20h.toml."),
     chip: str = typer.Option("virtual", "--chip", help="Chip URI: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the virtual chip (same as ?seed=N in the URI)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/<session>-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the timetable and exit; touch no chip."),
@@ -94,6 +96,7 @@ def run_command(
     console = console_for(json_out)
     with user_errors():
         spec = load_session(session_file)
+        chip = with_seed(chip, seed)
         if dry_run:
             rows = timetable(spec)
             if json_out:
