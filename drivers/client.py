@@ -133,7 +133,6 @@ class RemoteChip(ChipBackend):
         self._identified = False
         self._identity = ""
         self._foreign = 0
-        self._lut: FloatArray | None = None
         #: after garbage, this long without a byte ends the attempt (a destroyed reply)
         self._settle_s = min(self._settings.timeout_s / 4, SETTLE_S)
         self.stats = LinkStats()
@@ -143,7 +142,6 @@ class RemoteChip(ChipBackend):
             link.close()
             raise
         super().__init__(geometry, uri)
-        self._lut = geometry.codes_to_uS(np.arange(2**geometry.adc_bits))
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
@@ -198,19 +196,19 @@ class RemoteChip(ChipBackend):
                 f"chip answered a read of {n} cells with {count} codes of format {cfmt!r} in {nbytes} bytes; "
                 f"expected {n} codes of format {want}"
             )
-        if len(args) == 5:
+        if len(args) == 5:  # inline: the frame's CRC already covered these bytes
             data = args[4]
-            if not isinstance(data, p.Block):
-                raise ProtocolError("read data must be a binary block")
-        else:
+            if not isinstance(data, p.Block) or len(data) != nbytes:
+                raise ProtocolError(f"read data must be a binary block of {nbytes} bytes")
+        else:  # fetched in chunks: check the reassembled whole end to end
             data = self._fetch(tag_box[0], nbytes)
-        if len(data) != nbytes or p.crc32(data) != crc:
-            raise ProtocolError(f"read data of {len(data)} bytes fail the chip's CRC; the link corrupts data undetected")
-        codes = np.frombuffer(data, dtype=p.CODE_FORMATS[want])
-        if codes.size and int(codes.max()) >= 2**self.geometry.adc_bits:
+            if len(data) != nbytes or p.crc32(data) != crc:
+                raise ProtocolError(f"read data of {len(data)} bytes fail the chip's CRC; refetching cannot help")
+        dtype = p.CODE_FORMATS[want]
+        codes = np.frombuffer(data, dtype=dtype)
+        if self.geometry.adc_bits < 8 * dtype.itemsize and codes.size and int(codes.max()) >= 2**self.geometry.adc_bits:
             raise ProtocolError(f"chip sent ADC code {int(codes.max())} beyond its {self.geometry.adc_bits}-bit range")
-        assert self._lut is not None  # set in __init__ before any read can run
-        return self._lut[codes]
+        return self.geometry.codes_to_uS(codes)
 
     def _close(self) -> None:
         self._link.close()

@@ -410,8 +410,8 @@ def encode_cells(cells: npt.NDArray[np.int64]) -> tuple[str, bytes]:
     n = int(cells.size)
     if n == 0:
         return ADDR_LIST, b""
-    starts = np.flatnonzero(np.diff(cells) != 1) + 1
-    starts = np.concatenate(([0], starts))
+    breaks = np.diff(cells) != 1
+    starts = np.concatenate(([0], np.flatnonzero(breaks) + 1)) if breaks.any() else np.zeros(1, np.int64)
     if starts.size * 8 < n * 4:
         ranges = np.empty((starts.size, 2), dtype="<u4")
         ranges[:, 0] = cells[starts]

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from harness.commands.common import err_console, user_errors
+from harness.commands.common import user_errors
 from harness.errors import ConfigError
 
 
@@ -67,17 +67,18 @@ def emulate_command(
                 where = f"{bound_host}:{bound_port}"
             sys.stdout.write(emulator.uri + "\n")
             sys.stdout.flush()
-            err_console.print(
+            sys.stderr.write(
                 f"emulating a {rows}x{cols} PCM chip (seed {seed}, {clock} clock) on {where}; "
-                f"connect with --chip {emulator.uri}; Ctrl-C stops"
+                f"connect with --chip {emulator.uri}; Ctrl-C stops\n"
             )
             if faults.mangles or faults.delay_s or faults.disconnect_every:
-                err_console.print(f"fault injection: {faults}")
+                sys.stderr.write(f"fault injection: {faults}\n")
+            sys.stderr.flush()
             signal.signal(signal.SIGTERM, on_term)
             try:
                 emulator.wait(duration or None)
             except KeyboardInterrupt:
-                err_console.print("emulator stopped")
+                sys.stderr.write("emulator stopped\n")
         finally:
             signal.signal(signal.SIGTERM, previous)
             emulator.close()

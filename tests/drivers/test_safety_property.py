@@ -37,12 +37,15 @@ cell_lists = st.one_of(
     st.lists(st.floats(0, N), max_size=4),  # non-integer addresses
 )
 amplitudes = st.one_of(wild_floats, st.lists(wild_floats, max_size=12))
+wait_times = st.one_of(
+    st.floats(min_value=-1e3, max_value=1e9), st.sampled_from([math.nan, math.inf, -math.inf])
+)
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("set"), cell_lists, amplitudes),
         st.tuples(st.just("reset"), cell_lists),
         st.tuples(st.just("read"), cell_lists),
-        st.tuples(st.just("wait"), wild_floats),
+        st.tuples(st.just("wait"), wait_times),
     ),
     max_size=10,
 )
