@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from linkkit import SMALL
 
 from drivers.emulator import Emulator
 from drivers.faults import FaultSpec
 from harness.chip import Geometry
 from harness.virtual.chip import VirtualPCMChip
 
-#: Small enough for fast tests, large enough for ranges, lists and several chunks.
-SMALL = Geometry(rows=64, cols=128)
-
-ServeFn = Callable[..., Emulator]
-
 
 @pytest.fixture
-def serve() -> Iterator[ServeFn]:
+def serve() -> Iterator[Callable[..., Emulator]]:
     """``serve(kind, geometry=SMALL, seed=0, faults=None)`` → a started Emulator ("pty" or
     "tcp"), serving a VirtualPCMChip in a thread; all are closed at teardown."""
     started: list[Emulator] = []
@@ -39,7 +34,3 @@ def serve() -> Iterator[ServeFn]:
     for emulator in started:
         emulator.close()
         assert emulator.error is None, f"emulator thread failed: {emulator.error!r}"
-
-
-def hardware_uri() -> str | None:
-    return os.environ.get("PCM_HARNESS_HW_URI") or None

@@ -4,12 +4,20 @@ ChipServer, and frame builders. Test code only; no driver imports these."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from drivers import protocol as p
 from drivers.client import LinkSettings, RemoteChip
+from drivers.emulator import Emulator
 from drivers.server import ChipServer
+from harness.chip import Geometry
+
+#: Small enough for fast tests, large enough for ranges, lists and several chunks.
+SMALL = Geometry(rows=64, cols=128)
+#: The ``serve`` fixture: ``serve(kind, geometry=SMALL, seed=0, faults=None)`` → Emulator.
+ServeFn = Callable[..., Emulator]
 
 SCRIPT_SESSION = 0x0000ABCD
 SCRIPT_IDN = "PCM-HARNESS,SCRIPTED,SN1,P1"
@@ -159,3 +167,8 @@ def command_frames(wire: bytes) -> list[p.Frame]:
         frames.append(event)
     assert parser.buffered == 0
     return frames
+
+
+def hardware_uri() -> str | None:
+    """The physical chip named by ``PCM_HARNESS_HW_URI``, if any."""
+    return os.environ.get("PCM_HARNESS_HW_URI") or None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from conftest import SMALL, ServeFn
+from linkkit import SMALL, ServeFn
 
 from harness.chip import Chip, ChipBackend
 from harness.errors import AddressError, ChipClosedError, SafetyLimitError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ServeFn
+from linkkit import ServeFn
 from typer.testing import CliRunner
 
 from harness.chip import Geometry

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import hardware_uri
+from linkkit import hardware_uri
 
 from drivers.protocol import MANUFACTURER
 from harness.errors import SafetyLimitError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ServeFn
+from linkkit import ServeFn
 
 from drivers.faults import FaultSpec
 from harness.chip import Geometry

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import SMALL, ServeFn
+from linkkit import SMALL, ServeFn
 
 from drivers.emulator import Emulator, check_bind_host
 from drivers.faults import FaultSpec
