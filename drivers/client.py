@@ -45,6 +45,8 @@ from harness.errors import (
 MAX_WAIT_SLICE_S = 1.0
 #: Quiet time after garbage that ends an attempt early (s); bytes that keep coming extend it.
 SETTLE_S = 0.05
+#: Pause before the next attempt after reopening the link failed (s).
+REOPEN_PAUSE_S = 0.2
 #: Consecutive non-frame replies to ``*IDN?`` after which the device is judged foreign.
 FOREIGN_REPLIES = 2
 
@@ -72,10 +74,12 @@ class LinkSettings:
             raise ConfigError(f"link timeout {self.timeout_s} s must be in (0, 3600] s")
         if not 0 <= self.retries <= 1000:
             raise ConfigError(f"retries {self.retries} must be in 0..1000")
-        if not 16 <= self.min_chunk <= self.max_chunk <= p.MAX_BODY - 4096:
+        limit = p.MAX_BODY - 4096
+        if not 16 <= self.min_chunk <= limit:
+            raise ConfigError(f"smallest chunk {self.min_chunk} bytes must be in 16..{limit}")
+        if not self.min_chunk <= self.max_chunk <= limit:
             raise ConfigError(
-                f"chunk bounds {self.min_chunk}..{self.max_chunk} bytes must satisfy "
-                f"16 <= min <= max <= {p.MAX_BODY - 4096}"
+                f"chunk {self.max_chunk} bytes must be in {self.min_chunk}..{limit} bytes; fix chunk= in the chip URI"
             )
 
 
@@ -254,6 +258,8 @@ class RemoteChip(ChipBackend):
             except ChipIOError as exc:
                 if not self._identity:  # never connected: a wrong path/port, not a glitch
                     raise
+                # a device re-enumerating (USB serial) or restarting its server needs a moment
+                time.sleep(min(self._settings.timeout_s / 2, REOPEN_PAUSE_S))
                 raise _AttemptFailed(exc, reopen=True) from exc
             self._open = True
             self._identified = False

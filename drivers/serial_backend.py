@@ -92,10 +92,12 @@ class SerialLink:
 
 def settings_from(params: dict[str, object]) -> LinkSettings:
     """LinkSettings from the ``timeout``/``retries``/``chunk`` URI parameters."""
+    chunk = int(params["chunk"])  # type: ignore[call-overload]
     return LinkSettings(
         timeout_s=float(params["timeout"]),  # type: ignore[arg-type]
         retries=int(params["retries"]),  # type: ignore[call-overload]
-        max_chunk=int(params["chunk"]),  # type: ignore[call-overload]
+        max_chunk=chunk,
+        min_chunk=max(16, min(LinkSettings.min_chunk, chunk)),
     )
 
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from drivers import protocol as p
 from harness.chip import Chip
-from harness.errors import HarnessError, ProtocolError, SafetyLimitError
+from harness.errors import ProtocolError, SafetyLimitError
 
 #: Transactions whose replies each session keeps for retries.
 CACHE_SIZE = 32
@@ -131,6 +131,8 @@ class ChipServer:
             return self._error(exc.code, exc.message)
         except ProtocolError as exc:
             return self._error(p.ErrorCode.PARAMETER_ERROR, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failing query must not take the server down
+            return self._error(p.ErrorCode.EXECUTION_ERROR, str(exc) or type(exc).__name__)
 
     def _transaction(self, tag: int, head: str, args: list[p.Arg]) -> list[p.Piece]:
         session_id, seq = p.split_tag(tag)
@@ -145,11 +147,11 @@ class ChipServer:
                     )
                 try:
                     cached = self._transactions[head](sess, seq, args)
-                except ProtocolError:
-                    raise  # malformed before the chip was touched: not executed, not cached
-                except HarnessError as exc:  # the chip refused or failed: executed, cache it
+                except (ProtocolError, _Refused):
+                    raise  # refused before the chip was touched: not executed, not cached
+                except Exception as exc:  # noqa: BLE001 - the chip refused or failed: executed, cache it
                     code = p.ErrorCode.DATA_OUT_OF_RANGE if isinstance(exc, SafetyLimitError) else p.ErrorCode.EXECUTION_ERROR
-                    cached = _Result(error=(code, str(exc)))
+                    cached = _Result(error=(code, str(exc) or type(exc).__name__))
                 self.executed += 1
                 sess.last_txn = seq
                 sess.results[seq] = cached
