@@ -59,8 +59,10 @@ FORMAT_VERSION = 1
 #: (for backends whose reads are not on an ADC grid).
 ENCODINGS = ("adc_code", "float64")
 
-#: Columns recorded with every readout, besides the time and the conductances.
+#: Columns of ``readouts/meta`` recorded with every readout (a compound dataset, so one
+#: readout's scalars are one write), before any declared extras.
 BUILTIN_EXTRAS: dict[str, np.dtype[Any]] = {
+    "t_s": np.dtype(np.float64),
     "t_scheduled_s": np.dtype(np.float64),
     "schedule_index": np.dtype(np.int64),
     "wall_unix_s": np.dtype(np.float64),
@@ -74,8 +76,9 @@ MAX_CHUNK_BYTES = 8 << 20
 
 _PARTIAL_INFIX = ".partial-"
 
-#: Header arrays of at least this many elements are stored chunked with shuffle + gzip
-#: level 1 (fast; integer and sparse arrays shrink 3-10x); gzip is in every HDF5 build.
+#: Integer header arrays (addresses, indices, flags) of at least this many elements are
+#: stored chunked with shuffle + gzip level 1: they shrink 3-10x, and gzip is in every HDF5
+#: build. Float arrays (conductances, drift exponents) barely compress and stay raw.
 COMPRESS_MIN_ELEMENTS = 1024
 COMPRESS_CHUNK_ELEMENTS = 1 << 18
 
@@ -118,7 +121,7 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, links: dict[str, np.nda
             if other.dtype == arr.dtype and other.shape == arr.shape and np.array_equal(other, arr):
                 group[name] = group.file[path]
                 return
-    if arr.ndim == 1 and arr.size >= COMPRESS_MIN_ELEMENTS:
+    if arr.ndim == 1 and arr.size >= COMPRESS_MIN_ELEMENTS and arr.dtype.kind in "biu":
         group.create_dataset(
             name, data=arr, chunks=(min(arr.size, COMPRESS_CHUNK_ELEMENTS),), compression="gzip",
             compression_opts=1, shuffle=True,
@@ -127,6 +130,11 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, links: dict[str, np.nda
         group.create_dataset(name, data=arr)
     if links is not None:
         links[group[name].name] = arr
+
+
+def _write_all(ds: h5py.Dataset, arr: np.ndarray) -> None:
+    """Write a whole dataset with one low-level call (``arr`` already of its shape and dtype)."""
+    ds.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.asarray(arr, dtype=ds.dtype, order="C"))
 
 
 def partial_paths(path: str | Path) -> list[Path]:
@@ -270,7 +278,7 @@ def _extra_specs(
 ) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
     out: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {k: (v, ()) for k, v in BUILTIN_EXTRAS.items()}
     for name, spec in (extras or {}).items():
-        if name in out or name in ("t_s", "g", "cells"):
+        if name in out or name in ("g", "cells"):
             raise RecordingError(f"per-readout column {name!r} is built in; choose another name")
         if isinstance(spec, tuple):
             dtype, shape = np.dtype(spec[0]), tuple(int(s) for s in spec[1])
@@ -371,19 +379,21 @@ def _create_readouts(
         dtype = np.dtype(np.float64)
     chunk_cols = max(1, min(n, MAX_CHUNK_BYTES // dtype.itemsize))
     r.create_dataset("g", shape=(0, cells.size), maxshape=(None, cells.size), dtype=dtype, chunks=(1, chunk_cols))
-    r.create_dataset("t_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(64,))
-    for name, (dt, shape) in extras.items():
-        size = int(np.prod(shape)) if shape else 1
-        rows = max(1, min(64, (1 << 20) // max(1, size * dt.itemsize)))
-        ds = r.create_dataset(
-            f"extra/{name}", shape=(0, *shape), maxshape=(None, *shape), dtype=dt, chunks=(rows, *shape)
-        )
-        ds.attrs["builtin"] = name in BUILTIN_EXTRAS
+    _create_meta(r, _meta_dtype(extras))
     # [n_readouts, readouts covered by chip-state slot 0, ... slot 1]; -1 = slot empty.
     f.create_dataset("commit", data=np.array([0, -1, -1], dtype=np.int64))
     # [pid, process start (µs since epoch), active]; lets status/resume tell a live writer
     # from a crashed one.
     f.create_dataset("writer", data=np.array([os.getpid(), _process_start_us(os.getpid()), 1], dtype=np.int64))
+
+
+def _meta_dtype(extras: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> np.dtype[Any]:
+    return np.dtype([(name, dt, shape) if shape else (name, dt) for name, (dt, shape) in extras.items()])
+
+
+def _create_meta(r: h5py.Group, dtype: np.dtype[Any], n: int = 0) -> h5py.Dataset:
+    rows = max(1, min(64, (1 << 20) // dtype.itemsize))
+    return r.create_dataset("meta", shape=(n,), maxshape=(None,), dtype=dtype, chunks=(rows,))
 
 
 def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
@@ -421,8 +431,8 @@ class RecordingWriter:
         self.path = path
         r = f["readouts"]
         self._g = r["g"]
-        self._t = r["t_s"]
-        self._extra = {name: r["extra"][name] for name in r["extra"]}
+        self._meta = r["meta"]
+        self._fields: tuple[str, ...] = tuple(self._meta.dtype.names or ())
         self._commit = f["commit"]
         self._writer = f["writer"]
         self.encoding: str = str(r.attrs["encoding"])
@@ -433,6 +443,18 @@ class RecordingWriter:
         self._n = int(c[0])
         self._tags = [int(c[1]), int(c[2])]
         self._state_keys: list[str] = json.loads(f["chip_state"].attrs["keys_json"]) if "chip_state" in f else []
+        self._present: dict[int, np.ndarray] = {}
+        # dataset handles, looked up once: a per-readout lookup costs more than the write
+        self._slot_ds: list[dict[str, h5py.Dataset]] = (
+            [{k: f["chip_state"][f"slot{i}"][k] for k in [*self._state_keys, "present"]} for i in (0, 1)]
+            if self._state_keys
+            else [{}, {}]
+        )
+        self._meta_mspace = h5py.h5s.create_simple((1,))
+        self._row_buf = np.zeros(self.n_cells, dtype=self._g.dtype)
+        self._t_last = float(self._meta[self._n - 1]["t_s"]) if self._n else -math.inf
+        lut = self.geometry.codes_to_uS(np.arange(2**self.geometry.adc_bits))
+        self._lut: FloatArray = lut
         self._closed = False
 
     # -- properties
@@ -456,7 +478,13 @@ class RecordingWriter:
 
     @property
     def extra_names(self) -> tuple[str, ...]:
-        return tuple(self._extra)
+        """Per-readout columns besides ``t_s``."""
+        return tuple(n for n in self._fields if n != "t_s")
+
+    @property
+    def stores_codes(self) -> bool:
+        """True if readouts are stored as ADC codes (``append_codes`` is the direct path)."""
+        return self.encoding == "adc_code"
 
     # -- writing
     def encode(self, g_uS: npt.ArrayLike) -> np.ndarray:
@@ -466,15 +494,39 @@ class RecordingWriter:
             raise RecordingError(f"readout has shape {g.shape}; this recording reads {self.n_cells} cells")
         if self.encoding == "float64":
             return g
-        codes = self.geometry.to_codes(g)
-        back = self.geometry.codes_to_uS(codes)
-        if not np.array_equal(back, g):
-            bad = int(np.flatnonzero(back != g)[0])
+        geom = self.geometry
+        with np.errstate(invalid="ignore"):
+            codes = np.rint((g - geom.adc_min_uS) * (1.0 / geom.adc_lsb_uS))
+            ok = np.isfinite(codes) & (codes >= 0) & (codes < self._lut.size)
+        c = np.where(ok, codes, 0).astype(self._g.dtype)
+        # Accept only if decoding gives back exactly the µS the chip returned: the lookup
+        # table is Geometry.codes_to_uS of every code, so this is the replay-side conversion.
+        back = self._lut[c]
+        if not (ok.all() and np.array_equal(back, g)):
+            bad = int(np.flatnonzero(~ok | (back != g))[0])
             raise RecordingError(
-                f"read value {g[bad]!r} µS of cell {int(self.cells[bad])} is not on the chip's {self.geometry.adc_bits}-bit "
+                f"read value {g[bad]!r} µS of cell {int(self.cells[bad])} is not on the chip's {geom.adc_bits}-bit "
                 f"ADC grid; record this chip with encoding = \"float64\" in the session's [readout] table"
             )
-        return codes.astype(self._g.dtype, copy=False)
+        return c
+
+    def append_codes(
+        self, t_s: float, codes: npt.ArrayLike, *, chip_state: Mapping[str, Any] | None = None, **extras: Any
+    ) -> int:
+        """Like :meth:`append_readout` for a chip that reports ADC codes (the stored form):
+        the readout in µS is ``geometry.codes_to_uS(codes)``, by the Chip contract."""
+        if self.encoding != "adc_code":
+            return self.append_readout(t_s, self.geometry.codes_to_uS(codes), chip_state=chip_state, **extras)
+        c = np.asarray(codes)
+        if c.shape != (self.n_cells,) or c.dtype.kind not in "ui":
+            raise RecordingError(f"ADC codes must be {self.n_cells} unsigned integers, got {c.dtype} {c.shape}")
+        if c.size and int(c.max()) >= self._lut.size:
+            raise RecordingError(f"ADC code {int(c.max())} is beyond the {self.geometry.adc_bits}-bit ADC range")
+        if c.dtype != self._g.dtype:
+            # one reused buffer: no fresh allocation (and page faults) per readout
+            np.copyto(self._row_buf, c, casting="unsafe")
+            c = self._row_buf
+        return self._append(t_s, c, chip_state, extras)
 
     def append_readout(
         self,
@@ -496,45 +548,44 @@ class RecordingWriter:
             RecordingError: wrong shape, a non-finite or earlier time, an unknown column,
                 a value off the ADC grid, or a write failure.
         """
+        return self._append(t_s, self.encode(g_uS), chip_state, extras)
+
+    def _append(self, t_s: float, row: np.ndarray, chip_state: Mapping[str, Any] | None, extras: Mapping[str, Any]) -> int:
         self._ensure_open()
         t = float(t_s)
         if not math.isfinite(t):
             raise RecordingError(f"readout time {t_s!r} is not a finite number of seconds")
-        if self._n and t < float(self._t[self._n - 1]):
-            raise RecordingError(
-                f"readout time {t:g} s is before the previous readout at {float(self._t[self._n - 1]):g} s"
-            )
-        unknown = sorted(set(extras) - set(self._extra))
+        if t < self._t_last:
+            raise RecordingError(f"readout time {t:g} s is before the previous readout at {self._t_last:g} s")
+        unknown = sorted(set(extras) - set(self.extra_names))
         if unknown:
             raise RecordingError(
-                f"unknown per-readout column {unknown[0]!r}; declared: {', '.join(self._extra)}"
+                f"unknown per-readout column {unknown[0]!r}; declared: {', '.join(self.extra_names)}"
             )
-        row = self.encode(g_uS)
-        values: dict[str, np.ndarray] = {}
-        for name, ds in self._extra.items():
+        meta = np.zeros((), dtype=self._meta.dtype)
+        meta["t_s"] = t
+        for name in self.extra_names:
             if name in extras:
-                v = np.asarray(extras[name], dtype=ds.dtype)
+                value = extras[name]
             elif name == "wall_unix_s":
-                v = np.asarray(time.time(), dtype=ds.dtype)
+                value = time.time()
             else:
-                v = np.asarray(_EXTRA_FILL.get(name, 0), dtype=ds.dtype)
-            if v.shape != ds.shape[1:]:
-                if v.ndim == 0 and ds.shape[1:]:
-                    v = np.broadcast_to(v, ds.shape[1:])
-                else:
-                    raise RecordingError(f"per-readout column {name!r} expects shape {ds.shape[1:]}, got {v.shape}")
-            values[name] = v
+                value = _EXTRA_FILL.get(name, 0)
+            try:
+                meta[name] = value
+            except (ValueError, TypeError) as exc:
+                raise RecordingError(f"per-readout column {name!r}: bad value {value!r}: {exc}") from exc
         state_arrays = self._check_state(chip_state) if chip_state is not None else None
         i = self._n
         try:
             # 1. the rows (and the chip state into the slot not holding the committed state)
-            for ds in (self._g, self._t, *self._extra.values()):
+            for ds in (self._g, self._meta):
                 if ds.shape[0] != i + 1:
                     ds.resize(i + 1, axis=0)
-            self._g[i] = row
-            self._t[i] = t
-            for name, v in values.items():
-                self._extra[name][i] = v
+            self._write_row(i, row)
+            fspace = self._meta.id.get_space()
+            fspace.select_hyperslab((i,), (1,))
+            self._meta.id.write(self._meta_mspace, fspace, meta.reshape(1))
             slot = None
             if state_arrays is not None:
                 slot = self._free_slot()
@@ -544,13 +595,25 @@ class RecordingWriter:
             tags = list(self._tags)
             if slot is not None:
                 tags[slot] = i + 1
-            self._commit[...] = np.array([i + 1, *tags], dtype=np.int64)
+            _write_all(self._commit, np.array([i + 1, *tags], dtype=np.int64))
             self._f.flush()
         except (OSError, ValueError, RuntimeError) as exc:
             raise RecordingError(f"writing readout {i} to {self.path} failed: {exc}") from exc
         self._n = i + 1
         self._tags = tags
+        self._t_last = t
         return i
+
+    def _write_row(self, i: int, row: np.ndarray) -> None:
+        """Write readout row ``i`` chunk by chunk, bypassing h5py's selection machinery (the
+        row is already in the stored dtype and the dataset is unfiltered)."""
+        width = self._g.chunks[1]
+        data = np.ascontiguousarray(row, dtype=self._g.dtype)
+        for start in range(0, data.size, width):
+            part = data[start : start + width]
+            if part.size < width:  # a partial last chunk is still stored whole
+                part = np.concatenate([part, np.zeros(width - part.size, dtype=data.dtype)])
+            self._g.id.write_direct_chunk((i, start), memoryview(part))
 
     def save_chip_state(self, chip_state: Mapping[str, Any]) -> None:
         """Record the chip's state as of the last committed readout (same keys as the base)."""
@@ -577,12 +640,12 @@ class RecordingWriter:
         if unknown:
             raise RecordingError(f"chip state key {unknown[0]!r} was not in the state given at creation")
         out = {}
-        base = self._f["chip_state/base"]
         for key, value in state.items():
             arr = _as_array(key, value)
-            if arr.ndim != base[key].ndim:
-                raise RecordingError(f"chip state {key!r} has {arr.ndim} dimensions, the base state {base[key].ndim}")
-            out[key] = arr
+            ds = self._slot_ds[0][key]
+            if arr.ndim != ds.ndim:
+                raise RecordingError(f"chip state {key!r} has {arr.ndim} dimensions, the base state {ds.ndim}")
+            out[key] = np.asarray(arr, dtype=ds.dtype, order="C")
         return out
 
     def _free_slot(self) -> int:
@@ -590,18 +653,21 @@ class RecordingWriter:
         return 1 if self._tags[0] == self._n else 0
 
     def _write_slot(self, slot: int, arrays: Mapping[str, np.ndarray]) -> None:
-        g = self._f["chip_state"][f"slot{slot}"]
+        handles = self._slot_ds[slot]
         present = np.zeros(len(self._state_keys), dtype=np.uint8)
         for j, key in enumerate(self._state_keys):
             if key not in arrays:
                 continue
             arr = arrays[key]
-            ds = g[key]
+            ds = handles[key]
             if arr.ndim and ds.shape != arr.shape:
                 ds.resize(arr.shape)
-            ds[...] = arr
+            if arr.size:
+                _write_all(ds, arr)
             present[j] = 1
-        g["present"][...] = present
+        if slot not in self._present or not np.array_equal(self._present[slot], present):
+            _write_all(handles["present"], present)
+            self._present[slot] = present
 
     # -- closing
     def _ensure_open(self) -> None:
@@ -742,7 +808,7 @@ class Recording:
                 if name not in f:
                     raise RecordingError(f"{self.path} is incomplete: it has no '{name}' (not a finished header)")
             r = f["readouts"]
-            for name in ("cells", "g", "t_s", "extra"):
+            for name in ("cells", "g", "meta"):
                 if name not in r:
                     raise RecordingError(f"{self.path} is incomplete: it has no 'readouts/{name}'")
             self.encoding = str(r.attrs["encoding"])
@@ -768,7 +834,7 @@ class Recording:
             raise RecordingError(f"{self.path} has a malformed commit record {c!r}")
         n = int(c[0])
         r = self._f["readouts"]
-        rows = min(r["g"].shape[0], r["t_s"].shape[0], *(r["extra"][k].shape[0] for k in r["extra"]))
+        rows = min(r["g"].shape[0], r["meta"].shape[0])
         if n < 0 or n > rows:
             raise RecordingError(
                 f"{self.path} is inconsistent: {n} readouts committed but only {rows} stored (truncated file?)"
@@ -809,7 +875,7 @@ class Recording:
             if self._f.swmr_mode:
                 self._f["commit"].refresh()
                 r = self._f["readouts"]
-                for ds in (r["g"], r["t_s"], *(r["extra"][k] for k in r["extra"])):
+                for ds in (r["g"], r["meta"]):
                     ds.refresh()
                 self._f["writer"].refresh()
             self._check_commit()
@@ -933,18 +999,20 @@ class Recording:
     @property
     def times_s(self) -> npt.NDArray[np.float64]:
         """Actual readout times, s since the end of programming, shape ``(n_readouts,)``."""
-        return self._read(lambda: self._f["readouts/t_s"][: self._n])
+        return self.extra("t_s")
 
     def extra(self, name: str) -> np.ndarray:
-        """A per-readout column (``t_scheduled_s``, ``schedule_index``, ``wall_unix_s``, ...)."""
-        ex = self._f["readouts/extra"]
-        if name not in ex:
-            raise RecordingError(f"{self.path} has no per-readout column {name!r}; it has {', '.join(ex)}")
-        return self._read(lambda: ex[name][: self._n])
+        """A per-readout column (``t_s``, ``t_scheduled_s``, ``schedule_index``, ``wall_unix_s``, ...)."""
+        meta = self._f["readouts/meta"]
+        names = meta.dtype.names or ()
+        if name not in names:
+            raise RecordingError(f"{self.path} has no per-readout column {name!r}; it has {', '.join(names)}")
+        return self._read(lambda: meta.fields(name)[: self._n])
 
     @property
     def extra_names(self) -> tuple[str, ...]:
-        return tuple(self._f["readouts/extra"])
+        """Per-readout columns besides ``t_s``."""
+        return tuple(n for n in (self._f["readouts/meta"].dtype.names or ()) if n != "t_s")
 
     def readout(self, i: int) -> FloatArray:
         """Readout ``i`` in µS (float64, bit-identical to what the chip returned)."""
@@ -1080,13 +1148,11 @@ def recover_recording(path: str | Path) -> RecordingWriter:
                 if name in src:
                     _copy_tree(src[name], dst.create_group(name), memo)
             r = src["readouts"]
-            specs = {k: (r["extra"][k].dtype, r["extra"][k].shape[1:]) for k in r["extra"]}
-            dst_r = _copy_readout_group(dst, r, specs, memo)
+            dst_r = _copy_readout_group(dst, r, memo)
             for i in range(n):
                 dst_r["g"][i] = r["g"][i]
-            dst_r["t_s"][:] = r["t_s"][:n]
-            for k in specs:
-                dst_r["extra"][k][:] = r["extra"][k][:n]
+            if n:
+                dst_r["meta"][:] = r["meta"][:n]
             tags = [-1, -1]
             if state is not None:
                 base = {k: src["chip_state/base"][k][()] for k in json.loads(src["chip_state"].attrs["keys_json"])}
@@ -1149,7 +1215,6 @@ def _copy_tree(src: h5py.Group, dst: h5py.Group, memo: dict[Any, str]) -> None:
 def _copy_readout_group(
     dst: h5py.File,
     r: h5py.Group,
-    specs: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
     memo: dict[Any, str],
 ) -> h5py.Group:
     """Create the readout datasets in ``dst`` like those of ``r``, sized to ``commit``."""
@@ -1164,12 +1229,7 @@ def _copy_readout_group(
         _put(out, "cells", cells)
     g = r["g"]
     out.create_dataset("g", shape=(n, cells.size), maxshape=(None, cells.size), dtype=g.dtype, chunks=g.chunks)
-    out.create_dataset("t_s", shape=(n,), maxshape=(None,), dtype=np.float64, chunks=r["t_s"].chunks)
-    for name, (dt, shape) in specs.items():
-        src = r["extra"][name]
-        ds = out.create_dataset(f"extra/{name}", shape=(n, *shape), maxshape=(None, *shape), dtype=dt, chunks=src.chunks)
-        for key, value in src.attrs.items():
-            ds.attrs[key] = value
+    _create_meta(out, r["meta"].dtype, n)
     dst.create_dataset("commit", data=np.array([n, -1, -1], dtype=np.int64))
     dst.create_dataset("writer", data=np.array([os.getpid(), _process_start_us(os.getpid()), 1], dtype=np.int64))
     return out

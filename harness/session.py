@@ -56,6 +56,18 @@ class RestorableChip(Protocol):
     def restore(self, state: dict[str, np.ndarray]) -> None: ...
 
 
+@runtime_checkable
+class CodeReadingChip(Protocol):
+    """A chip that can report a read as its ADC codes (what the wire or the ADC delivers).
+
+    ``read_codes(cells)`` performs the same read as ``read`` and returns the codes whose
+    ``geometry.codes_to_uS`` is what ``read`` would have returned. Recordings store codes,
+    so the runner takes them directly and skips converting µS back to codes.
+    """
+
+    def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.unsignedinteger[Any]]: ...
+
+
 @dataclass(frozen=True)
 class SessionProgress:
     """What the runner reports: before programming (``phase="programming"``), before each
@@ -223,7 +235,7 @@ def run_session(
         overwrite=overwrite,
     )
     with writer:
-        late, worst = _run_readouts(writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable)
+        late, worst = record_readouts(writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable)
         done = writer.n_readouts
     return SessionResult(
         path=out_path,
@@ -240,7 +252,7 @@ def run_session(
     )
 
 
-def _run_readouts(
+def record_readouts(
     writer: RecordingWriter,
     chip: Chip,
     times_s: npt.NDArray[np.float64],
@@ -249,9 +261,15 @@ def _run_readouts(
     progress: ProgressCallback | None,
     restorable: bool,
 ) -> tuple[int, float]:
-    """Readouts ``start..`` of the timetable; returns (late count, worst lateness in s)."""
+    """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock).
+
+    Each readout waits for its time, reads ``writer.cells``, and appends the read with its
+    actual start time, its scheduled time and index, the read's duration and (``restorable``)
+    the chip's runtime state, committed together. Returns (late count, worst lateness in s).
+    """
     n = times_s.size
     cells = writer.cells
+    direct = writer.stores_codes and isinstance(chip, CodeReadingChip)
     late, worst = 0, 0.0
     for i in range(start, n):
         t_sched = float(times_s[i])
@@ -259,7 +277,7 @@ def _run_readouts(
             progress(SessionProgress("waiting", i, n, t_sched))
         chip.wait_until(t_origin + t_sched)
         t_read = chip.now()
-        g = chip.read(cells)
+        data = chip.read_codes(cells) if direct else chip.read(cells)  # type: ignore[attr-defined]
         duration = chip.now() - t_read
         t_rel = t_read - t_origin
         lateness = t_rel - t_sched
@@ -267,9 +285,8 @@ def _run_readouts(
             late += 1
             worst = max(worst, lateness)
         state = chip.snapshot(include_devices=False) if restorable else None  # type: ignore[attr-defined]
-        writer.append_readout(
-            t_rel, g, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration
-        )
+        append = writer.append_codes if direct else writer.append_readout
+        append(t_rel, data, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration)
         if progress:
             progress(SessionProgress("readout", i + 1, n, float(times_s[i + 1]) if i + 1 < n else None, t_s=t_rel))
     if progress:
@@ -400,7 +417,7 @@ def resume_session(
         with writer:
             if writer.n_readouts != plan.done:
                 raise RecordingError(f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)")
-            late, worst = _run_readouts(writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable)
+            late, worst = record_readouts(writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable)
             done = writer.n_readouts
         return SessionResult(
             path=plan.path,
@@ -505,6 +522,7 @@ def _stats(g: npt.NDArray[np.float64], t_s: float) -> dict[str, float]:
 
 
 __all__ = [
+    "record_readouts",
     "ResumePlan",
     "RestorableChip",
     "SessionProgress",

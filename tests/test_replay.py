@@ -69,10 +69,15 @@ class CapturingChip(VirtualPCMChip):
         super().__init__(*a, **k)
         self.returned: list[np.ndarray] = []
 
-    def _read(self, cells):  # type: ignore[no-untyped-def]
-        g = super()._read(cells)
+    def read(self, cells):  # type: ignore[no-untyped-def]
+        g = super().read(cells)
         self.returned.append(g.copy())
         return g
+
+    def read_codes(self, cells):  # type: ignore[no-untyped-def]
+        codes = super().read_codes(cells)
+        self.returned.append(self.geometry.codes_to_uS(codes))  # what read() would have returned
+        return codes
 
 
 def test_replay_equals_live(tmp_path: Path) -> None:

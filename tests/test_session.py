@@ -118,9 +118,9 @@ def test_drift_20h_on_the_default_virtual_chip_via_cli(tmp_path: Path) -> None:
 class SlowReadChip(VirtualPCMChip):
     """A virtual chip whose reads take 10 s (a slow serial link): readouts start late."""
 
-    def _read(self, cells):  # type: ignore[no-untyped-def]
+    def _read_codes(self, cells):  # type: ignore[no-untyped-def]
         self._clock.advance(10.0)
-        return super()._read(cells)
+        return super()._read_codes(cells)
 
 
 def test_late_readouts_are_recorded_with_their_actual_time(tmp_path: Path) -> None:

@@ -1,0 +1,178 @@
+"""Benchmark: a 20-hour session on a full 512 × 2048 virtual chip (1,048,576 devices).
+
+Targets (issue 3): the session — 30 log-spaced readouts of every device from 25 s to
+20 h on the simulated clock, recorded crash-safely (append, flush, commit, chip state) —
+in ≤ 20 s wall; and the recording's append throughput ≥ 50% of raw h5py appends of the
+same arrays, timed in the same run.
+
+Every device is programmed first with closed-loop write-verify (a random weight matrix of
+1024 outputs × 512 inputs fills the array exactly: 512 rows × 2 · 1024 columns); the
+readouts are real chip reads (drift, 1/f noise, ADC). Printed: wall time of each stage,
+where the readout loop spends its time (chip read, chip snapshot, recording), and two raw
+h5py baselines appending the same readouts with resize + write + flush into a resizable
+chunked dataset:
+
+* the same stored form (uint8 ADC codes, one chunk per readout) — the like-for-like
+  overhead of the recording layer (encode + round-trip check, extras, chip state, commit);
+* float64 µS as the chip returns them — what storing µS directly would cost.
+
+    python benchmarks/session_20h.py [--rows 512 --cols 2048 --seed 0 --dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from harness.chip import Geometry
+from harness.mapping import map_weights
+from harness.programming import ProgrammingParams, program_layout
+from harness.provenance import collect_provenance
+from harness.recording import RecordingWriter, create_recording, open_recording
+from harness.schedule import ProgramSpec, ReadoutSpec, SessionSpec, log_schedule
+from harness.session import record_readouts
+from harness.virtual.chip import VirtualPCMChip
+
+SCHEDULE = log_schedule(25.0, 72000.0, 30)  # sessions/drift-20h.toml
+
+
+class Timed(VirtualPCMChip):
+    """The virtual chip, accumulating the wall time spent in reads and snapshots."""
+
+    read_s = 0.0
+    snapshot_s = 0.0
+
+    def read_codes(self, cells):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return super().read_codes(cells)
+        finally:
+            self.read_s += time.perf_counter() - t
+
+    def snapshot(self, *, include_devices: bool = True):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return super().snapshot(include_devices=include_devices)
+        finally:
+            self.snapshot_s += time.perf_counter() - t
+
+
+class TimedWriter:
+    """Accumulates the wall time spent inside the recording writer's append calls."""
+
+    def __init__(self, writer: RecordingWriter) -> None:
+        self.w = writer
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        attr = getattr(self.w, name)
+        if name not in ("append_codes", "append_readout"):
+            return attr
+
+        def timed(*a, **k):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return attr(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - t
+
+        return timed
+
+
+def raw_h5py_appends(path: Path, rows: list[np.ndarray]) -> float:
+    """Seconds to append ``rows`` to a fresh resizable chunked dataset, flushing after each."""
+    n = rows[0].size
+    t0 = time.perf_counter()
+    with h5py.File(path, "w", libver="latest") as f:
+        ds = f.create_dataset("g", shape=(0, n), maxshape=(None, n), dtype=rows[0].dtype,
+                              chunks=(1, min(n, (8 << 20) // rows[0].dtype.itemsize)))
+        f.swmr_mode = True
+        for i, row in enumerate(rows):
+            ds.resize(i + 1, axis=0)
+            ds[i] = row
+            f.flush()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=512)
+    ap.add_argument("--cols", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dir", type=Path, default=None, help="where to write the files (default: a temp dir)")
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory(dir=args.dir)
+    workdir = Path(tmp.name)
+    geometry = Geometry(rows=args.rows, cols=args.cols)
+
+    t0 = time.perf_counter()
+    chip = Timed(geometry, seed=args.seed, uri=f"virtual?rows={args.rows}&cols={args.cols}&seed={args.seed}")
+    w = np.random.default_rng(args.seed).normal(size=(args.cols // 2, args.rows))
+    layout = map_weights([("full", w)], geometry)
+    t_setup = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    result = program_layout(chip, layout, ProgrammingParams())
+    t_program = time.perf_counter() - t0
+    chip.read_s = 0.0  # count the session's reads only
+
+    spec = SessionSpec(name="bench-20h", program=ProgramSpec(), readout=ReadoutSpec(cells="layout"), schedule=SCHEDULE)
+    out = workdir / "session.h5"
+    t_session0 = time.perf_counter()
+    t0 = time.perf_counter()
+    prov = collect_provenance(chip_uri=chip.uri, chip_identity=chip.identity, seed=args.seed, model="random 1024x512")
+    writer = create_recording(out, provenance=prov, layout=layout, programming=result, session=spec,
+                              chip_state=chip.snapshot())
+    t_header = time.perf_counter() - t0
+    snap0 = chip.snapshot_s
+    t0 = time.perf_counter()
+    timed = TimedWriter(writer)
+    with writer:
+        late, _ = record_readouts(timed, chip, SCHEDULE.as_array(), result.t_end_s, 0, None, True)  # type: ignore[arg-type]
+    t_loop = time.perf_counter() - t0
+    t_session = time.perf_counter() - t_session0
+    t_record = timed.seconds
+    t_runner = t_loop - chip.read_s - (chip.snapshot_s - snap0) - t_record
+
+    with open_recording(out) as rec:
+        assert rec.n_readouts == 30 and rec.n_cells == layout.n_devices == geometry.n_cells
+        codes = [rec.codes(i) for i in range(rec.n_readouts)]
+        micro = [rec.readout(i) for i in range(rec.n_readouts)]
+        stored_mib = rec.n_readouts * codes[0].nbytes / 2**20
+    size_mib = out.stat().st_size / 2**20
+
+    t_raw_codes = raw_h5py_appends(workdir / "raw_codes.h5", codes)
+    t_raw_f64 = raw_h5py_appends(workdir / "raw_f64.h5", micro)
+
+    n = layout.n_devices
+    print(f"devices: {n:,} ({args.rows} x {args.cols}); 30 readouts, 25 s .. 20 h simulated; late readouts: {late}")
+    print(f"setup (chip + mapping):        {t_setup:7.2f} s")
+    print(f"programming (write-verify):    {t_program:7.2f} s   converged {100 * result.converged_fraction:.2f}%")
+    print(f"SESSION wall (header + 30 readouts): {t_session:7.2f} s   target <= 20 s")
+    print(f"  header (layout, programming, base chip state): {t_header:6.2f} s")
+    print(f"  readout loop:                {t_loop:7.2f} s")
+    print(f"    chip reads:                {chip.read_s:7.2f} s")
+    print(f"    chip snapshots:            {chip.snapshot_s - snap0:7.2f} s")
+    print(f"    recording (append+commit): {t_record:7.3f} s   {stored_mib / t_record:8.1f} MiB/s, "
+          f"{30 * n / t_record / 1e6:7.1f} M devices/s")
+    print(f"    runner (waits, bookkeeping): {t_runner:5.3f} s")
+    print(f"raw h5py, same uint8 codes:    {t_raw_codes:7.3f} s   {stored_mib / t_raw_codes:8.1f} MiB/s, "
+          f"{30 * n / t_raw_codes / 1e6:7.1f} M devices/s")
+    print(f"raw h5py, float64 µS:          {t_raw_f64:7.3f} s   {8 * stored_mib / t_raw_f64:8.1f} MiB/s, "
+          f"{30 * n / t_raw_f64 / 1e6:7.1f} M devices/s")
+    print(f"RATIO recording / raw h5py (same codes): {t_raw_codes / t_record:6.2f}   target >= 0.50")
+    print(f"ratio recording / raw h5py (float64 µS): {t_raw_f64 / t_record:6.2f}")
+    print(f"recording file: {size_mib:.1f} MiB; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    del tmp
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HDF5_USE_FILE_LOCKING", "TRUE")
+    main()
