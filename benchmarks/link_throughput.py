@@ -44,25 +44,25 @@ BLOCK = 1 << 20  # raw transfers move 1 MiB blocks, the size of one 8-bit whole-
 
 _PTY_WRITER = """
 import os, sys
-fd, reps = int(sys.argv[1]), int(sys.argv[2])
-block = memoryview(os.urandom(%d))
+fd, reps, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+block = memoryview(os.urandom(size))
 for _ in range(reps):
     mv = block
     while mv:
         mv = mv[os.write(fd, mv):]
-""" % BLOCK
+"""
 
 _TCP_WRITER = """
 import os, socket, sys
-reps = int(sys.argv[1])
+reps, size = int(sys.argv[1]), int(sys.argv[2])
 server = socket.create_server(("127.0.0.1", 0))
 print(server.getsockname()[1], flush=True)
 conn, _ = server.accept()
-block = os.urandom(%d)
+block = os.urandom(size)
 for _ in range(reps):
     conn.sendall(block)
 conn.close()
-""" % BLOCK
+"""
 
 
 def _block_times(recv_into: object, reps: int) -> list[float]:
@@ -89,7 +89,8 @@ def raw_pty(reps: int, library: bool) -> float:
 
     master, slave = os.openpty()
     tty.setraw(slave)
-    writer = subprocess.Popen([sys.executable, "-c", _PTY_WRITER, str(master), str(reps)], pass_fds=[master])
+    cmd = [sys.executable, "-c", _PTY_WRITER, str(master), str(reps), str(BLOCK)]
+    writer = subprocess.Popen(cmd, pass_fds=[master])
     ser = serial.Serial(os.ttyname(slave), timeout=10) if library else None
 
     def recv_into(view: memoryview) -> int:
@@ -116,7 +117,8 @@ def raw_tcp(reps: int, library: bool) -> float:
     (``library``) with pyvisa-py's read_bytes on a TCPIP SOCKET resource."""
     import pyvisa
 
-    writer = subprocess.Popen([sys.executable, "-c", _TCP_WRITER, str(reps)], stdout=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-c", _TCP_WRITER, str(reps), str(BLOCK)]
+    writer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     port = int(writer.stdout.readline())  # type: ignore[union-attr]
     try:
         if not library:
@@ -185,13 +187,18 @@ def chip_read_seconds(repeats: int) -> float:
     return min(times)
 
 
+def _share(x: float, raw_os: float, raw_lib: float) -> str:
+    return f"{x / raw_os:5.0%} of raw os, {x / raw_lib:5.0%} of raw lib"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args()
     n = GEOMETRY.n_cells
     print(f"bulk read of {n:,} cells ({GEOMETRY.rows}x{GEOMETRY.cols}, 8-bit ADC codes) through the emulator")
-    print(f"emulated chip physics per whole-array read (in-process): {chip_read_seconds(3) * 1e3:.0f} ms — chip time, not link time")
+    chip_ms = chip_read_seconds(3) * 1e3
+    print(f"emulated chip physics per whole-array read (in-process): {chip_ms:.0f} ms — chip time, not link time")
     rows = []
     for transport, raw_fn in (("pty", raw_pty), ("tcp", raw_tcp)):
         proc, uri = start_emulator(transport)
@@ -208,8 +215,8 @@ def main() -> None:
         print(f"\n{transport} ({uri.split('?')[0]}), reply {r['wire_bytes']:,.0f} wire bytes")
         print(f"  raw os            {raw_os:10.3e} B/s")
         print(f"  raw lib           {raw_lib:10.3e} B/s   ({'pyserial' if transport == 'pty' else 'pyvisa-py'})")
-        print(f"  link transfer     {transfer:10.3e} B/s   {transfer / raw_os:5.0%} of raw os, {transfer / raw_lib:5.0%} of raw lib")
-        print(f"  link incl. host   {host:10.3e} B/s   {host / raw_os:5.0%} of raw os, {host / raw_lib:5.0%} of raw lib"
+        print(f"  link transfer     {transfer:10.3e} B/s   {_share(transfer, raw_os, raw_lib)}")
+        print(f"  link incl. host   {host:10.3e} B/s   {_share(host, raw_os, raw_lib)}"
               f"   = {n / r['host_s']:.3e} cells/s")
         print(f"  end to end        {n / r['total_s']:10.3e} cells/s (incl. the chip's physics)")
     print("\ntransport  raw os B/s  raw lib B/s  transfer B/s  host B/s  host cells/s  e2e cells/s")

@@ -200,17 +200,20 @@ class RemoteChip(ChipBackend):
                 f"chip answered a read of {n} cells with {count} codes of format {cfmt!r} in {nbytes} bytes; "
                 f"expected {n} codes of format {want}"
             )
+        data: bytes
         if len(args) == 5:  # inline: the frame's CRC already covered these bytes
-            data = args[4]
-            if not isinstance(data, p.Block) or len(data) != nbytes:
+            inline = args[4]
+            if not isinstance(inline, p.Block) or len(inline) != nbytes:
                 raise ProtocolError(f"read data must be a binary block of {nbytes} bytes")
+            data = inline
         else:  # fetched in chunks: check the reassembled whole end to end
             data = self._fetch(tag_box[0], nbytes)
             if len(data) != nbytes or p.crc32(data) != crc:
                 raise ProtocolError(f"read data of {len(data)} bytes fail the chip's CRC; refetching cannot help")
         dtype = p.CODE_FORMATS[want]
         codes = np.frombuffer(data, dtype=dtype)
-        if self.geometry.adc_bits < 8 * dtype.itemsize and codes.size and int(codes.max()) >= 2**self.geometry.adc_bits:
+        full_range = self.geometry.adc_bits >= 8 * dtype.itemsize  # every code of the dtype is valid
+        if not full_range and codes.size and int(codes.max()) >= 2**self.geometry.adc_bits:
             raise ProtocolError(f"chip sent ADC code {int(codes.max())} beyond its {self.geometry.adc_bits}-bit range")
         return self.geometry.codes_to_uS(codes)
 
@@ -334,7 +337,7 @@ class RemoteChip(ChipBackend):
                 (version,) = self._ok_args(reply, p.VERSION, 1)
                 if p.parse_int(version, "protocol version") != p.PROTOCOL_VERSION:
                     raise IdentityError(
-                        f"chip at {self._link.description} speaks protocol {version}, this driver "
+                        f"chip at {self._link.description} speaks protocol {version!s}, this driver "
                         f"{p.PROTOCOL_VERSION}; update the harness or the chip firmware"
                     )
             return reply
@@ -515,7 +518,8 @@ class RemoteChip(ChipBackend):
 
             def build(offset: int = offset, used: list[int] = used) -> list[p.Piece]:
                 used[0] = min(self._chunk, len(payload) - offset)
-                return p.build_body(p.BUFFER_WRITE, [p.fmt_tag(tag), str(offset), p.block(mv[offset : offset + used[0]])])
+                data = p.block(mv[offset : offset + used[0]])
+                return p.build_body(p.BUFFER_WRITE, [p.fmt_tag(tag), str(offset), data])
 
             self._ok_args(self._exchange(build, what=p.BUFFER_WRITE), p.BUFFER_WRITE, 0)
             offset += used[0]
@@ -524,11 +528,13 @@ class RemoteChip(ChipBackend):
         """Fetch a stored result of ``nbytes`` in adaptive chunks."""
         out = bytearray()
         while len(out) < nbytes:
+
+            def build(offset: int = len(out)) -> list[p.Piece]:
+                count = min(self._chunk, nbytes - offset)
+                return p.build_body(p.FETCH, [p.fmt_tag(tag), str(offset), str(count)])
+
             offset = len(out)
-            reply = self._exchange(
-                lambda: p.build_body(p.FETCH, [p.fmt_tag(tag), str(offset), str(min(self._chunk, nbytes - offset))]),
-                what=p.FETCH,
-            )
+            reply = self._exchange(build, what=p.FETCH)
             (data,) = self._ok_args(reply, p.FETCH, 1)
             if not isinstance(data, p.Block) or not 0 < len(data) <= nbytes - offset:
                 raise ProtocolError(f"chip answered {p.FETCH} at offset {offset} with no or too much data")

@@ -24,7 +24,6 @@ import struct
 import tempfile
 import threading
 import time
-import tty
 from collections.abc import Callable
 
 from drivers import protocol as p
@@ -52,7 +51,7 @@ def check_bind_host(host: str, allow_remote: bool) -> str:
         infos = socket.getaddrinfo(host or "0.0.0.0", None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve emulator address {host!r}: {exc.strerror}") from exc
-    addr = infos[0][4][0]
+    addr = str(infos[0][4][0])
     if not allow_remote and not all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos):
         raise ConfigError(
             f"refusing to serve the emulator on {host or '0.0.0.0'} ({addr}): other machines could reach it; "
@@ -231,6 +230,8 @@ class Emulator:
 
     # --- pty -------------------------------------------------------------------------------
     def _open_pty(self) -> None:
+        import tty  # POSIX only: pty mode needs it, TCP mode does not
+
         master, slave = os.openpty()
         tty.setraw(slave)  # binary-clean from the start: no echo, no CR/LF translation
         os.set_blocking(master, False)
@@ -290,7 +291,7 @@ class Emulator:
         assert self._listener is not None
         listener = self._listener
         while not self._stop.is_set():
-            ready, _, _ = select.select([listener, self._wake_r], [], [])
+            ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [])
             if self._wake_r in ready:
                 return
             try:
@@ -311,7 +312,7 @@ class Emulator:
                 conn.sendall(data)
 
         while not self._stop.is_set():
-            ready, _, _ = select.select([conn, self._wake_r], [], [])
+            ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [])
             if self._wake_r in ready:
                 return
             try:

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -401,7 +401,7 @@ def nak_body(reason: str) -> list[Piece]:
 # --- bulk encodings ------------------------------------------------------------------------
 ADDR_LIST, ADDR_RANGES = "L", "R"
 AMP_SCALAR, AMP_VECTOR = "S", "V"
-CODE_FORMATS = {"U1": np.dtype("<u1"), "U2": np.dtype("<u2")}
+CODE_FORMATS: dict[str, np.dtype[Any]] = {"U1": np.dtype("<u1"), "U2": np.dtype("<u2")}
 MAX_ADDRESS = 2**32 - 1
 
 

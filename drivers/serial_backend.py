@@ -6,6 +6,8 @@ The emulator's ``--pty`` device is opened the same way: ``serial://<path it prin
 
 from __future__ import annotations
 
+import contextlib
+
 import serial
 
 from drivers.client import LinkSettings, RemoteChip
@@ -48,10 +50,8 @@ class SerialLink:
     def close(self) -> None:
         ser, self._ser = self._ser, None
         if ser is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):  # a port that is already gone
                 ser.close()
-            except (serial.SerialException, OSError):
-                pass  # closing a port that is already gone
 
     def _port(self) -> serial.Serial:
         if self._ser is None:

@@ -150,7 +150,8 @@ class ChipServer:
                 except (ProtocolError, _Refused):
                     raise  # refused before the chip was touched: not executed, not cached
                 except Exception as exc:  # noqa: BLE001 - the chip refused or failed: executed, cache it
-                    code = p.ErrorCode.DATA_OUT_OF_RANGE if isinstance(exc, SafetyLimitError) else p.ErrorCode.EXECUTION_ERROR
+                    refused = isinstance(exc, SafetyLimitError)
+                    code = p.ErrorCode.DATA_OUT_OF_RANGE if refused else p.ErrorCode.EXECUTION_ERROR
                     cached = _Result(error=(code, str(exc) or type(exc).__name__))
                 self.executed += 1
                 sess.last_txn = seq

@@ -7,6 +7,7 @@ e.g. ``library=fixtures/pyvisa_sim/pcm_chip.yaml@sim`` for pyvisa-sim smoke test
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -82,8 +83,8 @@ class VisaLink:
             res.close()
             raise ConfigError(f"VISA resource {self.resource} is not message-based; use a SOCKET or INSTR resource")
         try:
-            res.read_termination = None
-            res.write_termination = None
+            res.read_termination = None  # type: ignore[assignment]  # None: raw bytes, no termination
+            res.write_termination = None  # type: ignore[assignment]
             res.chunk_size = READ_CHUNK
             res.set_visa_attribute(constants.ResourceAttribute.termchar_enabled, constants.VI_FALSE)
             # hand back partial data when the stream pauses, instead of losing it at the timeout
@@ -111,10 +112,8 @@ class VisaLink:
         res, self._res = self._res, None
         self._pending = b""
         if res is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a session whose peer is already gone
                 res.close()
-            except Exception:  # noqa: BLE001 - closing a session whose peer is already gone
-                pass
 
     def _resource(self) -> pyvisa.resources.MessageBasedResource:
         if self._res is None:
@@ -167,10 +166,9 @@ class VisaLink:
     def discard_input(self) -> None:
         res = self._resource()
         self._pending = b""
-        try:
+        # best effort: the frame parser resynchronises anyway
+        with contextlib.suppress(pyvisa.errors.Error, NotImplementedError):
             res.flush(constants.BufferOperation.discard_receive_buffer)
-        except (pyvisa.errors.Error, NotImplementedError):
-            pass  # best effort: the frame parser resynchronises anyway
 
 
 def _no_nagle(res: pyvisa.resources.MessageBasedResource) -> None:

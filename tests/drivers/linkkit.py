@@ -102,9 +102,8 @@ class ScriptedLink:
         self._out.clear()
 
     def assert_done(self) -> None:
-        assert self.position == len(self.script), (
-            f"script not consumed: {len(self.script) - self.position} exchanges left, next {self.script[self.position][0]!r}"
-        )
+        left = len(self.script) - self.position
+        assert not left, f"script not consumed: {left} exchanges left, next {self.script[self.position][0]!r}"
 
 
 @contextlib.contextmanager

@@ -103,7 +103,12 @@ def test_chip_side_safety_refusal_applies_nothing(server: ChipServer) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"CELL:RES 2,L," + b"#18" + bytes(8) + b"x", b"CELL:SET 1,Q,S,#10", b"CELL:READ? 1,R,0,#18" + u32(30, 5), b"NOPE?"],
+    [
+        b"CELL:RES 2,L,#18" + bytes(8) + b"x",
+        b"CELL:SET 1,Q,S,#10",
+        b"CELL:READ? 1,R,0,#18" + u32(30, 5),
+        b"NOPE?",
+    ],
 )
 def test_malformed_commands_are_refused(server: ChipServer, body: bytes) -> None:
     s = session(server)
