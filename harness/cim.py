@@ -210,7 +210,7 @@ class CimSimulator:
                 i += 1
             else:
                 self._ops.append(kind)
-        # Device positions of each layer's G+ and G− blocks, as (out, fan_in) index grids.
+        # Each layer's devices in the flat layout order: [G+ block, G− block], row-major (out, fan_in).
         self._slices = [layout.layer_slice(k) for k in range(len(layout.layers))]
 
     # -- conductances → weights ---------------------------------------------------------------
@@ -542,11 +542,6 @@ def _fmt_layers(layers: Sequence[tuple[str, int, int]]) -> str:
     return "[" + ", ".join(f"{n} {o}x{f}" for n, o, f in layers) + "]"
 
 
-def ideal_conductances(layout: Layout) -> npt.NDArray[np.float64]:
-    """The layout's target conductances ``(n_devices,)``: what a perfect chip would read."""
-    return layout.target_uS.copy()
-
-
 __all__ = [
     "HEURISTIC_RANGE_PERCENTILE",
     "MAX_BITS",
@@ -555,5 +550,5 @@ __all__ = [
     "ConverterRanges",
     "check_bits",
     "converter_ranges",
-    "ideal_conductances",
+    "top1_correct",
 ]

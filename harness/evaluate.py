@@ -633,8 +633,7 @@ def evaluate_readouts(
     t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
     labels = tuple(c.label for c in chips for _ in range(repeats))
     g_t = torch.from_numpy(g.astype(np.float32))
-    ref_np_t = torch.from_numpy(ref.astype(np.float32))
-    ref_t = ref_np_t if gdc else None
+    ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
     x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
     y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
     generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
@@ -646,10 +645,8 @@ def evaluate_readouts(
         if progress:
             progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit"))
         a = sim.accuracy(
-            x, y, g_t, bits=b, g_ref_uS=ref_t,
-            read_noise_t_s=t_read if read_noise else None,
-            g_prog_uS=ref_np_t,
-            generator=generator,
+            x, y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
+            read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
         )
         acc[i] = a.numpy().reshape(len(labels), n_t).T
     inference_s = time.perf_counter() - t_inf
