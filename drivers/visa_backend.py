@@ -24,6 +24,10 @@ DEFAULT_LIBRARY = "@py"
 OPEN_TIMEOUT_MS = 5000
 #: Largest read handed to the VISA library at once.
 READ_CHUNK = 1 << 20
+#: Largest frame by default. pyvisa-py's socket write waits for the socket without a
+#: timeout; frames that fit in the kernel's socket buffers never wait, even if a hung
+#: instrument stops reading (its silence then ends in a read timeout).
+DEFAULT_CHUNK = 1 << 20
 #: VISA timeout of a read that takes whatever bytes are there (s).
 PARTIAL_POLL_S = 0.002
 
@@ -185,7 +189,8 @@ def _no_nagle(res: pyvisa.resources.MessageBasedResource) -> None:
 
 
 def open_visa(uri: ChipURI) -> RemoteChip:
-    """Open ``visa://<resource>?library=@py&timeout=&retries=&chunk=`` (defaults: pyvisa-py, 2 s, 8)."""
-    params = take_params(uri, {"library": (str, DEFAULT_LIBRARY), **LINK_PARAMS})
+    """Open ``visa://<resource>?library=@py&timeout=&retries=&chunk=`` (defaults: pyvisa-py, 2 s,
+    8 retries, 1 MiB chunks)."""
+    params = take_params(uri, {"library": (str, DEFAULT_LIBRARY), **LINK_PARAMS, "chunk": (int, DEFAULT_CHUNK)})
     link = VisaLink(uri.path, params["library"])
     return RemoteChip(link, uri.raw, settings_from(params))
