@@ -176,6 +176,8 @@ class EvaluationResult:
         labels = [format_duration(t) for t in self.times_s]
         if len(set(labels)) < len(labels):
             labels = [f"{t:.9g}s" for t in self.times_s]
+        if len(set(labels)) < len(labels):  # repeated recorded times: number them
+            labels = [f"{label}#{i}" for i, label in enumerate(labels)]
         return labels
 
     @staticmethod

@@ -131,6 +131,25 @@ def test_model_must_match_the_recorded_layout() -> None:
         evaluate_recording(FIXTURE, wide)
 
 
+def test_cli_model_with_other_layers_is_refused(tmp_path: Path) -> None:
+    from harness.model import Model, save_model
+
+    rng = np.random.default_rng(0)
+    arch = [
+        {"type": "linear", "name": "fc1", "in_features": 64, "out_features": 32, "bias": True},
+        {"type": "relu", "name": "relu1"},
+        {"type": "linear", "name": "fc2", "in_features": 32, "out_features": 10, "bias": True},
+    ]
+    weights = {"fc1.weight": rng.normal(size=(32, 64)), "fc1.bias": np.zeros(32),
+               "fc2.weight": rng.normal(size=(10, 32)), "fc2.bias": np.zeros(10)}
+    path = tmp_path / "narrow.h5"
+    save_model(Model(name="narrow", architecture=arch, weights=weights, input_shape=(64,), n_classes=10,
+                     dataset="digits"), path)
+    result = invoke("evaluate", "--recording", str(FIXTURE), "--model", str(path))
+    assert_one_line_error(result, "does not match the layout")
+    assert "fc1 32x64" in result.stderr and "fc1 64x64" in result.stderr
+
+
 def test_result_shapes_and_json() -> None:
     r = evaluate_chip(SMALL_CHIP + "&seed=1", times_s=(YEAR_S, 25.0, 25.0), runs=2, bits=(6, 8, 6))
     assert r.times_s == (25.0, YEAR_S) and r.bits == (6, 8)
