@@ -126,6 +126,7 @@ def raw_tcp(reps: int, library: bool) -> float:
                 return BLOCK / min(_block_times(conn.recv_into, reps))
         res = pyvisa.ResourceManager("@py").open_resource(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=10_000)
         res.read_termination = None
+        res.chunk_size = BLOCK  # as VisaLink does: one library call per block
 
         def recv_into(view: memoryview) -> int:
             data = res.read_bytes(len(view))

@@ -45,6 +45,8 @@ from harness.errors import (
 MAX_WAIT_SLICE_S = 1.0
 #: Quiet time after garbage that ends an attempt early (s); bytes that keep coming extend it.
 SETTLE_S = 0.05
+#: Sessions a chip keeps (the emulator's ``drivers.server.MAX_SESSIONS``), for messages.
+MAX_SESSIONS_HINT = 8
 #: Pause before the next attempt after reopening the link failed (s).
 REOPEN_PAUSE_S = 0.2
 #: Consecutive non-frame replies to ``*IDN?`` after which the device is judged foreign.
@@ -478,8 +480,8 @@ class RemoteChip(ChipBackend):
             raise SafetyLimitError(f"chip at {desc} refused {what}: {message}; nothing was applied")
         if code == p.ErrorCode.UNKNOWN_SESSION:
             raise ChipIOError(
-                f"chip at {desc} no longer knows this session: it restarted and lost its state; "
-                "open it again and start over"
+                f"chip at {desc} no longer knows this session: it restarted (losing its state) or "
+                f"{MAX_SESSIONS_HINT} other clients opened it since; open it again and start over"
             )
         raise ProtocolError(f"chip at {desc} answered {what} with error {code}: {message}")
 

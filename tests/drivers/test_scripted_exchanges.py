@@ -10,7 +10,7 @@ from linkkit import SCRIPT_IDN, SCRIPT_SESSION, cmd, expected_protocol, handshak
 
 from drivers import protocol as p
 from drivers.client import LinkSettings
-from harness.errors import ChipTimeoutError, IdentityError, ProtocolError, SafetyLimitError
+from harness.errors import ChipIOError, ChipTimeoutError, IdentityError, ProtocolError, SafetyLimitError
 
 S = SCRIPT_SESSION
 MAX = 16 * 2**20  # default max chunk: the max-inline argument of a READ on a clean link
@@ -195,3 +195,27 @@ def test_malformed_reply_is_a_protocol_error() -> None:
     script = handshake() + [(c(1, "TIME?"), r(1, "OK not-a-number"))]
     with expected_protocol(script) as chip, pytest.raises(ProtocolError, match="chip time"):
         chip.now()
+
+
+def test_staging_mismatch_uploads_again_under_the_same_tag() -> None:
+    payload = u32(0, 2, 4, 6, 8, 10) + f64(0.5)  # 32 bytes > 16-byte chunks: staged
+    txn = p.fmt_tag(p.make_tag(S, 1)).encode()
+    execute = c(1, b"CELL:SET 6,L,S,BUF,32,%08X" % p.crc32(payload))
+
+    def upload(seq: int) -> list[tuple[bytes, bytes]]:
+        return [
+            (c(seq, b"BUF:WRIT " + txn + b",0," + blk(payload[:16])), r(seq, "OK")),
+            (c(seq + 1, b"BUF:WRIT " + txn + b",16," + blk(payload[16:])), r(seq + 1, "OK")),
+        ]
+
+    script = handshake() + upload(2) + [(execute, r(1, 'ERR 102,"staged data do not match"'))] + upload(4) + [
+        (execute, r(1, "OK"))
+    ]
+    with expected_protocol(script, LinkSettings(timeout_s=0.05, retries=2, max_chunk=16, min_chunk=16)) as chip:
+        chip.set_pulse([0, 2, 4, 6, 8, 10], 0.5)
+
+
+def test_forgotten_session_is_a_chip_io_error() -> None:
+    script = handshake() + [(c(1, b"CELL:RES 1,L," + blk(u32(3))), r(1, 'ERR 105,"session 0000ABCD was not issued"'))]
+    with expected_protocol(script) as chip, pytest.raises(ChipIOError, match="open it again"):
+        chip.reset([3])
