@@ -67,6 +67,9 @@ class VirtualPCMChip(ChipBackend):
         self._t_pulse = np.full(n, -FABRICATION_AGE_S)
         self._nu = ph.draw_drift_exponents(ph.normalized(self._g_prog), self._rng)
         self._z_relax = self._rng.standard_normal(n)
+        self._relax_amp = np.empty(n)
+        self._q_s = np.empty(n)
+        self._update_derived(np.arange(n))
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
@@ -154,6 +157,7 @@ class VirtualPCMChip(ChipBackend):
             self._t_pulse = np.array(state["t_pulse_s"], dtype=np.float64)
             self._nu = np.array(state["nu"], dtype=np.float64)
             self._z_relax = np.array(state["z_relax"], dtype=np.float64)
+            self._update_derived(np.arange(n))
 
     # --- physics ---------------------------------------------------------------------------
     def _program(self, cells: CellArray, g_new_uS: FloatArray) -> None:
@@ -163,32 +167,59 @@ class VirtualPCMChip(ChipBackend):
         self._t_pulse[cells] = self._clock.now()
         self._nu[cells] = ph.draw_drift_exponents(ph.normalized(g_new_uS), self._rng)
         self._z_relax[cells] = self._rng.standard_normal(cells.size)
+        self._update_derived(cells)
+
+    def _update_derived(self, cells: CellArray) -> None:
+        """Cache what depends only on the as-programmed state (changes only at a pulse):
+        the relaxation amplitude z·σ_relax(x) and the read-noise coefficient Q_s(x)."""
+        x = ph.normalized(self._g_prog[cells])
+        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x)
+        self._q_s[cells] = ph.read_noise_q(x)
 
     def _conductance(self, cells: CellArray, t_s: float) -> FloatArray:
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
-        tau = t_s - self._t_pulse[cells]
-        g = self._g_prog[cells]
-        # Relaxation and drift are exactly zero before their onsets (T_RELAX_ONSET_S, T0_S):
-        # compute them only where they act, which skips both for verify reads µs after a pulse.
-        relaxing = np.flatnonzero(tau > ph.T_RELAX_ONSET_S)
-        if relaxing.size:
-            r_cells, r_tau, g_r = cells[relaxing], tau[relaxing], g[relaxing]
-            g[relaxing] = np.maximum(
-                g_r + self._z_relax[r_cells] * ph.relaxation_std(ph.normalized(g_r)) * ph.relaxation_progress(r_tau), 0.0
-            )
-            drifting = np.flatnonzero(r_tau > ph.T0_S)
-            if drifting.size:
-                g[relaxing[drifting]] *= ph.drift_factor(r_tau[drifting], self._nu[r_cells[drifting]])
-        return g
+        return self._conductance_and_age(cells, t_s)[0]
+
+    def _conductance_and_age(self, cells: CellArray, t_s: float) -> tuple[FloatArray, FloatArray]:
+        """(G(t), time since each cell's last pulse). Relaxation and drift are exactly zero
+        before their onsets (T_RELAX_ONSET_S, T0_S), so they are computed only where they
+        act: verify reads µs after a pulse skip both."""
+        idx = _as_index(cells)
+        tau = t_s - self._t_pulse[idx]
+        g = np.array(self._g_prog[idx], dtype=np.float64)
+        relaxing = tau > ph.T_RELAX_ONSET_S
+        if relaxing.all():
+            g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau), 0.0)
+            drifting = tau > ph.T0_S
+            if drifting.all():
+                g *= ph.drift_factor(tau, self._nu[idx])
+                return g, tau
+            sub = np.flatnonzero(drifting)
+        else:
+            sub = np.flatnonzero(relaxing)
+            if sub.size == 0:
+                return g, tau
+            g[sub] = np.maximum(g[sub] + self._relax_amp[cells[sub]] * ph.relaxation_progress(tau[sub]), 0.0)
+            sub = sub[tau[sub] > ph.T0_S]
+        if sub.size:
+            g[sub] *= ph.drift_factor(tau[sub], self._nu[cells[sub]])
+        return g, tau
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
         self._clock.advance(READ_OP_TIME_S)
-        t = self._clock.now()
-        g = self._conductance(cells, t)
-        tau = t - self._t_pulse[cells]
-        sigma = ph.read_noise_std(g, ph.normalized(self._g_prog[cells]), tau)
+        g, tau = self._conductance_and_age(cells, self._clock.now())
+        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau)  # σ_read(t), REFERENCE §1
         g_read = g + sigma * self._rng.standard_normal(cells.size)
         return self.geometry.to_codes(g_read)
+
+
+def _as_index(cells: CellArray) -> slice | CellArray:
+    """A slice for an ascending contiguous run of cells (state arrays are then read as views,
+    not gathered — whole-array readouts), else the address array itself."""
+    n = cells.size
+    if n > 1 and int(cells[-1]) - int(cells[0]) == n - 1 and bool(np.all(np.diff(cells) == 1)):
+        return slice(int(cells[0]), int(cells[0]) + n)
+    return cells
 
 
 def _int(text: str) -> int:
