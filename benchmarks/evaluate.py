@@ -102,9 +102,11 @@ def run_aihwkit(model: Model, times_s: tuple[float, ...], runs: int, seed: int) 
     rpu = InferenceRPUConfig()
     rpu.noise_model = PCMLikeNoiseModel(g_max=25.0)
     rpu.drift_compensation = GlobalDriftCompensation()
-    # Same converters as ours at 8 bits: symmetric 9-bit DAC, 8-bit ADC; no extra noise sources.
-    rpu.forward.inp_res = 1.0 / (2**BITS - 1)
-    rpu.forward.out_res = 1.0 / (2 ** (BITS - 1) - 1)
+    # Converter resolutions as ours at 8 bits (9-bit DAC, 8-bit ADC; aihwkit's res = 1/(2^b − 2))
+    # on aihwkit's own converter model (per-input abs-max scaling, iterative bound management,
+    # out_bound 12: its defaults); no output noise, which the harness does not model either.
+    rpu.forward.inp_res = 1.0 / (2 ** (BITS + 1) - 2)
+    rpu.forward.out_res = 1.0 / (2**BITS - 2)
     rpu.forward.out_noise = 0.0
     rpu.forward.w_noise = 0.0
     rpu.mapping.weight_scaling_omega = 1.0  # max|W| of each layer → g_max, as our mapping

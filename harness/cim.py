@@ -237,25 +237,29 @@ class CimSimulator:
     def drift_compensation(
         self, g_uS: torch.Tensor | npt.ArrayLike, g_ref_uS: torch.Tensor | npt.ArrayLike
     ) -> torch.Tensor:
-        """GDC factors ``α`` of shape ``(B, n_layers)`` (REFERENCE §2).
+        """GDC factors ``α`` of shape ``(B, n_layers)`` (REFERENCE §2):
+        ``α = Σ_i |(W_ref · 1)_i| / Σ_i |(W · 1)_i|`` per set and layer.
 
         ``g_ref_uS``: the calibration readout right after programming, ``(n_devices,)`` or
         ``(B, n_devices)``.
         """
-        return self._gdc(self._differences(self._as_batch(g_uS)), g_ref_uS)
-
-    def _gdc(self, diffs: Sequence[torch.Tensor], g_ref_uS: torch.Tensor | npt.ArrayLike) -> torch.Tensor:
-        """``α = Σ|D_ref · 1| / Σ|D · 1|`` per set and layer (the layer scale ``s`` cancels)."""
-        ref = self._differences(self._as_batch(g_ref_uS))
-        b = diffs[0].shape[0]
-        if ref[0].shape[0] not in (1, b):
-            raise EvaluationError(f"got {ref[0].shape[0]} reference readouts for {b} conductance sets")
+        g = self._as_batch(g_uS)
+        ref = self._as_batch(g_ref_uS)
+        if ref.shape[0] not in (1, g.shape[0]):
+            raise EvaluationError(f"got {ref.shape[0]} reference readouts for {g.shape[0]} conductance sets")
         cols = []
-        for d, r in zip(diffs, ref):
-            now = d.sum(dim=2).abs_().sum(dim=1)
-            then = r.sum(dim=2).abs_().sum(dim=1)
+        for k in range(len(self.layout.layers)):
+            # The all-ones response of each output is a row sum; the layer scale s cancels.
+            now = self._row_sums(g, k).abs_().sum(dim=1)
+            then = self._row_sums(ref, k).abs_().sum(dim=1)
             cols.append(then / now.clamp_min(GDC_MIN_RESPONSE))
         return torch.stack(cols, dim=1)
+
+    def _row_sums(self, g: torch.Tensor, k: int) -> torch.Tensor:
+        """``Σ_j (G+ − G−)_ij`` (µS) of layer ``k``, ``(B, out)``: one reduction, no temporaries."""
+        p = self.layout.layers[k]
+        sums = g[:, self._slices[k]].reshape(g.shape[0], 2, p.out_features, p.fan_in).sum(dim=3)
+        return sums[:, 0] - sums[:, 1]
 
     # -- inference ------------------------------------------------------------------------------
     def logits(
@@ -297,8 +301,8 @@ class CimSimulator:
                 f"with input shape {self.model.input_shape}"
             )
         g = self._as_batch(g_uS)
+        alpha = None if g_ref_uS is None else self.drift_compensation(g, g_ref_uS)
         diffs = self._differences(g)
-        alpha = None if g_ref_uS is None else self._gdc(diffs, g_ref_uS)
         noise_var = None
         if read_noise_t_s is not None:
             if generator is None:
