@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from drivers import protocol as p
 from drivers.link import Link
-from harness.chip import CellArray, ChipBackend, FloatArray, Geometry
+from harness.chip import CellArray, ChipBackend, FloatArray, Geometry, check_cells
 from harness.errors import (
     ChipIOError,
     ChipTimeoutError,
@@ -184,7 +185,19 @@ class RemoteChip(ChipBackend):
         n = str(cells.size)
         self._ok_args(self._transaction(p.CELL_SET, lambda: [n, fmt, mode], addr + amp), p.CELL_SET, 0)
 
+    def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.unsignedinteger]:
+        """The ADC codes of a read, as the chip sent them (``read`` converts these to µS);
+        makes this backend a :class:`~harness.chip.CodeReadingChip`."""
+        self._ensure_open()
+        c = check_cells(cells, self.geometry)
+        if not c.size:
+            return np.empty(0, dtype=p.CODE_FORMATS[p.code_format(self.geometry.adc_bits)])
+        return self._read_codes(c)
+
     def _read(self, cells: CellArray) -> FloatArray:
+        return self.geometry.codes_to_uS(self._read_codes(cells))
+
+    def _read_codes(self, cells: CellArray) -> npt.NDArray[np.unsignedinteger]:
         fmt, addr = p.encode_cells(cells)
         n = cells.size
         tag_box: list[int] = []
@@ -217,7 +230,7 @@ class RemoteChip(ChipBackend):
         full_range = self.geometry.adc_bits >= 8 * dtype.itemsize  # every code of the dtype is valid
         if not full_range and codes.size and int(codes.max()) >= 2**self.geometry.adc_bits:
             raise ProtocolError(f"chip sent ADC code {int(codes.max())} beyond its {self.geometry.adc_bits}-bit range")
-        return self.geometry.codes_to_uS(codes)
+        return codes
 
     def _close(self) -> None:
         self._link.close()

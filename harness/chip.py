@@ -147,6 +147,18 @@ class Chip(Protocol):
         ...
 
 
+@runtime_checkable
+class CodeReadingChip(Protocol):
+    """A chip that can report a read as its ADC codes (what the ADC or the wire delivers).
+
+    ``read_codes(cells)`` performs the same read as ``read`` and returns the codes whose
+    ``geometry.codes_to_uS`` is what ``read`` would have returned. Recordings store codes,
+    so a session takes them directly instead of converting µS back to codes.
+    """
+
+    def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.uint16]: ...
+
+
 def check_cells(cells: npt.ArrayLike, geometry: Geometry, *, unique: bool = False) -> CellArray:
     """Validate flat cell addresses and return them as a new 1-D ``int64`` array.
 

@@ -409,48 +409,6 @@ def model_of_recording(rec: Recording) -> Model:
 # ----------------------------------------------------------------------------- live chips
 
 
-class _PlainChip:
-    """A chip seen through the bare :class:`~harness.chip.Chip` protocol.
-
-    Hides the virtual chip's ``snapshot``/``restore``, so the session runner does not store
-    the whole array's state in the temporary recording (an evaluation is never resumed).
-    Every call is passed through unchanged: the readouts are those of the chip itself.
-    """
-
-    def __init__(self, chip: Chip) -> None:
-        self._chip = chip
-
-    @property
-    def geometry(self) -> Geometry:
-        return self._chip.geometry
-
-    @property
-    def uri(self) -> str:
-        return self._chip.uri
-
-    @property
-    def identity(self) -> str:
-        return self._chip.identity
-
-    def now(self) -> float:
-        return self._chip.now()
-
-    def wait_until(self, t_s: float) -> None:
-        self._chip.wait_until(t_s)
-
-    def reset(self, cells: npt.ArrayLike) -> None:
-        self._chip.reset(cells)
-
-    def set_pulse(self, cells: npt.ArrayLike, amplitude: npt.ArrayLike) -> None:
-        self._chip.set_pulse(cells, amplitude)
-
-    def read(self, cells: npt.ArrayLike) -> FloatArray:
-        return self._chip.read(cells)
-
-    def close(self) -> None:
-        self._chip.close()
-
-
 def virtual_chip_uris(uri: str, runs: int) -> list[str]:
     """``runs`` URIs of consecutive seeds from a ``virtual`` URI (the URI itself first).
 
@@ -534,7 +492,7 @@ def read_live_chip(
                 progress(EvaluationProgress("readout", run_index, n_runs, f"{chip.uri} t={format_duration(p.t_s or 0)}"))
 
         try:
-            run_session(spec, _PlainChip(chip), out, overwrite=True, progress=on_session)  # type: ignore[arg-type]
+            run_session(spec, chip, out, overwrite=True, progress=on_session, save_chip_state=False)
             with open_recording(out) as rec:
                 return readouts_from_recording(rec, model, times, match="exact", label=chip.uri)
         finally:

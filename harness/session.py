@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import Chip
+from harness.chip import Chip, CodeReadingChip
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import map_weights
 from harness.recording import (
@@ -54,18 +54,6 @@ class RestorableChip(Protocol):
     def snapshot(self, *, include_devices: bool = True) -> dict[str, np.ndarray]: ...
 
     def restore(self, state: dict[str, np.ndarray]) -> None: ...
-
-
-@runtime_checkable
-class CodeReadingChip(Protocol):
-    """A chip that can report a read as its ADC codes (what the wire or the ADC delivers).
-
-    ``read_codes(cells)`` performs the same read as ``read`` and returns the codes whose
-    ``geometry.codes_to_uS`` is what ``read`` would have returned. Recordings store codes,
-    so the runner takes them directly and skips converting µS back to codes.
-    """
-
-    def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.unsignedinteger[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -172,8 +160,13 @@ def run_session(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     provenance_extra: Mapping[str, Any] | None = None,
+    save_chip_state: bool = True,
 ) -> SessionResult:
     """Program the session's model onto ``chip``, then record every scheduled readout in ``out``.
+
+    With ``save_chip_state`` (default) a chip that can snapshot its state (the virtual chip)
+    has it recorded so the session can be resumed; pass False for a recording that will
+    never be resumed (e.g. a temporary one inside an evaluation).
 
     Raises:
         RecordingError: ``out`` exists (and not ``overwrite``) or cannot be written; checked
@@ -210,7 +203,7 @@ def run_session(
 
     result = program_layout(chip, layout, params, on_programming)
     t_end_unix = time.time()
-    restorable = isinstance(chip, RestorableChip)
+    restorable = save_chip_state and isinstance(chip, RestorableChip)
     provenance = collect_provenance(
         chip_uri=chip.uri,
         chip_identity=chip.identity,

@@ -129,3 +129,20 @@ def test_closed_chip_refuses_calls(open_backend: OpenFn) -> None:
         chip.read([0])
     with pytest.raises(ChipClosedError):
         chip.set_pulse([0], 0.5)
+
+
+def test_every_backend_reports_the_same_adc_codes(open_backend: OpenFn) -> None:
+    # Sessions record codes straight from a CodeReadingChip: the codes must be the chip's own,
+    # bit-identical across backends, and read() must be exactly their conversion to µS.
+    from harness.chip import CodeReadingChip
+
+    chip, ref = open_backend(21), reference(21)
+    assert isinstance(chip, CodeReadingChip)
+    cells = np.arange(0, SMALL.n_cells, 3)
+    for target in (chip, ref):
+        target.set_pulse(cells, 0.4)
+    codes = chip.read_codes(cells)
+    np.testing.assert_array_equal(codes, ref.read_codes(cells))
+    assert codes.dtype.kind == "u" and codes.max() > 0
+    np.testing.assert_array_equal(chip.read(cells), SMALL.codes_to_uS(ref.read_codes(cells)))
+    assert chip.read_codes(np.array([], dtype=np.int64)).size == 0
