@@ -82,6 +82,36 @@ def take_params(
     return out
 
 
+def with_seed(chip_uri: str, seed: int | None) -> str:
+    """Put a ``--seed`` option into a virtual chip URI.
+
+    Raises:
+        ConfigError: a seed for a non-virtual chip (those are seeded where they run), or one
+            that contradicts the URI's own ``seed=``.
+    """
+    if seed is None:
+        return chip_uri
+    parsed = parse_uri(chip_uri)
+    if parsed.scheme != "virtual":
+        raise ConfigError(f"--seed applies to the virtual chip only; {parsed.scheme!r} chips are seeded where they run")
+    if "seed" in parsed.params:
+        if chip_seed(chip_uri) != seed:
+            raise ConfigError(f"--seed {seed} contradicts seed={parsed.params['seed']} in chip URI {chip_uri!r}")
+        return chip_uri
+    return f"{chip_uri}{'&' if '?' in chip_uri else '?'}seed={seed}"
+
+
+def chip_seed(chip_uri: str) -> int | None:
+    """The seed of a virtual chip URI (0 when unspecified); None for other backends or a bad seed."""
+    parsed = parse_uri(chip_uri)
+    if parsed.scheme != "virtual":
+        return None
+    try:
+        return int(parsed.params.get("seed", "0"), 10)
+    except ValueError:
+        return None
+
+
 def open_chip(uri: str) -> Chip:
     """Open the backend named by ``uri``; raises ConfigError for unknown schemes/params."""
     parsed = parse_uri(uri)

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.chip import Chip, CodeReadingChip
+from harness.registry import chip_seed
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import map_weights
 from harness.recording import (
@@ -124,19 +125,6 @@ def resolve_model_path(spec: SessionSpec) -> Path:
     from harness.model import default_model_path
 
     return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
-
-
-def chip_seed(chip_uri: str) -> int | None:
-    """The seed of a virtual chip URI (0 when unspecified), None for other backends."""
-    from harness.registry import parse_uri
-
-    parsed = parse_uri(chip_uri)
-    if parsed.scheme != "virtual":
-        return None
-    try:
-        return int(parsed.params.get("seed", "0"))
-    except ValueError:
-        return None
 
 
 def clean_stale_partials(out: Path) -> list[Path]:

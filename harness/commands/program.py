@@ -18,31 +18,9 @@ from harness.model import default_model_path, load_model
 from harness.programming import ProgrammingParams, ProgrammingProgress, program_layout
 from harness.provenance import collect_provenance
 from harness.recording import create_recording
-from harness.registry import open_chip, parse_uri
+from harness.registry import chip_seed, open_chip, with_seed
 
 DEFAULT_RUNS_DIR = Path("runs")
-
-
-def with_seed(chip_uri: str, seed: int | None) -> str:
-    """Put ``--seed`` into a virtual chip URI; refuse it elsewhere or when it contradicts the URI."""
-    if seed is None:
-        return chip_uri
-    parsed = parse_uri(chip_uri)
-    if parsed.scheme != "virtual":
-        raise ConfigError(f"--seed applies to the virtual chip only; {parsed.scheme!r} chips are seeded where they run")
-    if "seed" in parsed.params:
-        if int(parsed.params["seed"]) != seed:
-            raise ConfigError(f"--seed {seed} contradicts seed={parsed.params['seed']} in chip URI {chip_uri!r}")
-        return chip_uri
-    return f"{chip_uri}{'&' if '?' in chip_uri else '?'}seed={seed}"
-
-
-def chip_seed(chip_uri: str) -> int | None:
-    """The seed of a virtual chip URI (0 when unspecified), None for other backends."""
-    parsed = parse_uri(chip_uri)
-    if parsed.scheme != "virtual":
-        return None
-    return int(parsed.params.get("seed", "0"))
 
 
 def default_out_path() -> Path:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.commands.common import console_for, emit_json, err_console, user_errors
-from harness.commands.program import with_seed
+from harness.registry import with_seed
 from harness.schedule import fmt_duration, load_session
 from harness.session import SessionProgress, resume_session, run_session, session_status, timetable
 
