@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 import harness
+from harness.h5files import atomic_h5_file, one_line
 from harness.errors import ConfigError, ModelError
 
 DATASET_FORMAT = "pcm-harness-dataset"
@@ -135,10 +136,10 @@ def load_dataset(name_or_path: str | os.PathLike[str] = "digits") -> Dataset:
     except ModelError:
         raise
     except ConfigError as exc:
-        raise ModelError(f"dataset file {path} is inconsistent: {_one_line(exc)}") from exc
+        raise ModelError(f"dataset file {path} is inconsistent: {one_line(exc)}") from exc
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise ModelError(
-            f"dataset file {path} is not a readable HDF5 dataset (corrupt or truncated?): {_one_line(exc)}"
+            f"dataset file {path} is not a readable HDF5 dataset (corrupt or truncated?): {one_line(exc)}"
         ) from exc
 
 
@@ -206,25 +207,18 @@ def save_dataset(
         if not np.array_equal(levels / feature_levels, x.astype(np.float64)):
             raise ConfigError(f"{key} is not on a grid of {feature_levels} levels; cannot store it exactly")
         encoded[key] = levels.astype(np.uint8)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = DATASET_FORMAT
-            f.attrs["format_version"] = DATASET_FORMAT_VERSION
-            f.attrs["name"] = dataset.name
-            f.attrs["n_classes"] = dataset.n_classes
-            f.attrs["input_shape"] = np.asarray(dataset.input_shape, dtype=np.int64)
-            f.attrs["feature_levels"] = feature_levels
-            f.attrs["source"] = source
-            for key in _SPLITS:
-                data = encoded[key] if key in encoded else getattr(dataset, key)
-                # track_times=False: rebuilding the same data gives byte-identical files.
-                f.create_dataset(key, data=data, compression="gzip", shuffle=True, track_times=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"cannot write dataset file {path}: {_one_line(exc)}") from exc
+    with atomic_h5_file(path, what="dataset") as f:
+        f.attrs["format"] = DATASET_FORMAT
+        f.attrs["format_version"] = DATASET_FORMAT_VERSION
+        f.attrs["name"] = dataset.name
+        f.attrs["n_classes"] = dataset.n_classes
+        f.attrs["input_shape"] = np.asarray(dataset.input_shape, dtype=np.int64)
+        f.attrs["feature_levels"] = feature_levels
+        f.attrs["source"] = source
+        for key in _SPLITS:
+            data = encoded[key] if key in encoded else getattr(dataset, key)
+            # track_times=False: rebuilding the same data gives byte-identical files.
+            f.create_dataset(key, data=data, compression="gzip", shuffle=True, track_times=False)
 
 
 def _attr_str(f: h5py.File, key: str, path: Path) -> str:
@@ -244,6 +238,3 @@ def _attr_int(f: h5py.File, key: str, path: Path) -> int:
         raise ModelError(f"dataset file {path}: attribute {key!r} missing or not an integer")
     return int(value)
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from harness.datasets import fixtures_dir
+from harness.h5files import atomic_h5_file, one_line
 from harness.errors import ModelError
 
 MODEL_FORMAT = "pcm-harness-model"
@@ -432,11 +433,7 @@ def _json_roundtrip(value: Any, what: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{what} is not JSON-able: {_one_line(exc)}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelError(f"{what} is not JSON-able: {one_line(exc)}") from exc
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -459,32 +456,25 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
     Raises:
         ModelError: the file cannot be written (directory missing, permissions…).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = MODEL_FORMAT
-            f.attrs["format_version"] = MODEL_FORMAT_VERSION
-            f.attrs["name"] = model.name
-            f.attrs["architecture"] = json.dumps(list(model.architecture))
-            f.attrs["input_shape"] = np.asarray(model.input_shape, dtype=np.int64)
-            f.attrs["n_classes"] = model.n_classes
-            f.attrs["dataset"] = model.dataset
-            f.attrs["metadata"] = json.dumps(model.metadata, sort_keys=True)
-            group = f.create_group("weights", track_order=True)
-            for key, value in model.weights().items():
-                # track_times=False: saving the same model twice gives byte-identical files.
-                group.create_dataset(key, data=value, track_times=False)
-            if model.ranges:
-                ranges = f.create_group("ranges", track_order=True)
-                for name, value in model.ranges.items():
-                    sub = ranges.create_group(name)
-                    sub.attrs["dac_range"] = float(value.dac_range)
-                    sub.attrs["adc_range"] = float(value.adc_range)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"cannot write model file {path}: {_one_line(exc)}") from exc
+    with atomic_h5_file(path, what="model") as f:
+        f.attrs["format"] = MODEL_FORMAT
+        f.attrs["format_version"] = MODEL_FORMAT_VERSION
+        f.attrs["name"] = model.name
+        f.attrs["architecture"] = json.dumps(list(model.architecture))
+        f.attrs["input_shape"] = np.asarray(model.input_shape, dtype=np.int64)
+        f.attrs["n_classes"] = model.n_classes
+        f.attrs["dataset"] = model.dataset
+        f.attrs["metadata"] = json.dumps(model.metadata, sort_keys=True)
+        group = f.create_group("weights", track_order=True)
+        for key, value in model.weights().items():
+            # track_times=False: saving the same model twice gives byte-identical files.
+            group.create_dataset(key, data=value, track_times=False)
+        if model.ranges:
+            ranges = f.create_group("ranges", track_order=True)
+            for name, value in model.ranges.items():
+                sub = ranges.create_group(name)
+                sub.attrs["dac_range"] = float(value.dac_range)
+                sub.attrs["adc_range"] = float(value.adc_range)
 
 
 def load_model(path: str | os.PathLike[str]) -> Model:
@@ -512,7 +502,7 @@ def load_model(path: str | os.PathLike[str]) -> Model:
         raise ModelError(message) from exc
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise ModelError(
-            f"model file {path} is not a readable HDF5 model (corrupt or truncated?): {_one_line(exc)}"
+            f"model file {path} is not a readable HDF5 model (corrupt or truncated?): {one_line(exc)}"
         ) from exc
 
 
@@ -612,7 +602,7 @@ def _attr_json(node: h5py.HLObject, key: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ModelError(f"attribute {key!r} is not valid JSON: {_one_line(exc)}") from exc
+        raise ModelError(f"attribute {key!r} is not valid JSON: {one_line(exc)}") from exc
 
 
 # -- torch ---------------------------------------------------------------------------------
