@@ -103,11 +103,21 @@ def test_mean_drift_after_one_day_at_5uS_is_0_66(programmed) -> None:
     assert ratio.mean() == pytest.approx(0.66, abs=0.01)
 
 
-def test_no_drift_or_relaxation_at_t0_and_before(programmed) -> None:
-    chip, cells, _, _ = programmed
-    t_pulse = chip.last_pulse_s(cells)
-    # t = 0: exactly the as-programmed conductance.
-    np.testing.assert_array_equal(chip.conductance_uS(cells[:100], float(t_pulse[:100].max())) > 0, chip.as_programmed_uS(cells[:100]) > 0)
+def test_no_drift_or_relaxation_at_t0_and_before() -> None:
+    chip = VirtualPCMChip(Geometry(rows=16, cols=64), seed=2)
+    cells = np.arange(chip.geometry.n_cells)
+    chip.set_pulse(cells, 0.3)  # one batch: every cell shares the same pulse time
+    g_prog = chip.as_programmed_uS(cells)
+    t_pulse = float(chip.last_pulse_s(cells)[0])
+    # t = 0 after the pulse: exactly the as-programmed conductance.
+    np.testing.assert_array_equal(chip.conductance_uS(cells, t_pulse), g_prog)
+    # Before t0 only the relaxation acts (zero-mean, no drift); at t0 it is complete.
+    g_mid = chip.conductance_uS(cells, t_pulse + 1.0)
+    assert not np.array_equal(g_mid, g_prog)
+    assert abs(float(np.mean(g_mid - g_prog))) < 0.05
+    g_t0 = chip.conductance_uS(cells, t_pulse + ph.T0_S)
+    g_t0_later = chip.conductance_uS(cells, t_pulse + ph.T0_S * (1 + 1e-9))
+    np.testing.assert_allclose(g_t0_later, g_t0, rtol=1e-8)  # drift starts from 1 at t0
     np.testing.assert_allclose(ph.drift_factor([0.0, 1.0, ph.T0_S], [0.1, 0.1, 0.1]), 1.0)
     assert ph.relaxation_progress(0.0) == 0.0 and ph.relaxation_progress(ph.T0_S) == 1.0
 
