@@ -9,26 +9,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from harness.cli import app
+from clikit import assert_one_line_error, invoke
 from harness.recording import open_recording
 
 SMALL_CHIP = "virtual?rows=64&cols=256"
-runner = CliRunner()
 
 
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, fragment: str) -> None:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_program_json_summary_and_recording(tmp_path: Path) -> None:

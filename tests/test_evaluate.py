@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from harness.cli import app
+from clikit import assert_one_line_error, invoke
 from harness.errors import ConfigError, EvaluationError
 from harness.evaluate import (
     EvaluationResult,
@@ -28,19 +27,8 @@ from harness.units import DAY_S, MONTH_S, YEAR_S, format_duration, parse_duratio
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "recordings" / "demo.h5"
 #: The smallest array the default digits MLP fits on.
 SMALL_CHIP = "virtual?rows=64&cols=160"
-runner = CliRunner()
 
 
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 # ----------------------------------------------------------------------------- units

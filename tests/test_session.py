@@ -13,10 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
+from clikit import assert_one_line_error, invoke
 from harness.chip import Geometry
-from harness.cli import app
 from harness.errors import RecordingError
 from harness.recording import open_recording
 from harness.registry import open_chip
@@ -28,7 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sessions" / "demo-short.toml"
 DRIFT = REPO / "sessions" / "drift-20h.toml"
 SMALL = "virtual?rows=64&cols=160&seed=5"
-runner = CliRunner()
 
 
 def sha(path: Path) -> str:
@@ -40,16 +38,6 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def run_demo(out: Path, uri: str = SMALL, **kw):  # type: ignore[no-untyped-def]

@@ -18,28 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from linkkit import ServeFn
-from typer.testing import CliRunner
 
+from clikit import assert_one_line_error, invoke
 from harness.chip import Geometry
-from harness.cli import app
 from harness.recording import open_recording
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_GEOMETRY = Geometry(rows=64, cols=256)  # the default model fits
 VIRTUAL = f"virtual?rows={MODEL_GEOMETRY.rows}&cols={MODEL_GEOMETRY.cols}&seed=7"
 
 
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, fragment: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(
@@ -57,7 +45,7 @@ def assert_one_line_error(result, fragment: str) -> None:
     ],
 )
 def test_emulate_bad_options_are_one_line_errors(args: list[str], fragment: str) -> None:
-    assert_one_line_error(invoke("emulate", *args), fragment)
+    assert_one_line_error(invoke("emulate", *args), fragment, exit_code=1)
 
 
 def test_emulate_tcp_prints_the_uri_and_stops_after_duration() -> None:
@@ -146,4 +134,4 @@ def test_program_and_session_over_visa_tcp_match_the_virtual_chip(serve: ServeFn
     ],
 )
 def test_program_bad_chip_uri_is_one_line(chip: str, fragment: str, tmp_path: Path) -> None:
-    assert_one_line_error(invoke("program", "--chip", chip, "--out", str(tmp_path / "x.h5")), fragment)
+    assert_one_line_error(invoke("program", "--chip", chip, "--out", str(tmp_path / "x.h5")), fragment, exit_code=1)
