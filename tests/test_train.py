@@ -8,7 +8,7 @@ import torch
 
 from harness.datasets import load_dataset
 from harness.errors import ConfigError
-from harness.model import default_model_path, load_model, noise_aware_model_path
+from harness.models.format import default_model_path, load_model, noise_aware_model_path
 from harness.train import (
     calibrate_ranges,
     float_accuracy,
