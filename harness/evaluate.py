@@ -46,7 +46,7 @@ import torch
 
 from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
-from harness.datasets import fixtures_dir, load_dataset
+from harness.data import fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
 from harness.models.format import Model, default_model_path, load_model

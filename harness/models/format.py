@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from harness.datasets import fixtures_dir
+from harness.data import fixtures_dir
 from harness.errors import ModelError
 from harness.h5files import atomic_h5_file, one_line
 
