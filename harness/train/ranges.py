@@ -13,10 +13,14 @@ import torch
 from torch import nn
 
 from harness.errors import EvaluationError
-from harness.models.format import ANALOG_LAYER_TYPES, LayerRanges, Model
+from harness.models.format import LayerRanges, Model
 
 #: Percentile of |value| a converter covers (AnalogNets calibrate ranges to clip rare outliers).
 DEFAULT_RANGE_PERCENTILE = 99.9
+#: Calibration runs in batches of this many samples.
+CALIBRATION_BATCH = 256
+#: Largest number of |values| kept per layer and batch (strided subsample beyond it).
+MAX_VALUES_PER_BATCH = 1 << 20
 
 
 def _robust_range(values: np.ndarray, percentile: float) -> float:
@@ -52,21 +56,35 @@ def calibrate_ranges(
     if xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
         raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
     net = model.to_torch()
-    analog = [spec["name"] for spec in model.architecture if spec["type"] in ANALOG_LAYER_TYPES]
+    analog = [a.name for a in model.analog_layers()]
     inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
-    h = torch.from_numpy(xs)
-    with torch.no_grad():
-        for child_name, child in net.named_children():
-            if child_name in analog:
-                inputs[child_name].append(h.numpy().copy())
-                pre_bias = (
-                    nn.functional.linear(h, child.weight)
-                    if isinstance(child, nn.Linear)
-                    else nn.functional.conv2d(h, child.weight, None, child.stride, child.padding)
-                )
-                outputs[child_name].append(pre_bias.numpy().copy())
-            h = child(h)
+
+    def keep(values: torch.Tensor) -> np.ndarray:
+        # |values| of one batch, strided down to at most MAX_VALUES_PER_BATCH (an estimate of
+        # the percentile for large conv activations; small layers keep every value).
+        flat = values.detach().abs().reshape(-1)
+        step = -(-flat.numel() // MAX_VALUES_PER_BATCH)
+        return flat[::step].numpy().copy()
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            inputs[name].append(keep(args[0]))
+            bias = getattr(module, "bias", None)
+            if bias is not None:  # the pre-bias MVM result
+                out = out - bias.reshape((-1,) + (1,) * (out.ndim - 2))
+            outputs[name].append(keep(out))
+
+        return record
+
+    handles = [net.get_submodule(name).register_forward_hook(hook(name)) for name in analog]
+    try:
+        with torch.no_grad():
+            for start in range(0, xs.shape[0], CALIBRATION_BATCH):
+                net(torch.from_numpy(xs[start : start + CALIBRATION_BATCH]))
+    finally:
+        for handle in handles:
+            handle.remove()
     return {
         name: LayerRanges(
             dac_range=_robust_range(np.concatenate(inputs[name]), percentile),
