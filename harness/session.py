@@ -163,7 +163,7 @@ def run_session(
     """
     from harness.model import load_model
     from harness.programming import program_layout
-    from harness.provenance import collect_provenance
+    from harness.provenance import collect_provenance, personality_provenance
 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
@@ -202,6 +202,7 @@ def run_session(
         session=spec.name,
         session_file=spec.source_path,
         session_toml=spec.source_text,
+        **personality_provenance(chip),
         **dict(provenance_extra or {}),
     )
     writer = create_recording(
