@@ -122,7 +122,7 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.model import default_model_path
+    from harness.models.format import default_model_path
 
     return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
 
@@ -161,9 +161,9 @@ def run_session(
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
     """
-    from harness.model import load_model
+    from harness.models.format import load_model
     from harness.programming import program_layout
-    from harness.provenance import collect_provenance
+    from harness.provenance import collect_provenance, personality_provenance
 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
@@ -202,6 +202,7 @@ def run_session(
         session=spec.name,
         session_file=spec.source_path,
         session_toml=spec.source_text,
+        **personality_provenance(chip),
         **dict(provenance_extra or {}),
     )
     writer = create_recording(
