@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.cim import converter_ranges
-from harness.model import load_model
+from harness.models.format import load_model
 from tests.clikit import assert_one_line_error, invoke
 
 
@@ -54,7 +54,7 @@ def test_shape_mismatch_corrupt_checkpoint_and_foreign_resume_are_one_line(tmp_p
     assert invoke("train", "--model", "digits-mlp", "--data", "digits", "--recipe", "baseline", "--epochs", "1",
                   "--seed", "9", "--out", str(other)).exit_code == 0
     # A checkpoint of a run that started from `start` …
-    from harness.datasets import load_dataset
+    from harness.data import load_dataset
     from harness.train.engine import TrainOptions, train_model
     from harness.train.recipes import make_recipe
 
@@ -79,11 +79,11 @@ def test_shape_mismatch_corrupt_checkpoint_and_foreign_resume_are_one_line(tmp_p
                     "--checkpoint-steps", "2", "--resume", "--out", str(tmp_path / "run.h5"))
     assert_one_line_error(result, "corrupt")
     # A model of another input shape than the data.
-    from harness.model import model_from_torch
+    from harness.models.format import model_from_torch
     from harness.train.digits import build_mlp
 
     narrow = tmp_path / "narrow.h5"
-    from harness.model import save_model
+    from harness.models.format import save_model
 
     save_model(model_from_torch(build_mlp(32, 8, 10), name="narrow", input_shape=(32,), n_classes=10,
                                 dataset="digits"), narrow)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from harness.cim import converter_ranges
-from harness.datasets import Dataset
+from harness.data import Dataset
 from harness.errors import ConfigError, TrainingError
-from harness.model import model_from_torch
+from harness.models.format import model_from_torch
 from harness.train.engine import TrainOptions, train_model
 from harness.train.layers import CLIP_UPDATE_STEPS, HardwareConfig, convert
 from harness.train.quant import fake_quantize, levels, quantization_noise

@@ -12,31 +12,33 @@ from harness.commands.common import emit_json, err_console, progress_bar, user_e
 from harness.errors import ConfigError
 
 
-def resolve_model(text: str, seed: int) -> Any:
-    """A model file path, or a name: the zoo's registry (``harness.models``) when present,
-    else the built-in ``digits-mlp`` (64 → 64 → 10, fresh initialisation under ``seed``)."""
-    from harness.model import load_model
+def resolve_model(text: str, seed: int, dataset: str) -> Any:
+    """A model file (``.h5``), a zoo name (:func:`harness.models.get_model`, initialised under
+    ``seed``), or ``digits-mlp`` (the 64 → 64 → 10 MLP of the bundled digits task)."""
+    import torch
+
+    from harness.models import get_model, list_models, model_info
+    from harness.models.format import load_model, model_from_torch
 
     path = Path(text)
     if path.suffix in (".h5", ".hdf5") or path.exists():
         return load_model(path)
-    try:
-        from harness import models as zoo  # type: ignore[attr-defined]  # the zoo: optional here
-    except ImportError:
-        zoo = None
-    if zoo is not None and hasattr(zoo, "build_model"):
-        return zoo.build_model(text, seed=seed)
-    if text == "digits-mlp":
-        import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if text == "digits-mlp":
+            from harness.train.digits import DEFAULT_HIDDEN, build_mlp
 
-        from harness.model import model_from_torch
-        from harness.train.digits import DEFAULT_HIDDEN, build_mlp
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_mlp(64, DEFAULT_HIDDEN, 10)
-        return model_from_torch(net, name="digits-mlp", input_shape=(64,), n_classes=10, dataset="digits")
-    raise ConfigError(f"unknown model {text!r}: give a model file (.h5) or a model name (e.g. digits-mlp)")
+            return model_from_torch(
+                build_mlp(64, DEFAULT_HIDDEN, 10), name=text, input_shape=(64,), n_classes=10, dataset=dataset
+            )
+        if text not in list_models():
+            raise ConfigError(
+                f"unknown model {text!r}: give a model file (.h5) or one of digits-mlp, {', '.join(list_models())}"
+            )
+        info = model_info(text)
+        return model_from_torch(
+            get_model(text), name=text, input_shape=info.input_shape, n_classes=info.n_classes, dataset=dataset
+        )
 
 
 def train_command(
@@ -60,8 +62,8 @@ def train_command(
 ) -> None:
     """Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."""
     with user_errors():
-        from harness.datasets import load_dataset
-        from harness.model import save_model
+        from harness.data import load_dataset
+        from harness.models.format import save_model
         from harness.train.engine import TrainOptions, check_shapes, train_model
         from harness.train.recipes import make_recipe
 
@@ -70,8 +72,8 @@ def train_command(
             epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, checkpoint_steps=checkpoint_steps,
             first_stage=from_stage - 1,
         )
-        start = resolve_model(model, seed)
         dataset = load_dataset(data)
+        start = resolve_model(model, seed, dataset.name)
         check_shapes(start, dataset)
         checkpoint = out.with_name(out.name + ".ckpt.h5")
         with contextlib.ExitStack() as stack:

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.datasets import Dataset
+from harness.data import Dataset
 from harness.errors import ConfigError, TrainingError
-from harness.model import LayerRanges, Model, model_from_torch
+from harness.models.format import LayerRanges, Model, model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import EVAL_BATCH, deterministic_torch, float_accuracy
 from harness.train.layers import HardwareAwareNet, convert
