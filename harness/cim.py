@@ -49,6 +49,7 @@ from harness.mapping import Layout
 from harness.models.format import (
     ANALOG_LAYER_TYPES,
     ConvGeometry,
+    LayerRanges,
     Model,
     PlanStep,
     conv_geometry,
@@ -67,6 +68,10 @@ GDC_MIN_RESPONSE = 1e-12
 #: Upper bound on float32 elements of one activation tensor; larger batches are evaluated
 #: in chunks of conductance sets (memory stays bounded, results are identical).
 MAX_ACTIVATION_ELEMENTS = 1 << 25
+#: Range calibration runs the float model in batches of this many samples and keeps at most
+#: this many |values| per layer and batch (a strided subsample beyond it).
+CALIBRATION_BATCH = 256
+CALIBRATION_VALUES_PER_BATCH = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,76 @@ class ConverterRanges:
         return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
 
 
+def percentile_range(values: npt.ArrayLike, percentile: float) -> float:
+    """The ``percentile`` of ``|values|``; if that is 0 (mostly-zero data), the maximum; else 1
+    (an all-zero signal: any positive range represents it exactly)."""
+    mags = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    for candidate in (np.percentile(mags, percentile), mags.max(initial=0.0)):
+        if candidate > 0.0:
+            return float(candidate)
+    return 1.0
+
+
+def calibrate_ranges(
+    model: Model, x: npt.ArrayLike, *, percentile: float = HEURISTIC_RANGE_PERCENTILE
+) -> dict[str, LayerRanges]:
+    """The Appendix C heuristic: per analog layer, ``r_DAC`` = the ``percentile`` of ``|input|``
+    and ``r_ADC`` = the same percentile of ``|W·x|`` (the pre-bias MVM) over calibration
+    inputs ``x`` (use training data), so rare outliers saturate instead of widening the
+    converter step for everybody. Part of the CiM side: evaluation never imports training.
+
+    Returns:
+        ``{layer name: LayerRanges}`` for every analog layer (conv inputs: every activation
+        element; conv outputs: before bias).
+
+    Raises:
+        EvaluationError: bad percentile, empty or mis-shaped ``x``.
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise EvaluationError(f"percentile={percentile} must be in (0, 100]")
+    xs = np.array(x, dtype=np.float32)  # writable copy: torch.from_numpy needs one
+    if xs.ndim == 0 or xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
+        raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
+    net = model.to_torch()
+    analog = [a.name for a in model.analog_layers()]
+    inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+
+    def keep(values: torch.Tensor) -> np.ndarray:
+        # |values| of one batch, strided down to at most CALIBRATION_VALUES_PER_BATCH (an
+        # estimate of the percentile for large conv activations; small layers keep every value).
+        flat = values.detach().abs().reshape(-1)
+        step = -(-flat.numel() // CALIBRATION_VALUES_PER_BATCH)
+        return flat[::step].numpy().copy()
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            inputs[name].append(keep(args[0]))
+            bias = getattr(module, "bias", None)
+            if bias is not None:  # the pre-bias MVM result
+                out = out - bias.reshape((-1,) + (1,) * (out.ndim - 2))
+            outputs[name].append(keep(out))
+
+        return record
+
+    # Hooks on every analog module (nested ones included), in batches of CALIBRATION_BATCH.
+    handles = [net.get_submodule(name).register_forward_hook(hook(name)) for name in analog]
+    try:
+        with torch.no_grad():
+            for start in range(0, xs.shape[0], CALIBRATION_BATCH):
+                net(torch.from_numpy(xs[start : start + CALIBRATION_BATCH]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        name: LayerRanges(
+            dac_range=percentile_range(np.concatenate(inputs[name]), percentile),
+            adc_range=percentile_range(np.concatenate(outputs[name]), percentile),
+        )
+        for name in analog
+    }
+
+
 def _weight_max(model: Model) -> dict[str, float]:
     return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
 
@@ -149,8 +224,6 @@ def converter_ranges(
             raise EvaluationError(
                 f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
             )
-        from harness.train.ranges import calibrate_ranges
-
         trained = calibrate_ranges(model, calibration_x, percentile=percentile)
         source = "calibrated"
     rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
@@ -712,7 +785,9 @@ __all__ = [
     "MIN_BITS",
     "CimSimulator",
     "ConverterRanges",
+    "calibrate_ranges",
     "check_bits",
     "converter_ranges",
+    "percentile_range",
     "top1_correct",
 ]
