@@ -25,6 +25,10 @@ COMMANDS: dict[str, LazyCommand] = {
                            "Serve a virtual chip over a pty or loopback TCP, speaking the serial/VISA wire protocol."),
     "evaluate": LazyCommand("harness.commands.evaluate:evaluate_command",
                             "Accuracy of a model vs time since programming, from a live chip or a recording."),
+    "sweep": LazyCommand("harness.commands.sweep:sweep_command",
+                         "Run a sweep; re-running the same sweep into the same folder resumes it."),
+    "train": LazyCommand("harness.commands.train:train_command",
+                         "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
 }
 
 

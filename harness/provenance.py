@@ -25,6 +25,21 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def personality_provenance(chip: Any) -> dict[str, Any]:
+    """``{"personality": {"name", "hash"}}`` of a virtual chip (from its ``personality``), or of a
+    chip whose identity names one (a virtual chip served over a link); ``{}`` otherwise."""
+    pers = getattr(chip, "personality", None)
+    if pers is not None:
+        return {"personality": {"name": pers.name, "hash": pers.content_hash}}
+    ident = str(getattr(chip, "identity", ""))
+    for part in ident.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "personality" and "@" in value:
+            name, _, digest = value.strip().rpartition("@")
+            return {"personality": {"name": name, "hash": digest}}
+    return {}
+
+
 def collect_provenance(*, chip_uri: str, chip_identity: str, seed: int | None, model: str, **extra: Any) -> dict[str, Any]:
     """Provenance dict: harness version, chip, seed, model, packages, python, UTC start time, extras."""
     return {

@@ -50,7 +50,7 @@ def program_command(
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
         from harness.mapping import map_weights
-        from harness.model import default_model_path, load_model
+        from harness.models.format import default_model_path, load_model
         from harness.programming import (
             ProgrammingParams,
             ProgrammingProgress,

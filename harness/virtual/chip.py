@@ -13,7 +13,9 @@ State per device: ``g_prog`` (conductance right after its last pulse, µS), ``t_
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,7 @@ from harness.clock import SimulatedClock, WallClock
 from harness.errors import ConfigError
 from harness.registry import ChipURI, take_params
 from harness.virtual import physics as ph
+from harness.virtual.personality import Personality, load_personality
 
 #: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
 #: long after the pulse it checks.
@@ -42,16 +45,28 @@ class VirtualPCMChip(ChipBackend):
     """A seeded virtual PCM chip; the same seed and the same calls give the same results.
 
     Args:
-        geometry: array size, ADC and safety limits (default: the 90 nm test chip, 512×2048).
+        geometry: array size, ADC and safety limits (default: the 90 nm test chip, 512×2048,
+            with the personality's conductance range and ADC).
         seed: seeds the one ``numpy.random.Generator`` used for everything.
         clock: ``"sim"`` (default; time moves only through operations and ``wait_until``)
             or ``"wall"`` (real time).
         uri: recorded for provenance.
+        personality: the physical constants (a :class:`Personality`, a shipped name or a
+            TOML path; default ``pcm-90nm``).
     """
 
-    def __init__(self, geometry: Geometry | None = None, seed: int = 0, clock: str = "sim", uri: str = "virtual") -> None:
-        geometry = geometry or Geometry()
+    def __init__(
+        self,
+        geometry: Geometry | None = None,
+        seed: int = 0,
+        clock: str = "sim",
+        uri: str = "virtual",
+        personality: Personality | str | None = None,
+    ) -> None:
+        pers = load_personality(personality)
+        geometry = geometry or personality_geometry(pers)
         super().__init__(geometry, uri)
+        self.personality = pers
         if clock not in ("sim", "wall"):
             raise ConfigError(f"unknown clock {clock!r}; use 'sim' (simulated) or 'wall' (real time)")
         if seed < 0:
@@ -62,11 +77,11 @@ class VirtualPCMChip(ChipBackend):
         self._clock: SimulatedClock | WallClock = SimulatedClock() if clock == "sim" else WallClock()
         device_seq, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
         n = geometry.n_cells
-        self._params = ph.draw_device_params(n, np.random.default_rng(device_seq))
+        self._params = ph.draw_device_params(n, np.random.default_rng(device_seq), pers)
         self._rng = np.random.default_rng(runtime_seq)
-        self._g_prog = ph.reset_response(n, self._rng)
+        self._g_prog = ph.reset_response(n, self._rng, pers)
         self._t_pulse = np.full(n, -FABRICATION_AGE_S)
-        self._nu = ph.draw_drift_exponents(ph.normalized(self._g_prog), self._rng)
+        self._nu = ph.draw_drift_exponents(self._x(self._g_prog), self._rng, pers)
         self._z_relax = self._rng.standard_normal(n)
         self._relax_amp = np.empty(n)
         self._q_s = np.empty(n)
@@ -76,7 +91,7 @@ class VirtualPCMChip(ChipBackend):
     @property
     def identity(self) -> str:
         g = self.geometry
-        return f"VirtualPCMChip,harness {__version__},seed={self.seed},{g.rows}x{g.cols}"
+        return f"VirtualPCMChip,harness {__version__},seed={self.seed},{g.rows}x{g.cols},personality={self.personality.label()}"
 
     def now(self) -> float:
         return self._clock.now()
@@ -86,12 +101,12 @@ class VirtualPCMChip(ChipBackend):
         self._clock.wait_until(t_s)
 
     def _reset(self, cells: CellArray) -> None:
-        self._program(cells, ph.reset_response(cells.size, self._rng))
+        self._program(cells, ph.reset_response(cells.size, self._rng, self.personality))
 
     def _set_pulse(self, cells: CellArray, amplitude: FloatArray) -> None:
         g_now = self._conductance(cells, self._clock.now())
         p = self._params
-        g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng)
+        g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng, self.personality)
         self._program(cells, g_new)
 
     def _read(self, cells: CellArray) -> FloatArray:
@@ -166,16 +181,20 @@ class VirtualPCMChip(ChipBackend):
         self._clock.advance(PULSE_OP_TIME_S)
         self._g_prog[cells] = g_new_uS
         self._t_pulse[cells] = self._clock.now()
-        self._nu[cells] = ph.draw_drift_exponents(ph.normalized(g_new_uS), self._rng)
+        self._nu[cells] = ph.draw_drift_exponents(self._x(g_new_uS), self._rng, self.personality)
         self._z_relax[cells] = self._rng.standard_normal(cells.size)
         self._update_derived(cells)
 
     def _update_derived(self, cells: CellArray) -> None:
         """Cache what depends only on the as-programmed state (changes only at a pulse):
         the relaxation amplitude z·σ_relax(x) and the read-noise coefficient Q_s(x)."""
-        x = ph.normalized(self._g_prog[cells])
-        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x)
-        self._q_s[cells] = ph.read_noise_q(x)
+        x = self._x(self._g_prog[cells])
+        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x, self.personality)
+        self._q_s[cells] = ph.read_noise_q(x, self.personality)
+
+    def _x(self, g_uS: FloatArray) -> FloatArray:
+        """Normalized state x = G / g_max of this chip's personality."""
+        return ph.normalized(g_uS, self.personality.g_max_uS)
 
     def _conductance(self, cells: CellArray, t_s: float) -> FloatArray:
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
@@ -188,28 +207,29 @@ class VirtualPCMChip(ChipBackend):
         idx = _as_index(cells)
         tau = t_s - self._t_pulse[idx]
         g = np.array(self._g_prog[idx], dtype=np.float64)
-        relaxing = tau > ph.T_RELAX_ONSET_S
+        pers = self.personality
+        relaxing = tau > pers.relax_onset_s
         if relaxing.all():
-            g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau), 0.0)
-            drifting = tau > ph.T0_S
+            g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau, pers), 0.0)
+            drifting = tau > pers.t0_s
             if drifting.all():
-                g *= ph.drift_factor(tau, self._nu[idx])
+                g *= ph.drift_factor(tau, self._nu[idx], pers)
                 return g, tau
             sub = np.flatnonzero(drifting)
         else:
             sub = np.flatnonzero(relaxing)
             if sub.size == 0:
                 return g, tau
-            g[sub] = np.maximum(g[sub] + self._relax_amp[cells[sub]] * ph.relaxation_progress(tau[sub]), 0.0)
-            sub = sub[tau[sub] > ph.T0_S]
+            g[sub] = np.maximum(g[sub] + self._relax_amp[cells[sub]] * ph.relaxation_progress(tau[sub], pers), 0.0)
+            sub = sub[tau[sub] > pers.t0_s]
         if sub.size:
-            g[sub] *= ph.drift_factor(tau[sub], self._nu[cells[sub]])
+            g[sub] *= ph.drift_factor(tau[sub], self._nu[cells[sub]], pers)
         return g, tau
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
         self._clock.advance(READ_OP_TIME_S)
         g, tau = self._conductance_and_age(cells, self._clock.now())
-        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau)  # σ_read(t), REFERENCE §1
+        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau, self.personality)  # σ_read(t)
         g_read = g + sigma * self._rng.standard_normal(cells.size)
         return self.geometry.to_codes(g_read)
 
@@ -254,36 +274,60 @@ def check_virtual_memory(geometry: Geometry) -> None:
         )
 
 
-def _virtual_params(uri: ChipURI) -> tuple[Geometry, dict]:
+def personality_geometry(pers: Personality, rows: int | None = None, cols: int | None = None) -> Geometry:
+    """The default Geometry with the personality's conductance range and ADC."""
+    d = Geometry()
+    return Geometry(
+        rows=d.rows if rows is None else rows,
+        cols=d.cols if cols is None else cols,
+        g_max_uS=pers.g_max_uS,
+        adc_bits=pers.adc_bits,
+        adc_min_uS=pers.adc_min_uS,
+        adc_max_uS=pers.adc_max_uS,
+    )
+
+
+def _virtual_params(uri: ChipURI) -> tuple[Geometry, dict[str, Any], Personality]:
     if uri.path:
         raise ConfigError(f"the virtual chip URI takes no path, got {uri.path!r}; use 'virtual?seed=7'")
-    d = Geometry()
     p = take_params(
         uri,
         {
             "seed": (_int, 0),
-            "rows": (_int, d.rows),
-            "cols": (_int, d.cols),
+            "rows": (_int, None),
+            "cols": (_int, None),
             "clock": (str, "sim"),
-            "adc_bits": (_int, d.adc_bits),
-            "adc_max_uS": (float, d.adc_max_uS),
+            "adc_bits": (_int, None),
+            "adc_max_uS": (float, None),
+            "personality": (str, None),
         },
     )
-    geometry = Geometry(rows=p["rows"], cols=p["cols"], adc_bits=p["adc_bits"], adc_max_uS=p["adc_max_uS"])
     if p["clock"] not in ("sim", "wall"):
         raise ConfigError(f"unknown clock {p['clock']!r}; use 'sim' (simulated) or 'wall' (real time)")
     if p["seed"] < 0:
         raise ConfigError(f"seed {p['seed']} must be >= 0")
-    return geometry, p
+    pers = load_personality(p["personality"])
+    base = personality_geometry(pers, p["rows"], p["cols"])
+    geometry = dataclasses.replace(
+        base,
+        adc_bits=base.adc_bits if p["adc_bits"] is None else p["adc_bits"],
+        adc_max_uS=base.adc_max_uS if p["adc_max_uS"] is None else p["adc_max_uS"],
+    )
+    return geometry, p, pers
 
 
 def check_virtual_uri(uri: ChipURI) -> None:
-    """Everything :func:`open_virtual` checks, without allocating the chip."""
-    geometry, _ = _virtual_params(uri)
+    """Everything :func:`open_virtual` checks (parameters, personality, geometry vs. the
+    memory available), without allocating the chip."""
+    geometry, _, _ = _virtual_params(uri)
     check_virtual_memory(geometry)
 
 
 def open_virtual(uri: ChipURI) -> VirtualPCMChip:
-    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32``."""
-    geometry, p = _virtual_params(uri)
-    return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw)
+    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
+
+    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
+    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
+    """
+    geometry, p, pers = _virtual_params(uri)
+    return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw, personality=pers)
