@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from harness.errors import EvaluationError
 from harness.mapping import Layout
-from harness.models.format import ANALOG_LAYER_TYPES, Model
+from harness.models.format import ANALOG_LAYER_TYPES, LayerRanges, Model
 from harness.virtual import physics as ph
 
 #: Percentile of |signal| the heuristic converter ranges cover when a model carries no
@@ -102,6 +102,60 @@ class ConverterRanges:
         return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
 
 
+def percentile_range(values: npt.ArrayLike, percentile: float) -> float:
+    """The ``percentile`` of ``|values|``; if that is 0 (mostly-zero data), the maximum; else 1
+    (an all-zero signal: any positive range represents it exactly)."""
+    mags = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    for candidate in (np.percentile(mags, percentile), mags.max(initial=0.0)):
+        if candidate > 0.0:
+            return float(candidate)
+    return 1.0
+
+
+def calibrate_ranges(
+    model: Model, x: npt.ArrayLike, *, percentile: float = HEURISTIC_RANGE_PERCENTILE
+) -> dict[str, LayerRanges]:
+    """The Appendix C heuristic: per analog layer, ``r_DAC`` = the ``percentile`` of ``|input|``
+    and ``r_ADC`` = the same percentile of ``|W·x|`` (the pre-bias MVM) over calibration
+    inputs ``x`` (use training data), so rare outliers saturate instead of widening the
+    converter step for everybody. Part of the CiM side: evaluation never imports training.
+
+    Returns:
+        ``{layer name: LayerRanges}`` for every analog layer (conv inputs: every activation
+        element; conv outputs: before bias).
+
+    Raises:
+        EvaluationError: bad percentile, empty or mis-shaped ``x``.
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise EvaluationError(f"percentile={percentile} must be in (0, 100]")
+    xs = np.array(x, dtype=np.float32)  # writable copy: torch.from_numpy needs one
+    if xs.ndim == 0 or xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
+        raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
+    net = model.to_torch()
+    analog = [spec["name"] for spec in model.architecture if spec["type"] in ANALOG_LAYER_TYPES]
+    inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+    h = torch.from_numpy(xs)
+    with torch.no_grad():
+        for child_name, child in net.named_children():
+            if child_name in analog:
+                inputs[child_name].append(h.numpy().copy())
+                if isinstance(child, torch.nn.Linear):
+                    pre_bias = F.linear(h, child.weight)
+                else:
+                    pre_bias = child._conv_forward(h, child.weight, None)  # type: ignore[operator]
+                outputs[child_name].append(pre_bias.numpy().copy())
+            h = child(h)
+    return {
+        name: LayerRanges(
+            dac_range=percentile_range(np.concatenate(inputs[name]), percentile),
+            adc_range=percentile_range(np.concatenate(outputs[name]), percentile),
+        )
+        for name in analog
+    }
+
+
 def _weight_max(model: Model) -> dict[str, float]:
     return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
 
@@ -142,8 +196,6 @@ def converter_ranges(
             raise EvaluationError(
                 f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
             )
-        from harness.train.ranges import calibrate_ranges
-
         trained = calibrate_ranges(model, calibration_x, percentile=percentile)
         source = "calibrated"
     rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
@@ -553,6 +605,8 @@ __all__ = [
     "CimSimulator",
     "ConverterRanges",
     "check_bits",
+    "calibrate_ranges",
     "converter_ranges",
+    "percentile_range",
     "top1_correct",
 ]

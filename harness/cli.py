@@ -12,6 +12,7 @@ from harness.commands import emulate, program
 from harness.commands import evaluate as evaluate_cmd
 from harness.commands import replay as replay_cmd
 from harness.commands import sweep as sweep_cmd
+from harness.commands import train as train_cmd
 from harness.commands import session as session_cmd
 
 app = typer.Typer(
@@ -42,3 +43,4 @@ app.command("replay")(replay_cmd.replay_command)
 app.command("emulate")(emulate.emulate_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.command("sweep")(sweep_cmd.sweep_command)
+app.command("train")(train_cmd.train_command)
