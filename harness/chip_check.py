@@ -15,8 +15,10 @@ give or take read noise at both reads and one ADC step. Two tests must both pass
 
 The same chip passes both on all but a few cells.
 
-Constants (REFERENCE §1, aihwkit ``PCMLikeNoiseModel``): t0 = 20 s, μ_ν ≤ 0.1 and
-σ_ν ≤ 0.045, so ``NU_MAX = 0.4`` (μ + 6.7σ) bounds every device's exponent; the read noise
+Constants come from the chip's personality (a virtual chip's own, else the default
+``pcm-90nm``: REFERENCE §1, aihwkit ``PCMLikeNoiseModel``): t0 = 20 s, μ_ν ≤ 0.1 and
+σ_ν ≤ 0.045, so ``NU_MAX = 0.4`` (μ + 6.7σ) bounds every device's exponent (for another
+personality: its μ_ν ceiling + 6.7 × its σ_ν ceiling); the read noise
 ``σ_read = G·Q_s(x)·sqrt(ln((t + t_read)/(2 t_read)))`` is allowed ``NOISE_SIGMAS = 5`` times
 at each read. ``MIN_AGREE = 0.9``: at most a tenth of the sample may fall outside the band
 (5σ bands leave ~1e-6 of honest cells outside; weak devices are 0.3 %).
@@ -35,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.virtual import physics as ph
+from harness.virtual.personality import Personality, default_personality
 
 #: Largest drift exponent a programmed device can have (see module docstring).
 NU_MAX = 0.4
@@ -101,11 +104,9 @@ def sample_positions(g_ref_uS: npt.ArrayLike, k: int = SAMPLE_CELLS) -> npt.NDAr
     return ok[np.linspace(0, ok.size - 1, k).round().astype(np.int64)].astype(np.int64)
 
 
-def _noise_std(g_uS: npt.NDArray[np.float64], t_s: float, g_max_uS: float) -> npt.NDArray[np.float64]:
-    x = ph.normalized(g_uS, g_max_uS)
-    q = ph.read_noise_q(x)
-    t = max(t_s, ph.T0_S)
-    return g_uS * q * math.sqrt(math.log((t + ph.T_READ_S) / (2 * ph.T_READ_S)))
+def _noise_std(g_uS: npt.NDArray[np.float64], t_s: float, p: Personality) -> npt.NDArray[np.float64]:
+    x = ph.normalized(g_uS, p.g_max_uS)
+    return ph.read_noise_std(g_uS, x, max(t_s, p.t0_s), p)
 
 
 def check_against(
@@ -114,28 +115,32 @@ def check_against(
     t_ref_s: float,
     t_now_s: float,
     *,
-    g_max_uS: float,
     lsb_uS: float,
     reference: str,
+    personality: Personality | None = None,
 ) -> ChipCheck:
     """Compare a check read ``g_now_uS`` at ``t_now_s`` with ``g_ref_uS`` read at ``t_ref_s``.
 
     ``t_now_s`` earlier than ``t_ref_s`` (a clock that cannot tell, e.g. a simulated one
-    after a reconnect) is taken as ``t_ref_s``: no drift, only noise.
+    after a reconnect) is taken as ``t_ref_s``: no drift, only noise. ``personality``:
+    the chip's physical constants (default ``pcm-90nm``).
     """
+    p = default_personality() if personality is None else personality
+    scale = max(p.nu_mean.max / 0.1, 1.0)  # NU_* are stated for pcm-90nm's μ_ν ceiling 0.1
+    nu_max = max(NU_MAX, p.nu_mean.max + 6.7 * p.nu_std.max)
     ref = np.asarray(g_ref_uS, dtype=np.float64)
     now = np.asarray(g_now_uS, dtype=np.float64)
     t_now = max(t_now_s, t_ref_s)
-    factor = (max(t_now, ph.T0_S) / max(t_ref_s, ph.T0_S)) ** (-NU_MAX)
-    tol = NOISE_SIGMAS * np.hypot(_noise_std(ref, t_ref_s, g_max_uS), _noise_std(ref, t_now, g_max_uS)) + lsb_uS
+    ln_t = math.log(max(t_now, p.t0_s) / max(t_ref_s, p.t0_s))
+    factor = math.exp(-nu_max * ln_t)
+    tol = NOISE_SIGMAS * np.hypot(_noise_std(ref, t_ref_s, p), _noise_std(ref, t_now, p)) + lsb_uS
     ok = (now >= ref * factor - tol) & (now <= ref + tol)
     ratio = float(np.exp(np.median(np.log(np.maximum(now, 1e-6) / ref)))) if ref.size else math.nan
-    ln_t = math.log(max(t_now, ph.T0_S) / max(t_ref_s, ph.T0_S))
     return ChipCheck(
         n_checked=int(ref.size),
         n_agree=int(ok.sum()),
         median_ratio=ratio,
-        median_lo=math.exp(-NU_MEDIAN_MAX * ln_t - LOG_SLACK),
+        median_lo=math.exp(-NU_MEDIAN_MAX * scale * ln_t - LOG_SLACK),
         median_hi=math.exp(LOG_SLACK),
         t_ref_s=float(t_ref_s),
         t_now_s=float(t_now_s),

@@ -71,3 +71,7 @@ class ReplayError(HarnessError):
 
 class EvaluationError(HarnessError):
     """An evaluation request is inconsistent with the model or the data."""
+
+
+class TrainingError(HarnessError):
+    """A training run cannot start or resume (corrupt or foreign checkpoint, shape mismatch)."""

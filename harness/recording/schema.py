@@ -26,13 +26,17 @@ from harness.chip import Geometry
 from harness.errors import HarnessError, RecordingError
 
 FORMAT_NAME = "pcm-harness-recording"
-#: Version 2 (this harness) adds the per-readout checksum column ``crc32`` and the resume
-#: log; version 1 files are still read (without checksums) and resumed as version 1.
-FORMAT_VERSION = 2
+#: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time; a
+#: version-1 file has none and reads as k = 1). Version 3 adds the per-readout checksum
+#: column ``crc32`` and the resume log ``resumes_json``. Versions 1 and 2 are still read
+#: (without checksums), and resumed in their own version.
+FORMAT_VERSION = 3
 
-#: The per-readout checksum column of ``readouts/meta`` (version >= 2), see
+#: The per-readout checksum column of ``readouts/meta`` (version >= 3), see
 #: :func:`readout_checksum`.
 CHECKSUM_COLUMN = "crc32"
+#: First version whose readouts carry a checksum.
+CHECKSUM_VERSION = 3
 
 #: Readout encodings: ``adc_code`` stores the ADC code of every read (uint8 for <= 8-bit
 #: ADCs, else uint16) and converts with ``Geometry.codes_to_uS`` on the way out, so the µS
@@ -212,6 +216,8 @@ def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
 MAX_CELLS = 1 << 24
 #: Most readouts (committed or scheduled) a recording may hold.
 MAX_READOUTS = 10_000_000
+#: Most reads per scheduled time.
+MAX_REPEATS = 10_000
 #: Largest |time| (s) in a timetable or readout: ~3000 years; beyond is not a measurement.
 MAX_TIME_S = 1e11
 #: Largest text attribute (JSON, TOML, names) read from a file, and deepest JSON nesting.
@@ -323,6 +329,10 @@ def _validate(f: h5py.File) -> Header:
         s = _group(f, "session")
         for key in ("name", "toml", "source_path"):
             _attr_text(s, key)
+        if "readout_repeats" in s.attrs:
+            k = _attr_int(s, "readout_repeats")
+            if not 1 <= k <= MAX_REPEATS:
+                raise _Bad(f"session readout_repeats {k} is outside 1..{MAX_REPEATS}")
         t = _vector(s, "times_s", "f", MAX_READOUTS)
         times = t[...]
         if times.size == 0:
@@ -364,7 +374,7 @@ def _validate(f: h5py.File) -> Header:
         if name in BUILTIN_EXTRAS and dt != BUILTIN_EXTRAS[name]:
             raise _Bad(f"readouts/meta column {name!r} has dtype {dt}, expected {BUILTIN_EXTRAS[name]}")
     has_checksums = CHECKSUM_COLUMN in names
-    if version >= 2 and not has_checksums:
+    if version >= CHECKSUM_VERSION and not has_checksums:
         raise _Bad(f"format version {version} requires the per-readout {CHECKSUM_COLUMN} column")
     if has_checksums and meta.dtype.fields[CHECKSUM_COLUMN][0] != np.dtype(np.uint32):
         raise _Bad(f"readouts/meta column {CHECKSUM_COLUMN!r} is not uint32")
@@ -619,20 +629,36 @@ def _json_depth(value: Any) -> int:
 
 
 _LAYER_TYPES = {"name": str, "out_features": int, "fan_in": int, "row0": int, "col0": int,
-                "weight_max": float, "scale_uS": float}
+                "weight_max": float, "scale_uS": float, "transposed": bool, "pieces": list}
 
 
 def _layer_ok(d: Any) -> None:
-    if not isinstance(d, dict) or set(d) != set(_LAYER_TYPES):
+    """A layer placement as :class:`harness.mapping.LayerPlacement` stores it: its
+    fields without defaults are required, the others optional, each of its type."""
+    from harness.mapping import LayerPlacement
+
+    fields = {f.name: f for f in dataclasses.fields(LayerPlacement)}
+    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+    if not isinstance(d, dict) or not required <= set(d) or not set(d) <= set(fields):
         raise _Bad("the layer list holds an entry that is not a layer placement")
-    for key, kind in _LAYER_TYPES.items():
-        v = d[key]
+    for key, v in d.items():
+        kind = _LAYER_TYPES.get(key)
         if kind is str:
             ok = isinstance(v, str) and len(v) < 1024
         elif kind is int:
             ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_CELLS
-        else:
+        elif kind is float:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        elif kind is bool:
+            ok = isinstance(v, bool)
+        elif kind is list:
+            ok = isinstance(v, list) and len(v) <= MAX_CELLS and all(
+                isinstance(p, list) and len(p) == 4
+                and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_CELLS for x in p)
+                for p in v
+            )
+        else:
+            ok = v is None or isinstance(v, (str, int, float, bool))
         if not ok:
             raise _Bad(f"layer placement {key} is {v!r:.40}")
 
