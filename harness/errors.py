@@ -71,3 +71,7 @@ class ReplayError(HarnessError):
 
 class EvaluationError(HarnessError):
     """An evaluation request is inconsistent with the model or the data."""
+
+
+class CalibrationError(HarnessError):
+    """A recording cannot be calibrated (too few readouts, no programming outcome, one level)."""
