@@ -9,6 +9,7 @@ import typer
 
 from harness import __version__
 from harness.commands import emulate, program
+from harness.commands import calibrate as calibrate_cmd
 from harness.commands import evaluate as evaluate_cmd
 from harness.commands import replay as replay_cmd
 from harness.commands import sweep as sweep_cmd
@@ -41,4 +42,5 @@ app.add_typer(session_cmd.app, name="session")
 app.command("replay")(replay_cmd.replay_command)
 app.command("emulate")(emulate.emulate_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
+app.command("calibrate")(calibrate_cmd.calibrate_command)
 app.command("sweep")(sweep_cmd.sweep_command)

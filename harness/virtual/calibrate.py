@@ -6,7 +6,7 @@ intervals, and writes them as a :class:`~harness.virtual.personality.Personality
 ``virtual?personality=PATH`` loads. The method (docs/calibration.md):
 
 1. **Devices and levels.** Programmed devices are those with a target above the RESET
-   level that converged in write-verify; RESET partners (target ≤ 0.5 µS) give the RESET
+   level that converged in write-verify; RESET partners (target 0) give the RESET
    level. Programmed devices are grouped into levels of equal width in ln x (x = G_T/g_max).
 2. **t0** by profile least squares of every device's log-log drift line over candidate t0;
    when all readouts come after t0 the profile is flat and t0 is not identified (kept).
@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from harness.chip import Geometry
 from harness.errors import CalibrationError
@@ -51,8 +50,9 @@ from harness.virtual.personality import ClippedLog, Personality, load_personalit
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Targets at or below this (µS) are RESET partners of differential pairs (as in session status).
-RESET_TARGET_MAX_US = 0.5
+#: Targets at or below this (µS) are RESET partners of differential pairs (the mapping gives
+#: them exactly 0; any positive target is programmed by write-verify).
+RESET_TARGET_MAX_US = 0.0
 #: Smallest x whose devices enter the log-domain drift fit: below it the relative read noise
 #: (Q_s ≥ 0.1 at 90 nm) and the ADC step make ln G too noisy and biased to fit a slope.
 X_DRIFT_MIN = 0.05
@@ -61,6 +61,9 @@ MAX_REL_READ_NOISE = 0.3
 #: Levels: equal width in ln x; a level needs this many devices to be reported.
 N_LEVELS = 20
 MIN_LEVEL_DEVICES = 30
+#: A clipped segment of a drift law must hold at least this many levels (one or two
+#: outlying levels at the edge of the observed range never define a clip bound).
+MIN_CLIP_LEVELS = 3
 #: Share of devices held out of the fit for the goodness-of-fit test.
 HOLDOUT_FRACTION = 0.2
 #: Parametric-bootstrap replicates for the confidence intervals (95 %).
@@ -89,6 +92,16 @@ class FittedConstant:
                 "identified": self.identified, "note": self.note}
 
 
+def _finite_list(a: npt.ArrayLike) -> Any:
+    """``a.tolist()`` with NaN/inf as None (JSON has no NaN)."""
+    arr = np.asarray(a)
+    if arr.dtype.kind != "f":
+        return arr.tolist()
+    if arr.ndim > 1:
+        return [_finite_list(row) for row in arr]
+    return [float(v) if math.isfinite(v) else None for v in arr]
+
+
 @dataclass(frozen=True)
 class LevelTable:
     """Per-level estimates (arrays of length L) and per-level data vs fit over time."""
@@ -111,7 +124,7 @@ class LevelTable:
     ks_critical: FloatArray
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k).tolist() for k in self.__dataclass_fields__}
+        return {k: _finite_list(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,11 @@ def load_data(rec: Recording, readouts: FloatArray | None = None) -> _Data:
 # ----------------------------------------------------------------------------- statistics helpers
 
 
+def _erfc(a: FloatArray) -> FloatArray:
+    """Elementwise erfc (arrays here are one value per level: a few dozen)."""
+    return np.array([math.erfc(float(v)) for v in np.ravel(a)]).reshape(np.shape(a))
+
+
 def _folded_normal_params(m1: FloatArray, m2: FloatArray) -> tuple[FloatArray, FloatArray]:
     """(μ, σ) of N(μ, σ) whose absolute value has mean ``m1`` and second moment ``m2``.
 
@@ -233,7 +251,8 @@ def _folded_normal_params(m1: FloatArray, m2: FloatArray) -> tuple[FloatArray, F
     target = np.clip(m1 / np.sqrt(m2), math.sqrt(2 / math.pi) + 1e-9, 1.0)
 
     def ratio(r: FloatArray) -> FloatArray:
-        e1 = math.sqrt(2 / math.pi) * np.exp(-r * r / 2) + r * (1 - 2 * special.ndtr(-r))
+        phi_neg = 0.5 * _erfc(r / math.sqrt(2))  # Φ(−r)
+        e1 = math.sqrt(2 / math.pi) * np.exp(-r * r / 2) + r * (1 - 2 * phi_neg)
         return e1 / np.sqrt(1 + r * r)
 
     lo, hi = np.zeros_like(target), np.full_like(target, 50.0)
@@ -253,7 +272,7 @@ def fit_clipped_log(
 
     The levels (sorted by ln x) are split into [clipped | linear | clipped] by enumerating
     both breakpoints (each segment fitted in closed form; the split with the least BIC
-    wins). A clip bound with no level in its segment is not identified: it is set to the
+    wins; a clipped segment needs MIN_CLIP_LEVELS levels). A clip bound with no level in its segment is not identified: it is set to the
     base value, moved outward if needed so that it does not cut the fitted line over the
     observed range. CIs: parametric bootstrap of the level values, split held fixed.
     Returns the law and ``{name: (ci_low, ci_high, identified)}``.
@@ -286,7 +305,7 @@ def fit_clipped_log(
     best: tuple[float, int, int] | None = None
     for i in range(k - 1):
         for j in range(i + 2, k + 1):
-            if i == 1 or j == k - 1:  # a clip is defined by at least 2 levels, never by one outlier
+            if 0 < i < MIN_CLIP_LEVELS or k - MIN_CLIP_LEVELS < j < k:  # a clip needs several levels
                 continue
             a, b, cl, cr, chi = seg_fit(v, i, j)
             # the clipped values must sit where the line would cross them (continuity within a step)
@@ -294,7 +313,7 @@ def fit_clipped_log(
                 continue
             if j < k and not (cr <= max(a * u[j - 1] + b, a * u[j] + b) + 3 / math.sqrt(w[j])):
                 continue
-            n_par = 2 + (i > 0) + (j < k)
+            n_par = 2 + 2 * (i > 0) + 2 * (j < k)  # a clip costs its value and its breakpoint
             bic = chi + n_par * math.log(k)
             if best is None or bic < best[0]:
                 best = (bic, i, j)
@@ -338,7 +357,7 @@ def _poly_fit(x: FloatArray, y: FloatArray, se: FloatArray, degree: int) -> tupl
     coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
     resid = (a @ coef - y) * w
     cov = np.linalg.pinv((a * w[:, None]).T @ (a * w[:, None]))
-    return coef, cov, float(resid @ resid)
+    return np.asarray(coef, dtype=np.float64), np.asarray(cov, dtype=np.float64), float(resid @ resid)
 
 
 def ks_two_sample(a: FloatArray, b: FloatArray) -> float:
@@ -477,7 +496,8 @@ def calibrate_recording(
             x_lvl[lv] = float(np.exp(ln_x_all[m].mean()))
     # levels whose relative read noise stays below MAX_REL_READ_NOISE (where the small-noise
     # approximations of both estimators hold)
-    okq = (q_n >= MIN_LEVEL_DEVICES) & (q_lvl > 0) & (q_lvl * math.sqrt(float(f2.max())) < MAX_REL_READ_NOISE)
+    with np.errstate(invalid="ignore"):
+        okq = (q_n >= MIN_LEVEL_DEVICES) & (q_lvl > 0) & (q_lvl * math.sqrt(float(f2.max())) < MAX_REL_READ_NOISE)
     if okq.sum() < 2:
         raise CalibrationError(f"{where}: too few devices above x = {X_DRIFT_MIN} to fit the read-noise law")
     lq = np.log(q_lvl[okq])
@@ -574,12 +594,12 @@ def calibrate_recording(
 
     # -- goodness of fit on held-out devices, and data vs fit per level
     say("goodness of fit")
-    levels, goodness = _goodness(d, fitted, level_all, holdout, prog_mask, verify_bias, rng)
+    per_time, goodness = _goodness(d, fitted, level_all, holdout, prog_mask, verify_bias, rng)
     levels = LevelTable(
         verify_bias_uS=verify_bias,
         x=x_lvl, n_devices=np.bincount(level_all[prog_mask], minlength=N_LEVELS).astype(np.int64),
         sigma_prog_uS=sp, sigma_prog_se=sp_se, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
-        q_s=q_lvl, q_s_se=q_se, **levels,
+        q_s=q_lvl, q_s_se=q_se, **per_time,
     )
 
     consts: list[FittedConstant] = [
@@ -652,7 +672,10 @@ def _fit_t0(
     # flat profile up to the first readout: any t0 <= t_first gives the same fit
     if best == 0 or (rss[0] - rss.min()) / sigma2 <= 3.84:
         return min(t0_base, float(t_g[0])), (0.0, float(inside.max())), False
-    return float(cands[best]), (float(inside.min()), float(inside.max())), True
+    # the profile is sampled on a grid: the interval is never narrower than the neighbours
+    lo_ci = min(float(inside.min()), float(cands[max(best - 1, 0)]))
+    hi_ci = max(float(inside.max()), float(cands[min(best + 1, cands.size - 1)]))
+    return float(cands[best]), (lo_ci, hi_ci), True
 
 
 def _level_ratio(
@@ -672,6 +695,8 @@ def _level_ratio(
         se_q2 = np.sqrt(var_r * n) / sd
         q = np.sqrt(np.maximum(q2, 0.0))
         se_q = se_q2 / (2 * np.maximum(q, 1e-12))
+    q[n < MIN_LEVEL_DEVICES] = np.nan
+    se_q[n < MIN_LEVEL_DEVICES] = np.nan
     return q, se_q, n
 
 
@@ -692,6 +717,9 @@ def _level_nu(
     mu, sigma = _folded_normal_params(m1, var_nu + m1 * m1)
     mu_se = np.sqrt(var_raw / nn)
     sigma_se = var_raw * np.sqrt(2.0 / np.maximum(n - 1, 1)) / (2 * np.maximum(sigma, 1e-9))
+    few = n < MIN_LEVEL_DEVICES
+    for a in (mu, mu_se, sigma, sigma_se):
+        a[few] = np.nan
     return mu, mu_se, sigma, sigma_se, n
 
 
@@ -814,3 +842,24 @@ def _goodness(
         "times_passing": int(np.sum(ks_t <= crit_t)),
     }
     return {"times_s": d.t_g, "mean_g_uS": mean_g, "fit_g_uS": fit_g, "ks": ks_l, "ks_critical": crit_l}, goodness
+
+
+def save_personality(p: Personality | None, path: str | Path, *, overwrite: bool = False, check_only: bool = False) -> Path:
+    """Write ``p`` as TOML to ``path`` (atomically: a temporary file renamed into place).
+
+    ``check_only`` only checks that ``path`` may be written (before a long fit).
+
+    Raises:
+        CalibrationError: ``path`` exists (without ``overwrite``) or its directory does not.
+    """
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise CalibrationError(f"{out} already exists; choose another --out or pass --overwrite")
+    if not out.parent.is_dir():
+        raise CalibrationError(f"directory {out.parent} does not exist; create it or choose another --out")
+    if check_only or p is None:
+        return out
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(p.to_toml(), encoding="utf-8")
+    tmp.replace(out)
+    return out
