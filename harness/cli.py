@@ -11,6 +11,7 @@ from harness import __version__
 from harness.commands import emulate, program
 from harness.commands import evaluate as evaluate_cmd
 from harness.commands import replay as replay_cmd
+from harness.commands import report as report_cmd
 from harness.commands import sweep as sweep_cmd
 from harness.commands import train as train_cmd
 from harness.commands import session as session_cmd
@@ -43,4 +44,5 @@ app.command("replay")(replay_cmd.replay_command)
 app.command("emulate")(emulate.emulate_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.command("sweep")(sweep_cmd.sweep_command)
+app.command("report")(report_cmd.report_command)
 app.command("train")(train_cmd.train_command)
