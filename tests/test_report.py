@@ -83,8 +83,8 @@ def test_program_only_recording_is_reported(tmp_path: Path) -> None:
     "case, fragment",
     [
         ("missing", "does not exist"),
-        ("not-html", "must end in .html"),
-        ("exists", "exists; use --overwrite"),
+        ("not-html", "unsupported format '.png'"),
+        ("exists", "already exists"),
         ("garbage", "neither a recording"),
         ("other-json", "not from harness evaluate"),
         ("bad-eval", "not an evaluation result"),

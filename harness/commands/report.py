@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from harness.commands.common import emit_json, err_console, user_errors
+from harness.commands.common import check_output, emit_json, err_console, user_errors
 from harness.errors import ConfigError
 
 
@@ -20,15 +20,7 @@ def report_command(
 ) -> None:
     """Write one HTML report of the inputs: plots embedded, provenance at the bottom."""
     with user_errors():
-        out = Path(html)
-        if out.suffix.lower() not in (".html", ".htm"):
-            raise ConfigError(f"--html {str(out)!r} must end in .html (the report is one HTML file)")
-        if out.is_dir():
-            raise ConfigError(f"--html {str(out)!r} is a directory")
-        if out.exists() and not overwrite:
-            raise ConfigError(f"{str(out)!r} exists; use --overwrite to replace it")
-        if not out.parent.is_dir():
-            raise ConfigError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")
+        out = check_output(html, option="--html", suffixes=(".html", ".htm"), overwrite=overwrite)
         from harness.report import MAX_REPORT_BYTES, build_report
 
         text = build_report(inputs, command=["harness", *sys.argv[1:]])

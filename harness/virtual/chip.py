@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +78,7 @@ class VirtualPCMChip(ChipBackend):
             raise ConfigError(f"unknown clock {clock!r}; use 'sim' (simulated) or 'wall' (real time)")
         if seed < 0:
             raise ConfigError(f"seed {seed} must be >= 0")
+        check_virtual_memory(geometry)
         self.seed = int(seed)
         self.clock_kind = clock
         self._clock: SimulatedClock | WallClock = SimulatedClock() if clock == "sim" else WallClock()
@@ -290,6 +292,33 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
+#: Bytes of memory a virtual chip holds per device: eight float64 state arrays (g_sat,
+#: set_rate, g_prog, t_pulse, nu, z_relax, relax_amp, q_s) plus the float64/int64
+#: temporaries of construction (normal draws, ``np.arange(n)``, derived-state expressions).
+#: Measured peak RSS growth is ~150 B/device at 4096x4096 (docs/architecture.md); 192 keeps
+#: a margin.
+BYTES_PER_DEVICE = 192
+
+
+def check_virtual_memory(geometry: Geometry) -> None:
+    """Refuse a geometry whose state would not fit in the memory available now.
+
+    Raises:
+        ConfigError: naming the array size, the memory it needs and the limit.
+    """
+    import psutil  # type: ignore[import-untyped]
+
+    from harness.units import format_bytes
+
+    need = geometry.n_cells * BYTES_PER_DEVICE
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(
+            f"a {geometry.rows}x{geometry.cols} virtual chip needs about {format_bytes(need)} of memory; "
+            f"this machine has {format_bytes(available)} available (limit)"
+        )
+
+
 def personality_geometry(pers: Personality, rows: int | None = None, cols: int | None = None) -> Geometry:
     """The default Geometry with the personality's conductance range and ADC."""
     d = Geometry()
@@ -303,12 +332,7 @@ def personality_geometry(pers: Personality, rows: int | None = None, cols: int |
     )
 
 
-def open_virtual(uri: ChipURI) -> VirtualPCMChip:
-    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
-
-    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
-    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
-    """
+def _virtual_params(uri: ChipURI) -> tuple[Geometry, dict[str, Any], Personality]:
     if uri.path:
         raise ConfigError(f"the virtual chip URI takes no path, got {uri.path!r}; use 'virtual?seed=7'")
     p = take_params(
@@ -323,6 +347,10 @@ def open_virtual(uri: ChipURI) -> VirtualPCMChip:
             "personality": (str, None),
         },
     )
+    if p["clock"] not in ("sim", "wall"):
+        raise ConfigError(f"unknown clock {p['clock']!r}; use 'sim' (simulated) or 'wall' (real time)")
+    if p["seed"] < 0:
+        raise ConfigError(f"seed {p['seed']} must be >= 0")
     pers = load_personality(p["personality"])
     base = personality_geometry(pers, p["rows"], p["cols"])
     geometry = dataclasses.replace(
@@ -330,4 +358,21 @@ def open_virtual(uri: ChipURI) -> VirtualPCMChip:
         adc_bits=base.adc_bits if p["adc_bits"] is None else p["adc_bits"],
         adc_max_uS=base.adc_max_uS if p["adc_max_uS"] is None else p["adc_max_uS"],
     )
+    return geometry, p, pers
+
+
+def check_virtual_uri(uri: ChipURI) -> None:
+    """Everything :func:`open_virtual` checks (parameters, personality, geometry vs. the
+    memory available), without allocating the chip."""
+    geometry, _, _ = _virtual_params(uri)
+    check_virtual_memory(geometry)
+
+
+def open_virtual(uri: ChipURI) -> VirtualPCMChip:
+    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
+
+    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
+    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
+    """
+    geometry, p, pers = _virtual_params(uri)
     return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw, personality=pers)
