@@ -71,3 +71,11 @@ class ReplayError(HarnessError):
 
 class EvaluationError(HarnessError):
     """An evaluation request is inconsistent with the model or the data."""
+
+
+class AccelError(HarnessError):
+    """An accelerator cost-model request is inconsistent (unsupported bit-width, bad workload)."""
+
+
+class TilingError(AccelError):
+    """A model's layers cannot be placed on the accelerator's array (too tall, too wide, too many)."""
