@@ -1,6 +1,6 @@
 """Batched compute-in-memory (CiM) inference from read-back conductances (torch).
 
-The simulator runs a :class:`~harness.model.Model` the way the analog array computes it,
+The simulator runs a :class:`~harness.models.format.Model` the way the analog array computes it,
 for many sets of conductances at once (simulated chips × readout times, one batch
 dimension ``B``), given the :class:`~harness.mapping.Layout` they were programmed with:
 
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from harness.errors import EvaluationError
 from harness.mapping import Layout
-from harness.model import ANALOG_LAYER_TYPES, Model
+from harness.models.format import ANALOG_LAYER_TYPES, Model
 from harness.virtual import physics as ph
 
 #: Percentile of |signal| the heuristic converter ranges cover when a model carries no

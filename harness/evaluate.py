@@ -46,10 +46,10 @@ import torch
 
 from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
-from harness.datasets import fixtures_dir, load_dataset
+from harness.data import fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
-from harness.model import Model, default_model_path, load_model
+from harness.models.format import Model, default_model_path, load_model
 from harness.programming import ProgrammingParams
 from harness.recording import Recording, open_recording
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S, format_duration
@@ -480,7 +480,7 @@ def read_live_chip(
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-evaluate-"))
         model_path = model.path
         if model_path is None:
-            from harness.model import save_model
+            from harness.models.format import save_model
 
             model_path = Path(workdir) / f"model-{run_index}.h5"
             save_model(model, model_path)

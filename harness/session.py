@@ -122,7 +122,7 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.model import default_model_path
+    from harness.models.format import default_model_path
 
     return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
 
@@ -161,7 +161,7 @@ def run_session(
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
     """
-    from harness.model import load_model
+    from harness.models.format import load_model
     from harness.programming import program_layout
     from harness.provenance import collect_provenance
 

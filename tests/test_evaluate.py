@@ -20,7 +20,7 @@ from harness.evaluate import (
     read_chips,
     virtual_chip_uris,
 )
-from harness.model import default_model_path, load_model, noise_aware_model_path
+from harness.models.format import default_model_path, load_model, noise_aware_model_path
 from harness.recording import open_recording
 from harness.units import DAY_S, MONTH_S, YEAR_S, format_duration, parse_duration, parse_durations
 
@@ -120,7 +120,7 @@ def test_model_must_match_the_recorded_layout() -> None:
 
 
 def test_cli_model_with_other_layers_is_refused(tmp_path: Path) -> None:
-    from harness.model import Model, save_model
+    from harness.models.format import Model, save_model
 
     rng = np.random.default_rng(0)
     arch = [

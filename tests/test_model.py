@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.datasets import fixtures_dir, load_dataset
+from harness.data import fixtures_dir, load_dataset
 from harness.errors import ConfigError, ModelError
-from harness.model import (
+from harness.models.format import (
     MODEL_FORMAT_VERSION,
     LayerRanges,
     Model,
@@ -271,8 +271,8 @@ def test_dataset_errors(tmp_path: Path) -> None:
 
 def test_runtime_imports_do_not_need_sklearn() -> None:
     code = (
-        "import sys, harness.datasets, harness.model, harness.train; "
-        "harness.datasets.load_dataset('digits'); print('sklearn' in sys.modules)"
+        "import sys, harness.data, harness.models.format, harness.train; "
+        "harness.data.load_dataset('digits'); print('sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.datasets import load_dataset
+from harness.data import load_dataset
 from harness.errors import ConfigError
-from harness.model import default_model_path, load_model, noise_aware_model_path
+from harness.models.format import default_model_path, load_model, noise_aware_model_path
 from harness.train import (
     calibrate_ranges,
     float_accuracy,

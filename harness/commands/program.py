@@ -14,7 +14,7 @@ from harness.chip import Chip
 from harness.commands.common import console_for, emit_json, progress_bar, user_errors
 from harness.errors import ConfigError
 from harness.mapping import map_weights
-from harness.model import default_model_path, load_model
+from harness.models.format import default_model_path, load_model
 from harness.programming import ProgrammingParams, ProgrammingProgress, program_layout
 from harness.provenance import collect_provenance
 from harness.recording import create_recording

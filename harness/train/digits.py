@@ -19,9 +19,9 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.datasets import Dataset, load_dataset
+from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
-from harness.model import Model, model_from_torch
+from harness.models.format import Model, model_from_torch
 from harness.train.common import deterministic_torch, float_accuracy
 from harness.train.hwa import HardwareAwareWeights
 from harness.train.ranges import DEFAULT_RANGE_PERCENTILE, calibrate_ranges

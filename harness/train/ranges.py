@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from harness.errors import EvaluationError
-from harness.model import ANALOG_LAYER_TYPES, LayerRanges, Model
+from harness.models.format import ANALOG_LAYER_TYPES, LayerRanges, Model
 
 #: Percentile of |value| a converter covers (AnalogNets calibrate ranges to clip rare outliers).
 DEFAULT_RANGE_PERCENTILE = 99.9

@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 import harness
-from harness.h5files import atomic_h5_file, one_line
 from harness.errors import ConfigError, ModelError
+from harness.h5files import atomic_h5_file, one_line
 
 DATASET_FORMAT = "pcm-harness-dataset"
 DATASET_FORMAT_VERSION = 1
