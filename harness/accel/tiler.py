@@ -7,8 +7,8 @@ nothing runs concurrently, so any non-overlapping packing is valid and the packi
 change the cost (see ``docs/accel.md``: the column mux is assumed selectable per ADC, so ``c``
 contiguous columns need ``ceil(c / adcs)`` phases wherever they start).
 
-Packing: first-fit decreasing height into vertical strips: rectangles sorted by rows (tallest
-first) go into the first strip wide and tall enough, else open a new strip to the right. A model
+Packing: bottom-left skyline, tallest first: each rectangle goes where its top edge is lowest
+(leftmost on ties), so short layers fill the space under the tall ones. A model
 that does not fit raises :class:`TilingError`; layers taller or wider than the array are split
 only when asked (``split=True``: into equal row / column chunks, each run in turn, partial sums
 of row chunks added digitally).
@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from harness.accel.hardware import Hardware
 from harness.accel.workload import LayerWork, Workload
@@ -167,30 +170,25 @@ def _chunks(total: int, n: int) -> list[int]:
 
 
 def _pack(pieces: Sequence[_Piece], R: int, C: int, model: str) -> tuple[Tile, ...]:
-    # strips: [col0, width, used_rows]
-    strips: list[list[int]] = []
+    # Bottom-left skyline packing: sky[c] = rows already used in column c (from the top). Each
+    # rectangle, tallest first, goes where its top edge is lowest (leftmost on ties).
+    sky = np.zeros(C, dtype=np.int64)
     placed: dict[tuple[int, int], tuple[int, int]] = {}
     order = sorted(range(len(pieces)), key=lambda k: (-pieces[k].rows, -pieces[k].cols, k))
-    next_col = 0
     for k in order:
         p = pieces[k]
-        for s in strips:
-            if p.cols <= s[1] and s[2] + p.rows <= R:
-                placed[(p.layer, p.part)] = (s[2], s[0])
-                s[2] += p.rows
-                break
-        else:
-            if next_col + p.cols > C:
-                need = sum(q.cols for q in pieces)
-                raise TilingError(
-                    f"model {model} does not fit the {R} × {C} array: layer "
-                    f"{p.work.name} ({p.rows} × {p.cols}) finds no room after {next_col} columns are "
-                    f"taken ({len(pieces)} rectangles, {need} columns side by side); "
-                    "use a smaller model or a larger array in the hardware file"
-                )
-            strips.append([next_col, p.cols, p.rows])
-            placed[(p.layer, p.part)] = (0, next_col)
-            next_col += p.cols
+        tops = sliding_window_view(sky, p.cols).max(axis=1)
+        col0 = int(np.argmin(tops))
+        row0 = int(tops[col0])
+        if row0 + p.rows > R:
+            free = int(R * C - sum(q.rows * q.cols for q in pieces if (q.layer, q.part) in placed))
+            raise TilingError(
+                f"model {model} does not fit the {R} × {C} array: layer {p.work.name} "
+                f"({p.rows} × {p.cols}) finds no free rectangle ({len(placed)} of {len(pieces)} placed, "
+                f"{free} cells left in fragments); use a smaller model, --split, or a larger array"
+            )
+        placed[(p.layer, p.part)] = (row0, col0)
+        sky[col0:col0 + p.cols] = row0 + p.rows
     tiles = []
     for p in pieces:
         row0, col0 = placed[(p.layer, p.part)]
