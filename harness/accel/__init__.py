@@ -6,7 +6,14 @@ extracted once from a torch module (``workload.py``), the tiler places layers on
 ``docs/accel.md``.
 """
 
-from harness.accel.cost import LayerCost, ModelCost, depthwise_tradeoff, evaluate, evaluate_bits, peak
+from harness.accel.cost import (
+    LayerCost,
+    ModelCost,
+    depthwise_tradeoff,
+    evaluate,
+    evaluate_bits,
+    peak,
+)
 from harness.accel.hardware import Hardware, default_hardware_path, load_hardware
 from harness.accel.tiler import Placement, Tile, tile
 from harness.accel.workload import LayerWork, Workload, extract_workload

@@ -75,5 +75,47 @@ def comparison_markdown(hw: Any = None) -> str:
     return "\n".join(lines)
 
 
+def tradeoff_markdown(hw: Any = None, model: str = "micronet-kws-s", bits: int = 8) -> str:
+    """Appendix D / Table 3 for ``model``'s depthwise layers: splitting each into GEMMs of at most
+    N columns, the whole model's effective utilization and inferences/s."""
+    from harness.accel.cost import evaluate
+    from harness.accel.hardware import load_hardware
+    from harness.accel.tiler import tile
+
+    hw = hw or load_hardware()
+    wl = paper_workload(model)
+    lines = [
+        f"| max GEMM columns ({model}, {bits}-bit) | tiles | effective utilization | inferences/s | latency × |",
+        "|---|---|---|---|---|",
+    ]
+    base = None
+    for limit in (None, 56, 28, 14, 7):
+        pl = tile(wl, hw, max_gemm_cols=limit)
+        cost = evaluate(pl, hw, bits)
+        base = cost.latency_s if base is None else base
+        lines.append(
+            f"| {'unsplit' if limit is None else limit} | {len(pl.tiles)} | {100 * pl.effective_utilization:.1f} % | "
+            f"{cost.inferences_per_s:,.0f} | {cost.latency_s / base:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def peak_markdown(hw: Any = None) -> str:
+    """Peak TOPS and TOPS/W (every cell of the array, 100 % utilization) per bit-width."""
+    from harness.accel.cost import peak
+    from harness.accel.hardware import load_hardware
+
+    hw = hw or load_hardware()
+    lines = ["| bits | CiM cycle | peak TOPS | peak TOPS/W |", "|---|---|---|---|"]
+    for b in hw.bits:
+        p = peak(hw, b)
+        lines.append(f"| {b} | {hw.cim_cycle_ns(b):g} ns | {p.tops:.3g} | {p.tops_per_w:.3g} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(comparison_markdown())
+    print()
+    print(peak_markdown())
+    print()
+    print(tradeoff_markdown())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.accel.cost import ModelCost, evaluate
+from harness.accel.cost import evaluate
 from harness.accel.tiler import tile
 from harness.accel.workload import LayerWork, Workload
 
@@ -34,9 +34,9 @@ def placement_png(report: AccelReport, path: str | Path) -> Path:
         ax.add_patch(plt.Rectangle((t.col0, t.row0), t.cols, t.rows, facecolor=color, edgecolor="black",
                                    linewidth=0.6, alpha=0.35 if t.nonzero < t.rows * t.cols else 0.85,
                                    hatch="//" if t.nonzero < t.rows * t.cols else None))
-        if t.rows * t.cols >= 0.002 * pl.rows * pl.cols:
-            ax.text(t.col0 + t.cols / 2, t.row0 + t.rows / 2, f"{t.label}\n{t.rows}×{t.cols}",
-                    ha="center", va="center", fontsize=6, rotation=90 if t.rows > 2 * t.cols else 0)
+        big = t.rows * t.cols >= 0.002 * pl.rows * pl.cols
+        ax.text(t.col0 + t.cols / 2, t.row0 + t.rows / 2, f"{t.label}\n{t.rows}×{t.cols}" if big else t.label,
+                ha="center", va="center", fontsize=6 if big else 4, rotation=90 if t.rows > 2 * t.cols else 0)
     adc = report.hardware.array.adcs
     for x in range(adc, pl.cols, adc):
         ax.axvline(x, color="grey", linewidth=0.5, linestyle=":")
@@ -48,7 +48,7 @@ def placement_png(report: AccelReport, path: str | Path) -> Path:
     ax.set_title(
         f"{report.workload.name} on {report.hardware.name} {pl.rows}×{pl.cols}\n"
         f"area {100 * pl.area_fraction:.1f} %, effective utilization {100 * pl.effective_utilization:.1f} %"
-        " (hatched: dense-expanded depthwise)",
+        + (" (hatched: dense-expanded depthwise)" if pl.effective_utilization < 1 else ""),
         fontsize=8,
     )
     fig.tight_layout()
@@ -93,9 +93,11 @@ def figure8_png(report: AccelReport, path: str | Path) -> Path:
         macs = np.array([x.macs for x in cost.layers], dtype=float)
         aspect = np.log2([x.rows / x.cols for x in cost.layers])
         marker = 15 + 400 * macs / max_macs
-        lim_s, lim_t, lim_e = _shape_limit(report, cost.bits)
-        keep = [i for i, v in enumerate(lim_s) if v >= size.min() / 4]
-        lim_s, lim_t, lim_e = ([seq[i] for i in keep] for seq in (lim_s, lim_t, lim_e))
+        all_s, all_t, all_e = _shape_limit(report, cost.bits)
+        keep = [i for i, v in enumerate(all_s) if v >= size.min() / 4]
+        lim_s = [all_s[i] for i in keep]
+        lim_t = [all_t[i] for i in keep]
+        lim_e = [all_e[i] for i in keep]
         for ax, values, whole, lim, label in (
             (ax_t, [x.tops for x in cost.layers], cost.tops, lim_t, "TOPS"),
             (ax_e, [x.tops_per_w for x in cost.layers], cost.tops_per_w, lim_e, "TOPS/W"),

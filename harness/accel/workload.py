@@ -24,6 +24,7 @@ weighted module type (ConvTranspose, Conv3d, RNNs, ...) raises :class:`AccelErro
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -135,12 +136,12 @@ def extract_workload(module: nn.Module, input_shape: Sequence[int], name: str | 
     for mod_name, mod in module.named_modules():
         if isinstance(mod, analog):
             continue
-        if getattr(mod, "weight", None) is not None and not list(mod.children()):
-            if type(mod).__name__ not in _DIGITAL_WEIGHTED:
-                raise AccelError(
-                    f"model {model_name}: layer {mod_name or '<root>'} of type {type(mod).__name__} is not "
-                    "supported by the accelerator model (Conv1d, Conv2d, Linear; norms are digital)"
-                )
+        weighted_leaf = getattr(mod, "weight", None) is not None and not list(mod.children())
+        if weighted_leaf and type(mod).__name__ not in _DIGITAL_WEIGHTED:
+            raise AccelError(
+                f"model {model_name}: layer {mod_name or '<root>'} of type {type(mod).__name__} is not "
+                "supported by the accelerator model (Conv1d, Conv2d, Linear; norms are digital)"
+            )
     records: list[LayerWork] = []
     seen: dict[str, int] = {}
     names = {id(m): n for n, m in module.named_modules()}
@@ -155,7 +156,9 @@ def extract_workload(module: nn.Module, input_shape: Sequence[int], name: str | 
     was_training = module.training
     try:
         module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch warns that 'same' padding with even kernels copies the input: irrelevant here.
+            warnings.filterwarnings("ignore", message="Using padding='same'")
             module(torch.zeros((1, *shape)))
     except AccelError:
         raise
