@@ -27,7 +27,6 @@ Layers run one after another (layer-serial): model latency and energy are sums o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -256,7 +255,3 @@ def evaluate_bits(placement: Placement, hw: Hardware, bits: Sequence[int]) -> li
         hw.cim_cycle_ns(b)
     return [evaluate(placement, hw, b) for b in bits]
 
-
-def ratio(a: float, b: float) -> float:
-    """``a / b`` for display (inf when ``b`` is 0)."""
-    return math.inf if b == 0 else a / b
