@@ -130,7 +130,7 @@ class Recording:
         version = int(f.attrs.get("format_version", -1))
         if version > FORMAT_VERSION or version < 1:
             raise RecordingError(
-                f"{self.path} has recording format version {version}; this harness reads version {FORMAT_VERSION} "
+                f"{self.path} has recording format version {version}; this harness reads versions 1..{FORMAT_VERSION} "
                 "(upgrade the harness)"
             )
         self.format_version = version
@@ -304,9 +304,18 @@ class Recording:
             raise RecordingError(f"{self.path}: the session timetable is damaged: {exc}") from exc
 
     @property
+    def readout_repeats(self) -> int:
+        """Reads taken back to back at every scheduled time (1 without a session, and in
+        format-version-1 files, which predate repeats)."""
+        if not self.has_session:
+            return 1
+        return int(self._f["session"].attrs.get("readout_repeats", 1))
+
+    @property
     def n_scheduled(self) -> int | None:
+        """Readouts the session plans: scheduled times × repeats (None without a session)."""
         t = self.scheduled_times_s
-        return None if t is None else int(t.size)
+        return None if t is None else int(t.size) * self.readout_repeats
 
     @property
     def is_complete(self) -> bool:

@@ -20,7 +20,9 @@ import numpy as np
 from harness.errors import RecordingError
 
 FORMAT_NAME = "pcm-harness-recording"
-FORMAT_VERSION = 1
+#: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time); a
+#: version-1 file has none and reads as k = 1.
+FORMAT_VERSION = 2
 
 #: Readout encodings: ``adc_code`` stores the ADC code of every read (uint8 for <= 8-bit
 #: ADCs, else uint16) and converts with ``Geometry.codes_to_uS`` on the way out, so the µS

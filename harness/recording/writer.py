@@ -224,6 +224,7 @@ def _write_header(
         s.attrs["schedule_kind"] = session.schedule.kind
         s.attrs["schedule_json"] = _dumps(dict(session.schedule.params))
         s.attrs["readout_cells"] = session.readout.cells
+        s.attrs["readout_repeats"] = int(session.readout.repeats)
         s.attrs["model"] = session.program.model
         s.create_dataset("times_s", data=session.schedule.as_array())
 
