@@ -31,6 +31,8 @@ COMMANDS: dict[str, LazyCommand] = {
                           "Write one self-contained HTML report of recordings, evaluations, sweeps and estimates."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
+    "accel": LazyCommand("harness.commands.accel:accel_command",
+                         "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
 }
 
 
