@@ -104,6 +104,15 @@ def assert_laws_recovered(result: CalibrationResult, truth: Personality) -> None
         assert np.median(np.abs(est[m] - true_v) / (se[m] + ALLOWANCE[name] * true_v)) < 2.0, name
 
 
+def assert_goodness(g: dict, context: object) -> None:
+    """Held-out readouts vs the fitted model's predictive distribution: at α = 0.01 and 30
+    correlated times (the same devices), a right model fails ~0.3 times; allow 20 %, and no
+    time far beyond the critical distance (a wrong law shows up at most times at once)."""
+    n = len(g["ks_per_time"])
+    assert g["times_passing"] >= 0.8 * n, (context, g["ks_per_time"])
+    assert g["ks_max"] < 1.5 * g["ks_critical_alpha_0.01"], (context, g["ks_per_time"])
+
+
 def test_round_trip_scaled_personality_with_repeats(tmp_path: Path, pattern: Path) -> None:
     truth, factors = scaled_personality(seed=2026)
     toml = tmp_path / "truth.toml"
@@ -127,8 +136,7 @@ def test_round_trip_scaled_personality_with_repeats(tmp_path: Path, pattern: Pat
     # t0: every readout came after it, so it is reported as not identified (and kept)
     assert not c("t0_s").identified and c("t0_s").value == truth.t0_s
     # goodness of fit: held-out readouts agree with the fitted model's predictive distribution
-    g = result.goodness
-    assert g["times_passing"] >= len(g["ks_per_time"]) - 1, (factors, g["ks_per_time"])
+    assert_goodness(result.goodness, factors)
 
 
 def test_round_trip_hermes(tmp_path: Path, pattern: Path) -> None:
@@ -147,7 +155,7 @@ def test_round_trip_hermes(tmp_path: Path, pattern: Path) -> None:
     assert t0.identified and abs(np.log(t0.value / herm.t0_s)) <= np.log(390.0 / 296.0)
     reset = result.constant("reset.g_mean_uS")
     assert abs(reset.value - herm.reset_g_mean_uS) <= 4 * (reset.ci_high - reset.ci_low) / 3.92
-    assert result.goodness["times_passing"] >= len(result.goodness["ks_per_time"]) - 1
+    assert_goodness(result.goodness, "hermes")
 
 
 def test_fitted_file_loads_as_a_chip_and_cli(tmp_path: Path, pattern: Path) -> None:

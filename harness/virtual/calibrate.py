@@ -573,7 +573,8 @@ def calibrate_recording(
         reset_mean, se_m = _fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng)
         constants_reset = [
             FittedConstant("reset.g_mean_uS", reset_mean, max(reset_mean - 1.96 * se_m, 0.0), reset_mean + 1.96 * se_m,
-                           True, f"forward model matched to the mean of {idx_r.size} RESET partners at t1 = {t1:g} s"),
+                           True, f"forward model matched to the mean and spread of {idx_r.size} RESET partners at "
+                           f"t1 = {t1:g} s"),
             FittedConstant("reset.g_std_uS", reset_std, reset_std, reset_std, False,
                            "hidden under the post-programming relaxation σ_prog(0) and the ADC step: kept from base"),
         ]
@@ -746,36 +747,57 @@ def _fit_reset_mean(
     y_obs: FloatArray, p: Personality, t1_s: float, reads: float, geometry: Geometry, g_std_uS: float,
     rng: np.random.Generator,
 ) -> tuple[float, float]:
-    """RESET mean m such that the forward model's mean readout at t1 equals the observed one.
+    """RESET mean m such that the forward model reproduces the RESET partners' readouts at t1.
 
-    Forward model (the virtual chip's): |N(m, s)|, plus its relaxation z·σ_relax(x), floored
-    at 0, drifted to t1, read ``reads`` times through the ADC. The readout's mean rises
-    monotonically with m; bisection with common random numbers. Returns (m, SE)."""
-    n = int(min(max(10 * y_obs.size, 50_000), 200_000))
+    Forward model (the virtual chip's): |N(m, s)| plus a relaxation N(0, s_r²) floored at 0,
+    drifted to t1, read ``reads`` times through the ADC. The relaxation of a RESET device
+    (σ_prog near x = 0) dominates its spread and pushes the floored mean up, so m and s_r
+    are solved together from the readouts' mean and variance (bisection in s_r outside, in
+    m inside, with common random numbers). Returns (m, SE of m)."""
+    n = int(min(max(4 * y_obs.size, 40_000), 100_000))
     z = rng.standard_normal((3, n))
     z_read = rng.standard_normal((max(int(reads), 1), n))
     f_t1 = float(ph.read_noise_time_factor(t1_s, p))
 
-    def mean_read(m: float) -> float:
+    def moments(m: float, s_r: float) -> tuple[float, float]:
         g_r = np.abs(m + g_std_uS * z[0])
         x = g_r / p.g_max_uS
-        g = np.maximum(g_r + z[1] * ph.relaxation_std(x, p), 0.0)
+        g = np.maximum(g_r + z[1] * s_r, 0.0)
         mu, sd = ph.drift_exponent_stats(x, p)
         g = g * ph.drift_factor(t1_s, np.abs(mu + sd * z[2]), p)
         sig = g * ph.read_noise_q(x, p) * f_t1
-        return float(np.mean([geometry.codes_to_uS(geometry.to_codes(g + sig * zr)).mean() for zr in z_read]))
+        y = np.mean([geometry.codes_to_uS(geometry.to_codes(g + sig * zr)) for zr in z_read], axis=0)
+        return float(y.mean()), float(y.var())
 
-    target = float(y_obs.mean())
-    lo, hi = 0.0, max(1.0, 4 * target)
-    if mean_read(lo) >= target:
-        return 0.0, float(y_obs.std() / math.sqrt(y_obs.size))
-    for _ in range(22):  # to 1e-6 of the bracket
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mean_read(mid) < target else (lo, mid)
-    m = (lo + hi) / 2
-    h = max(0.02, 0.1 * m)
-    slope = (mean_read(m + h) - mean_read(max(m - h, 0.0))) / (m + h - max(m - h, 0.0))
-    se = float(y_obs.std() / math.sqrt(y_obs.size)) / max(slope, 1e-6)
+    target_m, target_v = float(y_obs.mean()), float(y_obs.var())
+
+    def m_for(s_r: float) -> float:
+        lo, hi = 0.0, max(1.0, 4 * target_m)
+        if moments(lo, s_r)[0] >= target_m:
+            return 0.0
+        for _ in range(18):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if moments(mid, s_r)[0] < target_m else (lo, mid)
+        return (lo + hi) / 2
+
+    s_lo, s_hi = 0.0, max(2.0 * math.sqrt(target_v), 0.05)
+    for _ in range(14):
+        s_mid = (s_lo + s_hi) / 2
+        if moments(m_for(s_mid), s_mid)[1] < target_v:
+            s_lo = s_mid
+        else:
+            s_hi = s_mid
+    s_r = (s_lo + s_hi) / 2
+    m = m_for(s_r)
+    # SE from the sampling error of the observed mean and variance, propagated numerically
+    se_mean = math.sqrt(target_v / y_obs.size)
+    se_var = target_v * math.sqrt(2.0 / max(y_obs.size - 1, 1))
+    h = max(0.05 * s_r, 1e-3)
+    dm_ds = (m_for(s_r + h) - m_for(max(s_r - h, 0.0))) / (s_r + h - max(s_r - h, 0.0))
+    dv_ds = (moments(m_for(s_r + h), s_r + h)[1] - moments(m_for(max(s_r - h, 0.0)), max(s_r - h, 0.0))[1]) / (
+        s_r + h - max(s_r - h, 0.0))
+    dmean_dm = max((moments(m + 0.01, s_r)[0] - moments(max(m - 0.01, 0.0), s_r)[0]) / (m + 0.01 - max(m - 0.01, 0.0)), 1e-6)
+    se = math.sqrt((se_mean / dmean_dm) ** 2 + (dm_ds * se_var / max(abs(dv_ds), 1e-9)) ** 2)
     return m, se
 
 
