@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from harness import __version__
+from harness.commands import data as data_cmd
 from harness.commands import emulate, program
 from harness.commands import evaluate as evaluate_cmd
 from harness.commands import replay as replay_cmd
@@ -40,3 +41,4 @@ app.add_typer(session_cmd.app, name="session")
 app.command("replay")(replay_cmd.replay_command)
 app.command("emulate")(emulate.emulate_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
+app.add_typer(data_cmd.app, name="data")
