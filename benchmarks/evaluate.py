@@ -35,7 +35,7 @@ import torch
 from harness.cim import CimSimulator, converter_ranges
 from harness.data import load_dataset
 from harness.evaluate import DEFAULT_TIMES_S, evaluate_readouts, read_chips
-from harness.model import Model, default_model_path, load_model
+from harness.models.format import Model, default_model_path, load_model
 from harness.units import format_duration
 
 BITS = 8

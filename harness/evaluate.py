@@ -49,7 +49,7 @@ from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ran
 from harness.data import fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
-from harness.model import Model, default_model_path, load_model
+from harness.models.format import Model, default_model_path, load_model
 from harness.programming import ProgrammingParams
 from harness.recording import Recording, open_recording
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S, format_duration
@@ -480,7 +480,7 @@ def read_live_chip(
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-evaluate-"))
         model_path = model.path
         if model_path is None:
-            from harness.model import save_model
+            from harness.models.format import save_model
 
             model_path = Path(workdir) / f"model-{run_index}.h5"
             save_model(model, model_path)
@@ -535,6 +535,81 @@ def read_chips(
 # ----------------------------------------------------------------------------- evaluation
 
 
+class ReadoutEvaluator:
+    """CiM accuracy of one model on any number of chips' readouts, prepared once.
+
+    The test split, the converter ranges, the float accuracy and the simulator of a layout
+    are the same for every chip of the model, so a sweep worker makes them once per model
+    (:mod:`harness.sweep`) and :func:`evaluate_readouts` once per call.
+
+    Args:
+        model: the programmed model; its ``dataset``'s test split is evaluated.
+        ranges: converter ranges (default: the model's trained ranges, else
+            :func:`harness.cim.converter_ranges` calibrated on the training split).
+    """
+
+    def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
+        self.model = model
+        data = load_dataset(model.dataset)
+        self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
+        self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
+        self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
+        self.n_test = int(self.y.shape[0])
+        self.digital_accuracy = _digital_accuracy(model, self.x, self.y)
+        self._sims: dict[int, tuple[Layout, CimSimulator]] = {}
+
+    def simulator(self, layout: Layout) -> CimSimulator:
+        """The CiM simulator of ``layout`` (cached per layout object)."""
+        hit = self._sims.get(id(layout))
+        if hit is None or hit[0] is not layout:
+            hit = (layout, CimSimulator(self.model, layout, self.ranges))
+            self._sims = {id(layout): hit}  # one layout at a time: chips of one model share it
+        return hit[1]
+
+    def read_chip(self, chip: Chip, times_s: Sequence[float], **kwargs: Any) -> ChipReadouts:
+        """Program the model onto ``chip`` and read it at ``times_s`` (:func:`read_live_chip`)."""
+        return read_live_chip(chip, self.model, times_s, **kwargs)
+
+    def accuracy(
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T)`` accuracy of one chip's readouts."""
+        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+
+    def accuracy_batch(
+        self,
+        chips: Sequence[ChipReadouts],
+        *,
+        bits: Sequence[int | None],
+        gdc: bool,
+        read_noise: bool,
+        seed: int,
+        repeats: int = 1,
+        on_bits: Callable[[int, int | None], None] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
+        layout = chips[0].layout
+        sim = self.simulator(layout)
+        n_t = chips[0].times_s.shape[0]
+        g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
+        ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
+        t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+        g_t = torch.from_numpy(g.astype(np.float32))
+        ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
+        generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
+        n_runs = len(chips) * repeats
+        acc = np.empty((len(bits), n_t, n_runs))
+        for i, b in enumerate(bits):
+            if on_bits:
+                on_bits(i, b)
+            a = sim.accuracy(
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+            )
+            acc[i] = a.numpy().reshape(n_runs, n_t).T
+        return acc
+
+
 def evaluate_readouts(
     model: Model,
     chips: Sequence[ChipReadouts],
@@ -582,33 +657,18 @@ def evaluate_readouts(
     for c in chips:
         if c.g_uS.shape != (len(times), layout.n_devices) or c.g_ref_uS.shape != (layout.n_devices,):
             raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {layout.n_devices})")
-    data = load_dataset(model.dataset)
-    if ranges is None:
-        ranges = converter_ranges(model, None if model.ranges else data.x_train)
-    sim = CimSimulator(model, layout, ranges)
-
+    evaluator = ReadoutEvaluator(model, ranges=ranges)
+    ranges = evaluator.ranges
     n_t = len(times)
-    g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n) in run-major order
-    ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
-    t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
     labels = tuple(c.label for c in chips for _ in range(repeats))
-    g_t = torch.from_numpy(g.astype(np.float32))
-    ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
-    x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
-    y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
-    generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
-
-    digital = _digital_accuracy(model, x, y)
+    t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+    digital = evaluator.digital_accuracy
     t_inf = time.perf_counter()
-    acc = np.empty((len(bits_t), n_t, len(labels)))
-    for i, b in enumerate(bits_t):
-        if progress:
-            progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit"))
-        a = sim.accuracy(
-            x, y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
-            read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
-        )
-        acc[i] = a.numpy().reshape(len(labels), n_t).T
+    acc = evaluator.accuracy_batch(
+        chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
+        on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
+        if progress else None,
+    )
     inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
     return EvaluationResult(
@@ -618,7 +678,7 @@ def evaluate_readouts(
         location=location,
         runs_labels=labels,
         digital_accuracy=digital,
-        n_test=int(y.shape[0]),
+        n_test=evaluator.n_test,
         bits=bits_t,
         times_s=times,
         read_times_s=t_read.reshape(len(labels), n_t),
@@ -644,7 +704,24 @@ def _digital_accuracy(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
 def _resolve_model(model: Model | str | Path | None) -> Model | None:
     if model is None or isinstance(model, Model):
         return model
-    return load_model(model)
+    return resolve_model(model)
+
+
+def resolve_model(ref: str | Path) -> Model:
+    """A model by reference: ``"default"``, a bundled model's name (``digits_mlp``) or a file.
+
+    Raises:
+        ModelError: no such file or bundled model, or an unreadable file.
+    """
+    text = str(ref)
+    if text == "default":
+        return load_model(default_model_path())
+    path = Path(text)
+    if not path.exists() and path.suffix == "" and "/" not in text:
+        bundled = fixtures_dir() / "models" / f"{text}.h5"
+        if bundled.is_file():
+            return load_model(bundled)
+    return load_model(path)
 
 
 def evaluate_chip(

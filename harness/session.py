@@ -117,12 +117,13 @@ LATE_TOLERANCE_S = 1e-3
 
 
 def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
-    """The schedule as rows ``{index, t_s, after}`` (for ``--dry-run``)."""
-    return [{"index": i, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
+    """The schedule as rows ``{readout, t_s, after}`` (for ``--dry-run``); readouts are
+    numbered from 1, as everywhere in the CLI."""
+    return [{"readout": i + 1, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.model import default_model_path
+    from harness.models.format import default_model_path
 
     return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
 
@@ -161,9 +162,9 @@ def run_session(
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
     """
-    from harness.model import load_model
+    from harness.models.format import load_model
     from harness.programming import program_layout
-    from harness.provenance import collect_provenance
+    from harness.provenance import collect_provenance, personality_provenance
 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
@@ -181,7 +182,7 @@ def run_session(
     model = load_model(model_path)
     layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
     cells = np.arange(chip.geometry.n_cells, dtype=np.int64) if spec.readout.cells == "array" else layout.cells
-    n = spec.schedule.n_readouts
+    n = spec.schedule.n_readouts * spec.readout.repeats
     if progress:
         progress(SessionProgress("programming", 0, n, spec.schedule.times_s[0]))
 
@@ -202,6 +203,7 @@ def run_session(
         session=spec.name,
         session_file=spec.source_path,
         session_toml=spec.source_text,
+        **personality_provenance(chip),
         **dict(provenance_extra or {}),
     )
     writer = create_recording(
@@ -216,7 +218,9 @@ def run_session(
         overwrite=overwrite,
     )
     with writer:
-        late, worst = record_readouts(writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable)
+        late, worst = record_readouts(
+            writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable, spec.readout.repeats
+        )
         done = writer.n_readouts
     return SessionResult(
         path=out_path,
@@ -241,35 +245,41 @@ def record_readouts(
     start: int,
     progress: ProgressCallback | None,
     restorable: bool,
+    repeats: int = 1,
 ) -> tuple[int, float]:
-    """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock).
+    """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock),
+    ``repeats`` reads back to back at every scheduled time: readout ``j`` belongs to time
+    ``j // repeats`` (its ``schedule_index``); ``start`` counts readouts, not times.
 
     Each readout waits for its time, reads ``writer.cells``, and appends the read with its
     actual start time, its scheduled time and index, the read's duration and (``restorable``)
-    the chip's runtime state, committed together. Returns (late count, worst lateness in s).
+    the chip's runtime state, committed together. Lateness counts the first read of each
+    time only (repeats follow it by design). Returns (late count, worst lateness in s).
     """
-    n = times_s.size
+    n = times_s.size * repeats
     cells = writer.cells
     direct = writer.stores_codes and isinstance(chip, CodeReadingChip)
     late, worst = 0, 0.0
-    for i in range(start, n):
+    for j in range(start, n):
+        i = j // repeats
         t_sched = float(times_s[i])
         if progress:
-            progress(SessionProgress("waiting", i, n, t_sched))
+            progress(SessionProgress("waiting", j, n, t_sched))
         chip.wait_until(t_origin + t_sched)
         t_read = chip.now()
         data = chip.read_codes(cells) if direct else chip.read(cells)  # type: ignore[attr-defined]
         duration = chip.now() - t_read
         t_rel = t_read - t_origin
         lateness = t_rel - t_sched
-        if lateness > LATE_TOLERANCE_S:
+        if j % repeats == 0 and lateness > LATE_TOLERANCE_S:
             late += 1
             worst = max(worst, lateness)
         state = chip.snapshot(include_devices=False) if restorable else None  # type: ignore[attr-defined]
         append = writer.append_codes if direct else writer.append_readout
         append(t_rel, data, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration)
         if progress:
-            progress(SessionProgress("readout", i + 1, n, float(times_s[i + 1]) if i + 1 < n else None, t_s=t_rel))
+            t_next = float(times_s[(j + 1) // repeats]) if j + 1 < n else None
+            progress(SessionProgress("readout", j + 1, n, t_next, t_s=t_rel))
     if progress:
         progress(SessionProgress("done", n, n, None))
     return late, worst
@@ -285,6 +295,7 @@ class ResumePlan:
     done: int
     total: int
     times_s: npt.NDArray[np.float64]
+    repeats: int
     t_end_s: float
     t_end_unix_s: float
     chip_state: dict[str, np.ndarray] | None
@@ -331,8 +342,9 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             session=rec.session_name or "",
             chip_uri=uri,
             done=rec.n_readouts,
-            total=int(times.size),
+            total=int(times.size) * rec.readout_repeats,
             times_s=times,
+            repeats=rec.readout_repeats,
             t_end_s=prog.t_end_s,
             t_end_unix_s=prog.t_end_unix_s,
             chip_state=state,
@@ -398,7 +410,9 @@ def resume_session(
         with writer:
             if writer.n_readouts != plan.done:
                 raise RecordingError(f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)")
-            late, worst = record_readouts(writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable)
+            late, worst = record_readouts(
+                writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
+            )
             done = writer.n_readouts
         return SessionResult(
             path=plan.path,
@@ -439,15 +453,18 @@ def _status(rec: Recording) -> dict[str, Any]:
     n = rec.n_readouts
     times = rec.times_s
     sched = rec.scheduled_times_s
-    total = None if sched is None else int(sched.size)
+    total = rec.n_scheduled
     if rec.writer_running:
         state = "running"
-    elif total is None or n >= total:
+    elif total is None:
+        state = "no session"  # a program-only recording: nothing was scheduled
+    elif n >= total:
         state = "complete"
     else:
         state = "interrupted"
     prog = rec.programming
-    next_due = float(sched[n]) if sched is not None and n < sched.size else None
+    k = rec.readout_repeats
+    next_due = float(sched[n // k]) if sched is not None and n // k < sched.size else None
     out: dict[str, Any] = {
         "path": str(rec.path),
         "session": rec.session_name,
@@ -462,7 +479,12 @@ def _status(rec: Recording) -> dict[str, Any]:
         "readouts_pending": None if total is None else max(total - n, 0),
         "last_t_s": float(times[-1]) if n else None,
         "next_due_s": next_due,
-        "next_due_unix_s": None if next_due is None else prog.t_end_unix_s + next_due,
+        # Only a chip on wall-clock time has a wall-clock due time; a simulated clock's
+        # schedule has no meaning in wall time (it would print a time in the past).
+        "simulated_clock": _simulated_clock(rec.provenance.get("chip_uri")),
+        "next_due_unix_s": (
+            None if next_due is None or _simulated_clock(rec.provenance.get("chip_uri")) else prog.t_end_unix_s + next_due
+        ),
         "programming": {
             "converged_fraction": prog.converged_fraction,
             "error_std_uS": prog.error_std_uS,
@@ -482,6 +504,17 @@ def _status(rec: Recording) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def _simulated_clock(chip_uri: str | None) -> bool:
+    """Whether the recorded chip ran on a simulated clock (a virtual chip without clock=wall)."""
+    from harness.registry import parse_uri
+
+    try:
+        parsed = parse_uri(chip_uri or "")
+    except HarnessError:
+        return False
+    return parsed.scheme == "virtual" and parsed.params.get("clock", "sim") != "wall"
 
 
 def _programmed_mask(rec: Recording) -> npt.NDArray[np.bool_]:

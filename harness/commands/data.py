@@ -14,7 +14,10 @@ import typer
 
 from harness.commands.common import console_for, emit_json, progress_bar, user_errors
 
-app = typer.Typer(help="Build dataset files from local copies of public datasets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build dataset files (KWS MFCCs, VWW images, UCI HAR) from local copies of public datasets.",
+    no_args_is_help=True,
+)
 
 
 class _LazyProgress(contextlib.ExitStack):

@@ -1,0 +1,177 @@
+"""The recording format's schema: names, constants, and the structure writer and recovery both create.
+
+The layout is documented in ``docs/recording-format.md`` (the one description of the
+format); the version is the root attribute ``format_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from harness.errors import RecordingError
+
+FORMAT_NAME = "pcm-harness-recording"
+#: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time); a
+#: version-1 file has none and reads as k = 1.
+FORMAT_VERSION = 2
+
+#: Readout encodings: ``adc_code`` stores the ADC code of every read (uint8 for <= 8-bit
+#: ADCs, else uint16) and converts with ``Geometry.codes_to_uS`` on the way out, so the µS
+#: values come back bit-identical to what the chip returned; ``float64`` stores µS as is
+#: (for backends whose reads are not on an ADC grid).
+ENCODINGS = ("adc_code", "float64")
+
+#: Columns of ``readouts/meta`` recorded with every readout (a compound dataset, so one
+#: readout's scalars are one write), before any declared extras.
+BUILTIN_EXTRAS: dict[str, np.dtype[Any]] = {
+    "t_s": np.dtype(np.float64),
+    "t_scheduled_s": np.dtype(np.float64),
+    "schedule_index": np.dtype(np.int64),
+    "wall_unix_s": np.dtype(np.float64),
+    "read_duration_s": np.dtype(np.float64),
+}
+_EXTRA_FILL = {"t_scheduled_s": math.nan, "schedule_index": -1, "read_duration_s": math.nan}
+
+#: Largest chunk of the readout matrix (bytes); a row of up to this size is one chunk, so
+#: one readout is one contiguous write.
+MAX_CHUNK_BYTES = 8 << 20
+
+_PARTIAL_INFIX = ".partial-"
+
+#: Integer header arrays (addresses, indices, flags) of at least this many elements are
+#: stored chunked with shuffle + gzip level 1: they shrink 3-10x, and gzip is in every HDF5
+#: build. Float arrays (conductances, drift exponents) barely compress and stay raw.
+COMPRESS_MIN_ELEMENTS = 1024
+COMPRESS_CHUNK_ELEMENTS = 1 << 18
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in a recording's JSON attributes")
+
+
+def _dumps(obj: Any) -> str:
+    try:
+        return json.dumps(obj, default=_json_default, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RecordingError(f"cannot record {obj!r:.80}: {exc}") from exc
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biufc":
+        raise RecordingError(f"chip state {name!r} has dtype {arr.dtype}; only numeric arrays can be recorded")
+    return arr
+
+
+def _put(group: h5py.Group, name: str, data: np.ndarray, links: dict[str, np.ndarray] | None = None) -> None:
+    """Store a header array once: equal to an array already stored (``links``: path -> array)
+    it becomes a hard link to it; large arrays are compressed."""
+    arr = np.asarray(data)
+    if links is not None:
+        for path, other in links.items():
+            if other.dtype == arr.dtype and other.shape == arr.shape and np.array_equal(other, arr):
+                group[name] = group.file[path]
+                return
+    if arr.ndim == 1 and arr.size >= COMPRESS_MIN_ELEMENTS and arr.dtype.kind in "biu":
+        group.create_dataset(
+            name, data=arr, chunks=(min(arr.size, COMPRESS_CHUNK_ELEMENTS),), compression="gzip",
+            compression_opts=1, shuffle=True,
+        )
+    else:
+        group.create_dataset(name, data=arr)
+    if links is not None:
+        links[group[name].name] = arr
+
+
+def _write_all(ds: h5py.Dataset, arr: np.ndarray) -> None:
+    """Write a whole dataset with one low-level call (``arr`` already of its shape and dtype)."""
+    ds.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.asarray(arr, dtype=ds.dtype, order="C"))
+
+
+def partial_paths(path: str | Path) -> list[Path]:
+    """Leftover temporary files of interrupted header writes for ``path`` (any process)."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        return []
+    return sorted(p.parent.glob(p.name + _PARTIAL_INFIX + "*"))
+
+
+def _process_start_us(pid: int) -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).create_time() * 1e6)
+    except Exception:  # noqa: BLE001 - psutil missing or the process vanished: unknown start time
+        return 0
+
+
+def writer_alive(pid: int, start_us: int) -> bool:
+    """True if process ``pid`` exists and (when known) started at ``start_us``."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if start_us == 0:
+        return True
+    now_start = _process_start_us(pid)
+    return now_start == 0 or abs(now_start - start_us) < 1_000_000
+
+
+
+
+def _meta_dtype(extras: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> np.dtype[Any]:
+    return np.dtype([(name, dt, shape) if shape else (name, dt) for name, (dt, shape) in extras.items()])
+
+
+def _create_meta(r: h5py.Group, dtype: np.dtype[Any], n: int = 0) -> h5py.Dataset:
+    rows = max(1, min(64, (1 << 20) // dtype.itemsize))
+    return r.create_dataset("meta", shape=(n,), maxshape=(None,), dtype=dtype, chunks=(rows,))
+
+
+def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
+    cs = f.create_group("chip_state")
+    base = cs.create_group("base")
+    keys = sorted(state)
+    cs.attrs["keys_json"] = _dumps(keys)
+    for slot in ("slot0", "slot1"):
+        g = cs.create_group(slot)
+        g.create_dataset("present", data=np.zeros(len(keys), dtype=np.uint8))
+    for key in keys:
+        arr = _as_array(key, state[key])
+        _put(base, key, arr)
+        for slot in ("slot0", "slot1"):
+            if arr.ndim == 0:
+                cs[slot].create_dataset(key, shape=(), dtype=arr.dtype)
+            else:
+                cs[slot].create_dataset(
+                    key,
+                    shape=(0,) * arr.ndim,
+                    maxshape=(None,) * arr.ndim,
+                    dtype=arr.dtype,
+                    chunks=tuple(max(1, min(s, 1 << 18)) for s in arr.shape),
+                )
+
