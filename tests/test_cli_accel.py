@@ -26,6 +26,8 @@ def test_json_summary_for_analognet_kws() -> None:
     assert [r["bits"] for r in out["results"]] == [8, 4]
     r8 = out["results"][0]
     assert r8["cim_cycles"] == 991
+    # conv1's 49 × 10 × 84 output at 8 bits fits one 64 KiB bank of the 128 KB double buffer.
+    assert (r8["largest_activation_bytes"], r8["sram_bank_bytes"]) == (49 * 10 * 84, 65536)
     assert r8["inferences_per_s"] == pytest.approx(7762, rel=1e-3)
     assert r8["mcu_baseline_uJ"] == 48_600.0
     assert r8["mcu_energy_ratio"] == pytest.approx(48_600.0 / r8["uJ_per_inference"])

@@ -27,7 +27,7 @@ bits = [8, 4]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[Path]:
-    """The shipped demo recording, a 2-chip sweep folder and an evaluation JSON."""
+    """The shipped demo recording, a 2-chip sweep folder, an evaluation and an accelerator estimate."""
     pytest.importorskip("distributed")
     from harness.sweep import run_sweep
     from harness.sweep_spec import parse_sweep
@@ -37,7 +37,10 @@ def inputs(tmp_path_factory) -> list[Path]:
     r = invoke("evaluate", "--chip", "virtual?rows=64&cols=160", "--runs", "2", "--times", "25s,1d", "--bits", "8,4", "--json")
     assert r.exit_code == 0, r.stderr
     (d / "eval.json").write_text(r.stdout)
-    return [DEMO, d / "sweep", d / "eval.json"]
+    r = invoke("accel", "--model", "analognet-kws", "--json")
+    assert r.exit_code == 0, r.stderr
+    (d / "accel.json").write_text(r.stdout)
+    return [DEMO, d / "sweep", d / "eval.json", d / "accel.json"]
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +57,11 @@ def test_report_is_one_self_contained_file(page: Path) -> None:
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", text)
     assert "<script" not in text and "<link" not in text and "@import" not in text
     images = re.findall(r'<img src="data:image/png;base64,', text)
-    # recording: convergence map, verify error, histograms, drift; sweep: 1 curve; evaluation: 1 curve
-    assert len(images) == 6
-    for heading in ("Recording demo.h5", "Sweep tiny", "Evaluation eval.json", "Provenance", "Ablation at 1d"):
+    # recording: convergence map, verify error, histograms, drift; sweep: 1 curve; evaluation: 1 curve;
+    # accelerator: Figure 8 scatter and placement map
+    assert len(images) == 8
+    for heading in ("Recording demo.h5", "Sweep tiny", "Evaluation eval.json", "Accelerator estimate accel.json",
+                    "Provenance", "Ablation at 1d", "Per layer at 8-bit"):
         assert heading in text
     assert "virtual?rows=64&amp;cols=160&amp;seed=42" in text  # the recording's chip URI, escaped
     assert "harness report" in text  # the command line that made it
@@ -151,6 +156,6 @@ def test_report_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None
         finally:
             browser.close()
     assert errors == []
-    assert len(images) == 6 and all(done and width > 0 for done, width in images)
+    assert len(images) == 8 and all(done and width > 0 for done, width in images)
     assert all(u.startswith(("file:", "data:")) for u in requests)  # nothing from the network
     assert (tmp_path / "report.png").stat().st_size > 50_000

@@ -60,6 +60,13 @@ class AccelReport:
         base = MCU_BASELINE_UJ.get(self.task or "")
         return None if base is None else base / cost.uJ_per_inference
 
+    def largest_activation_bytes(self, bits: int) -> int:
+        """Largest layer input or output at ``bits`` bits: what one SRAM bank must hold, since the
+        double buffer reads a layer's input from one bank and writes its output to the other
+        (residual inputs kept alive are not counted)."""
+        elems = max(max(x.in_elems, x.out_elems) for x in self.workload.layers)
+        return -(-elems * bits // 8)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "model": self.workload.name,
@@ -77,6 +84,8 @@ class AccelReport:
                 {**c.summary(),
                  "mcu_baseline_uJ": MCU_BASELINE_UJ.get(self.task or ""),
                  "mcu_energy_ratio": self.mcu_ratio(c),
+                 "largest_activation_bytes": self.largest_activation_bytes(c.bits),
+                 "sram_bank_bytes": self.hardware.sram.bank_bytes,
                  "layers": [x.as_dict() for x in c.layers]}
                 for c in self.costs
             ],

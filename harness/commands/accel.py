@@ -94,6 +94,11 @@ def accel_command(
             console.print(_layer_table(report, cost))
         console.print(_summary_table(report))
         console.print(_stall_line(report))
+        bank = hardware.sram.bank_bytes
+        too_big = [c.bits for c in report.costs if report.largest_activation_bytes(c.bits) > bank]
+        if too_big:
+            console.print(f"warning: the largest activation exceeds one {bank:,} B SRAM bank at "
+                          f"{', '.join(map(str, too_big))} bits; AON-CiM's double buffer cannot hold it")
         if report.task in MCU_BASELINE_UJ:
             console.print(f"MCU/CiM: MicroNets on an MCU use {MCU_BASELINE_UJ[report.task] / 1e3:g} mJ/inference "
                           "for this task (AnalogNets §6.5)")

@@ -52,7 +52,7 @@ def accel_section(path: Path, doc: dict[str, Any]) -> Section:
 def _figure8(results: list[dict[str, Any]]) -> bytes:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax_t, ax_e = fig.subplots(1, 2)
     for r in results:
         layers = r["layers"]
@@ -69,7 +69,8 @@ def _figure8(results: list[dict[str, Any]]) -> bytes:
         ax.set_xlabel("layer size on the array (rows × columns)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    ax_e.legend(fontsize=7, ncols=2)
+    handles, labels = ax_e.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     return figure_png(fig)
 
 
@@ -77,7 +78,7 @@ def _placement(tiles: list[dict[str, Any]], rows: int, cols: int) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    fig = Figure(figsize=(7.5, 7.5 * min(2.0, rows / cols) * 0.75 + 1), layout="constrained")
+    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
     ax = fig.subplots()
     ax.add_patch(Rectangle((0, 0), cols, rows, facecolor="#f2f4f7", edgecolor="black"))
     cmap = __import__("matplotlib").colormaps["tab20"]
