@@ -27,6 +27,8 @@ COMMANDS: dict[str, LazyCommand] = {
                             "Accuracy of a model vs time since programming, from a live chip or a recording."),
     "sweep": LazyCommand("harness.commands.sweep:sweep_command",
                          "Run a sweep; re-running the same sweep into the same folder resumes it."),
+    "models": LazyCommand("harness.commands.models:models_command",
+                          "List the model zoo: parameters, MACs, MVMs per inference, and how each fits the array."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
 }

@@ -41,7 +41,7 @@ from harness.recording import (
     recover_recording,
     writer_alive,
 )
-from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+from harness.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -123,9 +123,11 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.models.format import default_model_path
+    """The file of the session's model: ``"default"``, a zoo/bundled name or a path
+    (:func:`harness.models.resolve_model_path`)."""
+    from harness.models import resolve_model_path as resolve
 
-    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
+    return resolve(spec.program.model)
 
 
 def clean_stale_partials(out: Path) -> list[Path]:
