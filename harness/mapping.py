@@ -33,6 +33,7 @@ class LayerPlacement:
     col0: int
     weight_max: float
     scale_uS: float  # s: µS per unit weight
+    unipolar: bool = False  # one device per weight (all weights >= 0), no G− column
 
     @property
     def n_rows(self) -> int:
@@ -40,7 +41,11 @@ class LayerPlacement:
 
     @property
     def n_cols(self) -> int:
-        return 2 * self.out_features
+        return (1 if self.unipolar else 2) * self.out_features
+
+    @property
+    def n_devices(self) -> int:
+        return self.n_rows * self.n_cols
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,9 +72,8 @@ class Layout:
 
     def layer_slice(self, i: int) -> slice:
         """Device range of layer ``i`` in the flat order (G+ block then G− block)."""
-        start = sum(2 * p.out_features * p.fan_in for p in self.layers[:i])
-        n = 2 * self.layers[i].out_features * self.layers[i].fan_in
-        return slice(start, start + n)
+        start = sum(p.n_devices for p in self.layers[:i])
+        return slice(start, start + self.layers[i].n_devices)
 
     def pair_conductances(self, g_uS: npt.ArrayLike, layer: int) -> tuple[FloatArray, FloatArray]:
         """(G+, G−) of one layer as ``(..., out, fan_in)`` arrays from flat per-device µS ``(..., n)``."""
@@ -80,6 +84,8 @@ class Layout:
         block = g[..., self.layer_slice(layer)]
         n = p.out_features * p.fan_in
         shape = g.shape[:-1] + (p.out_features, p.fan_in)
+        if p.unipolar:  # W = (G − g_min)/s: the reference is the RESET level, held digitally
+            return block.reshape(shape), np.full(shape, self.geometry.g_min_uS)
         return block[..., :n].reshape(shape), block[..., n:].reshape(shape)
 
     def to_weights(self, g_uS: npt.ArrayLike) -> dict[str, FloatArray]:
@@ -91,7 +97,9 @@ class Layout:
         return out
 
 
-def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> list[tuple[int, int]]:
+def place_layers(
+    shapes: Sequence[tuple[str, int, int]], geometry: Geometry, *, unipolar: frozenset[str] = frozenset()
+) -> list[tuple[int, int]]:
     """Shelf-pack blocks of ``fan_in`` rows × ``2·out`` cols; returns (row0, col0) per layer.
 
     Raises:
@@ -100,7 +108,7 @@ def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> 
     origins: list[tuple[int, int]] = []
     x = y = shelf_h = 0
     for name, out_features, fan_in in shapes:
-        h, w = fan_in, 2 * out_features
+        h, w = fan_in, (1 if name in unipolar else 2) * out_features
         if h > geometry.rows or w > geometry.cols:
             raise MappingError(
                 f"layer {name!r} needs a {h}x{w} block (fan-in x 2*outputs) but the array is "
@@ -109,7 +117,7 @@ def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> 
         if x + w > geometry.cols:
             x, y, shelf_h = 0, y + shelf_h, 0
         if y + h > geometry.rows:
-            total = sum(2 * o * f for _, o, f in shapes)
+            total = sum((1 if n in unipolar else 2) * o * f for n, o, f in shapes)
             raise MappingError(
                 f"the model does not fit: layer {name!r} would end at row {y + h} of {geometry.rows} "
                 f"({total} devices needed, {geometry.n_cells} on a {geometry.rows}x{geometry.cols} array)"
@@ -120,12 +128,26 @@ def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> 
     return origins
 
 
-def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]], geometry: Geometry) -> Layout:
+def map_weights(
+    weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]],
+    geometry: Geometry,
+    *,
+    unipolar: Sequence[str] = (),
+) -> Layout:
     """Map 2-D weight matrices ``(out, fan_in)`` (in order) to target conductances and a layout.
 
+    Layers named in ``unipolar`` (all weights >= 0, e.g. from the ``uniform --unipolar``
+    training recipe) map onto single devices, ``G = g_min + s·W``, with no G− column: half
+    the devices of a differential layer (Garcia-Redondo et al.); ``W = (G − g_min)/s``.
+
     Raises:
-        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, or no room.
+        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, a
+            negative weight in a unipolar layer, an unknown unipolar name, or no room.
     """
+    single = frozenset(unipolar)
+    unknown = single - {name for name, _ in (weights.items() if isinstance(weights, Mapping) else weights)}
+    if unknown:
+        raise MappingError(f"unipolar layers {sorted(unknown)} are not among the mapped layers")
     items = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
     if not items:
         raise MappingError("the model has no analog layers to map")
@@ -138,8 +160,10 @@ def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.A
             raise MappingError(f"layer {name!r} has NaN or infinite weights")
         if not np.any(arr):
             raise MappingError(f"layer {name!r} has only zero weights; nothing to scale to g_max")
+        if name in single and arr.min() < 0:
+            raise MappingError(f"layer {name!r} has negative weights (min {arr.min():.3g}); it cannot be unipolar")
         mats.append((name, arr))
-    origins = place_layers([(n, a.shape[0], a.shape[1]) for n, a in mats], geometry)
+    origins = place_layers([(n, a.shape[0], a.shape[1]) for n, a in mats], geometry, unipolar=single)
 
     placements, cells, targets, layer_idx, signs, w_idx = [], [], [], [], [], []
     g_span = geometry.g_max_uS - geometry.g_min_uS
@@ -147,17 +171,24 @@ def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.A
         out_f, fan_in = w.shape
         w_max = float(np.abs(w).max())
         scale = g_span / w_max
-        placements.append(LayerPlacement(name, out_f, fan_in, row0, col0, w_max, scale))
+        placements.append(LayerPlacement(name, out_f, fan_in, row0, col0, w_max, scale, name in single))
         o, k = np.meshgrid(np.arange(out_f), np.arange(fan_in), indexing="ij")
         rows = (row0 + k).ravel()
-        cols_pos = (col0 + 2 * o).ravel()
         flat_w = w.ravel()
         g = scale * np.abs(flat_w)
+        n = flat_w.size
+        if name in single:
+            cells.append(rows * geometry.cols + (col0 + o).ravel())
+            targets.append(g + geometry.g_min_uS)
+            layer_idx.append(np.full(n, i, dtype=np.int32))
+            signs.append(np.ones(n, dtype=np.int8))
+            w_idx.append(np.arange(n, dtype=np.int64))
+            continue
+        cols_pos = (col0 + 2 * o).ravel()
         g_pos = np.where(flat_w > 0, g, 0.0) + geometry.g_min_uS
         g_neg = np.where(flat_w < 0, g, 0.0) + geometry.g_min_uS
         cells += [rows * geometry.cols + cols_pos, rows * geometry.cols + cols_pos + 1]
         targets += [g_pos, g_neg]
-        n = flat_w.size
         layer_idx.append(np.full(2 * n, i, dtype=np.int32))
         signs += [np.ones(n, dtype=np.int8), -np.ones(n, dtype=np.int8)]
         w_idx += [np.arange(n, dtype=np.int64)] * 2

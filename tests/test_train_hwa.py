@@ -358,3 +358,46 @@ def test_resume_refuses_other_models_corrupt_files_and_stale_checkpoints(tmp_pat
     ckpt.write_bytes(b"\x00" * 100)
     with pytest.raises(TrainingError, match="corrupt"):
         train_model(tiny, task, recipe, OPTS, checkpoint_path=ckpt, resume=True)
+
+
+# -- unipolar mapping ----------------------------------------------------------------------------
+
+
+def test_unipolar_layer_uses_half_the_devices_and_reads_back_its_weights(task, tiny) -> None:
+    from harness.chip import Geometry
+    from harness.mapping import map_weights
+
+    uni = train_model(tiny, task, make_recipe("uniform", eta=0.05, bits=4, unipolar=True), OPTS).model
+    geometry = Geometry(rows=64, cols=64)
+    weights = [(layer.name, layer.weight) for layer in uni.analog_layers()]
+    differential = map_weights(weights, geometry)
+    single = map_weights(weights, geometry, unipolar=uni.metadata["unipolar_layers"])
+    n_weights = sum(w.size for _, w in weights)
+    assert differential.n_devices == 2 * n_weights
+    assert single.n_devices == n_weights == differential.n_devices // 2
+    for i, p in enumerate(single.layers):
+        assert p.unipolar and p.n_cols == p.out_features
+        assert single.layer_slice(i).stop - single.layer_slice(i).start == p.out_features * p.fan_in
+    assert len(np.unique(single.cells)) == single.n_devices  # no cell used twice
+    back = single.to_weights(single.target_uS)
+    for name, w in weights:
+        np.testing.assert_allclose(back[name], w, rtol=1e-6, atol=1e-7)
+    with pytest.raises(Exception, match="negative"):
+        map_weights([("fc1", np.array([[1.0, -0.5]]))], geometry, unipolar=["fc1"])
+
+
+def test_cim_computes_a_unipolar_layout_like_the_differential_one(task, tiny) -> None:
+    from harness.chip import Geometry
+    from harness.cim import CimSimulator
+    from harness.mapping import map_weights
+
+    uni = train_model(tiny, task, make_recipe("uniform", eta=0.05, bits=4, unipolar=True), OPTS).model
+    geometry = Geometry(rows=64, cols=64)
+    weights = [(layer.name, layer.weight) for layer in uni.analog_layers()]
+    x = np.array(task.x_test[:50])
+    out = []
+    for layout in (map_weights(weights, geometry), map_weights(weights, geometry, unipolar=["fc1", "fc2"])):
+        sim = CimSimulator(uni, layout, converter_ranges(uni))
+        g = torch.from_numpy(layout.target_uS[None, :].astype(np.float32))
+        out.append(sim.logits(x, g, bits=4, g_ref_uS=g))
+    torch.testing.assert_close(out[1], out[0], rtol=1e-4, atol=1e-4)
