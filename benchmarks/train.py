@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -90,7 +91,15 @@ def main() -> None:
     hw.init_ranges(x, percentile=99.995)
     hw.train()
     stage2 = _stepper(hw, [hw.weight_parameters(), hw.range_parameters()], x, y)
-    runners: dict[str, Callable[[], None]] = {"plain torch": plain, "stage 2 (analognets)": stage2}
+    hw_p1 = convert(net, replace(stage2_cfg, quant_noise_p=1.0), generator=torch.Generator().manual_seed(1))
+    hw_p1.init_ranges(x, percentile=99.995)
+    hw_p1.train()
+    stage2_p1 = _stepper(hw_p1, [hw_p1.weight_parameters(), hw_p1.range_parameters()], x, y)
+    runners: dict[str, Callable[[], None]] = {
+        "plain torch": plain,
+        "stage 2 (analognets)": stage2,
+        "stage 2, no quant. noise": stage2_p1,
+    }
     lightning = _aihwkit_lightning_step(net, x, y, args.bits)
     if lightning is not None:
         runners["aihwkit-lightning"] = lightning
