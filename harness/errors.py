@@ -75,3 +75,11 @@ class EvaluationError(HarnessError):
 
 class TrainingError(HarnessError):
     """A training run cannot start or resume (corrupt or foreign checkpoint, shape mismatch)."""
+
+
+class AccelError(HarnessError):
+    """An accelerator cost-model request is inconsistent (unsupported bit-width, bad workload)."""
+
+
+class TilingError(AccelError):
+    """A model's layers cannot be placed on the accelerator's array (too tall, too wide, too many)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -16,13 +17,20 @@ TRACKED_PACKAGES = ("numpy", "torch", "h5py", "pyserial", "pyvisa", "pyvisa-py",
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages results depend on ("absent" if not installed)."""
-    out: dict[str, str] = {}
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    # Read once per process: scanning package metadata costs ~30 ms, and a sweep worker
+    # records a session per simulated chip. Versions cannot change under a running process.
+    out = []
     for name in TRACKED_PACKAGES:
         try:
-            out[name] = version(name)
+            out.append((name, version(name)))
         except PackageNotFoundError:
-            out[name] = "absent"
-    return out
+            out.append((name, "absent"))
+    return tuple(out)
 
 
 def personality_provenance(chip: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import ConfigError, HarnessError, ScheduleError
+from harness.units import format_duration
 
 #: Upper bound on readouts in one schedule: a guard against a typo such as ``points = 3e6``
 #: turning into a multi-terabyte recording.
@@ -164,15 +165,8 @@ def _check_points(points: int, kind: str) -> None:
 
 
 def fmt_duration(t_s: float) -> str:
-    """Compact human time: ``25 s``, ``3.5 min``, ``1.25 h``, ``2 d``."""
-    t = float(t_s)
-    if abs(t) < 120:
-        return f"{t:.4g} s"
-    if abs(t) < 7200:
-        return f"{t / 60:.4g} min"
-    if abs(t) < 172800:
-        return f"{t / 3600:.4g} h"
-    return f"{t / 86400:.4g} d"
+    """Alias of :func:`harness.units.format_duration`, the one duration format."""
+    return format_duration(t_s)
 
 
 # ----------------------------------------------------------------------------- session files

@@ -117,8 +117,9 @@ LATE_TOLERANCE_S = 1e-3
 
 
 def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
-    """The schedule as rows ``{index, t_s, after}`` (for ``--dry-run``)."""
-    return [{"index": i, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
+    """The schedule as rows ``{readout, t_s, after}`` (for ``--dry-run``); readouts are
+    numbered from 1, as everywhere in the CLI."""
+    return [{"readout": i + 1, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
@@ -455,7 +456,9 @@ def _status(rec: Recording) -> dict[str, Any]:
     total = rec.n_scheduled
     if rec.writer_running:
         state = "running"
-    elif total is None or n >= total:
+    elif total is None:
+        state = "no session"  # a program-only recording: nothing was scheduled
+    elif n >= total:
         state = "complete"
     else:
         state = "interrupted"
@@ -476,7 +479,12 @@ def _status(rec: Recording) -> dict[str, Any]:
         "readouts_pending": None if total is None else max(total - n, 0),
         "last_t_s": float(times[-1]) if n else None,
         "next_due_s": next_due,
-        "next_due_unix_s": None if next_due is None else prog.t_end_unix_s + next_due,
+        # Only a chip on wall-clock time has a wall-clock due time; a simulated clock's
+        # schedule has no meaning in wall time (it would print a time in the past).
+        "simulated_clock": _simulated_clock(rec.provenance.get("chip_uri")),
+        "next_due_unix_s": (
+            None if next_due is None or _simulated_clock(rec.provenance.get("chip_uri")) else prog.t_end_unix_s + next_due
+        ),
         "programming": {
             "converged_fraction": prog.converged_fraction,
             "error_std_uS": prog.error_std_uS,
@@ -496,6 +504,17 @@ def _status(rec: Recording) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def _simulated_clock(chip_uri: str | None) -> bool:
+    """Whether the recorded chip ran on a simulated clock (a virtual chip without clock=wall)."""
+    from harness.registry import parse_uri
+
+    try:
+        parsed = parse_uri(chip_uri or "")
+    except HarnessError:
+        return False
+    return parsed.scheme == "virtual" and parsed.params.get("clock", "sim") != "wall"
 
 
 def _programmed_mask(rec: Recording) -> npt.NDArray[np.bool_]:

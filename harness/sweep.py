@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +87,8 @@ class SweepResult:
     wall_s: float = 0.0
     executor: str = ""
     task_wall_s: tuple[float, ...] = field(default=(), repr=False)
+    #: Largest peak RSS a worker process reported (MiB; the whole process for in-process runs).
+    worker_peak_rss_mib: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -105,6 +108,7 @@ class SweepResult:
             "complete": self.complete,
             "wall_s": self.wall_s,
             "task_wall_s_mean": float(walls.mean()) if walls.size else None,
+            "worker_peak_rss_mib": self.worker_peak_rss_mib,
             "rows_per_task": self.spec.rows_per_task,
         }
 
@@ -122,6 +126,7 @@ class TaskOutput:
     task_id: str
     columns: dict[str, list[Any]]
     wall_s: float
+    peak_rss_mib: float = 0.0
 
 
 def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
@@ -160,7 +165,8 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
                         }
                         for k, v in row.items():
                             cols[k].append(v)
-        return TaskOutput(task.task_id, cols, time.perf_counter() - t0)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return TaskOutput(task.task_id, cols, time.perf_counter() - t0, peak_mib)
     finally:
         torch.set_num_threads(threads)
 
@@ -363,7 +369,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
     n = 1 if workers is None else workers
     kwargs: dict[str, Any] = dict(
-        n_workers=n, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR,
+        # ":0": any free port for the scheduler's HTTP endpoints (None still binds 8787).
+        n_workers=n, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR,
     )
     if n == 1:
         kwargs["processes"] = False
@@ -409,6 +416,7 @@ def run_sweep(
         todo, skipped = pending_tasks(spec, out)
         failures: list[TaskFailure] = []
         walls: list[float] = []
+        peak_mib = 0.0
         executor = "nothing to do"
         if todo:
             with dask_client(workers, scheduler) as (client, executor):
@@ -438,12 +446,14 @@ def run_sweep(
                         output: TaskOutput = fut.result()
                         _write_part(out, output)
                         walls.append(output.wall_s)
+                        peak_mib = max(peak_mib, output.peak_rss_mib)
                         done += 1
                     fut.release()
                     report()
         return SweepResult(
             out_dir=out, spec=spec, total=total, ran=len(walls), skipped=skipped, failures=tuple(failures),
             wall_s=time.perf_counter() - wall0, executor=executor, task_wall_s=tuple(walls),
+            worker_peak_rss_mib=peak_mib,
         )
 
 

@@ -45,7 +45,8 @@ def test_shipped_personalities() -> None:
     assert float(ph.programming_noise_std(1.0, herm)) == pytest.approx(sum(herm.prog_noise_coeffs_uS), rel=1e-12)
 
 
-def test_pcm90_is_bit_identical_to_the_chip_before_personalities(tmp_path: Path) -> None:
+def test_pcm90_is_bit_identical_to_the_pinned_trace(tmp_path: Path) -> None:
+    """pcm-90nm replays the pinned trace bit for bit (see the golden script for what it pins)."""
     golden = np.load(GOLDEN / "virtual_chip_pcm90.npz")
     mod = _golden_module()
     out = mod.trace(VirtualPCMChip(Geometry(rows=8, cols=64), seed=11, personality="pcm-90nm"))

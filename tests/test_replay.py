@@ -187,7 +187,7 @@ def test_replay_cli_human_output() -> None:
     r = runner.invoke(app, ["replay", str(FIXTURE)], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
     text = " ".join(r.stdout.split())
-    assert "per target level" in text and "ν fit" in text and "RESET" in text and "24 h" in text
+    assert "per target level" in text and "ν fit" in text and "RESET" in text and "1d" in text
 
 
 def test_replay_cli_bad_png_path_is_one_line(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_two_workers_give_the_identical_table(spec, serial_table, tmp_path):
 def test_an_existing_scheduler_gives_the_identical_table(spec, serial_table, tmp_path):
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
         result = run_sweep(spec, tmp_path / "sched", scheduler=cluster.scheduler_address)
     assert result.complete and result.executor.startswith("scheduler tcp://")
     pd.testing.assert_frame_equal(_sorted(load_results(tmp_path / "sched")), serial_table)

@@ -388,7 +388,7 @@ def test_unipolar_layer_uses_half_the_devices_and_reads_back_its_weights(task, t
     assert differential.n_devices == 2 * n_weights
     assert single.n_devices == n_weights == differential.n_devices // 2
     for i, p in enumerate(single.layers):
-        assert p.unipolar and p.n_cols == p.out_features
+        assert p.unipolar and p.n_devices == p.out_features * p.fan_in
         assert single.layer_slice(i).stop - single.layer_slice(i).start == p.out_features * p.fan_in
     assert len(np.unique(single.cells)) == single.n_devices  # no cell used twice
     back = single.to_weights(single.target_uS)

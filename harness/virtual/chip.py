@@ -8,13 +8,17 @@ physics is in :mod:`harness.virtual.physics`; the model is described in
 State per device: ``g_prog`` (conductance right after its last pulse, µS), ``t_pulse``
 (chip time of that pulse, s), ``nu`` (drift exponent, drawn at the pulse), ``z_relax``
 (standard-normal draw of its post-programming relaxation). Device-to-device constants
-(saturation conductance, SET rate, weak devices) are drawn once from the seed.
+(saturation conductance, SET rate, weak devices) and each device's as-fabricated state are
+a function of (seed, cell) (:mod:`harness.virtual.cell_random`), made the first time the
+cell is touched: a chip costs what its used cells cost, whatever its size. Pulses and reads
+draw from one sequential seeded generator, batch by batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +29,7 @@ from harness.clock import SimulatedClock, WallClock
 from harness.errors import ConfigError
 from harness.registry import ChipURI, take_params
 from harness.virtual import physics as ph
+from harness.virtual.cell_random import CellRandom
 from harness.virtual.personality import Personality, load_personality
 
 #: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
@@ -33,6 +38,9 @@ PULSE_OP_TIME_S = ph.PULSE_OP_TIME_S
 READ_OP_TIME_S = ph.READ_OP_TIME_S
 #: Devices are made long before the harness meets them: initial state is RESET, this long ago.
 FABRICATION_AGE_S = 1e6
+
+#: Per-device fabrication draws (harness.virtual.cell_random), one named stream each.
+FABRICATION_STREAMS = ("g_sat", "weak", "weak_g_sat", "set_rate", "reset", "nu", "relax")
 
 #: Keys of :meth:`VirtualPCMChip.snapshot` that change with every read (small) ...
 RUNTIME_STATE_KEYS = ("rng_state", "clock_s")
@@ -70,20 +78,25 @@ class VirtualPCMChip(ChipBackend):
             raise ConfigError(f"unknown clock {clock!r}; use 'sim' (simulated) or 'wall' (real time)")
         if seed < 0:
             raise ConfigError(f"seed {seed} must be >= 0")
+        check_virtual_memory(geometry)
         self.seed = int(seed)
         self.clock_kind = clock
         self._clock: SimulatedClock | WallClock = SimulatedClock() if clock == "sim" else WallClock()
-        device_seq, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
-        n = geometry.n_cells
-        self._params = ph.draw_device_params(n, np.random.default_rng(device_seq), pers)
+        _, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
         self._rng = np.random.default_rng(runtime_seq)
-        self._g_prog = ph.reset_response(n, self._rng, pers)
-        self._t_pulse = np.full(n, -FABRICATION_AGE_S)
-        self._nu = ph.draw_drift_exponents(self._x(self._g_prog), self._rng, pers)
-        self._z_relax = self._rng.standard_normal(n)
+        # Device state is made on first touch: a device's fabrication randomness is a function
+        # of (seed, cell) (cell_random), so a chip costs what the cells it is asked about cost.
+        # np.empty/np.zeros of a million cells only reserve memory; nothing is computed yet.
+        self._cell_random = CellRandom(self.seed, FABRICATION_STREAMS)
+        n = geometry.n_cells
+        self._made = np.zeros(n, dtype=bool)
+        self._params = ph.DeviceParams(g_sat_uS=np.empty(n), set_rate=np.empty(n))
+        self._g_prog = np.empty(n)
+        self._t_pulse = np.empty(n)
+        self._nu = np.empty(n)
+        self._z_relax = np.empty(n)
         self._relax_amp = np.empty(n)
         self._q_s = np.empty(n)
-        self._update_derived(np.arange(n))
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
@@ -99,9 +112,11 @@ class VirtualPCMChip(ChipBackend):
         self._clock.wait_until(t_s)
 
     def _reset(self, cells: CellArray) -> None:
+        self._make(cells)
         self._program(cells, ph.reset_response(cells.size, self._rng, self.personality))
 
     def _set_pulse(self, cells: CellArray, amplitude: FloatArray) -> None:
+        self._make(cells)
         g_now = self._conductance(cells, self._clock.now())
         p = self._params
         g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng, self.personality)
@@ -119,20 +134,20 @@ class VirtualPCMChip(ChipBackend):
     def conductance_uS(self, cells: npt.ArrayLike, t_s: float | None = None) -> FloatArray:
         """Noise-free conductance at chip time ``t_s`` (default now), without the ADC — for
         physics tests and plots; consumes no randomness and does not move the clock."""
-        c = check_cells(cells, self.geometry)
+        c = self._make(check_cells(cells, self.geometry))
         return self._conductance(c, self._clock.now() if t_s is None else float(t_s))
 
     def as_programmed_uS(self, cells: npt.ArrayLike) -> FloatArray:
         """Conductance right after each cell's last pulse (before relaxation and drift)."""
-        return self._g_prog[check_cells(cells, self.geometry)].copy()
+        return self._g_prog[self._make(check_cells(cells, self.geometry))].copy()
 
     def last_pulse_s(self, cells: npt.ArrayLike) -> FloatArray:
         """Chip time of each cell's last pulse: the origin of its drift clock."""
-        return self._t_pulse[check_cells(cells, self.geometry)].copy()
+        return self._t_pulse[self._make(check_cells(cells, self.geometry))].copy()
 
     def drift_exponents(self, cells: npt.ArrayLike) -> FloatArray:
         """ν of each cell (drawn at its last pulse)."""
-        return self._nu[check_cells(cells, self.geometry)].copy()
+        return self._nu[self._make(check_cells(cells, self.geometry))].copy()
 
     def snapshot(self, *, include_devices: bool = True) -> dict[str, np.ndarray]:
         """Everything needed to continue the physics, as numpy arrays (HDF5-ready).
@@ -146,6 +161,7 @@ class VirtualPCMChip(ChipBackend):
             "clock_s": np.float64(self._clock.now()),
         }
         if include_devices:
+            self._make(np.arange(self.geometry.n_cells))
             state.update(g_prog_uS=self._g_prog.copy(), t_pulse_s=self._t_pulse.copy(), nu=self._nu.copy(), z_relax=self._z_relax.copy())
         return state
 
@@ -171,9 +187,39 @@ class VirtualPCMChip(ChipBackend):
             self._t_pulse = np.array(state["t_pulse_s"], dtype=np.float64)
             self._nu = np.array(state["nu"], dtype=np.float64)
             self._z_relax = np.array(state["z_relax"], dtype=np.float64)
-            self._update_derived(np.arange(n))
+            everything = np.arange(n)
+            self._make_params(everything)
+            self._made[:] = True
+            self._update_derived(everything)
 
     # --- physics ---------------------------------------------------------------------------
+    def _make(self, cells: CellArray) -> CellArray:
+        """Make the devices among ``cells`` not made yet: their constants and their state as
+        fabricated (RESET, ``FABRICATION_AGE_S`` ago), all from their (seed, cell) draws.
+        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather)."""
+        new = cells[~self._made[cells]]
+        if new.size:
+            new = np.unique(new)
+            self._make_params(new)
+            r, pers = self._cell_random, self.personality
+            self._g_prog[new] = ph.reset_conductance(r.normal("reset", new), pers)
+            self._t_pulse[new] = -FABRICATION_AGE_S
+            self._nu[new] = ph.drift_exponents(self._x(self._g_prog[new]), r.normal("nu", new), pers)
+            self._z_relax[new] = r.normal("relax", new)
+            self._update_derived(new)
+            self._made[new] = True
+        return cells
+
+    def _make_params(self, cells: CellArray) -> None:
+        """Device-to-device constants of ``cells`` (a function of seed and cell only)."""
+        r = self._cell_random
+        made = ph.device_params(
+            r.normal("g_sat", cells), r.uniform("weak", cells), r.uniform("weak_g_sat", cells),
+            r.normal("set_rate", cells), self.personality,
+        )
+        self._params.g_sat_uS[cells] = made.g_sat_uS
+        self._params.set_rate[cells] = made.set_rate
+
     def _program(self, cells: CellArray, g_new_uS: FloatArray) -> None:
         """Record a pulse: new as-programmed state, pulse time, fresh ν and relaxation draw."""
         self._clock.advance(PULSE_OP_TIME_S)
@@ -225,6 +271,7 @@ class VirtualPCMChip(ChipBackend):
         return g, tau
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
+        self._make(cells)
         self._clock.advance(READ_OP_TIME_S)
         g, tau = self._conductance_and_age(cells, self._clock.now())
         sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau, self.personality)  # σ_read(t)
@@ -245,6 +292,33 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
+#: Bytes of memory a virtual chip holds per device: eight float64 state arrays (g_sat,
+#: set_rate, g_prog, t_pulse, nu, z_relax, relax_amp, q_s) plus the float64/int64
+#: temporaries of construction (normal draws, ``np.arange(n)``, derived-state expressions).
+#: Measured peak RSS growth is ~150 B/device at 4096x4096 (docs/architecture.md); 192 keeps
+#: a margin.
+BYTES_PER_DEVICE = 192
+
+
+def check_virtual_memory(geometry: Geometry) -> None:
+    """Refuse a geometry whose state would not fit in the memory available now.
+
+    Raises:
+        ConfigError: naming the array size, the memory it needs and the limit.
+    """
+    import psutil  # type: ignore[import-untyped]
+
+    from harness.units import format_bytes
+
+    need = geometry.n_cells * BYTES_PER_DEVICE
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(
+            f"a {geometry.rows}x{geometry.cols} virtual chip needs about {format_bytes(need)} of memory; "
+            f"this machine has {format_bytes(available)} available (limit)"
+        )
+
+
 def personality_geometry(pers: Personality, rows: int | None = None, cols: int | None = None) -> Geometry:
     """The default Geometry with the personality's conductance range and ADC."""
     d = Geometry()
@@ -258,12 +332,7 @@ def personality_geometry(pers: Personality, rows: int | None = None, cols: int |
     )
 
 
-def open_virtual(uri: ChipURI) -> VirtualPCMChip:
-    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
-
-    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
-    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
-    """
+def _virtual_params(uri: ChipURI) -> tuple[Geometry, dict[str, Any], Personality]:
     if uri.path:
         raise ConfigError(f"the virtual chip URI takes no path, got {uri.path!r}; use 'virtual?seed=7'")
     p = take_params(
@@ -278,6 +347,10 @@ def open_virtual(uri: ChipURI) -> VirtualPCMChip:
             "personality": (str, None),
         },
     )
+    if p["clock"] not in ("sim", "wall"):
+        raise ConfigError(f"unknown clock {p['clock']!r}; use 'sim' (simulated) or 'wall' (real time)")
+    if p["seed"] < 0:
+        raise ConfigError(f"seed {p['seed']} must be >= 0")
     pers = load_personality(p["personality"])
     base = personality_geometry(pers, p["rows"], p["cols"])
     geometry = dataclasses.replace(
@@ -285,4 +358,21 @@ def open_virtual(uri: ChipURI) -> VirtualPCMChip:
         adc_bits=base.adc_bits if p["adc_bits"] is None else p["adc_bits"],
         adc_max_uS=base.adc_max_uS if p["adc_max_uS"] is None else p["adc_max_uS"],
     )
+    return geometry, p, pers
+
+
+def check_virtual_uri(uri: ChipURI) -> None:
+    """Everything :func:`open_virtual` checks (parameters, personality, geometry vs. the
+    memory available), without allocating the chip."""
+    geometry, _, _ = _virtual_params(uri)
+    check_virtual_memory(geometry)
+
+
+def open_virtual(uri: ChipURI) -> VirtualPCMChip:
+    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
+
+    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
+    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
+    """
+    geometry, p, pers = _virtual_params(uri)
     return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw, personality=pers)

@@ -41,13 +41,17 @@ class DeviceParams:
     set_rate: FloatArray
 
 
-def draw_device_params(n: int, rng: np.random.Generator, p: Personality | None = None) -> DeviceParams:
-    """Saturation conductance and SET rate of ``n`` devices, including weak devices."""
+def device_params(
+    z_sat: FloatArray, u_weak: FloatArray, u_weak_g: FloatArray, z_rate: FloatArray, p: Personality | None = None
+) -> DeviceParams:
+    """Saturation conductance and SET rate of devices from their standard-normal (``z_*``)
+    and uniform (``u_*``) fabrication draws, one of each per device; a fraction
+    ``weak_fraction`` are weak devices with a uniform, low saturation conductance."""
     p = _p(p)
-    g_sat = rng.normal(p.g_sat_mean_uS, p.g_sat_std_uS, n)
-    weak = rng.random(n) < p.weak_fraction
-    g_sat[weak] = rng.uniform(p.weak_g_sat_min_uS, p.weak_g_sat_max_uS, int(weak.sum()))
-    rate = p.set_rate_median * np.exp(p.set_rate_log_std * rng.standard_normal(n))
+    g_sat = p.g_sat_mean_uS + p.g_sat_std_uS * z_sat
+    weak = u_weak < p.weak_fraction
+    g_sat[weak] = p.weak_g_sat_min_uS + (p.weak_g_sat_max_uS - p.weak_g_sat_min_uS) * u_weak_g[weak]
+    rate = p.set_rate_median * np.exp(p.set_rate_log_std * z_rate)
     return DeviceParams(g_sat_uS=g_sat, set_rate=rate)
 
 
@@ -74,8 +78,13 @@ def set_pulse_response(
 
 def reset_response(n: int, rng: np.random.Generator, p: Personality | None = None) -> FloatArray:
     """Conductance after a RESET pulse: small residual, never negative."""
+    return reset_conductance(rng.standard_normal(n), p)
+
+
+def reset_conductance(z: FloatArray, p: Personality | None = None) -> FloatArray:
+    """RESET residual conductance from standard-normal draws ``z`` (one per device)."""
     p = _p(p)
-    return np.abs(p.reset_g_mean_uS + p.reset_g_std_uS * rng.standard_normal(n))
+    return np.abs(p.reset_g_mean_uS + p.reset_g_std_uS * z)
 
 
 def normalized(g_uS: npt.ArrayLike, g_max_uS: float | None = None) -> FloatArray:
@@ -111,8 +120,13 @@ def drift_exponent_stats(x: npt.ArrayLike, p: Personality | None = None) -> tupl
 
 def draw_drift_exponents(x: FloatArray, rng: np.random.Generator, p: Personality | None = None) -> FloatArray:
     """ν = |N(μ_ν(x), σ_ν(x))|, drawn once per device when it is programmed."""
+    return drift_exponents(x, rng.standard_normal(x.size), p)
+
+
+def drift_exponents(x: FloatArray, z: FloatArray, p: Personality | None = None) -> FloatArray:
+    """ν = |μ_ν(x) + σ_ν(x)·z| for standard-normal draws ``z`` (one per device)."""
     mu, sigma = drift_exponent_stats(x, p)
-    return np.abs(mu + sigma * rng.standard_normal(x.size))
+    return np.abs(mu + sigma * z)
 
 
 def drift_factor(t_s: npt.ArrayLike, nu: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
