@@ -31,8 +31,12 @@ COMMANDS: dict[str, LazyCommand] = {
                           "Write one self-contained HTML report of recordings, evaluations, sweeps and estimates."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
+    "data": LazyCommand("harness.commands.data:app",
+                        "Build dataset files (KWS MFCCs, VWW images, UCI HAR) from local copies of public datasets."),
     "accel": LazyCommand("harness.commands.accel:accel_command",
                          "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
+    "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
+                             "Fit a virtual-chip personality (TOML) to a recording: noise, drift, read-noise laws, CIs, KS."),
 }
 
 
