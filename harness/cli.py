@@ -37,6 +37,8 @@ COMMANDS: dict[str, LazyCommand] = {
                          "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
     "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
                              "Fit a virtual-chip personality (TOML) to a recording: noise, drift, read-noise laws, CIs, KS."),
+    "compare": LazyCommand("harness.commands.compare:compare_command",
+                           "Two recordings of the same layout side by side: drift, read noise, convergence per level."),
 }
 
 
