@@ -27,8 +27,18 @@ COMMANDS: dict[str, LazyCommand] = {
                             "Accuracy of a model vs time since programming, from a live chip or a recording."),
     "sweep": LazyCommand("harness.commands.sweep:sweep_command",
                          "Run a sweep; re-running the same sweep into the same folder resumes it."),
+    "report": LazyCommand("harness.commands.report:report_command",
+                          "Write one HTML report of the inputs: plots embedded, provenance at the bottom."),
+    "models": LazyCommand("harness.commands.models:models_command",
+                          "List the model zoo: parameters, MACs, MVMs per inference, and how each fits the array."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
+    "data": LazyCommand("harness.commands.data:app",
+                        "Build dataset files (KWS MFCCs, VWW images, UCI HAR) from local copies of public datasets."),
+    "accel": LazyCommand("harness.commands.accel:accel_command",
+                         "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
+    "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
+                             "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
 }
 
 

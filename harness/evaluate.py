@@ -708,20 +708,16 @@ def _resolve_model(model: Model | str | Path | None) -> Model | None:
 
 
 def resolve_model(ref: str | Path) -> Model:
-    """A model by reference: ``"default"``, a bundled model's name (``digits_mlp``) or a file.
+    """A model by reference: ``"default"``, a zoo or bundled model's name (``analognet-kws``,
+    ``digits_mlp``: its file in ``fixtures/models/``) or a file
+    (:func:`harness.models.resolve_model_path`).
 
     Raises:
-        ModelError: no such file or bundled model, or an unreadable file.
+        ModelError: no such file, zoo or bundled model, or an unreadable file.
     """
-    text = str(ref)
-    if text == "default":
-        return load_model(default_model_path())
-    path = Path(text)
-    if not path.exists() and path.suffix == "" and "/" not in text:
-        bundled = fixtures_dir() / "models" / f"{text}.h5"
-        if bundled.is_file():
-            return load_model(bundled)
-    return load_model(path)
+    from harness.models import resolve_model_path
+
+    return load_model(resolve_model_path(ref))
 
 
 def evaluate_chip(

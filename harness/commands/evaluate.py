@@ -85,7 +85,7 @@ def render_table(result: EvaluationResult) -> Table:
 def evaluate_command(
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI to program and read: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
     recording: Optional[Path] = typer.Option(None, "--recording", help="Evaluate the readouts of this recording (HDF5) instead."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model file. Default: the bundled model (chip) or the recorded one."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file. Default: the bundled model (chip) or the recorded one."),
     times: Optional[str] = typer.Option(None, "--times", help=f"Times since programming. Default: {_DEFAULT_TIMES} (chip), every readout (recording)."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Simulated chips (virtual URI, default 25); else repeated read-noise draws (default 1)."),
     bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more)."),

@@ -33,7 +33,7 @@ def sweep_command(
         with progress_bar(f"sweep {spec.name}", total=total) as update:
 
             def on_progress(p: SweepProgress) -> None:
-                update(p.done, description=f"sweep {spec.name}: {p.done}/{p.total} done, {p.running} running, {p.failed} failed")
+                update(p.done, description=f"sweep {spec.name} ({p.running} running, {p.failed} failed)")
 
             result = run_sweep(spec, out, workers=workers, scheduler=scheduler, overwrite=overwrite, progress=on_progress)
         for f in result.failures:
@@ -73,7 +73,8 @@ def _render(table: Any) -> Any:
     for t in times:
         out.add_column(format_duration(float(t)), justify="right")
     keys = ["model", "chip", "bits", "gdc", "read_noise"]
-    for key, group in table.groupby(keys, sort=True):
+    ordered = sorted(table.groupby(keys, sort=True), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2] if kv[0][2] else 1, kv[0][3], kv[0][4]))
+    for key, group in ordered:
         by_t = {float(r.t_s): r for r in group.itertuples()}
         cells = []
         for t in times:
