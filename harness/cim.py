@@ -254,7 +254,7 @@ class _AnalogOp:
 @dataclass(frozen=True)
 class _DigitalOp:
     """A digital layer: ``relu``, ``relu6``, ``flatten`` (``dim``: first flattened dim of the
-    ``(B, N, *sample)`` tensor), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
+    ``(B, N, *sample)`` tensor), ``unflatten`` (``dim`` split into ``sizes``), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
     ``avgpool1d`` / ``avgpool2d`` (``pool``: kernel, stride, padding), ``global_avgpool``."""
 
     kind: str
@@ -262,6 +262,7 @@ class _DigitalOp:
     scale: torch.Tensor | None = None
     shift: torch.Tensor | None = None
     pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,8 @@ class CimSimulator:
                                       shift=torch.from_numpy(b.astype(np.float32))))
             elif kind == "flatten":
                 ops.append(_DigitalOp("flatten", dim=int(spec.get("start_dim", 1)) + 1))
+            elif kind == "unflatten":
+                ops.append(_DigitalOp("unflatten", dim=int(spec["dim"]) + 1, sizes=tuple(int(v) for v in spec["sizes"])))
             elif kind in ("avgpool1d", "avgpool2d"):
                 dims = 1 if kind == "avgpool1d" else 2
                 pool = tuple(
@@ -728,6 +731,8 @@ def _digital(op: _DigitalOp, act: _Lazy) -> _Lazy:
     value = act.value()
     if op.kind == "flatten":
         return _Lazy(value.flatten(op.dim), owned=True)
+    if op.kind == "unflatten" and op.sizes is not None:
+        return _Lazy(value.unflatten(op.dim, op.sizes), owned=True)
     lead = value.shape[:3]
     if op.kind == "global_avgpool":
         dims = tuple(range(3, value.ndim))

@@ -41,7 +41,7 @@ from harness.recording import (
     partial_paths,
     recover_recording,
 )
-from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+from harness.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -125,9 +125,11 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.models.format import default_model_path
+    """The file of the session's model: ``"default"``, a zoo/bundled name or a path
+    (:func:`harness.models.resolve_model_path`)."""
+    from harness.models import resolve_model_path as resolve
 
-    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
+    return resolve(spec.program.model)
 
 
 def run_session(
