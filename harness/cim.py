@@ -254,7 +254,7 @@ class _AnalogOp:
 @dataclass(frozen=True)
 class _DigitalOp:
     """A digital layer: ``relu``, ``relu6``, ``flatten`` (``dim``: first flattened dim of the
-    ``(B, N, *sample)`` tensor), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
+    ``(B, N, *sample)`` tensor), ``unflatten`` (``dim`` split into ``sizes``), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
     ``avgpool1d`` / ``avgpool2d`` (``pool``: kernel, stride, padding), ``global_avgpool``."""
 
     kind: str
@@ -262,6 +262,7 @@ class _DigitalOp:
     scale: torch.Tensor | None = None
     shift: torch.Tensor | None = None
     pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,8 @@ class CimSimulator:
                                       shift=torch.from_numpy(b.astype(np.float32))))
             elif kind == "flatten":
                 ops.append(_DigitalOp("flatten", dim=int(spec.get("start_dim", 1)) + 1))
+            elif kind == "unflatten":
+                ops.append(_DigitalOp("unflatten", dim=int(spec["dim"]) + 1, sizes=tuple(int(v) for v in spec["sizes"])))
             elif kind in ("avgpool1d", "avgpool2d"):
                 dims = 1 if kind == "avgpool1d" else 2
                 pool = tuple(
@@ -351,11 +354,16 @@ class CimSimulator:
         return tuple(ops)
 
     # -- conductances → weights ---------------------------------------------------------------
-    def _pairs(self, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, g: torch.Tensor, k: int, reference: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G+, G−) of layer ``k``; a unipolar layer's G− is the constant ``reference``
+        (``g_min`` for conductances, 0 for variances: the digital reference is noiseless)."""
         p = self.layout.layers[k]
         block = g[:, self._slices[k]]
         n = p.out_features * p.fan_in
         shape = (g.shape[0], p.out_features, p.fan_in)
+        if p.unipolar:
+            ref = self.layout.geometry.g_min_uS if reference is None else reference
+            return block.reshape(shape), torch.full(shape, float(ref), dtype=block.dtype)
         return block[:, :n].reshape(shape), block[:, n:].reshape(shape)
 
     def _differences(self, g: torch.Tensor) -> list[torch.Tensor]:
@@ -395,6 +403,9 @@ class CimSimulator:
     def _row_sums(self, g: torch.Tensor, k: int) -> torch.Tensor:
         """``Σ_j (G+ − G−)_ij`` (µS) of layer ``k``, ``(B, out)``: one reduction, no temporaries."""
         p = self.layout.layers[k]
+        if p.unipolar:
+            block = g[:, self._slices[k]].reshape(g.shape[0], p.out_features, p.fan_in)
+            return block.sum(dim=2) - p.fan_in * self.layout.geometry.g_min_uS
         sums = g[:, self._slices[k]].reshape(g.shape[0], 2, p.out_features, p.fan_in).sum(dim=3)
         return sums[:, 0] - sums[:, 1]
 
@@ -515,7 +526,7 @@ class CimSimulator:
         s2 = torch.from_numpy((sigma * sigma).astype(np.float32))
         out = []
         for k, p in enumerate(self.layout.layers):
-            vp, vn = self._pairs(s2, k)
+            vp, vn = self._pairs(s2, k, reference=0.0)
             out.append((vp + vn) * (1.0 / p.scale_uS**2))
         return out
 
@@ -720,6 +731,8 @@ def _digital(op: _DigitalOp, act: _Lazy) -> _Lazy:
     value = act.value()
     if op.kind == "flatten":
         return _Lazy(value.flatten(op.dim), owned=True)
+    if op.kind == "unflatten" and op.sizes is not None:
+        return _Lazy(value.unflatten(op.dim, op.sizes), owned=True)
     lead = value.shape[:3]
     if op.kind == "global_avgpool":
         dims = tuple(range(3, value.ndim))

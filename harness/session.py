@@ -15,10 +15,8 @@ then maps the recording's timetable onto the chip clock through wall time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,19 +27,21 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.chip import Chip, CodeReadingChip
+from harness.chip_check import sample_positions
 from harness.registry import chip_seed
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import map_weights
 from harness.recording import (
     Recording,
+    RecordingLock,
     RecordingWriter,
+    clean_stale_partials,
     create_recording,
     open_recording,
     partial_paths,
     recover_recording,
-    writer_alive,
 )
-from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+from harness.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -93,6 +93,7 @@ class SessionResult:
     wall_s: float
     sim_s: float
     programming: dict[str, Any] = field(default_factory=dict)
+    chip_check: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class SessionResult:
             "wall_s": self.wall_s,
             "chip_time_s": self.sim_s,
             **({"programming": self.programming} if self.programming else {}),
+            **({"chip_check": self.chip_check} if self.chip_check else {}),
         }
 
 
@@ -123,22 +125,11 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.models.format import default_model_path
+    """The file of the session's model: ``"default"``, a zoo/bundled name or a path
+    (:func:`harness.models.resolve_model_path`)."""
+    from harness.models import resolve_model_path as resolve
 
-    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
-
-
-def clean_stale_partials(out: Path) -> list[Path]:
-    """Delete header files left by writers that died before their header was complete."""
-    removed = []
-    for p in partial_paths(out):
-        pid_text = p.name.rsplit(".partial-", 1)[-1]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if pid != os.getpid() and not writer_alive(pid, 0):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
+    return resolve(spec.program.model)
 
 
 def run_session(
@@ -162,10 +153,6 @@ def run_session(
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
     """
-    from harness.models.format import load_model
-    from harness.programming import program_layout
-    from harness.provenance import collect_provenance, personality_provenance
-
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise RecordingError(
@@ -174,7 +161,30 @@ def run_session(
         )
     if not out_path.parent.is_dir():
         raise RecordingError(f"directory {out_path.parent} does not exist; create it or choose another --out")
-    clean_stale_partials(out_path)
+    # Held from before programming until the writer closes: a live session's file is never
+    # replaced by --overwrite, and nothing else writes it meanwhile.
+    lock = RecordingLock.acquire(out_path)
+    try:
+        clean_stale_partials(out_path)
+        return _run_locked(spec, chip, out_path, lock, overwrite, progress, provenance_extra, save_chip_state)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    spec: SessionSpec,
+    chip: Chip,
+    out_path: Path,
+    lock: RecordingLock,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    provenance_extra: Mapping[str, Any] | None,
+    save_chip_state: bool,
+) -> SessionResult:
+    from harness.models.format import load_model
+    from harness.programming import program_layout
+    from harness.provenance import collect_provenance, personality_provenance
+
     wall0 = time.perf_counter()
     chip_t0 = chip.now()
     params = spec.program.programming_params()
@@ -216,6 +226,7 @@ def run_session(
         readout_cells=cells,
         t_end_unix_s=t_end_unix,
         overwrite=overwrite,
+        lock=lock,
     )
     with writer:
         late, worst = record_readouts(
@@ -287,7 +298,13 @@ def record_readouts(
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """What :func:`resume_session` will do, decided from the recording alone."""
+    """What :func:`resume_session` will do, decided from the recording alone.
+
+    ``check_cells`` / ``check_ref_uS`` / ``check_t_ref_s``: the sample of programmed cells
+    the chip check reads, their conductance in the reference readout and its time.
+    ``needs_repair``: the file was left "open for write" by a writer killed after its last
+    commit, so it must be rewritten to be readable by any HDF5 tool.
+    """
 
     path: Path
     session: str
@@ -301,6 +318,11 @@ class ResumePlan:
     chip_state: dict[str, np.ndarray] | None
     geometry_json: dict[str, Any]
     identity: str
+    check_cells: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    check_ref_uS: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    check_t_ref_s: float = 0.0
+    check_reference: str = ""
+    needs_repair: bool = False
 
 
 def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
@@ -337,11 +359,23 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             raise RecordingError(
                 f"{p} has no chip state for readout {rec.n_readouts}; the virtual chip's physics cannot be continued"
             )
+        n = rec.n_readouts
+        if n:
+            on = _programmed_mask(rec)
+            last = rec.readout(n - 1)
+            pos = sample_positions(np.where(on, last, 0.0))
+            cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
+            reference = f"last committed readout (#{n - 1})"
+        else:
+            on = prog.target_uS > RESET_LEVEL_US
+            pos = sample_positions(np.where(on, prog.final_uS, 0.0))
+            cells, ref, t_ref = prog.cells[pos], prog.final_uS[pos], 0.0
+            reference = "programming outcome"
         return ResumePlan(
             path=p,
             session=rec.session_name or "",
             chip_uri=uri,
-            done=rec.n_readouts,
+            done=n,
             total=int(times.size) * rec.readout_repeats,
             times_s=times,
             repeats=rec.readout_repeats,
@@ -350,6 +384,11 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             chip_state=state,
             geometry_json=dataclasses.asdict(rec.geometry),
             identity=str(rec.provenance.get("chip_identity", "")),
+            check_cells=np.asarray(cells, dtype=np.int64),
+            check_ref_uS=np.asarray(ref, dtype=np.float64),
+            check_t_ref_s=t_ref,
+            check_reference=reference,
+            needs_repair=rec.open_for_write,
         )
 
 
@@ -359,6 +398,8 @@ def resume_session(
     chip: Chip | None = None,
     chip_uri: str | None = None,
     progress: ProgressCallback | None = None,
+    accept_chip: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> SessionResult:
     """Continue an interrupted session from its recording alone.
 
@@ -367,68 +408,153 @@ def resume_session(
     put back into the state it had right after the last committed readout. ``chip``
     (already open) or ``chip_uri`` override the recorded chip URI.
 
+    Before anything is appended the chip is verified (:func:`verify_chip`): its identity,
+    and a check read of programmed cells against the drift law from the last committed
+    readout. ``accept_chip`` resumes even when that fails (the user's explicit choice;
+    ``warn`` is told, and the recording's resume log says so). Every resume is logged in
+    the recording. The writer lock is held from the start, so two resumes of one file
+    cannot both proceed. A complete recording left "open for write" by a writer killed
+    after its last commit is repaired (rewritten closed) and nothing else is done.
+
     Raises:
-        RecordingError: see :func:`plan_resume`; or the chip does not match the recording.
+        RecordingError: see :func:`plan_resume`; the file is locked by a live writer; or
+            the chip does not match the recording (and not ``accept_chip``).
     """
     from harness.registry import open_chip
 
     wall0 = time.perf_counter()
-    plan = plan_resume(path, chip_uri if chip is None else chip.uri)
-    if plan.done >= plan.total:
-        return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
-                             time.perf_counter() - wall0, 0.0)
-    own = chip is None
-    the_chip = open_chip(plan.chip_uri) if chip is None else chip
+    p = Path(path)
+    lock = RecordingLock.acquire(p) if p.exists() else None
     try:
-        if dataclasses.asdict(the_chip.geometry) != plan.geometry_json:
-            raise RecordingError(
-                f"chip {plan.chip_uri!r} has geometry {the_chip.geometry} but {plan.path} was recorded on "
-                f"{plan.geometry_json}; resume on the same chip"
-            )
-        restorable = isinstance(the_chip, RestorableChip)
-        if plan.chip_state is not None:
-            if not restorable:
-                raise RecordingError(
-                    f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
-                    "resume with the recorded chip URI"
+        plan = plan_resume(p, chip_uri if chip is None else chip.uri)
+        if plan.done >= plan.total:
+            if plan.needs_repair:
+                recover_recording(plan.path, lock=lock).close()
+            return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
+                                 time.perf_counter() - wall0, 0.0)
+        own = chip is None
+        the_chip = open_chip(plan.chip_uri) if chip is None else chip
+        try:
+            t_origin, restorable, note = verify_chip(plan, the_chip, accept_chip=accept_chip, warn=warn)
+            chip_t0 = the_chip.now()
+            writer = recover_recording(plan.path, lock=lock, note=note)
+            with writer:
+                if writer.n_readouts != plan.done:
+                    raise RecordingError(
+                        f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)"
+                    )
+                late, worst = record_readouts(
+                    writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
                 )
-            if plan.identity and the_chip.identity != plan.identity:
-                raise RecordingError(
-                    f"chip {the_chip.identity!r} is not the recorded chip {plan.identity!r}; resume with the same seed"
-                )
-            try:
-                the_chip.restore(plan.chip_state)  # type: ignore[union-attr]
-            except HarnessError as exc:
-                raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
-            t_origin = plan.t_end_s
-        else:
-            restorable = False
-            # Real chips kept drifting on the bench: map the timetable through wall time.
-            t_origin = the_chip.now() - (time.time() - plan.t_end_unix_s)
-        chip_t0 = the_chip.now()
-        writer = recover_recording(plan.path)
-        with writer:
-            if writer.n_readouts != plan.done:
-                raise RecordingError(f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)")
-            late, worst = record_readouts(
-                writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
+                done = writer.n_readouts
+            return SessionResult(
+                path=plan.path,
+                session=plan.session,
+                chip_uri=plan.chip_uri,
+                readouts_done=done,
+                readouts_scheduled=plan.total,
+                resumed_from=plan.done,
+                late_readouts=late,
+                max_lateness_s=worst,
+                wall_s=time.perf_counter() - wall0,
+                sim_s=the_chip.now() - chip_t0,
+                chip_check=note,
             )
-            done = writer.n_readouts
-        return SessionResult(
-            path=plan.path,
-            session=plan.session,
-            chip_uri=plan.chip_uri,
-            readouts_done=done,
-            readouts_scheduled=plan.total,
-            resumed_from=plan.done,
-            late_readouts=late,
-            max_lateness_s=worst,
-            wall_s=time.perf_counter() - wall0,
-            sim_s=the_chip.now() - chip_t0,
-        )
+        finally:
+            if own:
+                the_chip.close()
     finally:
-        if own:
-            the_chip.close()
+        if lock is not None:
+            lock.release()
+
+
+def verify_chip(
+    plan: ResumePlan,
+    chip: Chip,
+    *,
+    accept_chip: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[float, bool, dict[str, Any]]:
+    """Make sure ``chip`` is the recorded chip, and put a restorable one back in its state.
+
+    Checks, in order: geometry (always fatal); identity (``*IDN?`` / seed); for a
+    recording with a virtual chip's state, that the chip can restore it, else for a
+    virtual chip, that the recording holds its state (a new virtual chip is blank); and
+    a check read of ``plan.check_cells`` against the drift law (:mod:`harness.chip_check`).
+    A restorable chip is restored again after the check read, so the resumed physics are
+    bit-identical to an uninterrupted run.
+
+    Returns:
+        (time origin of the timetable on the chip clock, whether the chip state is
+        recorded with each readout, the resume-log entry).
+
+    Raises:
+        RecordingError: one line saying what disagrees, unless ``accept_chip``.
+    """
+    from harness.chip_check import check_against
+
+    if dataclasses.asdict(chip.geometry) != plan.geometry_json:
+        raise RecordingError(
+            f"chip {plan.chip_uri!r} has geometry {chip.geometry} but {plan.path} was recorded on "
+            f"{plan.geometry_json}; resume on the same chip"
+        )
+    problems: list[str] = []
+    if plan.identity and chip.identity != plan.identity:
+        problems.append(f"chip {chip.identity!r} is not the recorded chip {plan.identity!r}")
+    restorable = isinstance(chip, RestorableChip)
+    if plan.chip_state is not None:
+        if not restorable:
+            raise RecordingError(
+                f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
+                "resume with the recorded chip URI"
+            )
+        if problems and not accept_chip:
+            raise RecordingError(f"{problems[0]}; resume with the same seed, or pass --accept-chip")
+        try:
+            chip.restore(plan.chip_state)  # type: ignore[attr-defined]
+        except HarnessError as exc:
+            raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
+        t_origin = plan.t_end_s
+    else:
+        if restorable:
+            problems.append(
+                f"{plan.path} holds no chip state, so a virtual chip cannot be put back into the recorded state "
+                "(a new virtual chip is unprogrammed)"
+            )
+        restorable = False
+        # Real chips kept drifting on the bench: map the timetable through wall time.
+        t_origin = chip.now() - (time.time() - plan.t_end_unix_s)
+    check = None
+    if plan.check_cells.size:
+        t_now = chip.now() - t_origin
+        g_now = chip.read(plan.check_cells)
+        if restorable:
+            chip.restore(plan.chip_state)  # type: ignore[attr-defined]  # undo the check read's draws
+        geom = chip.geometry
+        check = check_against(
+            plan.check_ref_uS, g_now, plan.check_t_ref_s, t_now, lsb_uS=geom.adc_lsb_uS,
+            reference=plan.check_reference, personality=getattr(chip, "personality", None),
+        )
+        if not check.agrees:
+            problems.append(f"the chip does not read like the recorded one: {check.explain()}")
+    note: dict[str, Any] = {
+        "unix_s": time.time(),
+        "resumed_from": plan.done,
+        "chip_uri": chip.uri,
+        "chip_identity": chip.identity,
+        "identity_matches": not plan.identity or chip.identity == plan.identity,
+        "check": None if check is None else check.summary(),
+        "accepted_despite": problems if accept_chip else [],
+    }
+    if problems:
+        if not accept_chip:
+            raise RecordingError(
+                f"refusing to resume {plan.path}: {problems[0]} (restarted, reprogrammed or another chip?); "
+                "pass --accept-chip to resume on it anyway"
+            )
+        if warn is not None:
+            warn(f"--accept-chip: resuming {plan.path} although {problems[0]}; the recording notes this")
+    return t_origin, restorable, note
 
 
 def session_status(path: str | Path) -> dict[str, Any]:
@@ -491,6 +617,11 @@ def _status(rec: Recording) -> dict[str, Any]:
             "t_end_unix_s": prog.t_end_unix_s,
         },
         "writer_pid": rec.writer_info[0] if state == "running" else None,
+        # left "open for write" by a writer killed after its last commit: 'session resume'
+        # rewrites it closed (plain HDF5 tools refuse it until then)
+        "needs_repair": rec.open_for_write and state != "running",
+        "resumes": len(rec.resumes),
+        "chip_accepted_despite_check": sum(1 for r in rec.resumes if r.get("accepted_despite")),
     }
     if n:
         first, last = rec.readout(0), rec.readout(n - 1)

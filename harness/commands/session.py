@@ -67,16 +67,22 @@ def run_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/<session>-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the timetable and exit; touch no chip."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to program instead of the session's: zoo name or model file."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
     """Program the session's model, then read the chip back at every scheduled time."""
     console = console_for(json_out)
     with user_errors():
+        import dataclasses
+
         from harness.registry import check_uri, with_seed
         from harness.schedule import load_session
-        from harness.session import timetable
+        from harness.session import resolve_model_path, timetable
 
         spec = load_session(session_file)
+        if model is not None:
+            spec = dataclasses.replace(spec, program=dataclasses.replace(spec.program, model=model))
+            resolve_model_path(spec)  # a bad --model fails here, before any chip is touched
         chip = with_seed(chip, seed)
         check_uri(chip)
         if dry_run:
@@ -119,9 +125,15 @@ def run_command(
 def resume_command(
     recording: Path = typer.Argument(..., help="The interrupted session's recording (HDF5)."),
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI, if not the recorded one (e.g. a new serial port)."),
+    accept_chip: bool = typer.Option(
+        False, "--accept-chip", help="Resume even if the chip fails the identity/check-read test (noted in the file)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
-    """Continue an interrupted session from its recording: no readout lost or repeated."""
+    """Continue an interrupted session from its recording: no readout lost or repeated.
+
+    The chip is verified first (identity, and a check read of programmed cells against
+    the drift law from the last readout); a chip that disagrees is refused."""
     console = console_for(json_out)
     with user_errors():
         from harness.session import resume_session
@@ -132,7 +144,10 @@ def resume_command(
             check_uri(chip)
         try:
             with session_progress() as progress:
-                result = resume_session(recording, chip_uri=chip, progress=progress)
+                result = resume_session(
+                    recording, chip_uri=chip, progress=progress, accept_chip=accept_chip,
+                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"),
+                )
         except KeyboardInterrupt:
             sys.stderr.write(f"error: interrupted; continue with: harness session resume {recording}\n")
             raise typer.Exit(130) from None
@@ -218,5 +233,12 @@ def _render_status(console: Console, st: dict[str, Any]) -> None:
             console.print(
                 f"programmed devices ({c['programmed_cells']}): mean G(last)/G(first) = {c['mean_ratio_last_first']:.4f}"
             )
+    if st.get("chip_accepted_despite_check"):
+        console.print(f"resumed {st['chip_accepted_despite_check']} time(s) with --accept-chip on a chip that failed the check")
+    if st.get("needs_repair"):
+        console.print(
+            "the file was left open by a writer killed after its last readout; "
+            f"'harness session resume {st['path']}' rewrites it readable by any HDF5 tool"
+        )
     if st["state"] == "interrupted":
         console.print(f"continue with: harness session resume {st['path']}")

@@ -33,6 +33,7 @@ Import from this package; the names below are its public interface.
 
 from __future__ import annotations
 
+from harness.recording.lock import RecordingLock, lock_path
 from harness.recording.reader import (
     ProgrammingOutcome,
     Recording,
@@ -48,6 +49,7 @@ from harness.recording.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MAX_CHUNK_BYTES,
+    clean_stale_partials,
     partial_paths,
     writer_alive,
 )
@@ -63,8 +65,11 @@ __all__ = [
     "MAX_CHUNK_BYTES",
     "ProgrammingOutcome",
     "Recording",
+    "RecordingLock",
     "RecordingWriter",
+    "clean_stale_partials",
     "create_recording",
+    "lock_path",
     "open_recording",
     "partial_paths",
     "reading",

@@ -14,13 +14,14 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import FloatArray, Geometry
+from harness.chip import FloatArray
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import LayerPlacement, Layout
 from harness.recording.schema import (
-    ENCODINGS,
-    FORMAT_NAME,
-    FORMAT_VERSION,
+    CHECKSUM_COLUMN,
+    check_commit,
+    readout_checksum,
+    validate_file,
     writer_alive,
 )
 
@@ -66,8 +67,53 @@ def _superblock_eof(path: Path) -> int | None:
     return base + int.from_bytes(head[28:36], "little")
 
 
-def _open_h5(path: Path) -> h5py.File:
-    """Open read-only; fall back to SWMR mode for a file a writer has open or left flagged.
+#: Metadata read attempts of a SWMR reader. HDF5's default (100, with back-off sleeps
+#: between them) made one flipped byte in an object header hang every reader for many
+#: minutes; a reader of a live file re-reads on refresh anyway, so two attempts suffice.
+SWMR_READ_ATTEMPTS = 2
+
+
+def _hdf5_library() -> Any:
+    """The HDF5 C library h5py uses (ctypes), for settings h5py does not expose; None if not found."""
+    import ctypes
+    import glob
+
+    here = os.path.dirname(h5py.__file__)
+    candidates = glob.glob(os.path.join(here, "..", "h5py.libs", "libhdf5-*.so*")) + glob.glob(
+        os.path.join(here, ".dylibs", "libhdf5*.dylib")
+    )
+    if not candidates:
+        with contextlib.suppress(OSError), open("/proc/self/maps") as fh:
+            candidates = sorted({ln.split()[-1] for ln in fh if "/libhdf5." in ln or "/libhdf5-" in ln})
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+            fn = lib.H5Pset_metadata_read_attempts
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int64, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+        return lib
+    return None
+
+
+def _open_swmr(path: Path) -> h5py.File:
+    """Open a flagged file as a SWMR reader with bounded metadata retries (see above)."""
+    lib = _hdf5_library()
+    if lib is None:
+        return h5py.File(path, "r", swmr=True)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    if lib.H5Pset_metadata_read_attempts(fapl.id, SWMR_READ_ATTEMPTS) < 0:
+        return h5py.File(path, "r", swmr=True)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    return h5py.File(fid)
+
+
+def _open_h5(path: Path) -> tuple[h5py.File, bool]:
+    """Open read-only; fall back to SWMR mode for a file a writer has open or left flagged
+    (then the second value is True).
 
     HDF5 checks a file's length against its superblock only in normal mode, and a SWMR
     reader sees zeros past the end of a truncated file, so that check is done here first.
@@ -77,7 +123,7 @@ def _open_h5(path: Path) -> h5py.File:
     if path.is_dir():
         raise RecordingError(f"{path} is a directory, not a recording")
     try:
-        return h5py.File(path, "r")
+        return h5py.File(path, "r"), False
     except FileNotFoundError as exc:
         raise RecordingError(f"no recording at {path}: the file does not exist") from exc
     except OSError as exc:
@@ -90,9 +136,12 @@ def _open_h5(path: Path) -> h5py.File:
                     f"{path} is truncated: {size} bytes on disk, its header says {eof}; it cannot be read or resumed"
                 ) from exc
             try:
-                return h5py.File(path, "r", swmr=True)
+                return _open_swmr(path), True
             except OSError as exc2:
-                raise RecordingError(f"{path} cannot be read as a recording: {exc2}") from exc2
+                raise RecordingError(
+                    f"{path} is damaged (left open by a crashed writer, and its metadata fails HDF5's checks): "
+                    f"{str(exc2).splitlines()[0]}"
+                ) from exc2
         if "signature not found" in msg:
             raise RecordingError(f"{path} is not an HDF5 file, so not a harness recording") from exc
         if "truncated" in msg:
@@ -109,7 +158,7 @@ class Recording:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._f = _open_h5(self.path)
+        self._f, self.open_for_write = _open_h5(self.path)
         try:
             self._validate()
         except BaseException:
@@ -118,62 +167,22 @@ class Recording:
         self._layout: Layout | None = None
 
     def _validate(self) -> None:
-        f = self._f
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != FORMAT_NAME:
-            raise RecordingError(
-                f"{self.path} is an HDF5 file but not a harness recording (root attribute format={fmt!r}, "
-                f"expected {FORMAT_NAME!r})"
-            )
-        version = int(f.attrs.get("format_version", -1))
-        if version > FORMAT_VERSION or version < 1:
-            raise RecordingError(
-                f"{self.path} has recording format version {version}; this harness reads versions 1..{FORMAT_VERSION} "
-                "(upgrade the harness)"
-            )
-        self.format_version = version
-        try:
-            for name in ("provenance", "layout", "programming", "readouts", "commit", "writer"):
-                if name not in f:
-                    raise RecordingError(f"{self.path} is incomplete: it has no '{name}' (not a finished header)")
-            r = f["readouts"]
-            for name in ("cells", "g", "meta"):
-                if name not in r:
-                    raise RecordingError(f"{self.path} is incomplete: it has no 'readouts/{name}'")
-            self.encoding = str(r.attrs["encoding"])
-            if self.encoding not in ENCODINGS:
-                raise RecordingError(f"{self.path} has unknown readout encoding {self.encoding!r}")
-            self.geometry = Geometry(**json.loads(f["layout"].attrs["geometry_json"]))
-            self.readout_cells: npt.NDArray[np.int64] = r["cells"][...]
-            if r["g"].shape[1:] != (self.readout_cells.size,):
-                raise RecordingError(
-                    f"{self.path} is inconsistent: readouts have {r['g'].shape[1:]} values for "
-                    f"{self.readout_cells.size} cells"
-                )
-            self.provenance: dict[str, Any] = json.loads(f["provenance"].attrs["json"])
-            self._check_commit()
-        except HarnessError:
-            raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            raise RecordingError(f"{self.path} is damaged or not a complete recording: {exc}") from exc
+        header = validate_file(self._f, self.path)
+        self.format_version = header.format_version
+        self.encoding = header.encoding
+        self.geometry = header.geometry
+        self.readout_cells: npt.NDArray[np.int64] = header.readout_cells
+        self.provenance: dict[str, Any] = header.provenance
+        self.resumes: list[dict[str, Any]] = header.resumes
+        self.has_checksums = header.has_checksums
+        self._check_commit()
 
     def _check_commit(self) -> None:
-        c = self._f["commit"][...]
-        if c.shape != (3,):
-            raise RecordingError(f"{self.path} has a malformed commit record {c!r}")
-        n = int(c[0])
-        r = self._f["readouts"]
-        rows = min(r["g"].shape[0], r["meta"].shape[0])
-        if n < 0 or n > rows:
-            raise RecordingError(
-                f"{self.path} is inconsistent: {n} readouts committed but only {rows} stored (truncated file?)"
-            )
+        n, tags = check_commit(self._f)
         if self._f.swmr_mode and n > getattr(self, "_n_checked", 0):
             self._check_extent(n)
         self._n = n
-        self._tags = (int(c[1]), int(c[2]))
+        self._tags = tags
 
     def _check_extent(self, n: int) -> None:
         """Every committed readout's chunk lies inside the file (a SWMR reader would
@@ -352,29 +361,46 @@ class Recording:
     @property
     def extra_names(self) -> tuple[str, ...]:
         """Per-readout columns besides ``t_s``."""
-        return tuple(n for n in (self._f["readouts/meta"].dtype.names or ()) if n != "t_s")
+        return tuple(n for n in (self._f["readouts/meta"].dtype.names or ()) if n not in ("t_s", CHECKSUM_COLUMN))
 
     def readout(self, i: int) -> FloatArray:
         """Readout ``i`` in µS (float64, bit-identical to what the chip returned)."""
-        if not -self._n <= i < self._n:
-            raise RecordingError(f"readout {i} does not exist; {self.path} has {self._n} readouts")
-        i = i % self._n
-        return self._decode(self._read(lambda: self._f["readouts/g"][i]))
+        return self._decode(self.codes(i))
 
     def readouts(self, cells: npt.ArrayLike | None = None) -> FloatArray:
         """All committed readouts in µS, shape ``(n_readouts, n_cells)`` (or only columns
-        ``cells``, positions into :attr:`readout_cells`)."""
-        ds = self._f["readouts/g"]
-        if cells is None:
-            raw = self._read(lambda: ds[: self._n])
-        else:
-            idx = np.asarray(cells, dtype=np.int64)
-            raw = self._read(lambda: ds[: self._n][:, idx])
-        return self._decode(raw)
+        ``cells``, positions into :attr:`readout_cells`); read one readout at a time, so
+        memory is the result plus one row."""
+        idx = None if cells is None else np.asarray(cells, dtype=np.int64)
+        if idx is not None and idx.size and (idx.min() < -self.n_cells or idx.max() >= self.n_cells):
+            raise RecordingError(f"readout column out of range; {self.path} reads {self.n_cells} cells")
+        width = self.n_cells if idx is None else idx.size
+        out = np.empty((self._n, width), dtype=np.float64)
+        for i in range(self._n):
+            row = self._decode(self.codes(i))
+            out[i] = row if idx is None else row[idx]
+        return out
 
     def codes(self, i: int) -> np.ndarray:
-        """The stored form of readout ``i`` (ADC codes or float64 µS)."""
-        return self._read(lambda: self._f["readouts/g"][i])
+        """The stored form of readout ``i`` (ADC codes or float64 µS), checksum-verified."""
+        i = int(i)
+        if not -self._n <= i < self._n:
+            raise RecordingError(f"readout {i} does not exist; {self.path} has {self._n} readouts")
+        i %= self._n
+        row = self._read(lambda: self._f["readouts/g"][i])
+        if self.has_checksums:
+            meta = self._read(lambda: self._f["readouts/meta"][i])
+            want = int(meta[CHECKSUM_COLUMN])
+            if readout_checksum(row, meta) != want:
+                raise RecordingError(
+                    f"{self.path}: readout {i} is corrupted (its checksum does not match its data); "
+                    "the file was damaged after it was written"
+                )
+        if self.encoding == "adc_code" and row.size and int(row.max()) >= 2**self.geometry.adc_bits:
+            raise RecordingError(
+                f"{self.path}: readout {i} holds ADC code {int(row.max())}, beyond the {self.geometry.adc_bits}-bit ADC"
+            )
+        return row
 
     def _decode(self, raw: np.ndarray) -> FloatArray:
         if self.encoding == "adc_code":

@@ -20,10 +20,12 @@ from harness import __version__
 from harness.chip import FloatArray, Geometry
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import Layout
+from harness.recording.lock import RecordingLock
 from harness.recording.schema import (
     _EXTRA_FILL,
     _PARTIAL_INFIX,
     BUILTIN_EXTRAS,
+    CHECKSUM_COLUMN,
     ENCODINGS,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -36,6 +38,8 @@ from harness.recording.schema import (
     _process_start_us,
     _put,
     _write_all,
+    readout_checksum,
+    validate_file,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ def create_recording(
     extras: Mapping[str, npt.DTypeLike | tuple[npt.DTypeLike, tuple[int, ...]]] | None = None,
     t_end_unix_s: float | None = None,
     overwrite: bool = False,
+    lock: RecordingLock | None = None,
 ) -> RecordingWriter:
     """Write a new recording's header and return a writer for its readouts.
 
@@ -72,10 +77,13 @@ def create_recording(
         extras: further per-readout columns, ``name -> dtype`` or ``name -> (dtype, shape)``.
         t_end_unix_s: wall time (Unix s) when programming ended (default: now).
         overwrite: replace an existing file at ``path`` (only once the new header is complete).
+        lock: the writer lock of ``path``, if the caller already holds it (see
+            :mod:`harness.recording.lock`); taken here otherwise. The writer releases it.
 
     Raises:
-        RecordingError: ``path`` exists (and not ``overwrite``), is not writable, or the
-            inputs are inconsistent; nothing at ``path`` is touched in that case.
+        RecordingError: ``path`` exists (and not ``overwrite``), is being written by a live
+            process (even with ``overwrite``), is not writable, or the inputs are
+            inconsistent; nothing at ``path`` is touched in that case.
     """
     final = Path(path)
     if final.is_dir():
@@ -101,10 +109,14 @@ def create_recording(
     if cells.size and (cells.min() < 0 or cells.max() >= geometry.n_cells):
         raise RecordingError(f"readout cells must be on the {geometry.rows}x{geometry.cols} array")
     extra_specs = _extra_specs(extras)
+    own_lock = lock is None
+    the_lock = RecordingLock.acquire(final) if lock is None else lock
     tmp = final.with_name(f"{final.name}{_PARTIAL_INFIX}{os.getpid()}")
     try:
         f = h5py.File(tmp, "w", libver="latest")
     except OSError as exc:
+        if own_lock:
+            the_lock.release()
         raise RecordingError(f"cannot create recording {final}: {exc}") from exc
     try:
         _write_header(f, provenance, layout, programming, session, t_end_unix_s)
@@ -112,14 +124,17 @@ def create_recording(
         if chip_state is not None:
             _create_chip_state(f, chip_state)
         f.flush()
+        validate_file(f, final)  # never publish a file the reader would refuse
         _publish(tmp, final, overwrite)
         f.swmr_mode = True
-        writer = RecordingWriter(f, final)
+        writer = RecordingWriter(f, final, the_lock)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             f.close()
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if own_lock:
+            the_lock.release()
         if isinstance(exc, HarnessError) or not isinstance(exc, Exception):
             raise
         raise RecordingError(f"cannot write recording {final}: {exc}") from exc
@@ -148,7 +163,7 @@ def _extra_specs(
 ) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
     out: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {k: (v, ()) for k, v in BUILTIN_EXTRAS.items()}
     for name, spec in (extras or {}).items():
-        if name in out or name in ("g", "cells"):
+        if name in out or name in ("g", "cells", CHECKSUM_COLUMN):
             raise RecordingError(f"per-readout column {name!r} is built in; choose another name")
         if isinstance(spec, tuple):
             dtype, shape = np.dtype(spec[0]), tuple(int(s) for s in spec[1])
@@ -157,6 +172,7 @@ def _extra_specs(
         if dtype.kind not in "biuf":
             raise RecordingError(f"per-readout column {name!r} has dtype {dtype}; use a numeric dtype")
         out[name] = (dtype, shape)
+    out[CHECKSUM_COLUMN] = (np.dtype(np.uint32), ())
     return out
 
 
@@ -264,13 +280,15 @@ class RecordingWriter:
     Every :meth:`append_readout` is durable once it returns (flushed and committed).
     """
 
-    def __init__(self, f: h5py.File, path: Path) -> None:
+    def __init__(self, f: h5py.File, path: Path, lock: RecordingLock | None = None) -> None:
         self._f = f
         self.path = path
+        self._lock = lock
         r = f["readouts"]
         self._g = r["g"]
         self._meta = r["meta"]
         self._fields: tuple[str, ...] = tuple(self._meta.dtype.names or ())
+        self._checksums = CHECKSUM_COLUMN in self._fields
         self._commit = f["commit"]
         self._writer = f["writer"]
         self.encoding: str = str(r.attrs["encoding"])
@@ -317,7 +335,7 @@ class RecordingWriter:
     @property
     def extra_names(self) -> tuple[str, ...]:
         """Per-readout columns besides ``t_s``."""
-        return tuple(n for n in self._fields if n != "t_s")
+        return tuple(n for n in self._fields if n not in ("t_s", CHECKSUM_COLUMN))
 
     @property
     def stores_codes(self) -> bool:
@@ -414,6 +432,9 @@ class RecordingWriter:
             except (ValueError, TypeError) as exc:
                 raise RecordingError(f"per-readout column {name!r}: bad value {value!r}: {exc}") from exc
         state_arrays = self._check_state(chip_state) if chip_state is not None else None
+        row = np.ascontiguousarray(row, dtype=self._g.dtype)
+        if self._checksums:
+            meta[CHECKSUM_COLUMN] = readout_checksum(row, meta)
         i = self._n
         try:
             # 1. the rows (and the chip state into the slot not holding the committed state)
@@ -523,7 +544,11 @@ class RecordingWriter:
             self._writer[...] = w
             self._f.flush()
         finally:
-            self._f.close()
+            try:
+                self._f.close()
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
 
     def __enter__(self) -> Self:
         return self
