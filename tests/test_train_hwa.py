@@ -17,7 +17,12 @@ from harness.errors import ConfigError, TrainingError
 from harness.models.format import model_from_torch
 from harness.train.engine import TrainOptions, train_model
 from harness.train.layers import CLIP_UPDATE_STEPS, HardwareConfig, convert
-from harness.train.quant import fake_quantize, fake_quantize_reference, levels, quantize_with_noise
+from harness.train.quant import (
+    fake_quantize,
+    fake_quantize_reference,
+    levels,
+    quantize_with_noise,
+)
 from harness.train.recipes import Recipe, Stage, make_recipe
 
 # -- fixtures: a tiny synthetic task (generated here, no files) ------------------------------
