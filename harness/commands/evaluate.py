@@ -125,8 +125,8 @@ def evaluate_command(
             def on_progress(p: EvaluationProgress) -> None:
                 if p.phase == "chip":
                     update(p.done, description="chips programmed and read", total=p.total)
-                elif p.phase == "inference":
-                    update(p.done, description=f"CiM inference ({p.label})", total=p.total)
+                elif p.phase == "inference":  # reported as each bit-width starts
+                    update(p.done, description="CiM inference", total=p.total)
 
             if chip is not None:
                 result = evaluate_chip(
