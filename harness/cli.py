@@ -40,7 +40,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
                              "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
     "compare": LazyCommand("harness.commands.compare:compare_command",
-                           "Two recordings of the same layout side by side: drift, read noise, convergence per level."),
+                           "Drift, read noise and write-verify convergence per target level, A vs B; KS per readout time."),
 }
 
 
