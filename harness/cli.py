@@ -26,9 +26,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "evaluate": LazyCommand("harness.commands.evaluate:evaluate_command",
                             "Accuracy of a model vs time since programming, from a live chip or a recording."),
     "sweep": LazyCommand("harness.commands.sweep:sweep_command",
-                         "Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes."),
+                         "Run a sweep; re-running the same sweep into the same folder resumes it."),
     "report": LazyCommand("harness.commands.report:report_command",
-                          "Write one self-contained HTML report of recordings, evaluations, sweeps and estimates."),
+                          "Write one HTML report of the inputs: plots embedded, provenance at the bottom."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
     "data": LazyCommand("harness.commands.data:app",
@@ -36,7 +36,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "accel": LazyCommand("harness.commands.accel:accel_command",
                          "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
     "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
-                             "Fit a virtual-chip personality (TOML) to a recording: noise, drift, read-noise laws, CIs, KS."),
+                             "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
 }
 
 
