@@ -213,7 +213,7 @@ def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geomet
             for j, k0 in enumerate(range(0, f, step)):
                 k1 = min(f, k0 + step)
                 rects.append((i, j, k0, k1, k1 - k0, 2 * o))
-        origins_by_rect = _ffdh([(h, w) for *_, h, w in rects], geometry)
+        origins_by_rect = shelf_pack([(h, w) for *_, h, w in rects], geometry.rows, geometry.cols)
         if origins_by_rect is None:
             continue
         pieces: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -225,24 +225,32 @@ def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geomet
             _, _, r, c = blocks[0]
             out.append(LayerPlacement(n, o, f, r, c, 0.0, 0.0, transposed, tuple(blocks) if n_pieces > 1 else ()))
         return out
+    if "does not fit" not in str(first_error):
+        devices = sum(2 * o * f for _, o, f in shapes)
+        raise MappingError(
+            f"the model does not fit: its {len(shapes)} blocks ({devices} devices) do not pack onto the "
+            f"{geometry.rows}x{geometry.cols} array ({geometry.n_cells} cells), even transposed or split; "
+            "use a larger chip"
+        )
     raise first_error
 
 
-def _ffdh(sizes: Sequence[tuple[int, int]], geometry: Geometry) -> list[tuple[int, int]] | None:
-    """First-fit decreasing-height shelf packing; (row0, col0) per rectangle, or None."""
+def shelf_pack(sizes: Sequence[tuple[int, int]], rows: int, cols: int) -> list[tuple[int, int]] | None:
+    """First-fit decreasing-height shelf packing of ``(height, width)`` rectangles into a
+    ``rows × cols`` array; ``(row0, col0)`` per rectangle (input order), or None if they do not fit."""
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][0], i))
     shelves: list[list[int]] = []  # [y, height, x used]
     origins: dict[int, tuple[int, int]] = {}
     for i in order:
         h, w = sizes[i]
         for shelf in shelves:
-            if h <= shelf[1] and shelf[2] + w <= geometry.cols:
+            if h <= shelf[1] and shelf[2] + w <= cols:
                 origins[i] = (shelf[0], shelf[2])
                 shelf[2] += w
                 break
         else:
             y = shelves[-1][0] + shelves[-1][1] if shelves else 0
-            if y + h > geometry.rows or w > geometry.cols:
+            if y + h > rows or w > cols:
                 return None
             shelves.append([y, h, w])
             origins[i] = (y, 0)

@@ -17,7 +17,12 @@ from harness.errors import ConfigError, TrainingError
 from harness.models.format import model_from_torch
 from harness.train.engine import TrainOptions, train_model
 from harness.train.layers import CLIP_UPDATE_STEPS, HardwareConfig, convert
-from harness.train.quant import fake_quantize, fake_quantize_reference, levels, quantize_with_noise
+from harness.train.quant import (
+    fake_quantize,
+    fake_quantize_reference,
+    levels,
+    quantize_with_noise,
+)
 from harness.train.recipes import Recipe, Stage, make_recipe
 
 # -- fixtures: a tiny synthetic task (generated here, no files) ------------------------------
@@ -413,3 +418,15 @@ def test_cim_computes_a_unipolar_layout_like_the_differential_one(task, tiny) ->
         g = torch.from_numpy(layout.target_uS[None, :].astype(np.float32))
         out.append(sim.logits(x, g, bits=4, g_ref_uS=g))
     torch.testing.assert_close(out[1], out[0], rtol=1e-4, atol=1e-4)
+
+
+def test_stage1_alone_then_stage2_from_its_file(task, tiny) -> None:
+    recipe = make_recipe("analognets", eta=0.05, bits=4)
+    stage1 = train_model(tiny, task, recipe, replace(OPTS, last_stage=0)).model
+    assert stage1.ranges == {} and [s["name"] for s in stage1.metadata["stages"]] == ["stage1"]
+    for layer in stage1.analog_layers():  # exported clipped to the last ±α·σ_W
+        assert np.abs(layer.weight).max() <= stage1.metadata["clip_ranges"][layer.name] * (1 + 1e-6)
+    stage2 = train_model(stage1, task, recipe, replace(OPTS, first_stage=1)).model
+    assert set(stage2.ranges) == {"fc1", "fc2"} and [s["name"] for s in stage2.metadata["stages"]] == ["stage2"]
+    with pytest.raises(ConfigError, match="last stage"):
+        train_model(tiny, task, recipe, replace(OPTS, first_stage=1, last_stage=0))

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,13 @@ from harness.models.format import LayerRanges, Model, model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import EVAL_BATCH, deterministic_torch, float_accuracy
 from harness.train.layers import HardwareAwareNet, convert
-from harness.train.recipes import RANGE_GRAD_CLIP, RANGE_LR_END, RANGE_LR_START, Recipe, Stage
+from harness.train.recipes import (
+    RANGE_GRAD_CLIP,
+    RANGE_LR_END,
+    RANGE_LR_START,
+    Recipe,
+    Stage,
+)
 
 #: Calibration inputs (the first ones of the training split) for the stage-2 range init.
 CALIBRATION_SAMPLES = 2048
@@ -63,6 +69,8 @@ class TrainOptions:
             epoch ends).
         first_stage: 0-based index of the first stage to run (1 starts stage 2 from an
             already-trained stage-1 model).
+        last_stage: 0-based index of the last stage to run (None: the recipe's last); e.g. 0
+            trains only stage 1, to share it between several stage-2 runs.
         range_percentile: percentile of the stage-2 range initialisation.
     """
 
@@ -72,6 +80,7 @@ class TrainOptions:
     batch_size: int = 100
     checkpoint_steps: int = 200
     first_stage: int = 0
+    last_stage: int | None = None
     range_percentile: float = 99.995
 
     def __post_init__(self) -> None:
@@ -202,6 +211,13 @@ def train_model(
         raise ConfigError(
             f"first stage {options.first_stage + 1} does not exist: recipe {recipe.name!r} has {len(recipe.stages)}"
         )
+    if options.last_stage is not None:
+        if not options.first_stage <= options.last_stage < len(recipe.stages):
+            raise ConfigError(
+                f"last stage {options.last_stage + 1} must be between the first stage ({options.first_stage + 1}) "
+                f"and {len(recipe.stages)}"
+            )
+        recipe = replace(recipe, stages=recipe.stages[: options.last_stage + 1])
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt is None:
         raise TrainingError("resume needs a checkpoint path")
