@@ -26,7 +26,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "evaluate": LazyCommand("harness.commands.evaluate:evaluate_command",
                             "Accuracy of a model vs time since programming, from a live chip or a recording."),
     "sweep": LazyCommand("harness.commands.sweep:sweep_command",
-                         "Run a sweep; re-running the same sweep into the same folder resumes it."),
+                         "Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes."),
     "report": LazyCommand("harness.commands.report:report_command",
                           "Write one HTML report of the inputs: plots embedded, provenance at the bottom."),
     "models": LazyCommand("harness.commands.models:models_command",
@@ -39,6 +39,8 @@ COMMANDS: dict[str, LazyCommand] = {
                          "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
     "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
                              "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
+    "compare": LazyCommand("harness.commands.compare:compare_command",
+                           "Drift, read noise and write-verify convergence per target level, A vs B; KS per readout time."),
 }
 
 

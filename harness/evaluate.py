@@ -177,7 +177,7 @@ class EvaluationResult:
         if len(set(labels)) < len(labels):
             labels = [f"{t:.9g}s" for t in self.times_s]
         if len(set(labels)) < len(labels):  # repeated recorded times: number them
-            labels = [f"{label}#{i}" for i, label in enumerate(labels)]
+            labels = [f"{label}#{i}" for i, label in enumerate(labels, start=1)]
         return labels
 
     @staticmethod

@@ -35,10 +35,10 @@ def test_models_json_lists_the_zoo_with_counts_and_fit() -> None:
     assert {"analognet-kws", "micronet-kws-s", "imec-kws-1d", "har-fc"} <= set(rows)
     kws = rows["analognet-kws"]
     assert (kws["mvms"], kws["macs"], kws["max_rows"], kws["n_cols"]) == (991, 38_691_408, 1008, 460)
-    assert kws["aon_fits"] and kws["chip_fits"] and "conv3 transposed" in kws["chip_how"]
-    assert kws["input_shape"] == [49, 10] and kws["n_classes"] == 12 and "AnalogNets" in kws["source"]
+    assert kws["aon_fits"] and kws["chip_fits"] and kws["chip_how"] == "yes (transposed: conv2, conv3, conv4, conv5)"
+    assert kws["input_shape"] == [1, 49, 10] and kws["n_classes"] == 12 and "AnalogNets" in kws["source"]
     micro = rows["micronet-kws-s"]
-    assert not micro["aon_fits"] and "1104 output columns > 512" in micro["aon_how"]
+    assert not micro["aon_fits"] and "(422016 unit cells, 1104 outputs) do not pack" in micro["aon_how"]
     assert micro["min_utilization"] == pytest.approx(1 / 112)
 
 

@@ -66,17 +66,24 @@ def summarize(model: Model) -> ModelSummary:
     blocks = [(a.weight.shape[1], a.weight.shape[0]) for a in layers]  # (fan_in rows, out columns)
     max_rows = max(h for h, _ in blocks)
     n_cols = sum(w for _, w in blocks)
-    if shelf_pack(blocks, AON_CIM_ROWS, AON_CIM_COLS) is not None:
-        aon_fits, aon_how = True, f"yes: all {len(blocks)} layers resident (max {max_rows} rows, {n_cols} columns)"
+    packed = shelf_pack(blocks, AON_CIM_ROWS, AON_CIM_COLS)
+    if packed is not None:
+        shelves = len({row0 for row0, _ in packed})
+        aon_fits = True
+        aon_how = (
+            f"yes: all {len(blocks)} layers resident in {shelves} row band(s) "
+            f"(tallest {max_rows} rows, {n_cols} outputs)"
+        )
     else:
         aon_fits = False
         reasons = []
         if max_rows > AON_CIM_ROWS:
             reasons.append(f"fan-in {max_rows} > {AON_CIM_ROWS} rows")
-        if n_cols > AON_CIM_COLS:
-            reasons.append(f"{n_cols} output columns > {AON_CIM_COLS}")
         cells = sum(h * w for h, w in blocks)
-        reasons.append(f"{cells} unit cells in {len(blocks)} blocks vs {AON_CIM_ROWS * AON_CIM_COLS}")
+        reasons.append(
+            f"its {len(blocks)} blocks ({cells} unit cells, {n_cols} outputs) do not pack onto "
+            f"{AON_CIM_ROWS}x{AON_CIM_COLS} ({AON_CIM_ROWS * AON_CIM_COLS} cells)"
+        )
         aon_how = "no: " + "; ".join(reasons) + " (needs tiling / weight reloads)"
     try:
         placed = place_layers_anyhow([(a.name, a.weight.shape[0], a.weight.shape[1]) for a in layers], CHIP_90NM)
@@ -84,8 +91,12 @@ def summarize(model: Model) -> ModelSummary:
         chip_fits, chip_how = False, f"no: {exc}"
     else:
         chip_fits = True
-        special = [f"{p.name} {p.how}" for p in placed if p.how != "normal"]
-        chip_how = "yes" + (f" ({', '.join(special)})" if special else "")
+        special = [p for p in placed if p.how != "normal"]
+        chip_how = "yes"
+        if special:
+            kinds = sorted({p.how.split(" into")[0] for p in special})
+            names = ", ".join(p.name for p in special) if len(special) <= 6 else f"{len(special)} of {len(placed)} blocks"
+            chip_how = f"yes ({' / '.join(kinds)}: {names})"
     return ModelSummary(
         n_parameters=model.n_parameters(),
         n_array_weights=model.n_array_weights(),

@@ -40,7 +40,13 @@ from harness.models.format import LayerRanges, Model, model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import EVAL_BATCH, deterministic_torch, float_accuracy
 from harness.train.layers import HardwareAwareNet, convert
-from harness.train.recipes import RANGE_GRAD_CLIP, RANGE_LR_END, RANGE_LR_START, Recipe, Stage
+from harness.train.recipes import (
+    RANGE_GRAD_CLIP,
+    RANGE_LR_END,
+    RANGE_LR_START,
+    Recipe,
+    Stage,
+)
 
 #: Calibration inputs (the first ones of the training split) for the stage-2 range init.
 CALIBRATION_SAMPLES = 2048
