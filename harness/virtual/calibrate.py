@@ -434,10 +434,7 @@ def calibrate_recording(
         )
 
     # -- levels: equal width in ln x over the programmed range
-    edges = np.linspace(np.log(xp.min()), 0.0 if xp.max() <= 1 else np.log(xp.max()), N_LEVELS + 1)
-    edges[-1] += 1e-9
-    level_all = np.clip(np.searchsorted(edges, ln_x_all, side="right") - 1, 0, N_LEVELS - 1)
-    level_all[~prog_mask] = -1
+    edges, level_all = _level_index(x_all, prog_mask)
 
     # -- t0 by profile least squares
     say("fitting t0")
@@ -638,6 +635,43 @@ def calibrate_recording(
         personality=fitted, base=base_p, constants=tuple(consts), levels=levels, read_noise_method=method,
         goodness=goodness, data=data, warnings=tuple(warnings),
     )
+
+
+def _level_index(x: FloatArray, prog: npt.NDArray[np.bool_]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Level edges (N_LEVELS, equal width in ln x over the programmed devices) and each
+    device's level (−1 for devices that are not programmed)."""
+    xp = x[prog]
+    edges = np.linspace(np.log(xp.min()), 0.0 if xp.max() <= 1 else np.log(xp.max()), N_LEVELS + 1)
+    edges[-1] += 1e-9
+    level = np.clip(np.searchsorted(edges, np.log(np.maximum(x, 1e-12)), side="right") - 1, 0, N_LEVELS - 1)
+    level[~prog] = -1
+    return edges, level
+
+
+def goodness_of_fit(rec: Recording, personality: Personality | str, *, seed: int = 0) -> dict[str, Any]:
+    """How well any personality (fitted, shipped, or another chip's) predicts ``rec``'s readouts:
+    the held-out KS of :func:`calibrate_recording` with that personality's laws. The per-level
+    verify-read bias is measured on the non-held-out devices with the personality's drift law.
+
+    Raises:
+        CalibrationError: as :func:`load_data`, or nothing programmed converged.
+    """
+    p = load_personality(personality)
+    rng = np.random.default_rng(seed)
+    d = load_data(rec)
+    holdout = rng.random(d.target_uS.size) < HOLDOUT_FRACTION
+    prog = (d.target_uS > RESET_TARGET_MAX_US) & d.converged
+    if not prog.any():
+        raise CalibrationError(f"{rec.path}: no programmed device converged in write-verify")
+    x = d.target_uS / d.g_max_uS
+    _, level = _level_index(x, prog)
+    g1 = int(np.flatnonzero(d.t_g >= p.t0_s)[0]) if np.any(d.t_g >= p.t0_s) else 0
+    mu = ph.drift_exponent_stats(x, p)[0]
+    dev = d.mean[g1] * np.exp(mu * math.log(max(float(d.t_g[g1]), p.t0_s) / p.t0_s)) - d.final_uS
+    use = prog & ~holdout
+    n = np.bincount(level[use], minlength=N_LEVELS)
+    bias = np.bincount(level[use], weights=dev[use], minlength=N_LEVELS) / np.maximum(n, 1)
+    return _goodness(d, p, level, holdout, prog, bias, rng)[1]
 
 
 def _loglog(lm: FloatArray, uc: FloatArray, ubar: float, suu: float) -> tuple[FloatArray, FloatArray, FloatArray]:
