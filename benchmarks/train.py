@@ -4,13 +4,14 @@ Target (issue 9): a stage-2 step of the ``analognets`` recipe (clipping, weight 
 and ADC quantizers with learned ranges, the shared ADC gain, quantization noise) costs
 ≤ 1.5× a plain torch step (forward + backward + Adam step) on the same model and batch.
 Both are measured in this run, interleaved (so both see the same machine load), median of
-repeats, at the same torch thread count.
+repeats, at the same torch thread count (default 1, as ``harness train`` runs: deterministic
+kernels on one thread).
 
 If IBM's ``aihwkit_lightning`` is importable in this interpreter (install it only in a
 throwaway virtual environment: it is never a dependency of the harness), its
 hardware-aware training configuration of the same model is timed too and the ratio printed.
 
-    python benchmarks/train.py [--repeats 15] [--threads N] [--batch 100] [--bits 8]
+    python benchmarks/train.py [--repeats 15] [--threads 1] [--batch 100] [--bits 8]
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def _aihwkit_lightning_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1, as harness train runs; 0: torch's default)"
+    )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--bits", type=int, default=8)
     args = parser.parse_args()

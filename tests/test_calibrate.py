@@ -24,7 +24,11 @@ from harness.registry import open_chip
 from harness.schedule import parse_session
 from harness.session import run_session
 from harness.virtual import physics as ph
-from harness.virtual.calibrate import CalibrationResult, calibrate_recording
+from harness.virtual.calibrate import (
+    CalibrationResult,
+    calibrate_recording,
+    goodness_of_fit,
+)
 from harness.virtual.chip import VirtualPCMChip
 from harness.virtual.pattern import save_calibration_pattern
 from harness.virtual.personality import ClippedLog, Personality, load_personality
@@ -137,6 +141,12 @@ def test_round_trip_scaled_personality_with_repeats(tmp_path: Path, pattern: Pat
     assert not c("t0_s").identified and c("t0_s").value == truth.t0_s
     # goodness of fit: held-out readouts agree with the fitted model's predictive distribution
     assert_goodness(result.goodness, factors)
+    # the KS has power: the unscaled default personality does not predict this chip
+    with open_recording(rec_path) as rec:
+        wrong = goodness_of_fit(rec, "pcm-90nm", seed=1)
+        right = goodness_of_fit(rec, result.personality, seed=1)
+    assert wrong["times_passing"] <= len(wrong["ks_per_time"]) // 2, wrong["ks_per_time"]
+    assert right["times_passing"] >= 0.8 * len(right["ks_per_time"])
 
 
 def test_round_trip_hermes(tmp_path: Path, pattern: Path) -> None:

@@ -36,7 +36,7 @@ def test_models_json_lists_the_zoo_with_counts_and_fit() -> None:
     kws = rows["analognet-kws"]
     assert (kws["mvms"], kws["macs"], kws["max_rows"], kws["n_cols"]) == (991, 38_691_408, 1008, 460)
     assert kws["aon_fits"] and kws["chip_fits"] and kws["chip_how"] == "yes (transposed: conv2, conv3, conv4, conv5)"
-    assert kws["input_shape"] == [49, 10] and kws["n_classes"] == 12 and "AnalogNets" in kws["source"]
+    assert kws["input_shape"] == [1, 49, 10] and kws["n_classes"] == 12 and "AnalogNets" in kws["source"]
     micro = rows["micronet-kws-s"]
     assert not micro["aon_fits"] and "(422016 unit cells, 1104 outputs) do not pack" in micro["aon_how"]
     assert micro["min_utilization"] == pytest.approx(1 / 112)

@@ -34,13 +34,13 @@ def test_builder_output_shape_and_metadata(name: str) -> None:
 def test_builders_take_n_classes() -> None:
     net = get_model("analognet-kws", n_classes=5).eval()
     with torch.no_grad():
-        assert net(torch.zeros(1, 49, 10)).shape == (1, 5)
+        assert net(torch.zeros(1, 1, 49, 10)).shape == (1, 5)
 
 
 def test_imec_takes_the_harness_front_end_shape() -> None:
     net = get_model("imec-kws-1d", n_mfcc=10).eval()
     with torch.no_grad():
-        assert net(torch.zeros(2, 49, 10)).shape == (2, 12)
+        assert net(torch.zeros(2, 1, 49, 10)).shape == (2, 12)
 
 
 def test_registry_refusals() -> None:

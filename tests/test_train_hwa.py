@@ -124,9 +124,9 @@ def test_quantizer_range_gradient_matches_finite_differences_where_saturated() -
     assert r.grad.item() == pytest.approx(1.0)  # sign(3) + sign(−4) + sign(5)
 
 
-def test_quantization_noise_quantizes_a_fraction_p() -> None:
+def test_quantization_noise_quantizes_a_fraction_p_of_blocks() -> None:
     gen = torch.Generator().manual_seed(7)
-    x = torch.rand(20000) * 2 - 1
+    x = torch.rand(200, 100) * 2 - 1  # a linear activation: every element is a block
     r = torch.tensor(1.0)
     q = fake_quantize(x, r, 3)
     out = quantize_with_noise(x, r, 3, 0.3, gen)
@@ -136,6 +136,14 @@ def test_quantization_noise_quantizes_a_fraction_p() -> None:
     assert bool(((out == q) | (out == x)).all())
     # Binomial fraction: SE = sqrt(0.3·0.7/N) ≈ 0.0033 for N ≈ 20000; allow 5 SE.
     assert frac.item() == pytest.approx(0.3, abs=5 * math.sqrt(0.21 / 20000))
+    # A conv activation (N, C, H, W): whole (sample, channel) maps are quantized or not.
+    xc = torch.rand(50, 40, 6, 5) * 2 - 1
+    outc = quantize_with_noise(xc, r, 3, 0.3, gen)
+    quantized_map = (outc == fake_quantize(xc, r, 3)).flatten(2).all(dim=2)
+    untouched_map = (outc == xc).flatten(2).all(dim=2)
+    assert bool((quantized_map | untouched_map).all())
+    frac_c = quantized_map.float().mean().item()  # N = 2000 blocks: SE ≈ 0.010; allow 5 SE
+    assert frac_c == pytest.approx(0.3, abs=5 * math.sqrt(0.21 / 2000))
     assert torch.equal(quantize_with_noise(x, r, 3, 1.0, None), q)
     assert torch.equal(quantize_with_noise(x, r, 3, 0.0, None), x)
 

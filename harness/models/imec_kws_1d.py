@@ -10,8 +10,8 @@ The slide's layer list:
 
 94.2 % with 3-level weights / 7-level activations (quantized CNN); 135 array rows (45 × 3) and
 315 columns (7 × 45) on the slide. Reconstructed here for an input of ``frames`` MFCC frames of
-``n_mfcc`` coefficients, shaped ``(frames, n_mfcc)`` like the 2-D KWS models so one dataset
-feeds all of them (an ``Unflatten`` makes it a ``1 × frames × n_mfcc`` image):
+``n_mfcc`` coefficients, shaped ``(1, frames, n_mfcc)`` like the 2-D KWS models so one dataset
+feeds all of them:
 
 - the per-frame FC is a ``Conv2d(1, 100, kernel=(1, n_mfcc))`` (the same matrix applied to every
   frame: ``n_mfcc`` rows × 100 columns on the array), then ``Flatten(start_dim=2)`` gives the
@@ -40,20 +40,20 @@ DILATIONS = (2, 2, 4, 4, 8, 8, 16)
 
 @register_model(
     "imec-kws-1d",
-    input_shape=(49, 39),
+    input_shape=(1, 49, 39),
     n_classes=12,
     task="kws",
     source=SOURCE,
     summary="per-frame FC 100 + BN -> 7x dilated conv1d 45 k3 (2,2,4,4,8,8,16) -> global avg pool -> FC 12",
 )
 def imec_kws_1d(n_classes: int = 12, n_mfcc: int = 39, frames: int = 49) -> nn.Sequential:
-    """The imec 1-D dilated KWS CNN for a ``(frames, n_mfcc)`` input (see the module docstring).
+    """The imec 1-D dilated KWS CNN for a ``(1, frames, n_mfcc)`` input (see the module docstring).
 
     ``frames`` does not change the weights (the network is fully convolutional in time); it
-    sets the input shape ``(frames, n_mfcc)``.
+    is accepted so callers can state the input ``(1, frames, n_mfcc)`` they will feed.
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["image"] = nn.Unflatten(1, (1, frames))  # (frames, n_mfcc) -> 1 x frames x n_mfcc
+    del frames  # the weights do not depend on it
     layers["fc"] = nn.Conv2d(1, 100, (1, n_mfcc), bias=False)
     layers["to_sequence"] = nn.Flatten(start_dim=2)
     layers["fc_bn"] = nn.BatchNorm1d(100)

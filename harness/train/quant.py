@@ -14,8 +14,8 @@ gradients are then, in closed form (what the unit tests check):
 (Jain et al.'s convention: round, then clip the codes; the same forward as clip-then-round.)
 
 "Quantization noise" (Fan et al. 2020): in training only a random fraction ``p`` of the
-elements is quantized per forward pass; the rest pass through unchanged (and give no
-gradient to ``r``). ``p = 1`` is plain quantization; evaluation always uses ``p = 1``.
+blocks (one ``(sample, channel)`` slice each) is quantized per forward pass; the rest pass
+through unchanged (and give no gradient to ``r``). ``p = 1`` is plain quantization; evaluation always uses ``p = 1``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _FakeQuantize(torch.autograd.Function):
         if keep_x is None:
             out, pass_grad = q, inside
         else:
-            out, pass_grad = torch.where(keep_x, x, q), inside.logical_or_(keep_x)
+            out, pass_grad = torch.where(keep_x, x, q), inside.logical_or_(keep_x)  # keep_x broadcasts
         ctx.save_for_backward(x, r, out, pass_grad)
         return out
 
@@ -102,12 +102,18 @@ def fake_quantize_reference(x: torch.Tensor, r: torch.Tensor, bits: int) -> torc
 def quantize_with_noise(
     x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Fan et al. 2020: ``fake_quantize(x)`` on a random fraction ``p`` of the elements (one
-    Bernoulli draw per element from ``generator``), ``x`` elsewhere; ``p >= 1``: all
-    quantized, no draw; ``p <= 0``: ``x`` unchanged."""
+    """Fan et al. 2020: ``fake_quantize(x)`` on a random fraction ``p`` of blocks, ``x``
+    elsewhere; ``p >= 1``: all quantized, no draw; ``p <= 0``: ``x`` unchanged.
+
+    A block is one ``(sample, channel)`` slice — the whole feature map of a channel for a
+    conv activation ``(N, C, ...)``, one element for a linear one ``(N, F)`` — as Fan et al.
+    drop quantization on blocks, not scalars. One Bernoulli draw per block from
+    ``generator``: per-element draws of a conv activation cost more than the rest of the
+    quantizer (benchmarks/train.py)."""
     if p <= 0.0:
         return x
     keep_x = None
     if p < 1.0:
-        keep_x = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p, generator=generator)
+        block = tuple(x.shape[:2]) + (1,) * (x.dim() - 2)
+        keep_x = torch.empty(block, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p, generator=generator)
     return _FakeQuantize.apply(x, r, levels(bits), keep_x)

@@ -434,10 +434,7 @@ def calibrate_recording(
         )
 
     # -- levels: equal width in ln x over the programmed range
-    edges = np.linspace(np.log(xp.min()), 0.0 if xp.max() <= 1 else np.log(xp.max()), N_LEVELS + 1)
-    edges[-1] += 1e-9
-    level_all = np.clip(np.searchsorted(edges, ln_x_all, side="right") - 1, 0, N_LEVELS - 1)
-    level_all[~prog_mask] = -1
+    edges, level_all = _level_index(x_all, prog_mask)
 
     # -- t0 by profile least squares
     say("fitting t0")
@@ -640,6 +637,43 @@ def calibrate_recording(
     )
 
 
+def _level_index(x: FloatArray, prog: npt.NDArray[np.bool_]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Level edges (N_LEVELS, equal width in ln x over the programmed devices) and each
+    device's level (−1 for devices that are not programmed)."""
+    xp = x[prog]
+    edges = np.linspace(np.log(xp.min()), 0.0 if xp.max() <= 1 else np.log(xp.max()), N_LEVELS + 1)
+    edges[-1] += 1e-9
+    level = np.clip(np.searchsorted(edges, np.log(np.maximum(x, 1e-12)), side="right") - 1, 0, N_LEVELS - 1)
+    level[~prog] = -1
+    return edges, level
+
+
+def goodness_of_fit(rec: Recording, personality: Personality | str, *, seed: int = 0) -> dict[str, Any]:
+    """How well any personality (fitted, shipped, or another chip's) predicts ``rec``'s readouts:
+    the held-out KS of :func:`calibrate_recording` with that personality's laws. The per-level
+    verify-read bias is measured on the non-held-out devices with the personality's drift law.
+
+    Raises:
+        CalibrationError: as :func:`load_data`, or nothing programmed converged.
+    """
+    p = load_personality(personality)
+    rng = np.random.default_rng(seed)
+    d = load_data(rec)
+    holdout = rng.random(d.target_uS.size) < HOLDOUT_FRACTION
+    prog = (d.target_uS > RESET_TARGET_MAX_US) & d.converged
+    if not prog.any():
+        raise CalibrationError(f"{rec.path}: no programmed device converged in write-verify")
+    x = d.target_uS / d.g_max_uS
+    _, level = _level_index(x, prog)
+    g1 = int(np.flatnonzero(d.t_g >= p.t0_s)[0]) if np.any(d.t_g >= p.t0_s) else 0
+    mu = ph.drift_exponent_stats(x, p)[0]
+    dev = d.mean[g1] * np.exp(mu * math.log(max(float(d.t_g[g1]), p.t0_s) / p.t0_s)) - d.final_uS
+    use = prog & ~holdout
+    n = np.bincount(level[use], minlength=N_LEVELS)
+    bias = np.bincount(level[use], weights=dev[use], minlength=N_LEVELS) / np.maximum(n, 1)
+    return _goodness(d, p, level, holdout, prog, bias, rng)[1]
+
+
 def _loglog(lm: FloatArray, uc: FloatArray, ubar: float, suu: float) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-device OLS of ``lm`` (G', n) on u: (ν̂ = −slope, intercept at u = 0, RSS)."""
     slope = (uc @ lm) / suu
@@ -811,17 +845,22 @@ def predictive_draw(
     reads: int = 1, bias_uS: FloatArray | float = 0.0,
 ) -> FloatArray:
     """One draw per device and time, (G, n), of a readout (the mean of ``reads`` reads) under
-    personality ``p`` given each device's last verify read: G(t0) = final + N(0, σ_prog² −
-    σ_read(t0)²) (the virtual chip's relaxation plus verify-read noise), drift |N(μ_ν, σ_ν)|,
-    read noise at t, ADC. ``bias_uS``: mean of G(t0) − verify read (the loop stops on a
-    read that noise pushed into tolerance, so devices sit slightly below their last read)."""
+    personality ``p`` given each device's last verify read: G(t) = final + b + N(0, σ_prog² −
+    σ_read(t0)² − σ_relax²) + progress(t)·N(0, σ_relax²) (the verify read's own noise, then the
+    virtual chip's relaxation, complete at t0), drift |N(μ_ν, σ_ν)|, read noise at t, ADC.
+    ``bias_uS`` (b): mean of G(t0) − verify read (the loop stops on a read that noise pushed
+    into tolerance, so devices sit slightly below their last read)."""
     s_prog = ph.programming_noise_std(x, p)
     q = ph.read_noise_q(x, p)
     g_q = final_uS * q
     s0 = np.sqrt(np.maximum(s_prog**2 - (g_q * ph.read_noise_time_factor(p.t0_s, p)) ** 2, 0.0))
-    g0 = np.maximum(final_uS + bias_uS + s0 * rng.standard_normal(x.size), 0.0)
+    s_relax = np.minimum(ph.relaxation_std(x, p), s0)
+    s_verify = np.sqrt(s0**2 - s_relax**2)
+    g_base = final_uS + bias_uS + s_verify * rng.standard_normal(x.size)
+    relax = s_relax * rng.standard_normal(x.size)
+    g0 = np.maximum(g_base[None, :] + ph.relaxation_progress(t_s, p)[:, None] * relax[None, :], 0.0)
     nu = ph.draw_drift_exponents(x, rng, p)
-    g_t = g0[None, :] * ph.drift_factor(t_s[:, None], nu[None, :], p)
+    g_t = g0 * ph.drift_factor(t_s[:, None], nu[None, :], p)
     sig = g_t * q[None, :] * ph.read_noise_time_factor(t_s, p)[:, None]
     out = np.zeros_like(g_t)
     for _ in range(reads):
