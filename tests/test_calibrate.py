@@ -24,7 +24,11 @@ from harness.registry import open_chip
 from harness.schedule import parse_session
 from harness.session import run_session
 from harness.virtual import physics as ph
-from harness.virtual.calibrate import CalibrationResult, calibrate_recording, goodness_of_fit
+from harness.virtual.calibrate import (
+    CalibrationResult,
+    calibrate_recording,
+    goodness_of_fit,
+)
 from harness.virtual.chip import VirtualPCMChip
 from harness.virtual.pattern import save_calibration_pattern
 from harness.virtual.personality import ClippedLog, Personality, load_personality

@@ -346,3 +346,24 @@ def test_evaluate_chip_progress_lines_per_chip_in_a_log() -> None:
     assert r.exit_code == 0, r.stderr
     json.loads(r.stdout)
     assert "1/3 (33%)" in r.stderr and "3/3 (100%)" in r.stderr and "ETA" in r.stderr
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_torch_is_a_supported_range_documented_in_docs() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_req = next(Requirement(d) for d in deps if Requirement(d).name == "torch")
+    spec = torch_req.specifier
+    # Any torch a user may have in the range installs beside the harness: the CI wheel, the
+    # other local build, the documented lower bound; older ones (no NumPy 2 ABI) do not.
+    assert all(spec.contains(v) for v in ("2.13.0+cpu", "2.14.1", "2.3.0")), spec
+    assert not spec.contains("2.2.2") and not spec.contains("3.0.0"), spec
+    doc = (ROOT / "docs" / "install.md").read_text()
+    assert f"torch{spec}" in doc.replace(" ", "") or "torch>=2.3,<3" in doc
+    for install in ((ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()):
+        assert "pip install -q torch==2.13.0 && pip install -q -e" in install
