@@ -254,7 +254,7 @@ class _AnalogOp:
 @dataclass(frozen=True)
 class _DigitalOp:
     """A digital layer: ``relu``, ``relu6``, ``flatten`` (``dim``: first flattened dim of the
-    ``(B, N, *sample)`` tensor), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
+    ``(B, N, *sample)`` tensor), ``unflatten`` (``dim`` split into ``sizes``), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
     ``avgpool1d`` / ``avgpool2d`` (``pool``: kernel, stride, padding), ``global_avgpool``."""
 
     kind: str
@@ -262,6 +262,7 @@ class _DigitalOp:
     scale: torch.Tensor | None = None
     shift: torch.Tensor | None = None
     pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,8 @@ class CimSimulator:
                                       shift=torch.from_numpy(b.astype(np.float32))))
             elif kind == "flatten":
                 ops.append(_DigitalOp("flatten", dim=int(spec.get("start_dim", 1)) + 1))
+            elif kind == "unflatten":
+                ops.append(_DigitalOp("unflatten", dim=int(spec["dim"]) + 1, sizes=tuple(int(v) for v in spec["sizes"])))
             elif kind in ("avgpool1d", "avgpool2d"):
                 dims = 1 if kind == "avgpool1d" else 2
                 pool = tuple(
@@ -351,11 +354,16 @@ class CimSimulator:
         return tuple(ops)
 
     # -- conductances → weights ---------------------------------------------------------------
-    def _pairs(self, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, g: torch.Tensor, k: int, reference: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G+, G−) of layer ``k``; a unipolar layer's G− is the constant ``reference``
+        (``g_min`` for conductances, 0 for variances: the digital reference is noiseless)."""
         p = self.layout.layers[k]
         block = g[:, self._slices[k]]
         n = p.out_features * p.fan_in
         shape = (g.shape[0], p.out_features, p.fan_in)
+        if p.unipolar:
+            ref = self.layout.geometry.g_min_uS if reference is None else reference
+            return block.reshape(shape), torch.full(shape, float(ref), dtype=block.dtype)
         return block[:, :n].reshape(shape), block[:, n:].reshape(shape)
 
     def _differences(self, g: torch.Tensor) -> list[torch.Tensor]:
@@ -395,6 +403,9 @@ class CimSimulator:
     def _row_sums(self, g: torch.Tensor, k: int) -> torch.Tensor:
         """``Σ_j (G+ − G−)_ij`` (µS) of layer ``k``, ``(B, out)``: one reduction, no temporaries."""
         p = self.layout.layers[k]
+        if p.unipolar:
+            block = g[:, self._slices[k]].reshape(g.shape[0], p.out_features, p.fan_in)
+            return block.sum(dim=2) - p.fan_in * self.layout.geometry.g_min_uS
         sums = g[:, self._slices[k]].reshape(g.shape[0], 2, p.out_features, p.fan_in).sum(dim=3)
         return sums[:, 0] - sums[:, 1]
 
@@ -462,7 +473,9 @@ class CimSimulator:
     ) -> torch.Tensor:
         """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
 
-        Large batches are evaluated in chunks of conductance sets (same numbers, bounded memory).
+        Large batches are evaluated in chunks of conductance sets, and of samples when one
+        set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
+        numbers, except that per-read noise is then drawn in another order).
         """
         ys = y.long() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))
         xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
@@ -472,17 +485,24 @@ class CimSimulator:
         ref = None if g_ref_uS is None else self._as_batch(g_ref_uS)
         prog = None if g_prog_uS is None else self._as_batch(g_prog_uS)
         t = None if read_noise_t_s is None else torch.as_tensor(np.asarray(read_noise_t_s, dtype=np.float64))
-        chunk = max(1, MAX_ACTIVATION_ELEMENTS // max(1, xs.shape[0] * self._width))
+        # Chunks of conductance sets, and of samples when one set's activations alone exceed
+        # the bound (large conv nets): per-sample results do not depend on the chunking.
+        per_set = xs.shape[0] * self._width
+        chunk = max(1, MAX_ACTIVATION_ELEMENTS // max(1, per_set))
+        samples = xs.shape[0] if per_set <= MAX_ACTIVATION_ELEMENTS else max(1, MAX_ACTIVATION_ELEMENTS // self._width)
         out = []
         for s in range(0, g.shape[0], chunk):
             sl = slice(s, s + chunk)
             r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
             pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
-            logits = self.logits(
-                xs, g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl], g_prog_uS=pr,
-                generator=generator,
-            )
-            out.append(top1_correct(logits, ys).to(torch.float64).mean(dim=1))
+            correct = torch.zeros(g[sl].shape[0], dtype=torch.float64)
+            for k in range(0, xs.shape[0], samples):
+                logits = self.logits(
+                    xs[k : k + samples], g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl],
+                    g_prog_uS=pr, generator=generator,
+                )
+                correct += top1_correct(logits, ys[k : k + samples]).to(torch.float64).sum(dim=1)
+            out.append(correct / xs.shape[0])
         return torch.cat(out)
 
     # -- internals ------------------------------------------------------------------------------
@@ -515,7 +535,7 @@ class CimSimulator:
         s2 = torch.from_numpy((sigma * sigma).astype(np.float32))
         out = []
         for k, p in enumerate(self.layout.layers):
-            vp, vn = self._pairs(s2, k)
+            vp, vn = self._pairs(s2, k, reference=0.0)
             out.append((vp + vn) * (1.0 / p.scale_uS**2))
         return out
 
@@ -607,30 +627,36 @@ class CimSimulator:
         geo = op.conv
         if geo is None:  # pragma: no cover - linear handled above
             raise EvaluationError(f"layer {op.name!r} has no conv geometry")
+        # The array's MVM at every output position of a conv is a convolution with the dense
+        # (out, C·prod(k)) matrix as kernel (im2col order = torch's kernel layout), so it runs
+        # as one torch convolution for all sets: a shared input against the sets' kernels
+        # stacked along the output channels, per-set inputs as a grouped convolution (one
+        # group per set). Depthwise layers use their dense block-diagonal matrix, as the array.
         hb, n, c = h.shape[:3]
         spatial = tuple(h.shape[3:])
         out_size = geo.out_size(spatial)
         if op.kind == "conv1d":  # a conv1d is a conv2d over a 1-row image
-            images = h.reshape(hb * n, c, 1, spatial[0])
             kernel, stride, dilation = (1, geo.kernel[0]), (1, geo.stride[0]), (1, geo.dilation[0])
             pads = ((0, 0), geo.padding[0])
+            image = (1, spatial[0])
         else:
-            images = h.reshape(hb * n, c, *spatial)
             kernel, stride, dilation = geo.kernel, geo.stride, geo.dilation  # type: ignore[assignment]
             pads = geo.padding  # type: ignore[assignment]
+            image = spatial  # type: ignore[assignment]
+        if hb == 1:
+            images, groups = h[0].reshape(n, c, *image), 1
+        else:  # (B, N, C, ...) -> (N, B·C, ...): free when h is the transposed view made below
+            images, groups = h.transpose(0, 1).reshape(n, hb * c, *image), hb
+        padding: tuple[int, int] = (pads[0][0], pads[1][0])
         if any(before != after for before, after in pads):  # asymmetric ('same' with an even kernel)
             images = F.pad(images, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
             padding = (0, 0)
-        else:
-            padding = (pads[0][0], pads[1][0])
-        cols = F.unfold(images, kernel, dilation=dilation, padding=padding, stride=stride)  # (hb·n, K, L)
-        n_pix = cols.shape[2]
-        cols = cols.transpose(1, 2).reshape(hb, n * n_pix, -1)
-        y = _batched_matmul(cols, w)
+        kernels = w.reshape(b * out_f, c, *kernel)
+        y = F.conv2d(images, kernels, None, stride, padding, dilation, groups)  # (N, B·out, ...)
         if var is not None:
-            std = _batched_matmul(cols * cols, var).sqrt_()
-            y.addcmul_(std, torch.randn(y.shape, generator=generator))
-        return y.reshape(b, n, n_pix, out_f).transpose(2, 3).reshape(b, n, out_f, *out_size)
+            std = F.conv2d(images * images, var.reshape(b * out_f, c, *kernel), None, stride, padding, dilation, groups)
+            y.addcmul_(std.sqrt_(), torch.randn(y.shape, generator=generator))
+        return y.reshape(n, b, out_f, *out_size).transpose(0, 1)
 
 
 class _Lazy:
@@ -720,6 +746,8 @@ def _digital(op: _DigitalOp, act: _Lazy) -> _Lazy:
     value = act.value()
     if op.kind == "flatten":
         return _Lazy(value.flatten(op.dim), owned=True)
+    if op.kind == "unflatten" and op.sizes is not None:
+        return _Lazy(value.unflatten(op.dim, op.sizes), owned=True)
     lead = value.shape[:3]
     if op.kind == "global_avgpool":
         dims = tuple(range(3, value.ndim))

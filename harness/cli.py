@@ -28,7 +28,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "sweep": LazyCommand("harness.commands.sweep:sweep_command",
                          "Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes."),
     "report": LazyCommand("harness.commands.report:report_command",
-                          "Write one self-contained HTML report of recordings, evaluations, sweeps and estimates."),
+                          "Write one HTML report of the inputs: plots embedded, provenance at the bottom."),
+    "models": LazyCommand("harness.commands.models:models_command",
+                          "List the model zoo: parameters, MACs, MVMs per inference, and how each fits the array."),
     "train": LazyCommand("harness.commands.train:train_command",
                          "Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."),
     "data": LazyCommand("harness.commands.data:app",
@@ -36,7 +38,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "accel": LazyCommand("harness.commands.accel:accel_command",
                          "Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."),
     "calibrate": LazyCommand("harness.commands.calibrate:calibrate_command",
-                             "Fit a virtual-chip personality (TOML) to a recording: noise, drift, read-noise laws, CIs, KS."),
+                             "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
+    "compare": LazyCommand("harness.commands.compare:compare_command",
+                           "Drift, read noise and write-verify convergence per target level, A vs B; KS per readout time."),
 }
 
 

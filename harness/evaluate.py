@@ -46,7 +46,7 @@ import torch
 
 from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
-from harness.data import fixtures_dir, load_dataset
+from harness.data import check_dataset_fits, fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
 from harness.models.format import Model, default_model_path, load_model
@@ -93,9 +93,9 @@ class ChipReadouts:
 
 @dataclass(frozen=True)
 class EvaluationProgress:
-    """Reported while evaluating: ``phase`` is ``"chip"`` (programming and reading simulated
-    chip ``done + 1`` of ``total``), ``"readout"`` (a readout of that chip) or
-    ``"inference"`` (bit-width ``done + 1`` of ``total``)."""
+    """Reported while evaluating: ``phase`` is ``"chip"`` (``done`` of ``total`` chips
+    programmed and read, reported after each), ``"readout"`` (a readout of chip ``done + 1``)
+    or ``"inference"`` (bit-width ``done + 1`` of ``total`` starts)."""
 
     phase: str
     done: int
@@ -177,7 +177,7 @@ class EvaluationResult:
         if len(set(labels)) < len(labels):
             labels = [f"{t:.9g}s" for t in self.times_s]
         if len(set(labels)) < len(labels):  # repeated recorded times: number them
-            labels = [f"{label}#{i}" for i, label in enumerate(labels)]
+            labels = [f"{label}#{i}" for i, label in enumerate(labels, start=1)]
         return labels
 
     @staticmethod
@@ -520,8 +520,6 @@ def read_chips(
     out = []
     with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
         for i, uri in enumerate(uris):
-            if progress:
-                progress(EvaluationProgress("chip", i, len(uris), uri))
             with contextlib.closing(open_chip(uri)) as chip:
                 out.append(
                     read_live_chip(
@@ -529,6 +527,8 @@ def read_chips(
                         run_index=i, n_runs=len(uris),
                     )
                 )
+            if progress:
+                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
     return out
 
 
@@ -551,6 +551,7 @@ class ReadoutEvaluator:
     def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
         self.model = model
         data = load_dataset(model.dataset)
+        check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
         self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
         self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
         self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
@@ -708,20 +709,16 @@ def _resolve_model(model: Model | str | Path | None) -> Model | None:
 
 
 def resolve_model(ref: str | Path) -> Model:
-    """A model by reference: ``"default"``, a bundled model's name (``digits_mlp``) or a file.
+    """A model by reference: ``"default"``, a zoo or bundled model's name (``analognet-kws``,
+    ``digits_mlp``: its file in ``fixtures/models/``) or a file
+    (:func:`harness.models.resolve_model_path`).
 
     Raises:
-        ModelError: no such file or bundled model, or an unreadable file.
+        ModelError: no such file, zoo or bundled model, or an unreadable file.
     """
-    text = str(ref)
-    if text == "default":
-        return load_model(default_model_path())
-    path = Path(text)
-    if not path.exists() and path.suffix == "" and "/" not in text:
-        bundled = fixtures_dir() / "models" / f"{text}.h5"
-        if bundled.is_file():
-            return load_model(bundled)
-    return load_model(path)
+    from harness.models import resolve_model_path
+
+    return load_model(resolve_model_path(ref))
 
 
 def evaluate_chip(
@@ -770,12 +767,97 @@ def evaluate_chip(
             "or --read-noise for repeated read-noise draws (simulated chips need a virtual URI)"
         )
     the_model = _resolve_model(model) or load_model(default_model_path())
-    chips = read_chips(chip_uri, the_model, times, n_runs if virtual else 1, params=params, progress=progress)
-    program_read_s = time.perf_counter() - wall0
-    return evaluate_readouts(
-        the_model, chips, times_s=times, bits=bits_t, gdc=gdc, read_noise=read_noise, repeats=repeats, seed=seed,
-        source="chip", location=chip_uri, progress=progress,
-        timing=EvaluationTiming(program_read_s=program_read_s, total_s=program_read_s),
+    return _evaluate_chips_streaming(
+        chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
+        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0,
+    )
+
+
+#: Chips whose readouts are held at once by :func:`evaluate_chip`: their CiM inference is
+#: batched, then the readouts are dropped, so memory stays flat in ``--runs``. 32 > the
+#: default 25 runs, so a default evaluation is one batch (and bit-identical to evaluating
+#: all readouts together).
+CHIP_BATCH = 32
+
+
+def _batch_seed(seed: int, k: int) -> int:
+    """Read-noise seed of the k-th chip batch: ``seed`` itself for the first batch (so one
+    batch equals a whole-list evaluation), independent derived streams after it."""
+    if k == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), k]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _evaluate_chips_streaming(
+    chip_uri: str,
+    model: Model,
+    times: tuple[float, ...],
+    n_chips: int,
+    *,
+    bits: tuple[int | None, ...],
+    gdc: bool,
+    read_noise: bool,
+    repeats: int,
+    seed: int,
+    params: ProgrammingParams | None,
+    progress: ProgressCallback | None,
+    wall0: float,
+) -> EvaluationResult:
+    """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
+    :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
+    from harness.registry import open_chip, parse_uri
+
+    scheme = parse_uri(chip_uri).scheme
+    uris = virtual_chip_uris(chip_uri, n_chips) if scheme == "virtual" else [chip_uri]
+    evaluator = ReadoutEvaluator(model)
+    acc_parts: list[npt.NDArray[np.float64]] = []
+    t_parts: list[npt.NDArray[np.float64]] = []
+    labels: list[str] = []
+    batch: list[ChipReadouts] = []
+    inference_s = 0.0
+
+    def flush() -> None:
+        nonlocal inference_s
+        t_inf = time.perf_counter()
+        acc_parts.append(evaluator.accuracy_batch(
+            batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
+        ))
+        inference_s += time.perf_counter() - t_inf
+        for c in batch:
+            if c.g_uS.shape != (len(times), c.layout.n_devices):
+                raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {c.layout.n_devices})")
+            t_parts.extend([c.times_s] * repeats)
+            labels.extend([c.label] * repeats)
+        batch.clear()
+
+    with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
+        for i, uri in enumerate(uris):
+            with contextlib.closing(open_chip(uri)) as chip:
+                batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
+            if len(batch) == CHIP_BATCH:
+                flush()
+            if progress:
+                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
+        if batch:
+            flush()
+    total_s = time.perf_counter() - wall0
+    return EvaluationResult(
+        model=model.name,
+        model_path=None if model.path is None else str(model.path),
+        source="chip",
+        location=chip_uri,
+        runs_labels=tuple(labels),
+        digital_accuracy=evaluator.digital_accuracy,
+        n_test=evaluator.n_test,
+        bits=bits,
+        times_s=times,
+        read_times_s=np.stack(t_parts),
+        accuracy=np.concatenate(acc_parts, axis=2),
+        gdc=gdc,
+        read_noise=read_noise,
+        seed=int(seed),
+        ranges=evaluator.ranges,
+        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=inference_s, total_s=total_s),
     )
 
 

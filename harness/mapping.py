@@ -54,6 +54,12 @@ class LayerPlacement:
     scale_uS: float  # s: µS per unit weight
     transposed: bool = False
     pieces: tuple[tuple[int, int, int, int], ...] = ()
+    unipolar: bool = False  # one device per weight (all >= 0): the G− devices are not used
+
+    @property
+    def n_devices(self) -> int:
+        """Devices the layer programs: ``out·fan_in`` if unipolar, else twice that."""
+        return (1 if self.unipolar else 2) * self.out_features * self.fan_in
 
     def __post_init__(self) -> None:  # JSON gives lists; keep equality with tuples
         object.__setattr__(self, "pieces", tuple(tuple(int(v) for v in p) for p in self.pieces))
@@ -105,9 +111,8 @@ class Layout:
 
     def layer_slice(self, i: int) -> slice:
         """Device range of layer ``i`` in the flat order (G+ block then G− block)."""
-        start = sum(2 * p.out_features * p.fan_in for p in self.layers[:i])
-        n = 2 * self.layers[i].out_features * self.layers[i].fan_in
-        return slice(start, start + n)
+        start = sum(p.n_devices for p in self.layers[:i])
+        return slice(start, start + self.layers[i].n_devices)
 
     def pair_conductances(self, g_uS: npt.ArrayLike, layer: int) -> tuple[FloatArray, FloatArray]:
         """(G+, G−) of one layer as ``(..., out, fan_in)`` arrays from flat per-device µS ``(..., n)``."""
@@ -118,6 +123,8 @@ class Layout:
         block = g[..., self.layer_slice(layer)]
         n = p.out_features * p.fan_in
         shape = g.shape[:-1] + (p.out_features, p.fan_in)
+        if p.unipolar:  # W = (G − g_min)/s: the reference is the RESET level, held digitally
+            return block.reshape(shape), np.full(shape, self.geometry.g_min_uS)
         return block[..., :n].reshape(shape), block[..., n:].reshape(shape)
 
     def to_weights(self, g_uS: npt.ArrayLike) -> dict[str, FloatArray]:
@@ -206,7 +213,7 @@ def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geomet
             for j, k0 in enumerate(range(0, f, step)):
                 k1 = min(f, k0 + step)
                 rects.append((i, j, k0, k1, k1 - k0, 2 * o))
-        origins_by_rect = _ffdh([(h, w) for *_, h, w in rects], geometry)
+        origins_by_rect = shelf_pack([(h, w) for *_, h, w in rects], geometry.rows, geometry.cols)
         if origins_by_rect is None:
             continue
         pieces: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -218,41 +225,66 @@ def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geomet
             _, _, r, c = blocks[0]
             out.append(LayerPlacement(n, o, f, r, c, 0.0, 0.0, transposed, tuple(blocks) if n_pieces > 1 else ()))
         return out
+    if "does not fit" not in str(first_error):
+        devices = sum(2 * o * f for _, o, f in shapes)
+        raise MappingError(
+            f"the model does not fit: its {len(shapes)} blocks ({devices} devices) do not pack onto the "
+            f"{geometry.rows}x{geometry.cols} array ({geometry.n_cells} cells), even transposed or split; "
+            "use a larger chip"
+        )
     raise first_error
 
 
-def _ffdh(sizes: Sequence[tuple[int, int]], geometry: Geometry) -> list[tuple[int, int]] | None:
-    """First-fit decreasing-height shelf packing; (row0, col0) per rectangle, or None."""
+def shelf_pack(sizes: Sequence[tuple[int, int]], rows: int, cols: int) -> list[tuple[int, int]] | None:
+    """First-fit decreasing-height shelf packing of ``(height, width)`` rectangles into a
+    ``rows × cols`` array; ``(row0, col0)`` per rectangle (input order), or None if they do not fit."""
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][0], i))
     shelves: list[list[int]] = []  # [y, height, x used]
     origins: dict[int, tuple[int, int]] = {}
     for i in order:
         h, w = sizes[i]
         for shelf in shelves:
-            if h <= shelf[1] and shelf[2] + w <= geometry.cols:
+            if h <= shelf[1] and shelf[2] + w <= cols:
                 origins[i] = (shelf[0], shelf[2])
                 shelf[2] += w
                 break
         else:
             y = shelves[-1][0] + shelves[-1][1] if shelves else 0
-            if y + h > geometry.rows or w > geometry.cols:
+            if y + h > rows or w > cols:
                 return None
             shelves.append([y, h, w])
             origins[i] = (y, 0)
     return [origins[i] for i in range(len(sizes))]
 
 
-def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]], geometry: Geometry) -> Layout:
+def map_weights(
+    weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]],
+    geometry: Geometry,
+    *,
+    unipolar: Sequence[str] = (),
+) -> Layout:
     """Map 2-D weight matrices ``(out, fan_in)`` (in order) to target conductances and a layout.
 
     Layers are placed by :func:`place_layers_anyhow` (transposed or split only when needed).
+    Layers named in ``unipolar`` (all weights >= 0, e.g. from the ``uniform --unipolar``
+    training recipe; Garcia-Redondo et al.) use single devices, ``G = g_min + s·W``: only
+    the G+ device of each weight is programmed, half the devices of a differential layer
+    (the packer still reserves the pair's columns; ``W = (G − g_min)/s``).
 
     Raises:
-        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, or no room.
+        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, a
+            negative weight in a unipolar layer, an unknown unipolar name, or no room.
     """
     items = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
     if not items:
         raise MappingError("the model has no analog layers to map")
+    single = frozenset(unipolar)
+    unknown = single - {name for name, _ in items}
+    if unknown:
+        raise MappingError(f"unipolar layers {sorted(unknown)} are not among the mapped layers")
+    for name, w in items:
+        if name in single and np.min(w) < 0:
+            raise MappingError(f"layer {name!r} has negative weights (min {np.min(w):.3g}); it cannot be unipolar")
     mats: list[tuple[str, FloatArray]] = []
     for name, w in items:
         arr = np.asarray(w, dtype=np.float64)
@@ -272,7 +304,7 @@ def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.A
         w_max = float(np.abs(w).max())
         scale = g_span / w_max
         place = LayerPlacement(
-            name, out_f, fan_in, shell.row0, shell.col0, w_max, scale, shell.transposed, shell.pieces
+            name, out_f, fan_in, shell.row0, shell.col0, w_max, scale, shell.transposed, shell.pieces, name in single
         )
         placements.append(place)
         o_grid, k_grid = np.meshgrid(np.arange(out_f), np.arange(fan_in), indexing="ij")
@@ -292,9 +324,16 @@ def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.A
         g = scale * np.abs(flat_w)
         g_pos = np.where(flat_w > 0, g, 0.0) + geometry.g_min_uS
         g_neg = np.where(flat_w < 0, g, 0.0) + geometry.g_min_uS
+        n = flat_w.size
+        if place.unipolar:
+            cells.append(rows_pos * geometry.cols + cols_pos)
+            targets.append(g_pos)
+            layer_idx.append(np.full(n, i, dtype=np.int32))
+            signs.append(np.ones(n, dtype=np.int8))
+            w_idx.append(np.arange(n, dtype=np.int64))
+            continue
         cells += [rows_pos * geometry.cols + cols_pos, rows_neg * geometry.cols + cols_neg]
         targets += [g_pos, g_neg]
-        n = flat_w.size
         layer_idx.append(np.full(2 * n, i, dtype=np.int32))
         signs += [np.ones(n, dtype=np.int8), -np.ones(n, dtype=np.int8)]
         w_idx += [np.arange(n, dtype=np.int64)] * 2

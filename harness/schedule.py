@@ -7,7 +7,7 @@ A session file says what to program, which cells to read and when::
     description = "..."            # optional
 
     [program]
-    model = "default"              # the embedded default model, or a model file path
+    model = "default"              # the embedded default model, a zoo model name, or a model file path
                                    # (relative paths are relative to the session file)
     [program.params]               # optional; names and meaning as in ProgrammingParams
     tolerance_uS = 0.5
@@ -263,7 +263,7 @@ def parse_session(text: str, *, source: str = "<string>", base_dir: str | Path |
     prog = _table(doc, "program", where, default={})
     _check_keys(prog, _PROGRAM_KEYS, "[program]", where)
     model = _get(prog, "model", str, "[program]", where, default=DEFAULT_MODEL)
-    if model != DEFAULT_MODEL:
+    if model != DEFAULT_MODEL and not _is_model_name(model):
         mp = Path(model).expanduser()
         if not mp.is_absolute():
             root = Path(base_dir) if base_dir is not None else Path(source).parent
@@ -324,6 +324,11 @@ def _parse_schedule(tbl: Mapping[str, Any], where: str) -> Schedule:
         )
     except ScheduleError as exc:
         raise ScheduleError(f"{where}: {exc}") from exc
+
+
+def _is_model_name(text: str) -> bool:
+    """A bare name (``analognet-kws``, ``digits_mlp``): a zoo or bundled model, not a path."""
+    return "/" not in text and "\\" not in text and not Path(text).suffix and not text.startswith("~")
 
 
 def _program_params(tbl: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:

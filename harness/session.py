@@ -27,7 +27,6 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.chip import Chip, CodeReadingChip
-from harness.chip_check import sample_positions
 from harness.registry import chip_seed
 from harness.errors import HarnessError, RecordingError
 from harness.mapping import map_weights
@@ -41,7 +40,7 @@ from harness.recording import (
     partial_paths,
     recover_recording,
 )
-from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+from harness.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -125,9 +124,11 @@ def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.models.format import default_model_path
+    """The file of the session's model: ``"default"``, a zoo/bundled name or a path
+    (:func:`harness.models.resolve_model_path`)."""
+    from harness.models import resolve_model_path as resolve
 
-    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
+    return resolve(spec.program.model)
 
 
 def run_session(
@@ -355,15 +356,17 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
         state = rec.chip_state(rec.n_readouts) if rec.has_chip_state else None
         if rec.has_chip_state and state is None:
             raise RecordingError(
-                f"{p} has no chip state for readout {rec.n_readouts}; the virtual chip's physics cannot be continued"
+                f"{p} has no chip state after its {rec.n_readouts} readouts; the virtual chip's physics cannot be continued"
             )
+        from harness.chip_check import sample_positions  # here: `session status` need not import physics
+
         n = rec.n_readouts
         if n:
             on = _programmed_mask(rec)
             last = rec.readout(n - 1)
             pos = sample_positions(np.where(on, last, 0.0))
             cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
-            reference = f"last committed readout (#{n - 1})"
+            reference = f"last committed readout (#{n})"
         else:
             on = prog.target_uS > RESET_LEVEL_US
             pos = sample_positions(np.where(on, prog.final_uS, 0.0))

@@ -24,7 +24,11 @@ from harness.registry import open_chip
 from harness.schedule import parse_session
 from harness.session import run_session
 from harness.virtual import physics as ph
-from harness.virtual.calibrate import CalibrationResult, calibrate_recording
+from harness.virtual.calibrate import (
+    CalibrationResult,
+    calibrate_recording,
+    goodness_of_fit,
+)
 from harness.virtual.chip import VirtualPCMChip
 from harness.virtual.pattern import save_calibration_pattern
 from harness.virtual.personality import ClippedLog, Personality, load_personality
@@ -137,6 +141,12 @@ def test_round_trip_scaled_personality_with_repeats(tmp_path: Path, pattern: Pat
     assert not c("t0_s").identified and c("t0_s").value == truth.t0_s
     # goodness of fit: held-out readouts agree with the fitted model's predictive distribution
     assert_goodness(result.goodness, factors)
+    # the KS has power: the unscaled default personality does not predict this chip
+    with open_recording(rec_path) as rec:
+        wrong = goodness_of_fit(rec, "pcm-90nm", seed=1)
+        right = goodness_of_fit(rec, result.personality, seed=1)
+    assert wrong["times_passing"] <= len(wrong["ks_per_time"]) // 2, wrong["ks_per_time"]
+    assert right["times_passing"] >= 0.8 * len(right["ks_per_time"])
 
 
 def test_round_trip_hermes(tmp_path: Path, pattern: Path) -> None:
@@ -256,3 +266,31 @@ def test_bad_personality_file_on_the_chip_uri(tmp_path: Path, edit: tuple[str, s
     result = invoke("session", "run", str(ROOT / "sessions" / "demo-short.toml"), "--chip", f"virtual?rows=64&cols=160&personality={bad}",
                     "--out", str(tmp_path / "x.h5"))
     assert_one_line_error(result, fragment)
+
+
+def test_closing_the_loop_accuracy_on_recording_and_fitted_chip_agree(tmp_path: Path) -> None:
+    """A chip unlike the default (seeded scaled personality) runs the default model's session;
+    calibrate its recording; the model's accuracy vs time on that recording must lie within
+    the run-to-run spread of chips made from the fitted personality (3 sample stds of 10
+    chips, plus one test sample's worth of accuracy), and the fitted chips' mean must agree
+    with chips of the true personality within the spread of a mean of 10."""
+    from harness.evaluate import evaluate_chip, evaluate_recording
+    from harness.virtual.calibrate import save_personality
+
+    truth, _ = scaled_personality(seed=7)
+    (tmp_path / "truth.toml").write_text(truth.to_toml())
+    text = '[session]\nname = "loop"\n[schedule]\nkind = "log"\nstart_s = 25.0\nstop_s = 86400.0\npoints = 12\n'
+    uri = "virtual?rows=64&cols=160"
+    rec_path = record(tmp_path / "rec.h5", open_chip(f"{uri}&seed=11&personality={tmp_path / 'truth.toml'}"), text)
+    with open_recording(rec_path) as rec:
+        result = calibrate_recording(rec)
+    fitted = save_personality(result.personality, tmp_path / "fitted.toml")
+    times, runs = (25.0, 3600.0, 86400.0), 10
+    on_rec = evaluate_recording(rec_path, times_s=times, bits=(6,))
+    on_fit = evaluate_chip(f"{uri}&personality={fitted}", times_s=times, runs=runs, bits=(6,), seed=1)
+    on_truth = evaluate_chip(f"{uri}&personality={tmp_path / 'truth.toml'}", times_s=times, runs=runs, bits=(6,), seed=2)
+    one_sample = 1.0 / on_rec.n_test
+    spread = np.maximum(on_fit.std()[0], on_truth.std()[0])
+    assert np.all(np.abs(on_rec.mean()[0] - on_fit.mean()[0]) <= 3 * spread + one_sample), (on_rec.mean(), on_fit.mean())
+    se_diff = np.sqrt(on_fit.std()[0] ** 2 + on_truth.std()[0] ** 2) / np.sqrt(runs)
+    assert np.all(np.abs(on_fit.mean()[0] - on_truth.mean()[0]) <= 3 * se_diff + one_sample)

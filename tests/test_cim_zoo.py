@@ -114,6 +114,21 @@ def test_ideal_cim_equals_torch_on_every_other_layer_type() -> None:
     assert 0 < float((coarse - ref).abs().max()) < 0.05 * float(ref.abs().max())
 
 
+def test_chunking_over_sets_and_samples_gives_the_same_accuracy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import cim
+
+    torch.manual_seed(5)
+    model = _capture(_mixed_net(), (2, 8, 6), 5)
+    layout = map_weights([(a.name, a.weight) for a in model.analog_layers()], Geometry(rows=64, cols=256))
+    x = np.random.default_rng(3).normal(size=(40, 2, 8, 6)).astype(np.float32)
+    y = np.random.default_rng(4).integers(0, 3, 40)
+    sim = CimSimulator(model, layout, converter_ranges(model, x))
+    g = np.stack([layout.target_uS * f for f in (1.0, 0.9, 0.8)])
+    whole = sim.accuracy(x, y, g, bits=6, g_ref_uS=layout.target_uS)
+    monkeypatch.setattr(cim, "MAX_ACTIVATION_ELEMENTS", 7 * sim._width)  # 7 samples per chunk, 1 set
+    torch.testing.assert_close(sim.accuracy(x, y, g, bits=6, g_ref_uS=layout.target_uS), whole, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_mapping_round_trips_weights(name: str) -> None:
     model = _zoo(name)

@@ -317,3 +317,53 @@ def test_evaluate_json_run_shows_progress_on_stderr() -> None:
     assert r.exit_code == 0, r.stderr
     json.loads(r.stdout)
     assert "ETA" in r.stderr and "(100%)" in r.stderr
+
+
+def test_evaluate_memory_is_flat_in_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-chip readouts are dropped after each batch: peak traced (numpy) memory of 12
+    chips is that of 4 when batches hold 2 chips. Today's main holds every chip's readouts
+    (12 times x ~4.7k devices x 8 B each): 4 -> 12 chips adds ~35 MB there."""
+    import tracemalloc
+
+    import harness.evaluate as ev
+
+    monkeypatch.setattr(ev, "CHIP_BATCH", 2, raising=False)
+    model = ev.resolve_model("default")
+    times = tuple(25.0 * 4**k for k in range(12))
+    ev.evaluate_chip("virtual?rows=64&cols=160", model, times_s=times[:1], runs=1, bits=(8,))  # warm caches
+    peaks = {}
+    for runs in (4, 12):
+        tracemalloc.start()
+        result = ev.evaluate_chip("virtual?rows=64&cols=160", model, times_s=times, runs=runs, bits=(8,))
+        peaks[runs] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert result.accuracy.shape == (1, len(times), runs) and len(set(result.runs_labels)) == runs
+    assert peaks[12] < 1.2 * peaks[4], peaks
+
+
+def test_evaluate_chip_progress_lines_per_chip_in_a_log() -> None:
+    r = invoke("evaluate", "--chip", "virtual?rows=64&cols=160", "--runs", "3", "--times", "25s", "--bits", "8", "--json")
+    assert r.exit_code == 0, r.stderr
+    json.loads(r.stdout)
+    assert "1/3 (33%)" in r.stderr and "3/3 (100%)" in r.stderr and "ETA" in r.stderr
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_torch_is_a_supported_range_documented_in_docs() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_req = next(Requirement(d) for d in deps if Requirement(d).name == "torch")
+    spec = torch_req.specifier
+    # Any torch a user may have in the range installs beside the harness: the CI wheel, the
+    # other local build, the documented lower bound; older ones (no NumPy 2 ABI) do not.
+    assert all(spec.contains(v) for v in ("2.13.0+cpu", "2.14.1", "2.3.0")), spec
+    assert not spec.contains("2.2.2") and not spec.contains("3.0.0"), spec
+    doc = (ROOT / "docs" / "install.md").read_text()
+    assert f"torch{spec}" in doc.replace(" ", "") or "torch>=2.3,<3" in doc
+    for install in ((ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()):
+        assert "pip install -q torch==2.13.0 && pip install -q -e" in install

@@ -294,9 +294,9 @@ def test_a_readout_with_a_flipped_bit_is_named(tmp_path: Path) -> None:
     out.write_bytes(bytes(data))
     with open_recording(out) as rec:
         rec.readout(2)  # the others are intact
-        with pytest.raises(RecordingError, match="readout 3 is corrupted"):
+        with pytest.raises(RecordingError, match="readout #4 is corrupted"):  # index 3: the 4th readout
             rec.readout(3)
-    assert_one_line_error(invoke("replay", str(out)), "readout 3 is corrupted")
+    assert_one_line_error(invoke("replay", str(out)), "readout #4 is corrupted")
 
 
 def test_files_of_older_versions_still_read(tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ def _plain_progress(description: str, total: float | None, min_interval_s: float
         if description is not None:
             state["desc"] = description
         if total is not None and total != state["total"]:
-            state["t0"] = now  # a new phase: elapsed time and ETA start again
+            if state["total"] is not None:
+                state["t0"] = now  # a new phase: elapsed time and ETA start again
             state["total"] = total
         tot = state["total"]
         if completed <= 0:

@@ -85,7 +85,7 @@ def render_table(result: EvaluationResult) -> Table:
 def evaluate_command(
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI to program and read: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
     recording: Optional[Path] = typer.Option(None, "--recording", help="Evaluate the readouts of this recording (HDF5) instead."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model file. Default: the bundled model (chip) or the recorded one."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file. Default: the bundled model (chip) or the recorded one."),
     times: Optional[str] = typer.Option(None, "--times", help=f"Times since programming. Default: {_DEFAULT_TIMES} (chip), every readout (recording)."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Simulated chips (virtual URI, default 25); else repeated read-noise draws (default 1)."),
     bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more)."),
@@ -125,8 +125,8 @@ def evaluate_command(
             def on_progress(p: EvaluationProgress) -> None:
                 if p.phase == "chip":
                     update(p.done, description="chips programmed and read", total=p.total)
-                elif p.phase == "inference":
-                    update(p.done, description=f"CiM inference ({p.label})", total=p.total)
+                elif p.phase == "inference":  # reported as each bit-width starts
+                    update(p.done, description="CiM inference", total=p.total)
 
             if chip is not None:
                 result = evaluate_chip(

@@ -28,7 +28,7 @@ DEFAULT_GAIN = 0.5
 
 def program_command(
     chip: str = typer.Option("virtual", "--chip", help="Chip URI: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model file (HDF5). Default: the bundled digits MLP."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file (HDF5). Default: the bundled digits MLP."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the virtual chip (same seed, same chip)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/program-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
@@ -50,7 +50,8 @@ def program_command(
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
         from harness.mapping import map_weights
-        from harness.models.format import default_model_path, load_model
+        from harness.models import resolve_model_path
+        from harness.models.format import load_model
         from harness.programming import (
             ProgrammingParams,
             ProgrammingProgress,
@@ -60,7 +61,7 @@ def program_command(
         from harness.recording import create_recording
 
         params = ProgrammingParams(tolerance_uS=tolerance_uS, max_iterations=max_iterations, gain=gain)
-        model_path = model if model is not None else default_model_path()
+        model_path = resolve_model_path(model if model is not None else "default")
         net = load_model(model_path)
         the_chip = open_chip(chip_uri)
         try:
@@ -69,6 +70,9 @@ def program_command(
                 f"programming [bold]{net.name}[/] ({layout.n_devices} devices, {len(layout.layers)} layers) "
                 f"on {the_chip.identity}"
             )
+            placed = [f"{p.name} {p.how}" for p in layout.layers if p.how != "normal"]
+            if placed:
+                console.print(f"blocks stored {', '.join(placed)} (recorded in the layout)")
             with progress_bar("write-verify", total=params.max_iterations) as update:
 
                 def on_progress(p: ProgrammingProgress) -> None:

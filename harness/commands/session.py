@@ -67,16 +67,22 @@ def run_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/<session>-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the timetable and exit; touch no chip."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to program instead of the session's: zoo name or model file."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
     """Program the session's model, then read the chip back at every scheduled time."""
     console = console_for(json_out)
     with user_errors():
+        import dataclasses
+
         from harness.registry import check_uri, with_seed
         from harness.schedule import load_session
-        from harness.session import timetable
+        from harness.session import resolve_model_path, timetable
 
         spec = load_session(session_file)
+        if model is not None:
+            spec = dataclasses.replace(spec, program=dataclasses.replace(spec.program, model=model))
+            resolve_model_path(spec)  # a bad --model fails here, before any chip is touched
         chip = with_seed(chip, seed)
         check_uri(chip)
         if dry_run:

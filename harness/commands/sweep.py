@@ -20,7 +20,10 @@ def sweep_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of another sweep in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
-    """Run a sweep; re-running the same sweep into the same folder resumes it."""
+    """Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes.
+
+    Re-running the same sweep into the same folder skips the tasks already done.
+    """
     with user_errors():
         from harness.sweep import SweepProgress, check_results_folder, dask_available, load_results, run_sweep, summarize
         from harness.sweep_spec import load_sweep

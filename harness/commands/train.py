@@ -55,6 +55,7 @@ def train_command(
     samples: int = typer.Option(4, "--samples", help="HA-SGD: weight perturbations per step (L)."),
     unipolar: bool = typer.Option(False, "--unipolar", help="uniform: push weights positive (single devices)."),
     from_stage: int = typer.Option(1, "--from-stage", help="Start at this stage (2: --model is a trained stage 1)."),
+    to_stage: Optional[int] = typer.Option(None, "--to-stage", help="Stop after this stage (1: train stage 1 only)."),
     checkpoint_steps: int = typer.Option(200, "--checkpoint-steps", help="Checkpoint every N steps (and every epoch)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the trained model (default: the --out stem)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (OUT.ckpt.h5)."),
@@ -70,7 +71,7 @@ def train_command(
         the_recipe = make_recipe(recipe, eta=eta, bits=bits, samples=samples, unipolar=unipolar)
         options = TrainOptions(
             epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, checkpoint_steps=checkpoint_steps,
-            first_stage=from_stage - 1,
+            first_stage=from_stage - 1, last_stage=None if to_stage is None else to_stage - 1,
         )
         dataset = load_dataset(data)
         start = resolve_model(model, seed, dataset.name)
@@ -84,8 +85,9 @@ def train_command(
                     bar.append(stack.enter_context(progress_bar(the_recipe.name, total=1.0)))
                 acc = "" if event["accuracy"] is None else f" acc {event['accuracy'] * 100:.1f}%"
                 gain = "" if event["gain"] is None else f" gain {event['gain']:.3g}"
+                last = len(the_recipe.stages) if options.last_stage is None else options.last_stage + 1
                 done = (event["stage_index"] - options.first_stage + event["step"] / event["steps"]) / (
-                    len(the_recipe.stages) - options.first_stage
+                    last - options.first_stage
                 )
                 bar[0](
                     done,

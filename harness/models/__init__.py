@@ -12,10 +12,20 @@ Importing this package is cheap (no torch); builders import torch when called.
 
 from harness.models.registry import (
     ModelInfo,
+    baseline_path,
     get_model,
     list_models,
     model_info,
     register_model,
+    resolve_model_path,
 )
 
-__all__ = ["ModelInfo", "get_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "baseline_path",
+    "get_model",
+    "list_models",
+    "model_info",
+    "register_model",
+    "resolve_model_path",
+]

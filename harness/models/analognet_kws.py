@@ -5,7 +5,7 @@ depthwise-separable block of MicroNet-KWS-S (Banbury et al., MLSys 2021, arXiv 2
 Table 5) is replaced by a regular 3×3 convolution, and the last, parameter-heavy 196-channel
 layer is removed so the model fits the 1024 × 512 AON-CiM array. Reconstructed here:
 
-    input 1 × 49 × 10 MFCC
+    input 1 × 49 × 10 MFCC (one channel, 49 frames × 10 coefficients)
     conv1 10×4, 84 ch, stride 1, 'same'  + BN + ReLU    490 px × 40 rows × 84 cols
     conv2 3×3, 112 ch, stride 2, pad 1   + BN + ReLU    125 px × 756 rows × 112 cols
     conv3 3×3, 84 ch                     + BN + ReLU    125 px × 1008 rows × 84 cols
@@ -43,7 +43,7 @@ SOURCE = (
     summary="conv10x4 84 -> conv3x3 112/2 -> 3x conv3x3 84 -> avgpool -> FC 12 (ReLU, BN)",
 )
 def analognet_kws(n_classes: int = 12) -> nn.Sequential:
-    """AnalogNet-KWS for a 1 × 49 × 10 MFCC input (see the module docstring)."""
+    """AnalogNet-KWS for a 1 × 49 × 10 MFCC input (channel × frames × coefficients) (see the module docstring)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     specs: list[tuple[str, int, int, int | tuple[int, int], int, int | str]] = [
         # (name, in, out, kernel, stride, padding)

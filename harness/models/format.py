@@ -15,7 +15,7 @@ shape-checked against the architecture before it is used:
 
 Layer specs (``architecture``), applied in order to one sample of shape ``input_shape``:
 ``linear``, ``conv1d`` / ``conv2d`` (stride, padding as numbers or ``"same"``, dilation,
-groups), ``batchnorm`` (eval mode, digital), ``relu``, ``relu6``, ``flatten`` (``start_dim``),
+groups), ``batchnorm`` (eval mode, digital), ``relu``, ``relu6``, ``flatten`` (``start_dim``), ``unflatten`` (``dim``, ``sizes``),
 ``avgpool1d`` / ``avgpool2d``, ``global_avgpool``, ``residual`` (``body`` added to its input)
 and ``sequential`` (a named group). Linear and conv layers are *analog*: their weights go onto
 the array as ``(out, fan_in)`` matrices (a grouped / depthwise conv in its dense block-diagonal
@@ -76,6 +76,7 @@ _LAYER_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "avgpool1d": (frozenset({"type", "kernel_size", "stride", "padding"}), frozenset({"name"})),
     "avgpool2d": (frozenset({"type", "kernel_size", "stride", "padding"}), frozenset({"name"})),
     "global_avgpool": (frozenset({"type"}), frozenset({"name"})),
+    "unflatten": (frozenset({"type", "dim", "sizes"}), frozenset({"name"})),
     "residual": (frozenset({"type", "name", "body"}), frozenset()),
     "sequential": (frozenset({"type", "name", "body"}), frozenset()),
 }
@@ -610,6 +611,14 @@ def _analyse_layer(
         if min(size) < 1:
             raise ModelError(f"{where}: kernel {kernel} does not fit input {shape}")
         out_shape = (shape[0], *size)
+    elif kind == "unflatten":
+        dim, sizes = spec["dim"], spec["sizes"]
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= len(shape):
+            raise ModelError(f"{where}: dim={dim!r} must be an int in 1..{len(shape)} for input {shape}")
+        sizes_t = _positive_int_tuple(sizes if isinstance(sizes, list | tuple) else [sizes], f"{where}: sizes")
+        if int(np.prod(sizes_t)) != shape[dim - 1]:
+            raise ModelError(f"{where}: sizes {list(sizes_t)} do not multiply to {shape[dim - 1]} (input {shape})")
+        out_shape = shape[: dim - 1] + sizes_t + shape[dim:]
     elif kind == "global_avgpool":
         if len(shape) not in (2, 3):
             raise ModelError(f"{where} expects (C, L) or (C, H, W) but receives {shape}")
@@ -655,6 +664,8 @@ def _build_torch(plan: tuple[PlanStep, ...]) -> nn.Sequential:
             module = nn.ReLU6()
         elif kind == "flatten":
             module = nn.Flatten(start_dim=spec.get("start_dim", 1))
+        elif kind == "unflatten":
+            module = nn.Unflatten(spec["dim"], tuple(spec["sizes"]))
         elif kind == "avgpool1d":
             module = nn.AvgPool1d(spec["kernel_size"], spec["stride"], spec["padding"])
         elif kind == "avgpool2d":
@@ -736,10 +747,10 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
             group.create_dataset(key, data=value, track_times=False)
         if model.ranges:
             ranges = f.create_group("ranges", track_order=True)
-            for name, value in model.ranges.items():
+            for name, layer_ranges in model.ranges.items():
                 sub = ranges.create_group(name)
-                sub.attrs["dac_range"] = float(value.dac_range)
-                sub.attrs["adc_range"] = float(value.adc_range)
+                sub.attrs["dac_range"] = float(layer_ranges.dac_range)
+                sub.attrs["adc_range"] = float(layer_ranges.adc_range)
 
 
 def load_model(path: str | os.PathLike[str]) -> Model:
@@ -894,7 +905,7 @@ def from_torch(
     Supported children (nested ``Sequential`` and :class:`harness.models.layers.Residual`
     included): ``Linear``, ``Conv1d``, ``Conv2d`` (stride, numeric or ``"same"``/``"valid"``
     padding, dilation, groups; zero padding mode), ``BatchNorm1d``/``2d`` (affine, with running
-    statistics), ``ReLU``, ``ReLU6``, ``Flatten`` (``end_dim=-1``), ``AvgPool1d``/``2d``
+    statistics), ``ReLU``, ``ReLU6``, ``Flatten`` (``end_dim=-1``), ``Unflatten``, ``AvgPool1d``/``2d``
     (``ceil_mode=False``, ``count_include_pad=True``), ``AdaptiveAvgPool1d``/``2d`` with output
     size 1 (global average pool). Subclasses of these count as them (their weights are taken).
 
@@ -1034,6 +1045,11 @@ def _capture_layer(child: nn.Module, child_name: str, residual: type) -> dict[st
         if child.end_dim != -1 or child.start_dim < 1:
             raise ModelError(f"{where}: only Flatten(start_dim >= 1, end_dim=-1) is supported")
         return {"type": "flatten", "start_dim": child.start_dim} if child.start_dim != 1 else {"type": "flatten"}
+    if isinstance(child, nn.Unflatten):
+        sizes = child.unflattened_size
+        if not isinstance(child.dim, int) or child.dim < 1 or not all(isinstance(v, int) for v in sizes):
+            raise ModelError(f"{where}: only Unflatten(dim >= 1, sizes as ints) is supported")
+        return {"type": "unflatten", "dim": child.dim, "sizes": [int(v) for v in sizes]}
     if isinstance(child, nn.AvgPool1d | nn.AvgPool2d):
         if child.ceil_mode or not child.count_include_pad or getattr(child, "divisor_override", None):
             raise ModelError(f"{where}: average pooling needs ceil_mode=False, count_include_pad=True, no divisor_override")
@@ -1061,5 +1077,5 @@ def _capture_layer(child: nn.Module, child_name: str, residual: type) -> dict[st
         return {"type": "sequential"}
     raise ModelError(
         f"{where} is a {type(child).__name__}; supported: Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, ReLU6, "
-        "Flatten, AvgPool1d/2d, AdaptiveAvgPool1d/2d(1), Residual, Sequential"
+        "Flatten, Unflatten, AvgPool1d/2d, AdaptiveAvgPool1d/2d(1), Residual, Sequential"
     )

@@ -49,11 +49,11 @@ DILATIONS = (2, 2, 4, 4, 8, 8, 16)
 def imec_kws_1d(n_classes: int = 12, n_mfcc: int = 39, frames: int = 49) -> nn.Sequential:
     """The imec 1-D dilated KWS CNN for a ``(1, frames, n_mfcc)`` input (see the module docstring).
 
-    ``frames`` does not change the weights (the network is fully convolutional in time); it is
-    accepted so that callers can state the input they will feed.
+    ``frames`` does not change the weights (the network is fully convolutional in time); it
+    is accepted so callers can state the input ``(1, frames, n_mfcc)`` they will feed.
     """
-    del frames  # the weights do not depend on it
     layers: OrderedDict[str, nn.Module] = OrderedDict()
+    del frames  # the weights do not depend on it
     layers["fc"] = nn.Conv2d(1, 100, (1, n_mfcc), bias=False)
     layers["to_sequence"] = nn.Flatten(start_dim=2)
     layers["fc_bn"] = nn.BatchNorm1d(100)

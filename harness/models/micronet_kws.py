@@ -1,6 +1,6 @@
 """MicroNet-KWS-S (Banbury et al., "MicroNets", MLSys 2021, arXiv 2010.11267, Table 5).
 
-    input 1 × 49 × 10 MFCC
+    input 1 × 49 × 10 MFCC (one channel, 49 frames × 10 coefficients)
     conv1 10×4, 84 ch, stride 1, 'same' + BN + ReLU6
     DWS 3×3 → 112 ch, stride 2  (depthwise 3×3 + BN + ReLU6, pointwise 1×1 + BN + ReLU6)
     DWS 3×3 → 84, DWS 3×3 → 84, DWS 3×3 → 84, DWS 3×3 → 196
@@ -39,7 +39,7 @@ def _conv_bn_relu6(layers: OrderedDict[str, nn.Module], name: str, conv: nn.Conv
     summary="conv10x4 84 -> DWS 112/2 -> 3x DWS 84 -> DWS 196 -> avgpool -> FC 12 (ReLU6, BN)",
 )
 def micronet_kws_s(n_classes: int = 12) -> nn.Sequential:
-    """MicroNet-KWS-S for a 1 × 49 × 10 MFCC input (see the module docstring)."""
+    """MicroNet-KWS-S for a 1 × 49 × 10 MFCC input (channel × frames × coefficients) (see the module docstring)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     _conv_bn_relu6(layers, "conv1", nn.Conv2d(1, 84, (10, 4), padding="same", bias=False))
     c_in = 84

@@ -6,17 +6,19 @@ with :func:`register_model`, which also records the metadata every command needs
 of one sample, the number of classes, the task and the published source of the architecture.
 
 Every module of the package :mod:`harness.models` other than the infrastructure modules
-(``format``, ``registry``, ``layers``) is a zoo module with one architecture; the registry imports
+(``format``, ``registry``, ``layers``, ``summary``) is a zoo module with one architecture; the registry imports
 them all on first use, so a new architecture is one new file and needs no edit elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.errors import ModelError
@@ -24,7 +26,7 @@ from harness.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-_INFRASTRUCTURE = frozenset({"format", "registry", "layers"})
+_INFRASTRUCTURE = frozenset({"format", "registry", "layers", "summary"})
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 Builder = Callable[..., "nn.Module"]
@@ -143,3 +145,42 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         return info.builder(**kwargs)
     except TypeError as exc:
         raise ModelError(f"zoo model {name!r}: {exc}") from exc
+
+
+def baseline_path(name: str) -> Path:
+    """Where the shipped float baseline of zoo model ``name`` lives: ``fixtures/models/<name>.h5``
+    (the file may not exist: not every zoo model ships trained weights)."""
+    from harness.data import fixtures_dir
+
+    return fixtures_dir() / "models" / f"{name}.h5"
+
+
+def resolve_model_path(ref: str | os.PathLike[str]) -> Path:
+    """The model file a ``--model`` argument names.
+
+    ``"default"``: the bundled default digits MLP; an existing file: itself; a bare name (no
+    ``/``, no suffix): the bundled ``fixtures/models/<name>.h5`` (a zoo model's shipped float
+    baseline, :func:`baseline_path`, or ``digits_mlp``…); anything else: a file path.
+
+    Raises:
+        ModelError: a bare name that is neither bundled nor a zoo model, or a zoo model
+            without a shipped baseline (the message says how to make one).
+    """
+    text = os.fspath(ref)
+    if text == "default":
+        from harness.models.format import default_model_path
+
+        return default_model_path()
+    path = Path(text)
+    if path.is_file() or path.suffix or "/" in text or os.sep in text:
+        return path
+    bundled = baseline_path(text)
+    if bundled.is_file():
+        return bundled
+    names = list_models()
+    if text in names:
+        raise ModelError(
+            f"zoo model {text!r} ships no trained weights; train it first "
+            f"(`harness train --model {text} ...`) and pass the file with --model"
+        )
+    raise ModelError(f"model {text!r} is neither a model file nor a zoo model; zoo models: {', '.join(names)}")

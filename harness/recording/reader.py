@@ -195,7 +195,7 @@ class Recording:
                 info = g.id.get_chunk_info_by_coord((i, j * g.chunks[1]))
                 if info.byte_offset is None or info.byte_offset + info.size > size:
                     raise RecordingError(
-                        f"{self.path} is truncated: readout {i} lies beyond the end of the file ({size} bytes)"
+                        f"{self.path} is truncated: readout #{i + 1} lies beyond the end of the file ({size} bytes)"
                     )
         self._n_checked = n
 
@@ -385,7 +385,7 @@ class Recording:
         """The stored form of readout ``i`` (ADC codes or float64 µS), checksum-verified."""
         i = int(i)
         if not -self._n <= i < self._n:
-            raise RecordingError(f"readout {i} does not exist; {self.path} has {self._n} readouts")
+            raise RecordingError(f"readout index {i} (readout #{i + 1}) does not exist; {self.path} has {self._n} readouts")
         i %= self._n
         row = self._read(lambda: self._f["readouts/g"][i])
         if self.has_checksums:
@@ -393,12 +393,12 @@ class Recording:
             want = int(meta[CHECKSUM_COLUMN])
             if readout_checksum(row, meta) != want:
                 raise RecordingError(
-                    f"{self.path}: readout {i} is corrupted (its checksum does not match its data); "
+                    f"{self.path}: readout #{i + 1} is corrupted (its checksum does not match its data); "
                     "the file was damaged after it was written"
                 )
         if self.encoding == "adc_code" and row.size and int(row.max()) >= 2**self.geometry.adc_bits:
             raise RecordingError(
-                f"{self.path}: readout {i} holds ADC code {int(row.max())}, beyond the {self.geometry.adc_bits}-bit ADC"
+                f"{self.path}: readout #{i + 1} holds ADC code {int(row.max())}, beyond the {self.geometry.adc_bits}-bit ADC"
             )
         return row
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,19 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import Dataset
+from harness.data import Dataset, check_dataset_fits
 from harness.errors import ConfigError, TrainingError
 from harness.models.format import LayerRanges, Model, model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import EVAL_BATCH, deterministic_torch, float_accuracy
 from harness.train.layers import HardwareAwareNet, convert
-from harness.train.recipes import RANGE_GRAD_CLIP, RANGE_LR_END, RANGE_LR_START, Recipe, Stage
+from harness.train.recipes import (
+    RANGE_GRAD_CLIP,
+    RANGE_LR_END,
+    RANGE_LR_START,
+    Recipe,
+    Stage,
+)
 
 #: Calibration inputs (the first ones of the training split) for the stage-2 range init.
 CALIBRATION_SAMPLES = 2048
@@ -63,6 +69,8 @@ class TrainOptions:
             epoch ends).
         first_stage: 0-based index of the first stage to run (1 starts stage 2 from an
             already-trained stage-1 model).
+        last_stage: 0-based index of the last stage to run (None: the recipe's last); e.g. 0
+            trains only stage 1, to share it between several stage-2 runs.
         range_percentile: percentile of the stage-2 range initialisation.
     """
 
@@ -72,6 +80,7 @@ class TrainOptions:
     batch_size: int = 100
     checkpoint_steps: int = 200
     first_stage: int = 0
+    last_stage: int | None = None
     range_percentile: float = 99.995
 
     def __post_init__(self) -> None:
@@ -129,16 +138,8 @@ def _describe_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
 
 
 def check_shapes(model: Model, data: Dataset) -> None:
-    """ConfigError unless ``data`` fits ``model`` (input shape and number of classes)."""
-    if tuple(data.input_shape) != tuple(model.input_shape):
-        raise ConfigError(
-            f"dataset {data.name!r} has inputs of shape {tuple(data.input_shape)} but model {model.name!r} "
-            f"expects {tuple(model.input_shape)}"
-        )
-    if data.n_classes != model.n_classes:
-        raise ConfigError(
-            f"dataset {data.name!r} has {data.n_classes} classes but model {model.name!r} has {model.n_classes} outputs"
-        )
+    """DatasetError unless ``data`` fits ``model`` (input shape and number of classes)."""
+    check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
 
 
 def _optimizer(hw: HardwareAwareNet, stage: Stage, lr: float) -> torch.optim.Adam:
@@ -202,6 +203,13 @@ def train_model(
         raise ConfigError(
             f"first stage {options.first_stage + 1} does not exist: recipe {recipe.name!r} has {len(recipe.stages)}"
         )
+    if options.last_stage is not None:
+        if not options.first_stage <= options.last_stage < len(recipe.stages):
+            raise ConfigError(
+                f"last stage {options.last_stage + 1} must be between the first stage ({options.first_stage + 1}) "
+                f"and {len(recipe.stages)}"
+            )
+        recipe = replace(recipe, stages=recipe.stages[: options.last_stage + 1])
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt is None:
         raise TrainingError("resume needs a checkpoint path")

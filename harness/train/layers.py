@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.train.quant import check_bits, fake_quantize, quantization_noise
+from harness.train.quant import check_bits, quantize_with_noise
 
 #: AnalogNets §4.2: stage-1 clip ranges follow σ_W, updated every 10 steps.
 CLIP_UPDATE_STEPS = 10
@@ -124,14 +124,15 @@ class HardwareAwareLayer(nn.Module):
             w_max = torch.minimum(w_max, self.clip)
         return w_max
 
-    def effective_weight(self) -> torch.Tensor:
+    def effective_weight(self, w_max: torch.Tensor | None = None) -> torch.Tensor:
         """Clipped (+ noisy in training) weight, passed straight through to the latent weight."""
         w = self.inner.weight
         clipping = self.config.clip_sigma is not None
         noisy = self.training and self.config.eta > 0.0
         if not (clipping or noisy):
             return w
-        w_max = self.weight_max()
+        if w_max is None:
+            w_max = self.weight_max()
         target = w.detach()
         if clipping:
             target = torch.clamp(target, -w_max, w_max)
@@ -143,14 +144,13 @@ class HardwareAwareLayer(nn.Module):
     def dac_range(self) -> torch.Tensor:
         return self.dac.abs()
 
-    def adc_range(self) -> torch.Tensor:
+    def adc_range(self, w_max: torch.Tensor | None = None) -> torch.Tensor:
         """``r_ADC,l = |g| · |d_l| · W_max,l`` (Eq. 5 with the Eq. 6 parameterization)."""
-        return self.gain.abs() * self.dac.abs() * self.weight_max()
+        return self.gain.abs() * self.dac.abs() * (self.weight_max() if w_max is None else w_max)
 
     def _converter(self, x: torch.Tensor, r: torch.Tensor, bits: int) -> torch.Tensor:
-        q = fake_quantize(x, r, bits)
         p = self.config.quant_noise_p if self.training else 1.0
-        return quantization_noise(x, q, p, self._generator)
+        return quantize_with_noise(x, r, bits, p, self._generator)
 
     def _linear_op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.inner, nn.Linear):
@@ -159,13 +159,14 @@ class HardwareAwareLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.config.bits
+        w_max = self.weight_max()
         if bits is not None:
             x = self._converter(x, self.dac_range(), bits + 1)
-        y = self._linear_op(x, self.effective_weight())
+        y = self._linear_op(x, self.effective_weight(w_max))
         if self.record is not None:
             self.record.append((x.detach(), y.detach()))
         if bits is not None:
-            y = self._converter(y, self.adc_range(), bits)
+            y = self._converter(y, self.adc_range(w_max), bits)
         bias = self.inner.bias
         if bias is not None:
             y = y + bias.view(1, -1, *([1] * (y.dim() - 2)))

@@ -292,11 +292,11 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
-#: Bytes of memory a virtual chip holds per device: eight float64 state arrays (g_sat,
-#: set_rate, g_prog, t_pulse, nu, z_relax, relax_amp, q_s) plus the float64/int64
-#: temporaries of construction (normal draws, ``np.arange(n)``, derived-state expressions).
-#: Measured peak RSS growth is ~150 B/device at 4096x4096 (docs/architecture.md); 192 keeps
-#: a margin.
+#: Bytes of memory a virtual chip needs per device once every device is touched: nine
+#: per-device arrays (8 float64 + 1 bool = 65 B, reserved at construction, made on first
+#: touch) plus the temporaries of an operation over all cells at once. Measured (reading
+#: every cell of a 2048x4096 chip in one call): 98 B/device resident after, 138 B/device
+#: peak; 192 keeps a margin. See docs/architecture.md (CLI conventions).
 BYTES_PER_DEVICE = 192
 
 
