@@ -310,7 +310,7 @@ CASES: list[Case] = [
     Case("adc-codes-beyond-7-bits", lambda p: (geometry(adc_bits=7)(p), set_attr("readouts", "adc_bits", 7)(p)),
          "beyond the 7-bit ADC"),
     Case("readout-cells-range", edit("readouts/cells", lambda a: setitem(a, 0, -1)), "outside"),
-    Case("readout-flipped-bit", flip_chunk_byte(9), "readout 9 is corrupted"),
+    Case("readout-flipped-bit", flip_chunk_byte(9), "readout #10 is corrupted"),
     Case("readout-rows-huge", h5(lambda f: f["readouts/g"].resize(300_000_000, axis=0)), "rows are declared",
          subprocess=True),
     Case("readout-time-nan", meta_time(lambda t: setitem(t, 2, np.nan)), "not a finite number"),
