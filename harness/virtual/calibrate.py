@@ -845,17 +845,22 @@ def predictive_draw(
     reads: int = 1, bias_uS: FloatArray | float = 0.0,
 ) -> FloatArray:
     """One draw per device and time, (G, n), of a readout (the mean of ``reads`` reads) under
-    personality ``p`` given each device's last verify read: G(t0) = final + N(0, σ_prog² −
-    σ_read(t0)²) (the virtual chip's relaxation plus verify-read noise), drift |N(μ_ν, σ_ν)|,
-    read noise at t, ADC. ``bias_uS``: mean of G(t0) − verify read (the loop stops on a
-    read that noise pushed into tolerance, so devices sit slightly below their last read)."""
+    personality ``p`` given each device's last verify read: G(t) = final + b + N(0, σ_prog² −
+    σ_read(t0)² − σ_relax²) + progress(t)·N(0, σ_relax²) (the verify read's own noise, then the
+    virtual chip's relaxation, complete at t0), drift |N(μ_ν, σ_ν)|, read noise at t, ADC.
+    ``bias_uS`` (b): mean of G(t0) − verify read (the loop stops on a read that noise pushed
+    into tolerance, so devices sit slightly below their last read)."""
     s_prog = ph.programming_noise_std(x, p)
     q = ph.read_noise_q(x, p)
     g_q = final_uS * q
     s0 = np.sqrt(np.maximum(s_prog**2 - (g_q * ph.read_noise_time_factor(p.t0_s, p)) ** 2, 0.0))
-    g0 = np.maximum(final_uS + bias_uS + s0 * rng.standard_normal(x.size), 0.0)
+    s_relax = np.minimum(ph.relaxation_std(x, p), s0)
+    s_verify = np.sqrt(s0**2 - s_relax**2)
+    g_base = final_uS + bias_uS + s_verify * rng.standard_normal(x.size)
+    relax = s_relax * rng.standard_normal(x.size)
+    g0 = np.maximum(g_base[None, :] + ph.relaxation_progress(t_s, p)[:, None] * relax[None, :], 0.0)
     nu = ph.draw_drift_exponents(x, rng, p)
-    g_t = g0[None, :] * ph.drift_factor(t_s[:, None], nu[None, :], p)
+    g_t = g0 * ph.drift_factor(t_s[:, None], nu[None, :], p)
     sig = g_t * q[None, :] * ph.read_noise_time_factor(t_s, p)[:, None]
     out = np.zeros_like(g_t)
     for _ in range(reads):
