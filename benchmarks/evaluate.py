@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from harness.cim import CimSimulator, converter_ranges
-from harness.datasets import load_dataset
+from harness.data import load_dataset
 from harness.evaluate import DEFAULT_TIMES_S, evaluate_readouts, read_chips
-from harness.model import Model, default_model_path, load_model
+from harness.models.format import Model, default_model_path, load_model
 from harness.units import format_duration
 
 BITS = 8

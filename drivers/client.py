@@ -666,9 +666,12 @@ class RemoteChip(ChipBackend):
         return _AttemptFailed(error, reopen=False, junk=junk, alive=alive, damaged=True)
 
     def _garbage(self, what: str, junk: bytes) -> ProtocolError:
+        # Only a serial link has a baud rate to get wrong.
+        baud = getattr(self._link, "baudrate", None)
+        baud_hint = f", at the right baud rate (now {baud})" if baud is not None else ""
         return ProtocolError(
             f"no valid reply to {what} from {self._link.description}, only bytes that are not protocol frames "
-            f"(first: {junk[:40]!r}); is this a PCM test chip, at the right baud rate?"
+            f"(first: {junk[:40]!r}); is this a PCM test chip{baud_hint}?"
         )
 
     def _timed_out(self, what: str, junk: bytes, alive: bool) -> _AttemptFailed:

@@ -145,6 +145,13 @@ LINK_PARAMS = {
 }
 
 
+def check_serial_uri(uri: ChipURI) -> None:
+    """What :func:`open_serial` refuses before opening the port (parameters, path, baud)."""
+    params = take_params(uri, {"baud": (int, DEFAULT_BAUD), **LINK_PARAMS})
+    SerialLink(uri.path, params["baud"])
+    settings_from(params)
+
+
 def open_serial(uri: ChipURI) -> RemoteChip:
     """Open ``serial://<device>?baud=&timeout=&retries=&chunk=`` (defaults 115200 baud, 2 s, 8)."""
     params = take_params(uri, {"baud": (int, DEFAULT_BAUD), **LINK_PARAMS})

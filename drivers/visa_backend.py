@@ -32,6 +32,15 @@ DEFAULT_CHUNK = 1 << 20
 PARTIAL_POLL_S = 0.002
 
 
+def visa_package(library: str) -> str:
+    """The PyPI package that provides a VISA ``library`` string (``@sim`` → pyvisa-sim)."""
+    if library.endswith("@sim"):
+        return "pyvisa-sim"
+    if library.endswith("@py") or not library:
+        return "pyvisa-py"
+    return f"the VISA library {library!r} (e.g. NI-VISA)"
+
+
 class VisaLink:
     """A :class:`~drivers.link.Link` over a message-based VISA resource, raw bytes both ways."""
 
@@ -60,7 +69,7 @@ class VisaLink:
                 self._rm = pyvisa.ResourceManager(self.library)
             except (ValueError, OSError, pyvisa.errors.Error) as exc:
                 raise ConfigError(
-                    f"VISA library {self.library!r} is not available ({exc}); install pyvisa-py "
+                    f"VISA library {self.library!r} is not available ({exc}); install {visa_package(self.library)} "
                     "or name another with library= in the chip URI"
                 ) from exc
         return self._rm
@@ -186,6 +195,13 @@ def _no_nagle(res: pyvisa.resources.MessageBasedResource) -> None:
     sock = getattr(getattr(res.visalib, "sessions", {}).get(res.session), "interface", None)
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def check_visa_uri(uri: ChipURI) -> None:
+    """What :func:`open_visa` refuses before opening the resource (parameters, resource name)."""
+    params = take_params(uri, {"library": (str, DEFAULT_LIBRARY), **LINK_PARAMS, "chunk": (int, DEFAULT_CHUNK)})
+    VisaLink(uri.path, params["library"])
+    settings_from(params)
 
 
 def open_visa(uri: ChipURI) -> RemoteChip:

@@ -1,6 +1,6 @@
 """Batched compute-in-memory (CiM) inference from read-back conductances (torch).
 
-The simulator runs a :class:`~harness.model.Model` the way the analog array computes it,
+The simulator runs a :class:`~harness.models.format.Model` the way the analog array computes it,
 for many sets of conductances at once (simulated chips × readout times, one batch
 dimension ``B``), given the :class:`~harness.mapping.Layout` they were programmed with:
 
@@ -35,7 +35,7 @@ explicit ``torch.Generator``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,15 @@ import torch.nn.functional as F
 
 from harness.errors import EvaluationError
 from harness.mapping import Layout
-from harness.model import ANALOG_LAYER_TYPES, Model
+from harness.models.format import (
+    ANALOG_LAYER_TYPES,
+    ConvGeometry,
+    LayerRanges,
+    Model,
+    PlanStep,
+    conv_geometry,
+    iter_plan,
+)
 from harness.virtual import physics as ph
 
 #: Percentile of |signal| the heuristic converter ranges cover when a model carries no
@@ -60,6 +68,10 @@ GDC_MIN_RESPONSE = 1e-12
 #: Upper bound on float32 elements of one activation tensor; larger batches are evaluated
 #: in chunks of conductance sets (memory stays bounded, results are identical).
 MAX_ACTIVATION_ELEMENTS = 1 << 25
+#: Range calibration runs the float model in batches of this many samples and keeps at most
+#: this many |values| per layer and batch (a strided subsample beyond it).
+CALIBRATION_BATCH = 256
+CALIBRATION_VALUES_PER_BATCH = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,76 @@ class ConverterRanges:
         return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
 
 
+def percentile_range(values: npt.ArrayLike, percentile: float) -> float:
+    """The ``percentile`` of ``|values|``; if that is 0 (mostly-zero data), the maximum; else 1
+    (an all-zero signal: any positive range represents it exactly)."""
+    mags = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    for candidate in (np.percentile(mags, percentile), mags.max(initial=0.0)):
+        if candidate > 0.0:
+            return float(candidate)
+    return 1.0
+
+
+def calibrate_ranges(
+    model: Model, x: npt.ArrayLike, *, percentile: float = HEURISTIC_RANGE_PERCENTILE
+) -> dict[str, LayerRanges]:
+    """The Appendix C heuristic: per analog layer, ``r_DAC`` = the ``percentile`` of ``|input|``
+    and ``r_ADC`` = the same percentile of ``|W·x|`` (the pre-bias MVM) over calibration
+    inputs ``x`` (use training data), so rare outliers saturate instead of widening the
+    converter step for everybody. Part of the CiM side: evaluation never imports training.
+
+    Returns:
+        ``{layer name: LayerRanges}`` for every analog layer (conv inputs: every activation
+        element; conv outputs: before bias).
+
+    Raises:
+        EvaluationError: bad percentile, empty or mis-shaped ``x``.
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise EvaluationError(f"percentile={percentile} must be in (0, 100]")
+    xs = np.array(x, dtype=np.float32)  # writable copy: torch.from_numpy needs one
+    if xs.ndim == 0 or xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
+        raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
+    net = model.to_torch()
+    analog = [a.name for a in model.analog_layers()]
+    inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
+
+    def keep(values: torch.Tensor) -> np.ndarray:
+        # |values| of one batch, strided down to at most CALIBRATION_VALUES_PER_BATCH (an
+        # estimate of the percentile for large conv activations; small layers keep every value).
+        flat = values.detach().abs().reshape(-1)
+        step = -(-flat.numel() // CALIBRATION_VALUES_PER_BATCH)
+        return flat[::step].numpy().copy()
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            inputs[name].append(keep(args[0]))
+            bias = getattr(module, "bias", None)
+            if bias is not None:  # the pre-bias MVM result
+                out = out - bias.reshape((-1,) + (1,) * (out.ndim - 2))
+            outputs[name].append(keep(out))
+
+        return record
+
+    # Hooks on every analog module (nested ones included), in batches of CALIBRATION_BATCH.
+    handles = [net.get_submodule(name).register_forward_hook(hook(name)) for name in analog]
+    try:
+        with torch.no_grad():
+            for start in range(0, xs.shape[0], CALIBRATION_BATCH):
+                net(torch.from_numpy(xs[start : start + CALIBRATION_BATCH]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        name: LayerRanges(
+            dac_range=percentile_range(np.concatenate(inputs[name]), percentile),
+            adc_range=percentile_range(np.concatenate(outputs[name]), percentile),
+        )
+        for name in analog
+    }
+
+
 def _weight_max(model: Model) -> dict[str, float]:
     return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
 
@@ -142,8 +224,6 @@ def converter_ranges(
             raise EvaluationError(
                 f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
             )
-        from harness.train.ranges import calibrate_ranges
-
         trained = calibrate_ranges(model, calibration_x, percentile=percentile)
         source = "calibrated"
     rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
@@ -166,9 +246,31 @@ def check_bits(bits: int | None) -> int | None:
 class _AnalogOp:
     index: int  # into layout.layers
     name: str
-    kind: str  # "linear" | "conv2d"
-    conv: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None  # kernel, stride, padding
+    kind: str  # "linear" | "conv1d" | "conv2d"
+    conv: ConvGeometry | None
     bias: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class _DigitalOp:
+    """A digital layer: ``relu``, ``relu6``, ``flatten`` (``dim``: first flattened dim of the
+    ``(B, N, *sample)`` tensor), ``unflatten`` (``dim`` split into ``sizes``), ``batchnorm`` (``scale``, ``shift`` per channel, eval mode),
+    ``avgpool1d`` / ``avgpool2d`` (``pool``: kernel, stride, padding), ``global_avgpool``."""
+
+    kind: str
+    dim: int = 2
+    scale: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+    pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    sizes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _ResidualOp:
+    body: tuple[_AnalogOp | _DigitalOp | _ResidualOp, ...]
+
+
+_Op = _AnalogOp | _DigitalOp | _ResidualOp
 
 
 class CimSimulator:
@@ -198,27 +300,70 @@ class CimSimulator:
         for p in layout.layers:
             ranges.dac(p.name)  # raises for a missing layer
         bias = {a.name: None if a.bias is None else torch.from_numpy(a.bias.copy()) for a in analog}
-        self._ops: list[str | _AnalogOp] = []  # "relu" / "flatten" / an analog layer
-        i = 0
-        for spec in model.architecture:
-            kind = spec["type"]
-            if kind in ANALOG_LAYER_TYPES:
-                conv = None
-                if kind == "conv2d":
-                    conv = (_pair(spec["kernel_size"]), _pair(spec["stride"]), _pair(spec["padding"]))
-                self._ops.append(_AnalogOp(i, spec["name"], kind, conv, bias[spec["name"]]))
-                i += 1
-            else:
-                self._ops.append(kind)
+        weights = model.weights()
+        counter = iter(range(len(analog)))
+        self._ops = self._compile(model.plan, weights, bias, counter)
+        # Elements of the largest per-sample tensor (activation or im2col matrix): bounds chunks.
+        self._width = max(
+            [int(np.prod(model.input_shape))]
+            + [_sample_elements(step) for step in iter_plan(model.plan)]
+        )
         # Each layer's devices in the flat layout order: [G+ block, G− block], row-major (out, fan_in).
         self._slices = [layout.layer_slice(k) for k in range(len(layout.layers))]
 
+    def _compile(
+        self,
+        plan: Sequence[PlanStep],
+        weights: dict[str, npt.NDArray[np.float32]],
+        bias: dict[str, torch.Tensor | None],
+        counter: Iterator[int],
+    ) -> tuple[_Op, ...]:
+        ops: list[_Op] = []
+        for step in plan:
+            spec = step.spec
+            kind = spec["type"]
+            if kind in ANALOG_LAYER_TYPES:
+                conv = None if kind == "linear" else conv_geometry(spec)
+                ops.append(_AnalogOp(next(counter), step.path, kind, conv, bias[step.path]))
+            elif kind == "sequential":
+                ops.extend(self._compile(step.body, weights, bias, counter))
+            elif kind == "residual":
+                ops.append(_ResidualOp(self._compile(step.body, weights, bias, counter)))
+            elif kind == "batchnorm":
+                # Eval-mode batch norm is a per-channel affine map, applied digitally.
+                w = {t: weights[f"{step.path}.{t}"].astype(np.float64) for t in ("weight", "bias", "running_mean", "running_var")}
+                a = w["weight"] / np.sqrt(w["running_var"] + float(spec["eps"]))
+                b = w["bias"] - w["running_mean"] * a
+                ops.append(_DigitalOp("batchnorm", scale=torch.from_numpy(a.astype(np.float32)),
+                                      shift=torch.from_numpy(b.astype(np.float32))))
+            elif kind == "flatten":
+                ops.append(_DigitalOp("flatten", dim=int(spec.get("start_dim", 1)) + 1))
+            elif kind == "unflatten":
+                ops.append(_DigitalOp("unflatten", dim=int(spec["dim"]) + 1, sizes=tuple(int(v) for v in spec["sizes"])))
+            elif kind in ("avgpool1d", "avgpool2d"):
+                dims = 1 if kind == "avgpool1d" else 2
+                pool = tuple(
+                    tuple(int(v) for v in ((spec[k],) * dims if isinstance(spec[k], int) else spec[k]))
+                    for k in ("kernel_size", "stride", "padding")
+                )
+                ops.append(_DigitalOp(kind, pool=pool))  # type: ignore[arg-type]
+            elif kind in ("relu", "relu6", "global_avgpool"):
+                ops.append(_DigitalOp(kind))
+            else:
+                raise EvaluationError(f"unsupported layer type {kind!r} in model {self.model.name!r}")
+        return tuple(ops)
+
     # -- conductances → weights ---------------------------------------------------------------
-    def _pairs(self, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, g: torch.Tensor, k: int, reference: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G+, G−) of layer ``k``; a unipolar layer's G− is the constant ``reference``
+        (``g_min`` for conductances, 0 for variances: the digital reference is noiseless)."""
         p = self.layout.layers[k]
         block = g[:, self._slices[k]]
         n = p.out_features * p.fan_in
         shape = (g.shape[0], p.out_features, p.fan_in)
+        if p.unipolar:
+            ref = self.layout.geometry.g_min_uS if reference is None else reference
+            return block.reshape(shape), torch.full(shape, float(ref), dtype=block.dtype)
         return block[:, :n].reshape(shape), block[:, n:].reshape(shape)
 
     def _differences(self, g: torch.Tensor) -> list[torch.Tensor]:
@@ -258,6 +403,9 @@ class CimSimulator:
     def _row_sums(self, g: torch.Tensor, k: int) -> torch.Tensor:
         """``Σ_j (G+ − G−)_ij`` (µS) of layer ``k``, ``(B, out)``: one reduction, no temporaries."""
         p = self.layout.layers[k]
+        if p.unipolar:
+            block = g[:, self._slices[k]].reshape(g.shape[0], p.out_features, p.fan_in)
+            return block.sum(dim=2) - p.fan_in * self.layout.geometry.g_min_uS
         sums = g[:, self._slices[k]].reshape(g.shape[0], 2, p.out_features, p.fan_in).sum(dim=3)
         return sums[:, 0] - sums[:, 1]
 
@@ -325,7 +473,9 @@ class CimSimulator:
     ) -> torch.Tensor:
         """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
 
-        Large batches are evaluated in chunks of conductance sets (same numbers, bounded memory).
+        Large batches are evaluated in chunks of conductance sets, and of samples when one
+        set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
+        numbers, except that per-read noise is then drawn in another order).
         """
         ys = y.long() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))
         xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
@@ -335,18 +485,24 @@ class CimSimulator:
         ref = None if g_ref_uS is None else self._as_batch(g_ref_uS)
         prog = None if g_prog_uS is None else self._as_batch(g_prog_uS)
         t = None if read_noise_t_s is None else torch.as_tensor(np.asarray(read_noise_t_s, dtype=np.float64))
-        width = max([int(np.prod(self.model.input_shape))] + [p.out_features for p in self.layout.layers])
-        chunk = max(1, MAX_ACTIVATION_ELEMENTS // max(1, xs.shape[0] * width))
+        # Chunks of conductance sets, and of samples when one set's activations alone exceed
+        # the bound (large conv nets): per-sample results do not depend on the chunking.
+        per_set = xs.shape[0] * self._width
+        chunk = max(1, MAX_ACTIVATION_ELEMENTS // max(1, per_set))
+        samples = xs.shape[0] if per_set <= MAX_ACTIVATION_ELEMENTS else max(1, MAX_ACTIVATION_ELEMENTS // self._width)
         out = []
         for s in range(0, g.shape[0], chunk):
             sl = slice(s, s + chunk)
             r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
             pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
-            logits = self.logits(
-                xs, g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl], g_prog_uS=pr,
-                generator=generator,
-            )
-            out.append(top1_correct(logits, ys).to(torch.float64).mean(dim=1))
+            correct = torch.zeros(g[sl].shape[0], dtype=torch.float64)
+            for k in range(0, xs.shape[0], samples):
+                logits = self.logits(
+                    xs[k : k + samples], g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl],
+                    g_prog_uS=pr, generator=generator,
+                )
+                correct += top1_correct(logits, ys[k : k + samples]).to(torch.float64).sum(dim=1)
+            out.append(correct / xs.shape[0])
         return torch.cat(out)
 
     # -- internals ------------------------------------------------------------------------------
@@ -379,7 +535,7 @@ class CimSimulator:
         s2 = torch.from_numpy((sigma * sigma).astype(np.float32))
         out = []
         for k, p in enumerate(self.layout.layers):
-            vp, vn = self._pairs(s2, k)
+            vp, vn = self._pairs(s2, k, reference=0.0)
             out.append((vp + vn) * (1.0 / p.scale_uS**2))
         return out
 
@@ -404,37 +560,53 @@ class CimSimulator:
         adc_levels = None if bits is None else 2 ** (bits - 1) - 1
         act = _Lazy(x.unsqueeze(0), owned=False)  # (1 | B, N, *features): shared by every set
         with torch.no_grad():
-            for op in self._ops:
-                if op == "relu":
-                    act.relu = True
-                    continue
-                if op == "flatten":
-                    act = _Lazy(act.value().flatten(2), owned=True)
-                    continue
-                if not isinstance(op, _AnalogOp):
-                    raise EvaluationError(f"unsupported layer type {op!r} in model {self.model.name!r}")
-                place = self.layout.layers[op.index]
-                in_step = 1.0
-                if dac_levels is not None:
-                    in_step = self.ranges.dac(op.name) / dac_levels
-                    h = act.codes(in_step, dac_levels)
-                else:
-                    h = act.value()
-                out_step = 1.0
-                if adc_levels is not None:
-                    out_step = self.ranges.adc(op.name, place.weight_max) / adc_levels
-                # y / out_step = codes_in · ((G+ − G−) · in_step / (s · out_step))ᵀ
-                w_scale = in_step / out_step
-                w = diffs[op.index].mul_(w_scale / place.scale_uS)
-                var = None if noise_var is None else noise_var[op.index] * (w_scale * w_scale)
-                y = self._mvm(h, w, var, op, generator)
-                if adc_levels is not None:
-                    y.round_().clamp_(-float(adc_levels), float(adc_levels))
-                scale: torch.Tensor | float = out_step
-                if alpha is not None:
-                    scale = alpha[:, op.index] * out_step
-                act = _Lazy(y, scale, op.bias, owned=True)
-        return act.value()
+            return self._run(self._ops, act, diffs, dac_levels, adc_levels, alpha, noise_var, generator).value()
+
+    def _run(
+        self,
+        ops: Sequence[_Op],
+        act: _Lazy,
+        diffs: Sequence[torch.Tensor],
+        dac_levels: int | None,
+        adc_levels: int | None,
+        alpha: torch.Tensor | None,
+        noise_var: Sequence[torch.Tensor] | None,
+        generator: torch.Generator | None,
+    ) -> _Lazy:
+        for op in ops:
+            if isinstance(op, _DigitalOp):
+                act = _digital(op, act)
+                continue
+            if isinstance(op, _ResidualOp):
+                x_in = act.value()
+                body = self._run(op.body, _Lazy(x_in, owned=False), diffs, dac_levels, adc_levels, alpha,
+                                 noise_var, generator)
+                y = body.value()
+                act = _Lazy(y.add_(x_in) if y.shape == torch.broadcast_shapes(y.shape, x_in.shape) else y + x_in,
+                            owned=True)
+                continue
+            place = self.layout.layers[op.index]
+            in_step = 1.0
+            if dac_levels is not None:
+                in_step = self.ranges.dac(op.name) / dac_levels
+                h = act.codes(in_step, dac_levels)
+            else:
+                h = act.value()
+            out_step = 1.0
+            if adc_levels is not None:
+                out_step = self.ranges.adc(op.name, place.weight_max) / adc_levels
+            # y / out_step = codes_in · ((G+ − G−) · in_step / (s · out_step))ᵀ
+            w_scale = in_step / out_step
+            w = diffs[op.index].mul_(w_scale / place.scale_uS)
+            var = None if noise_var is None else noise_var[op.index] * (w_scale * w_scale)
+            y = self._mvm(h, w, var, op, generator)
+            if adc_levels is not None:
+                y.round_().clamp_(-float(adc_levels), float(adc_levels))
+            scale: torch.Tensor | float = out_step
+            if alpha is not None:
+                scale = (alpha[:, op.index] * out_step).reshape(-1, 1)
+            act = _Lazy(y, scale, op.bias, owned=True)
+        return act
 
     @staticmethod
     def _mvm(
@@ -452,27 +624,50 @@ class CimSimulator:
                 std = _batched_matmul(h * h, var).sqrt_()
                 y.addcmul_(std, torch.randn(y.shape, generator=generator))
             return y
-        kernel, stride, padding = op.conv  # type: ignore[misc]
-        hb, n = h.shape[0], h.shape[1]
-        c, hh, ww = h.shape[2:]
-        ho = (hh + 2 * padding[0] - kernel[0]) // stride[0] + 1
-        wo = (ww + 2 * padding[1] - kernel[1]) // stride[1] + 1
-        cols = F.unfold(h.reshape(hb * n, c, hh, ww), kernel, padding=padding, stride=stride)  # (hb·n, K, L)
-        cols = cols.transpose(1, 2).reshape(hb, n * ho * wo, -1)
-        y = _batched_matmul(cols, w)
+        geo = op.conv
+        if geo is None:  # pragma: no cover - linear handled above
+            raise EvaluationError(f"layer {op.name!r} has no conv geometry")
+        # The array's MVM at every output position of a conv is a convolution with the dense
+        # (out, C·prod(k)) matrix as kernel (im2col order = torch's kernel layout), so it runs
+        # as one torch convolution for all sets: a shared input against the sets' kernels
+        # stacked along the output channels, per-set inputs as a grouped convolution (one
+        # group per set). Depthwise layers use their dense block-diagonal matrix, as the array.
+        hb, n, c = h.shape[:3]
+        spatial = tuple(h.shape[3:])
+        out_size = geo.out_size(spatial)
+        if op.kind == "conv1d":  # a conv1d is a conv2d over a 1-row image
+            kernel, stride, dilation = (1, geo.kernel[0]), (1, geo.stride[0]), (1, geo.dilation[0])
+            pads = ((0, 0), geo.padding[0])
+            image = (1, spatial[0])
+        else:
+            kernel, stride, dilation = geo.kernel, geo.stride, geo.dilation  # type: ignore[assignment]
+            pads = geo.padding  # type: ignore[assignment]
+            image = spatial  # type: ignore[assignment]
+        if hb == 1:
+            images, groups = h[0].reshape(n, c, *image), 1
+        else:  # (B, N, C, ...) -> (N, B·C, ...): free when h is the transposed view made below
+            images, groups = h.transpose(0, 1).reshape(n, hb * c, *image), hb
+        padding: tuple[int, int] = (pads[0][0], pads[1][0])
+        if any(before != after for before, after in pads):  # asymmetric ('same' with an even kernel)
+            images = F.pad(images, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+            padding = (0, 0)
+        kernels = w.reshape(b * out_f, c, *kernel)
+        y = F.conv2d(images, kernels, None, stride, padding, dilation, groups)  # (N, B·out, ...)
         if var is not None:
-            std = _batched_matmul(cols * cols, var).sqrt_()
-            y.addcmul_(std, torch.randn(y.shape, generator=generator))
-        return y.reshape(b, n, ho * wo, out_f).transpose(2, 3).reshape(b, n, out_f, ho, wo)
+            std = F.conv2d(images * images, var.reshape(b * out_f, c, *kernel), None, stride, padding, dilation, groups)
+            y.addcmul_(std.sqrt_(), torch.randn(y.shape, generator=generator))
+        return y.reshape(n, b, out_f, *out_size).transpose(0, 1)
 
 
 class _Lazy:
-    """An activation ``relu?(h · scale + shift)`` not yet materialized.
+    """An activation ``clip(h · scale + shift)`` not yet materialized.
 
-    ``h``: ``(1 | B, N, C, ...)`` (possibly a strided view); ``scale``: a float or one value
-    per set ``(B,)``; ``shift``: per channel ``(C,)`` (a bias) or None; ``relu``: apply ReLU
-    after. With ``owned`` the tensor is this activation's alone and is updated in place
-    (fresh large allocations cost more than the arithmetic on this CPU-bound path).
+    ``h``: ``(1 | B, N, C, ...)`` (possibly a strided view); ``scale``: a float, or a tensor
+    ``(1 | B, 1 | C)`` (per set and/or per channel: ADC step × GDC α, times a folded batch
+    norm); ``shift``: per channel ``(C,)`` (bias, batch norm) or None; ``low``/``high``: a
+    pending ReLU (``0, None``) or ReLU6 (``0, 6``). With ``owned`` the tensor is this
+    activation's alone and is updated in place (fresh large allocations cost more than the
+    arithmetic on this CPU-bound path).
     """
 
     def __init__(
@@ -481,33 +676,99 @@ class _Lazy:
         self.h = h
         self.scale = scale
         self.shift = shift
-        self.relu = False
+        self.low: float | None = None
+        self.high: float | None = None
         self.owned = owned
+
+    @property
+    def clipped(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def clip(self, low: float, high: float | None) -> None:
+        """Apply ``clamp(·, low, high)`` after the pending one (ReLU, ReLU6)."""
+        self.low = low if self.low is None else max(self.low, low)
+        if high is not None:
+            self.high = high if self.high is None else min(self.high, high)
+
+    def affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Compose a per-channel ``y = x · scale + shift`` (batch norm); no clip may be pending."""
+        old = self.scale if isinstance(self.scale, torch.Tensor) else torch.tensor([[self.scale]])
+        self.scale = old * scale.reshape(1, -1)
+        self.shift = shift if self.shift is None else self.shift * scale + shift
 
     def _affine(self, factor: float) -> torch.Tensor:
         """``h · scale · factor + shift · factor``, in place when owned (one pass)."""
-        h = self.h if self.owned else self.h.clone()
+        h = self.h
         scale = self.scale
+        tail = (1,) * (h.ndim - 3)
         if isinstance(scale, torch.Tensor):
-            scale = (scale * factor).reshape((-1,) + (1,) * (h.ndim - 1))
+            scale = (scale * factor).reshape((scale.shape[0], 1, scale.shape[1]) + tail)
+            full = torch.broadcast_shapes(h.shape, scale.shape)
         else:
             scale = scale * factor
+            full = h.shape
+        inplace = self.owned and full == h.shape
         if self.shift is None:
-            return h if isinstance(scale, float) and scale == 1.0 else h.mul_(scale)
-        shift = (self.shift * factor).reshape((-1,) + (1,) * (h.ndim - 3))
+            if isinstance(scale, float) and scale == 1.0:
+                return h if self.owned else h.clone()
+            return h.mul_(scale) if inplace else h * scale
+        shift = (self.shift * factor).reshape((-1,) + tail)
         if isinstance(scale, torch.Tensor):
-            return torch.addcmul(shift, h, scale, out=h)
-        return torch.add(shift, h, alpha=scale, out=h)
+            return torch.addcmul(shift, h, scale, out=h) if inplace else torch.addcmul(shift, h, scale)
+        return torch.add(shift, h, alpha=scale, out=h) if inplace else torch.add(shift, h, alpha=scale)
 
     def value(self) -> torch.Tensor:
-        """The activation in model units."""
+        """The activation in model units (a tensor the caller may change)."""
         out = self._affine(1.0)
-        return out.clamp_min_(0.0) if self.relu else out
+        return out.clamp_(self.low, self.high) if self.clipped else out
 
     def codes(self, step: float, levels: int) -> torch.Tensor:
-        """DAC codes ``round(clamp(value / step, ±levels))`` (ReLU folded into the clamp)."""
+        """DAC codes ``round(clamp(value / step, ±levels))`` (a pending clip folded into the clamp)."""
         out = self._affine(1.0 / step)
-        return out.clamp_(0.0 if self.relu else -float(levels), float(levels)).round_()
+        low = -float(levels) if self.low is None else max(-float(levels), self.low / step)
+        high = float(levels) if self.high is None else min(float(levels), self.high / step)
+        return out.clamp_(low, high).round_()
+
+
+def _digital(op: _DigitalOp, act: _Lazy) -> _Lazy:
+    """Apply one digital layer to ``(1 | B, N, *sample)`` activations (float32)."""
+    if op.kind == "relu":
+        act.clip(0.0, None)
+        return act
+    if op.kind == "relu6":
+        act.clip(0.0, 6.0)
+        return act
+    if op.kind == "batchnorm" and op.scale is not None and op.shift is not None:
+        if act.clipped:
+            act = _Lazy(act.value(), owned=True)
+        act.affine(op.scale, op.shift)
+        return act
+    value = act.value()
+    if op.kind == "flatten":
+        return _Lazy(value.flatten(op.dim), owned=True)
+    if op.kind == "unflatten" and op.sizes is not None:
+        return _Lazy(value.unflatten(op.dim, op.sizes), owned=True)
+    lead = value.shape[:3]
+    if op.kind == "global_avgpool":
+        dims = tuple(range(3, value.ndim))
+        return _Lazy(value.mean(dim=dims, keepdim=True), owned=True)
+    if op.pool is None:  # pragma: no cover - compiled ops always carry their parameters
+        raise EvaluationError(f"digital layer {op.kind!r} has no parameters")
+    kernel, stride, padding = op.pool
+    images = value.reshape(-1, *value.shape[2:])
+    pool = F.avg_pool1d if op.kind == "avgpool1d" else F.avg_pool2d
+    pooled = pool(images, kernel, stride, padding)  # type: ignore[operator]
+    return _Lazy(pooled.reshape(*lead[:2], *pooled.shape[1:]), owned=True)
+
+
+def _sample_elements(step: PlanStep) -> int:
+    """Elements per sample of a layer's output, or of its im2col matrix for a conv."""
+    out = int(np.prod(step.out_shape))
+    if step.spec["type"] in ("conv1d", "conv2d"):
+        geo = conv_geometry(step.spec)
+        fan_in = step.in_shape[0] * int(np.prod(geo.kernel))
+        out = max(out, int(np.prod(step.out_shape[1:])) * fan_in)
+    return out
 
 
 def top1_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -552,7 +813,9 @@ __all__ = [
     "MIN_BITS",
     "CimSimulator",
     "ConverterRanges",
+    "calibrate_ranges",
     "check_bits",
     "converter_ranges",
+    "percentile_range",
     "top1_correct",
 ]

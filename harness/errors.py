@@ -53,6 +53,16 @@ class ModelError(HarnessError):
     """A model file is missing, corrupt, or not a model this harness understands."""
 
 
+class DatasetError(ModelError):
+    """A dataset file or a local copy of a public dataset is missing, corrupt, or does not fit
+    the model it is used with (a ``ModelError``, so callers that catch model-file problems
+    catch these too)."""
+
+
+class MissingExtraError(HarnessError):
+    """An optional dependency (an extra such as ``pcm-harness[audio]``) is not installed."""
+
+
 class MappingError(HarnessError):
     """Weights cannot be placed on the array (too large, bad values)."""
 
@@ -75,3 +85,19 @@ class ReplayError(HarnessError):
 
 class EvaluationError(HarnessError):
     """An evaluation request is inconsistent with the model or the data."""
+
+
+class CalibrationError(HarnessError):
+    """A recording cannot be calibrated (too few readouts, no programming outcome, one level)."""
+
+
+class TrainingError(HarnessError):
+    """A training run cannot start or resume (corrupt or foreign checkpoint, shape mismatch)."""
+
+
+class AccelError(HarnessError):
+    """An accelerator cost-model request is inconsistent (unsupported bit-width, bad workload)."""
+
+
+class TilingError(AccelError):
+    """A model's layers cannot be placed on the accelerator's array (too tall, too wide, too many)."""

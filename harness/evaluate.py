@@ -46,10 +46,10 @@ import torch
 
 from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
-from harness.datasets import fixtures_dir, load_dataset
+from harness.data import fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
-from harness.model import Model, default_model_path, load_model
+from harness.models.format import Model, default_model_path, load_model
 from harness.programming import ProgrammingParams
 from harness.recording import Recording, open_recording
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S, format_duration
@@ -93,9 +93,9 @@ class ChipReadouts:
 
 @dataclass(frozen=True)
 class EvaluationProgress:
-    """Reported while evaluating: ``phase`` is ``"chip"`` (programming and reading simulated
-    chip ``done + 1`` of ``total``), ``"readout"`` (a readout of that chip) or
-    ``"inference"`` (bit-width ``done + 1`` of ``total``)."""
+    """Reported while evaluating: ``phase`` is ``"chip"`` (``done`` of ``total`` chips
+    programmed and read, reported after each), ``"readout"`` (a readout of chip ``done + 1``)
+    or ``"inference"`` (bit-width ``done + 1`` of ``total`` starts)."""
 
     phase: str
     done: int
@@ -177,7 +177,7 @@ class EvaluationResult:
         if len(set(labels)) < len(labels):
             labels = [f"{t:.9g}s" for t in self.times_s]
         if len(set(labels)) < len(labels):  # repeated recorded times: number them
-            labels = [f"{label}#{i}" for i, label in enumerate(labels)]
+            labels = [f"{label}#{i}" for i, label in enumerate(labels, start=1)]
         return labels
 
     @staticmethod
@@ -480,7 +480,7 @@ def read_live_chip(
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-evaluate-"))
         model_path = model.path
         if model_path is None:
-            from harness.model import save_model
+            from harness.models.format import save_model
 
             model_path = Path(workdir) / f"model-{run_index}.h5"
             save_model(model, model_path)
@@ -520,8 +520,6 @@ def read_chips(
     out = []
     with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
         for i, uri in enumerate(uris):
-            if progress:
-                progress(EvaluationProgress("chip", i, len(uris), uri))
             with contextlib.closing(open_chip(uri)) as chip:
                 out.append(
                     read_live_chip(
@@ -529,10 +527,87 @@ def read_chips(
                         run_index=i, n_runs=len(uris),
                     )
                 )
+            if progress:
+                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
     return out
 
 
 # ----------------------------------------------------------------------------- evaluation
+
+
+class ReadoutEvaluator:
+    """CiM accuracy of one model on any number of chips' readouts, prepared once.
+
+    The test split, the converter ranges, the float accuracy and the simulator of a layout
+    are the same for every chip of the model, so a sweep worker makes them once per model
+    (:mod:`harness.sweep`) and :func:`evaluate_readouts` once per call.
+
+    Args:
+        model: the programmed model; its ``dataset``'s test split is evaluated.
+        ranges: converter ranges (default: the model's trained ranges, else
+            :func:`harness.cim.converter_ranges` calibrated on the training split).
+    """
+
+    def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
+        self.model = model
+        data = load_dataset(model.dataset)
+        self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
+        self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
+        self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
+        self.n_test = int(self.y.shape[0])
+        self.digital_accuracy = _digital_accuracy(model, self.x, self.y)
+        self._sims: dict[int, tuple[Layout, CimSimulator]] = {}
+
+    def simulator(self, layout: Layout) -> CimSimulator:
+        """The CiM simulator of ``layout`` (cached per layout object)."""
+        hit = self._sims.get(id(layout))
+        if hit is None or hit[0] is not layout:
+            hit = (layout, CimSimulator(self.model, layout, self.ranges))
+            self._sims = {id(layout): hit}  # one layout at a time: chips of one model share it
+        return hit[1]
+
+    def read_chip(self, chip: Chip, times_s: Sequence[float], **kwargs: Any) -> ChipReadouts:
+        """Program the model onto ``chip`` and read it at ``times_s`` (:func:`read_live_chip`)."""
+        return read_live_chip(chip, self.model, times_s, **kwargs)
+
+    def accuracy(
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T)`` accuracy of one chip's readouts."""
+        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+
+    def accuracy_batch(
+        self,
+        chips: Sequence[ChipReadouts],
+        *,
+        bits: Sequence[int | None],
+        gdc: bool,
+        read_noise: bool,
+        seed: int,
+        repeats: int = 1,
+        on_bits: Callable[[int, int | None], None] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
+        layout = chips[0].layout
+        sim = self.simulator(layout)
+        n_t = chips[0].times_s.shape[0]
+        g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
+        ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
+        t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+        g_t = torch.from_numpy(g.astype(np.float32))
+        ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
+        generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
+        n_runs = len(chips) * repeats
+        acc = np.empty((len(bits), n_t, n_runs))
+        for i, b in enumerate(bits):
+            if on_bits:
+                on_bits(i, b)
+            a = sim.accuracy(
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+            )
+            acc[i] = a.numpy().reshape(n_runs, n_t).T
+        return acc
 
 
 def evaluate_readouts(
@@ -582,33 +657,18 @@ def evaluate_readouts(
     for c in chips:
         if c.g_uS.shape != (len(times), layout.n_devices) or c.g_ref_uS.shape != (layout.n_devices,):
             raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {layout.n_devices})")
-    data = load_dataset(model.dataset)
-    if ranges is None:
-        ranges = converter_ranges(model, None if model.ranges else data.x_train)
-    sim = CimSimulator(model, layout, ranges)
-
+    evaluator = ReadoutEvaluator(model, ranges=ranges)
+    ranges = evaluator.ranges
     n_t = len(times)
-    g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n) in run-major order
-    ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
-    t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
     labels = tuple(c.label for c in chips for _ in range(repeats))
-    g_t = torch.from_numpy(g.astype(np.float32))
-    ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
-    x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
-    y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
-    generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
-
-    digital = _digital_accuracy(model, x, y)
+    t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+    digital = evaluator.digital_accuracy
     t_inf = time.perf_counter()
-    acc = np.empty((len(bits_t), n_t, len(labels)))
-    for i, b in enumerate(bits_t):
-        if progress:
-            progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit"))
-        a = sim.accuracy(
-            x, y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
-            read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
-        )
-        acc[i] = a.numpy().reshape(len(labels), n_t).T
+    acc = evaluator.accuracy_batch(
+        chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
+        on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
+        if progress else None,
+    )
     inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
     return EvaluationResult(
@@ -618,7 +678,7 @@ def evaluate_readouts(
         location=location,
         runs_labels=labels,
         digital_accuracy=digital,
-        n_test=int(y.shape[0]),
+        n_test=evaluator.n_test,
         bits=bits_t,
         times_s=times,
         read_times_s=t_read.reshape(len(labels), n_t),
@@ -644,7 +704,20 @@ def _digital_accuracy(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
 def _resolve_model(model: Model | str | Path | None) -> Model | None:
     if model is None or isinstance(model, Model):
         return model
-    return load_model(model)
+    return resolve_model(model)
+
+
+def resolve_model(ref: str | Path) -> Model:
+    """A model by reference: ``"default"``, a zoo or bundled model's name (``analognet-kws``,
+    ``digits_mlp``: its file in ``fixtures/models/``) or a file
+    (:func:`harness.models.resolve_model_path`).
+
+    Raises:
+        ModelError: no such file, zoo or bundled model, or an unreadable file.
+    """
+    from harness.models import resolve_model_path
+
+    return load_model(resolve_model_path(ref))
 
 
 def evaluate_chip(
@@ -693,12 +766,97 @@ def evaluate_chip(
             "or --read-noise for repeated read-noise draws (simulated chips need a virtual URI)"
         )
     the_model = _resolve_model(model) or load_model(default_model_path())
-    chips = read_chips(chip_uri, the_model, times, n_runs if virtual else 1, params=params, progress=progress)
-    program_read_s = time.perf_counter() - wall0
-    return evaluate_readouts(
-        the_model, chips, times_s=times, bits=bits_t, gdc=gdc, read_noise=read_noise, repeats=repeats, seed=seed,
-        source="chip", location=chip_uri, progress=progress,
-        timing=EvaluationTiming(program_read_s=program_read_s, total_s=program_read_s),
+    return _evaluate_chips_streaming(
+        chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
+        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0,
+    )
+
+
+#: Chips whose readouts are held at once by :func:`evaluate_chip`: their CiM inference is
+#: batched, then the readouts are dropped, so memory stays flat in ``--runs``. 32 > the
+#: default 25 runs, so a default evaluation is one batch (and bit-identical to evaluating
+#: all readouts together).
+CHIP_BATCH = 32
+
+
+def _batch_seed(seed: int, k: int) -> int:
+    """Read-noise seed of the k-th chip batch: ``seed`` itself for the first batch (so one
+    batch equals a whole-list evaluation), independent derived streams after it."""
+    if k == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), k]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _evaluate_chips_streaming(
+    chip_uri: str,
+    model: Model,
+    times: tuple[float, ...],
+    n_chips: int,
+    *,
+    bits: tuple[int | None, ...],
+    gdc: bool,
+    read_noise: bool,
+    repeats: int,
+    seed: int,
+    params: ProgrammingParams | None,
+    progress: ProgressCallback | None,
+    wall0: float,
+) -> EvaluationResult:
+    """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
+    :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
+    from harness.registry import open_chip, parse_uri
+
+    scheme = parse_uri(chip_uri).scheme
+    uris = virtual_chip_uris(chip_uri, n_chips) if scheme == "virtual" else [chip_uri]
+    evaluator = ReadoutEvaluator(model)
+    acc_parts: list[npt.NDArray[np.float64]] = []
+    t_parts: list[npt.NDArray[np.float64]] = []
+    labels: list[str] = []
+    batch: list[ChipReadouts] = []
+    inference_s = 0.0
+
+    def flush() -> None:
+        nonlocal inference_s
+        t_inf = time.perf_counter()
+        acc_parts.append(evaluator.accuracy_batch(
+            batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
+        ))
+        inference_s += time.perf_counter() - t_inf
+        for c in batch:
+            if c.g_uS.shape != (len(times), c.layout.n_devices):
+                raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {c.layout.n_devices})")
+            t_parts.extend([c.times_s] * repeats)
+            labels.extend([c.label] * repeats)
+        batch.clear()
+
+    with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
+        for i, uri in enumerate(uris):
+            with contextlib.closing(open_chip(uri)) as chip:
+                batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
+            if len(batch) == CHIP_BATCH:
+                flush()
+            if progress:
+                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
+        if batch:
+            flush()
+    total_s = time.perf_counter() - wall0
+    return EvaluationResult(
+        model=model.name,
+        model_path=None if model.path is None else str(model.path),
+        source="chip",
+        location=chip_uri,
+        runs_labels=tuple(labels),
+        digital_accuracy=evaluator.digital_accuracy,
+        n_test=evaluator.n_test,
+        bits=bits,
+        times_s=times,
+        read_times_s=np.stack(t_parts),
+        accuracy=np.concatenate(acc_parts, axis=2),
+        gdc=gdc,
+        read_noise=read_noise,
+        seed=int(seed),
+        ranges=evaluator.ranges,
+        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=inference_s, total_s=total_s),
     )
 
 

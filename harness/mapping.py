@@ -7,7 +7,17 @@ reverse. ``W = (G+ − G−) / s``.
 Placement: a layer with weight matrix ``(out, fan_in)`` occupies a block of ``fan_in``
 rows (inputs drive the source lines) by ``2·out`` columns (G+ and G− of output ``o`` sit in
 adjacent columns ``2o`` and ``2o+1``). Blocks are packed left to right in shelves, in
-layer order; a layer never splits across blocks. Biases stay digital.
+layer order. Biases stay digital.
+
+A block that does not fit the array that way is stored the way the seed paper's 90 nm chip
+stores weights it only holds (AnalogNets §5: the chip stores the weights, the MVM is
+simulated from the read-back conductances): **transposed** (``2·out`` rows × ``fan_in``
+columns: G+ and G− of output ``o`` in adjacent rows ``2o``, ``2o+1``, input ``k`` in column
+``k``), or, when that does not fit either, **split** into pieces of at most ``rows`` fan-in
+rows each (each piece a normal block; on a computing array their partial sums would be
+added digitally). When any layer needs this, all blocks are shelf-packed by decreasing
+height (first fit). The layout records each layer's orientation and pieces
+(:class:`LayerPlacement`); the flat device order never depends on placement.
 """
 
 from __future__ import annotations
@@ -24,7 +34,16 @@ from harness.errors import MappingError
 
 @dataclass(frozen=True)
 class LayerPlacement:
-    """Where one layer sits: block origin, size, and its weight→conductance scale."""
+    """Where one layer sits: block origin, size, orientation, and its weight→conductance scale.
+
+    Attributes:
+        name, out_features, fan_in: the layer and its ``(out, fan_in)`` matrix.
+        row0, col0: origin of the layer's (first) block.
+        weight_max: ``max|W|`` of the layer; ``scale_uS``: ``s``, µS per unit weight.
+        transposed: the block is stored ``2·out`` rows × ``fan_in`` columns.
+        pieces: for a layer split into row pieces, ``(k0, k1, row0, col0)`` per piece: fan-in
+            rows ``k0 .. k1-1`` sit at rows ``row0 ..`` from column ``col0``. Empty: one block.
+    """
 
     name: str
     out_features: int
@@ -33,14 +52,39 @@ class LayerPlacement:
     col0: int
     weight_max: float
     scale_uS: float  # s: µS per unit weight
+    transposed: bool = False
+    pieces: tuple[tuple[int, int, int, int], ...] = ()
+    unipolar: bool = False  # one device per weight (all >= 0): the G− devices are not used
+
+    @property
+    def n_devices(self) -> int:
+        """Devices the layer programs: ``out·fan_in`` if unipolar, else twice that."""
+        return (1 if self.unipolar else 2) * self.out_features * self.fan_in
+
+    def __post_init__(self) -> None:  # JSON gives lists; keep equality with tuples
+        object.__setattr__(self, "pieces", tuple(tuple(int(v) for v in p) for p in self.pieces))
 
     @property
     def n_rows(self) -> int:
-        return self.fan_in
+        """Rows of the layer's block (of its tallest piece when split)."""
+        if self.transposed:
+            return 2 * self.out_features
+        return max((k1 - k0 for k0, k1, _, _ in self.pieces), default=self.fan_in)
 
     @property
     def n_cols(self) -> int:
-        return 2 * self.out_features
+        return self.fan_in if self.transposed else 2 * self.out_features
+
+    @property
+    def how(self) -> str:
+        """``"normal"``, ``"transposed"`` or ``"split into N row pieces"``."""
+        if self.transposed:
+            return "transposed"
+        return f"split into {len(self.pieces)} row pieces" if self.pieces else "normal"
+
+    def blocks(self) -> list[tuple[int, int, int, int]]:
+        """``(k0, k1, row0, col0)`` of every block of the layer (one unless split)."""
+        return list(self.pieces) or [(0, self.fan_in, self.row0, self.col0)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,9 +111,8 @@ class Layout:
 
     def layer_slice(self, i: int) -> slice:
         """Device range of layer ``i`` in the flat order (G+ block then G− block)."""
-        start = sum(2 * p.out_features * p.fan_in for p in self.layers[:i])
-        n = 2 * self.layers[i].out_features * self.layers[i].fan_in
-        return slice(start, start + n)
+        start = sum(p.n_devices for p in self.layers[:i])
+        return slice(start, start + self.layers[i].n_devices)
 
     def pair_conductances(self, g_uS: npt.ArrayLike, layer: int) -> tuple[FloatArray, FloatArray]:
         """(G+, G−) of one layer as ``(..., out, fan_in)`` arrays from flat per-device µS ``(..., n)``."""
@@ -80,6 +123,8 @@ class Layout:
         block = g[..., self.layer_slice(layer)]
         n = p.out_features * p.fan_in
         shape = g.shape[:-1] + (p.out_features, p.fan_in)
+        if p.unipolar:  # W = (G − g_min)/s: the reference is the RESET level, held digitally
+            return block.reshape(shape), np.full(shape, self.geometry.g_min_uS)
         return block[..., :n].reshape(shape), block[..., n:].reshape(shape)
 
     def to_weights(self, g_uS: npt.ArrayLike) -> dict[str, FloatArray]:
@@ -92,7 +137,7 @@ class Layout:
 
 
 def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> list[tuple[int, int]]:
-    """Shelf-pack blocks of ``fan_in`` rows × ``2·out`` cols; returns (row0, col0) per layer.
+    """Shelf-pack blocks of ``fan_in`` rows × ``2·out`` cols in layer order; (row0, col0) per layer.
 
     Raises:
         MappingError: a block larger than the array, or the layers do not fit together.
@@ -109,26 +154,137 @@ def place_layers(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> 
         if x + w > geometry.cols:
             x, y, shelf_h = 0, y + shelf_h, 0
         if y + h > geometry.rows:
-            total = sum(2 * o * f for _, o, f in shapes)
-            raise MappingError(
-                f"the model does not fit: layer {name!r} would end at row {y + h} of {geometry.rows} "
-                f"({total} devices needed, {geometry.n_cells} on a {geometry.rows}x{geometry.cols} array)"
-            )
+            raise MappingError(_no_room(name, y + h, shapes, geometry))
         origins.append((y, x))
         x += w
         shelf_h = max(shelf_h, h)
     return origins
 
 
-def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]], geometry: Geometry) -> Layout:
-    """Map 2-D weight matrices ``(out, fan_in)`` (in order) to target conductances and a layout.
+def _no_room(name: str, end_row: int, shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> str:
+    total = sum(2 * o * f for _, o, f in shapes)
+    return (
+        f"the model does not fit: layer {name!r} would end at row {end_row} of {geometry.rows} "
+        f"({total} devices needed, {geometry.n_cells} on a {geometry.rows}x{geometry.cols} array)"
+    )
+
+
+def _orient(name: str, out_features: int, fan_in: int, geometry: Geometry, prefer_short: bool) -> tuple[bool, int]:
+    """(transposed, number of row pieces) for one layer's block."""
+    rows, cols = geometry.rows, geometry.cols
+    normal = fan_in <= rows and 2 * out_features <= cols
+    transposed = 2 * out_features <= rows and fan_in <= cols
+    if normal and not (prefer_short and transposed and 2 * out_features < fan_in):
+        return False, 1
+    if transposed:
+        return True, 1
+    if 2 * out_features <= cols:
+        return False, -(-fan_in // rows)
+    raise MappingError(
+        f"layer {name!r} needs a {fan_in}x{2 * out_features} block (fan-in x 2*outputs) but the array is "
+        f"{rows}x{cols}; it fits neither transposed nor split into row pieces: use a larger chip or a smaller layer"
+    )
+
+
+def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geometry) -> list[LayerPlacement]:
+    """Placements (scale fields zero) for layers that may need transposing or splitting.
+
+    Tries, in order: every block normal in layer order (:func:`place_layers`, the round-1
+    layout); then normal where it fits, else transposed, else split, shelf-packed by
+    decreasing height; then the same preferring the shorter orientation of every block.
 
     Raises:
-        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, or no room.
+        MappingError: a block that fits no way, or the blocks do not fit together.
+    """
+    try:
+        origins = place_layers(shapes, geometry)
+        return [LayerPlacement(n, o, f, r, c, 0.0, 0.0) for (n, o, f), (r, c) in zip(shapes, origins)]
+    except MappingError as exc:
+        first_error = exc
+    for prefer_short in (False, True):
+        plan = [_orient(n, o, f, geometry, prefer_short) for n, o, f in shapes]
+        # One rectangle per block: (layer, piece, k0, k1, height, width).
+        rects = []
+        for i, ((_, o, f), (transposed, n_pieces)) in enumerate(zip(shapes, plan)):
+            if transposed:
+                rects.append((i, 0, 0, f, 2 * o, f))
+                continue
+            step = -(-f // n_pieces)
+            for j, k0 in enumerate(range(0, f, step)):
+                k1 = min(f, k0 + step)
+                rects.append((i, j, k0, k1, k1 - k0, 2 * o))
+        origins_by_rect = shelf_pack([(h, w) for *_, h, w in rects], geometry.rows, geometry.cols)
+        if origins_by_rect is None:
+            continue
+        pieces: dict[int, list[tuple[int, int, int, int]]] = {}
+        for (i, _, k0, k1, _, _), (r, c) in zip(rects, origins_by_rect):
+            pieces.setdefault(i, []).append((k0, k1, r, c))
+        out = []
+        for i, ((n, o, f), (transposed, n_pieces)) in enumerate(zip(shapes, plan)):
+            blocks = sorted(pieces[i])
+            _, _, r, c = blocks[0]
+            out.append(LayerPlacement(n, o, f, r, c, 0.0, 0.0, transposed, tuple(blocks) if n_pieces > 1 else ()))
+        return out
+    if "does not fit" not in str(first_error):
+        devices = sum(2 * o * f for _, o, f in shapes)
+        raise MappingError(
+            f"the model does not fit: its {len(shapes)} blocks ({devices} devices) do not pack onto the "
+            f"{geometry.rows}x{geometry.cols} array ({geometry.n_cells} cells), even transposed or split; "
+            "use a larger chip"
+        )
+    raise first_error
+
+
+def shelf_pack(sizes: Sequence[tuple[int, int]], rows: int, cols: int) -> list[tuple[int, int]] | None:
+    """First-fit decreasing-height shelf packing of ``(height, width)`` rectangles into a
+    ``rows × cols`` array; ``(row0, col0)`` per rectangle (input order), or None if they do not fit."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][0], i))
+    shelves: list[list[int]] = []  # [y, height, x used]
+    origins: dict[int, tuple[int, int]] = {}
+    for i in order:
+        h, w = sizes[i]
+        for shelf in shelves:
+            if h <= shelf[1] and shelf[2] + w <= cols:
+                origins[i] = (shelf[0], shelf[2])
+                shelf[2] += w
+                break
+        else:
+            y = shelves[-1][0] + shelves[-1][1] if shelves else 0
+            if y + h > rows or w > cols:
+                return None
+            shelves.append([y, h, w])
+            origins[i] = (y, 0)
+    return [origins[i] for i in range(len(sizes))]
+
+
+def map_weights(
+    weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.ArrayLike]],
+    geometry: Geometry,
+    *,
+    unipolar: Sequence[str] = (),
+) -> Layout:
+    """Map 2-D weight matrices ``(out, fan_in)`` (in order) to target conductances and a layout.
+
+    Layers are placed by :func:`place_layers_anyhow` (transposed or split only when needed).
+    Layers named in ``unipolar`` (all weights >= 0, e.g. from the ``uniform --unipolar``
+    training recipe; Garcia-Redondo et al.) use single devices, ``G = g_min + s·W``: only
+    the G+ device of each weight is programmed, half the devices of a differential layer
+    (the packer still reserves the pair's columns; ``W = (G − g_min)/s``).
+
+    Raises:
+        MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, a
+            negative weight in a unipolar layer, an unknown unipolar name, or no room.
     """
     items = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
     if not items:
         raise MappingError("the model has no analog layers to map")
+    single = frozenset(unipolar)
+    unknown = single - {name for name, _ in items}
+    if unknown:
+        raise MappingError(f"unipolar layers {sorted(unknown)} are not among the mapped layers")
+    for name, w in items:
+        if name in single and np.min(w) < 0:
+            raise MappingError(f"layer {name!r} has negative weights (min {np.min(w):.3g}); it cannot be unipolar")
     mats: list[tuple[str, FloatArray]] = []
     for name, w in items:
         arr = np.asarray(w, dtype=np.float64)
@@ -139,25 +295,45 @@ def map_weights(weights: Mapping[str, npt.ArrayLike] | Sequence[tuple[str, npt.A
         if not np.any(arr):
             raise MappingError(f"layer {name!r} has only zero weights; nothing to scale to g_max")
         mats.append((name, arr))
-    origins = place_layers([(n, a.shape[0], a.shape[1]) for n, a in mats], geometry)
+    shells = place_layers_anyhow([(n, a.shape[0], a.shape[1]) for n, a in mats], geometry)
 
     placements, cells, targets, layer_idx, signs, w_idx = [], [], [], [], [], []
     g_span = geometry.g_max_uS - geometry.g_min_uS
-    for i, ((name, w), (row0, col0)) in enumerate(zip(mats, origins)):
+    for i, ((name, w), shell) in enumerate(zip(mats, shells)):
         out_f, fan_in = w.shape
         w_max = float(np.abs(w).max())
         scale = g_span / w_max
-        placements.append(LayerPlacement(name, out_f, fan_in, row0, col0, w_max, scale))
-        o, k = np.meshgrid(np.arange(out_f), np.arange(fan_in), indexing="ij")
-        rows = (row0 + k).ravel()
-        cols_pos = (col0 + 2 * o).ravel()
+        place = LayerPlacement(
+            name, out_f, fan_in, shell.row0, shell.col0, w_max, scale, shell.transposed, shell.pieces, name in single
+        )
+        placements.append(place)
+        o_grid, k_grid = np.meshgrid(np.arange(out_f), np.arange(fan_in), indexing="ij")
+        o, k = o_grid.ravel(), k_grid.ravel()
+        if place.transposed:
+            rows_pos, rows_neg = place.row0 + 2 * o, place.row0 + 2 * o + 1
+            cols_pos = cols_neg = place.col0 + k
+        else:
+            row_of = np.empty(fan_in, dtype=np.int64)
+            col_of = np.empty(fan_in, dtype=np.int64)
+            for k0, k1, r0, c0 in place.blocks():
+                row_of[k0:k1] = r0 + np.arange(k1 - k0)
+                col_of[k0:k1] = c0
+            rows_pos = rows_neg = row_of[k]
+            cols_pos, cols_neg = col_of[k] + 2 * o, col_of[k] + 2 * o + 1
         flat_w = w.ravel()
         g = scale * np.abs(flat_w)
         g_pos = np.where(flat_w > 0, g, 0.0) + geometry.g_min_uS
         g_neg = np.where(flat_w < 0, g, 0.0) + geometry.g_min_uS
-        cells += [rows * geometry.cols + cols_pos, rows * geometry.cols + cols_pos + 1]
-        targets += [g_pos, g_neg]
         n = flat_w.size
+        if place.unipolar:
+            cells.append(rows_pos * geometry.cols + cols_pos)
+            targets.append(g_pos)
+            layer_idx.append(np.full(n, i, dtype=np.int32))
+            signs.append(np.ones(n, dtype=np.int8))
+            w_idx.append(np.arange(n, dtype=np.int64))
+            continue
+        cells += [rows_pos * geometry.cols + cols_pos, rows_neg * geometry.cols + cols_neg]
+        targets += [g_pos, g_neg]
         layer_idx.append(np.full(2 * n, i, dtype=np.int32))
         signs += [np.ones(n, dtype=np.int8), -np.ones(n, dtype=np.int8)]
         w_idx += [np.arange(n, dtype=np.int64)] * 2

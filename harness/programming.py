@@ -31,7 +31,7 @@ from harness.errors import ProgrammingError
 from harness.mapping import Layout, map_weights
 
 if TYPE_CHECKING:
-    from harness.model import Model
+    from harness.models.format import Model
 
 #: Smallest SET amplitude the loop sends (the safety check requires > 0).
 MIN_AMPLITUDE = 1e-3

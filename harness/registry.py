@@ -26,6 +26,17 @@ BACKENDS: dict[str, str] = {
 }
 
 
+#: Optional validators: scheme -> "module:function" taking a ChipURI, raising ConfigError for
+#: anything :func:`open_chip` would refuse that can be known without touching a chip
+#: (unknown or malformed parameters, a geometry the machine cannot hold, a missing path).
+CHECKERS: dict[str, str] = {
+    "virtual": "harness.virtual.chip:check_virtual_uri",
+    "replay": "harness.replay:check_replay_uri",
+    "serial": "drivers.serial_backend:check_serial_uri",
+    "visa": "drivers.visa_backend:check_visa_uri",
+}
+
+
 @dataclass(frozen=True)
 class ChipURI:
     """A parsed chip URI: ``scheme``, ``path`` (after ``scheme:`` / ``scheme://``), query ``params``."""
@@ -110,6 +121,29 @@ def chip_seed(chip_uri: str) -> int | None:
         return int(parsed.params.get("seed", "0"), 10)
     except ValueError:
         return None
+
+
+def check_uri(uri: str) -> ChipURI:
+    """Validate ``uri`` as far as possible without opening a chip (commands call this before
+    any chip operation, ``--dry-run`` included); returns the parsed URI.
+
+    Raises:
+        ConfigError: unknown scheme, malformed query, or whatever the scheme's checker
+            (:data:`CHECKERS`) refuses.
+    """
+    parsed = parse_uri(uri)
+    target = CHECKERS.get(parsed.scheme)
+    if target is None:
+        return parsed
+    module_name, _, func_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {parsed.scheme!r} is not available ({exc}); reinstall the harness") from exc
+    checker = getattr(module, func_name, None)
+    if checker is not None:
+        checker(parsed)
+    return parsed
 
 
 def open_chip(uri: str) -> Chip:

@@ -23,6 +23,7 @@ refused with ReplayError: a recording cannot be reprogrammed. The safety checks 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,16 @@ class ReplayChip(ChipBackend):
 
     def _close(self) -> None:
         self._rec.close()
+
+
+def check_replay_uri(uri: ChipURI) -> None:
+    """What :func:`open_replay` refuses without opening the file: no path, bad parameters,
+    a file that does not exist."""
+    if not uri.path:
+        raise ConfigError("the replay chip URI needs a file: 'replay:runs/session.h5'")
+    take_params(uri, {"match": (str, "exact"), "tol_s": (float, DEFAULT_TOL_S)})
+    if not os.path.isfile(uri.path):
+        raise ConfigError(f"replay chip URI {uri.raw!r}: no file {uri.path}")
 
 
 def open_replay(uri: ChipURI) -> ReplayChip:

@@ -7,7 +7,7 @@ A session file says what to program, which cells to read and when::
     description = "..."            # optional
 
     [program]
-    model = "default"              # the embedded default model, or a model file path
+    model = "default"              # the embedded default model, a zoo model name, or a model file path
                                    # (relative paths are relative to the session file)
     [program.params]               # optional; names and meaning as in ProgrammingParams
     tolerance_uS = 0.5
@@ -16,6 +16,8 @@ A session file says what to program, which cells to read and when::
     cells = "layout"               # "layout": every device of the model's layout (G+ and G-)
                                    # "array": every cell on the chip
     encoding = "adc_code"          # how readouts are stored; see docs/recording-format.md
+    repeats = 1                    # reads back to back at every scheduled time (k >= 1):
+                                   # k > 1 separates read noise from drift (harness calibrate)
 
     [schedule]
     kind = "log"                   # "log": start_s, stop_s, points (geometric spacing)
@@ -43,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import ConfigError, HarnessError, ScheduleError
+from harness.units import format_duration
 
 #: Upper bound on readouts in one schedule: a guard against a typo such as ``points = 3e6``
 #: turning into a multi-terabyte recording.
@@ -51,6 +54,8 @@ MAX_READOUTS = 100_000
 SCHEDULE_KINDS = ("log", "linear", "list")
 READOUT_CELLS = ("layout", "array")
 READOUT_ENCODINGS = ("adc_code", "float64")
+#: Upper bound on back-to-back reads per scheduled time (a guard against typos).
+MAX_REPEATS = 1000
 DEFAULT_MODEL = "default"
 
 
@@ -160,15 +165,8 @@ def _check_points(points: int, kind: str) -> None:
 
 
 def fmt_duration(t_s: float) -> str:
-    """Compact human time: ``25 s``, ``3.5 min``, ``1.25 h``, ``2 d``."""
-    t = float(t_s)
-    if abs(t) < 120:
-        return f"{t:.4g} s"
-    if abs(t) < 7200:
-        return f"{t / 60:.4g} min"
-    if abs(t) < 172800:
-        return f"{t / 3600:.4g} h"
-    return f"{t / 86400:.4g} d"
+    """Alias of :func:`harness.units.format_duration`, the one duration format."""
+    return format_duration(t_s)
 
 
 # ----------------------------------------------------------------------------- session files
@@ -194,10 +192,12 @@ class ProgramSpec:
 
 @dataclass(frozen=True)
 class ReadoutSpec:
-    """Which cells each readout reads, and how the values are stored."""
+    """Which cells each readout reads, how the values are stored, and how many reads
+    (``repeats``, back to back) are taken at every scheduled time."""
 
     cells: str = "layout"
     encoding: str = "adc_code"
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class SessionSpec:
 _TOP_KEYS = {"session", "program", "readout", "schedule"}
 _SESSION_KEYS = {"name", "description"}
 _PROGRAM_KEYS = {"model", "params"}
-_READOUT_KEYS = {"cells", "encoding"}
+_READOUT_KEYS = {"cells", "encoding", "repeats"}
 _SCHEDULE_KEYS = {
     "log": {"kind", "start_s", "stop_s", "points"},
     "linear": {"kind", "start_s", "stop_s", "points", "step_s"},
@@ -263,7 +263,7 @@ def parse_session(text: str, *, source: str = "<string>", base_dir: str | Path |
     prog = _table(doc, "program", where, default={})
     _check_keys(prog, _PROGRAM_KEYS, "[program]", where)
     model = _get(prog, "model", str, "[program]", where, default=DEFAULT_MODEL)
-    if model != DEFAULT_MODEL:
+    if model != DEFAULT_MODEL and not _is_model_name(model):
         mp = Path(model).expanduser()
         if not mp.is_absolute():
             root = Path(base_dir) if base_dir is not None else Path(source).parent
@@ -279,13 +279,21 @@ def parse_session(text: str, *, source: str = "<string>", base_dir: str | Path |
     encoding = _get(ro, "encoding", str, "[readout]", where, default="adc_code")
     if encoding not in READOUT_ENCODINGS:
         raise ConfigError(f"{where}: [readout] encoding = {encoding!r} is not one of {', '.join(READOUT_ENCODINGS)}")
+    repeats = _get(ro, "repeats", int, "[readout]", where, default=1)
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ConfigError(f"{where}: [readout] repeats = {repeats} must be in 1..{MAX_REPEATS} (reads per scheduled time)")
 
     schedule = _parse_schedule(_table(doc, "schedule", where), where)
+    if schedule.n_readouts * repeats > MAX_READOUTS:
+        raise ScheduleError(
+            f"{where}: {schedule.n_readouts} times × {repeats} repeats = {schedule.n_readouts * repeats} readouts "
+            f"exceed the limit of {MAX_READOUTS}"
+        )
     return SessionSpec(
         name=name,
         description=description,
         program=ProgramSpec(model=model, params=params),
-        readout=ReadoutSpec(cells=cells, encoding=encoding),
+        readout=ReadoutSpec(cells=cells, encoding=encoding, repeats=repeats),
         schedule=schedule,
         source_text=text,
         source_path=source,
@@ -316,6 +324,11 @@ def _parse_schedule(tbl: Mapping[str, Any], where: str) -> Schedule:
         )
     except ScheduleError as exc:
         raise ScheduleError(f"{where}: {exc}") from exc
+
+
+def _is_model_name(text: str) -> bool:
+    """A bare name (``analognet-kws``, ``digits_mlp``): a zoo or bundled model, not a path."""
+    return "/" not in text and "\\" not in text and not Path(text).suffix and not text.startswith("~")
 
 
 def _program_params(tbl: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:

@@ -15,10 +15,8 @@ then maps the recording's timetable onto the chip clock through wall time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,14 +32,15 @@ from harness.errors import HarnessError, RecordingError
 from harness.mapping import map_weights
 from harness.recording import (
     Recording,
+    RecordingLock,
     RecordingWriter,
+    clean_stale_partials,
     create_recording,
     open_recording,
     partial_paths,
     recover_recording,
-    writer_alive,
 )
-from harness.schedule import DEFAULT_MODEL, SessionSpec, fmt_duration
+from harness.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -93,6 +92,7 @@ class SessionResult:
     wall_s: float
     sim_s: float
     programming: dict[str, Any] = field(default_factory=dict)
+    chip_check: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -108,6 +108,7 @@ class SessionResult:
             "wall_s": self.wall_s,
             "chip_time_s": self.sim_s,
             **({"programming": self.programming} if self.programming else {}),
+            **({"chip_check": self.chip_check} if self.chip_check else {}),
         }
 
 
@@ -117,27 +118,17 @@ LATE_TOLERANCE_S = 1e-3
 
 
 def timetable(spec: SessionSpec) -> list[dict[str, Any]]:
-    """The schedule as rows ``{index, t_s, after}`` (for ``--dry-run``)."""
-    return [{"index": i, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
+    """The schedule as rows ``{readout, t_s, after}`` (for ``--dry-run``); readouts are
+    numbered from 1, as everywhere in the CLI."""
+    return [{"readout": i + 1, "t_s": t, "after": fmt_duration(t)} for i, t in enumerate(spec.schedule.times_s)]
 
 
 def resolve_model_path(spec: SessionSpec) -> Path:
-    from harness.model import default_model_path
+    """The file of the session's model: ``"default"``, a zoo/bundled name or a path
+    (:func:`harness.models.resolve_model_path`)."""
+    from harness.models import resolve_model_path as resolve
 
-    return default_model_path() if spec.program.model == DEFAULT_MODEL else Path(spec.program.model)
-
-
-def clean_stale_partials(out: Path) -> list[Path]:
-    """Delete header files left by writers that died before their header was complete."""
-    removed = []
-    for p in partial_paths(out):
-        pid_text = p.name.rsplit(".partial-", 1)[-1]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if pid != os.getpid() and not writer_alive(pid, 0):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
+    return resolve(spec.program.model)
 
 
 def run_session(
@@ -161,10 +152,6 @@ def run_session(
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
     """
-    from harness.model import load_model
-    from harness.programming import program_layout
-    from harness.provenance import collect_provenance
-
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise RecordingError(
@@ -173,7 +160,30 @@ def run_session(
         )
     if not out_path.parent.is_dir():
         raise RecordingError(f"directory {out_path.parent} does not exist; create it or choose another --out")
-    clean_stale_partials(out_path)
+    # Held from before programming until the writer closes: a live session's file is never
+    # replaced by --overwrite, and nothing else writes it meanwhile.
+    lock = RecordingLock.acquire(out_path)
+    try:
+        clean_stale_partials(out_path)
+        return _run_locked(spec, chip, out_path, lock, overwrite, progress, provenance_extra, save_chip_state)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    spec: SessionSpec,
+    chip: Chip,
+    out_path: Path,
+    lock: RecordingLock,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    provenance_extra: Mapping[str, Any] | None,
+    save_chip_state: bool,
+) -> SessionResult:
+    from harness.models.format import load_model
+    from harness.programming import program_layout
+    from harness.provenance import collect_provenance, personality_provenance
+
     wall0 = time.perf_counter()
     chip_t0 = chip.now()
     params = spec.program.programming_params()
@@ -181,7 +191,7 @@ def run_session(
     model = load_model(model_path)
     layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
     cells = np.arange(chip.geometry.n_cells, dtype=np.int64) if spec.readout.cells == "array" else layout.cells
-    n = spec.schedule.n_readouts
+    n = spec.schedule.n_readouts * spec.readout.repeats
     if progress:
         progress(SessionProgress("programming", 0, n, spec.schedule.times_s[0]))
 
@@ -202,6 +212,7 @@ def run_session(
         session=spec.name,
         session_file=spec.source_path,
         session_toml=spec.source_text,
+        **personality_provenance(chip),
         **dict(provenance_extra or {}),
     )
     writer = create_recording(
@@ -214,9 +225,12 @@ def run_session(
         readout_cells=cells,
         t_end_unix_s=t_end_unix,
         overwrite=overwrite,
+        lock=lock,
     )
     with writer:
-        late, worst = record_readouts(writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable)
+        late, worst = record_readouts(
+            writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable, spec.readout.repeats
+        )
         done = writer.n_readouts
     return SessionResult(
         path=out_path,
@@ -241,35 +255,41 @@ def record_readouts(
     start: int,
     progress: ProgressCallback | None,
     restorable: bool,
+    repeats: int = 1,
 ) -> tuple[int, float]:
-    """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock).
+    """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock),
+    ``repeats`` reads back to back at every scheduled time: readout ``j`` belongs to time
+    ``j // repeats`` (its ``schedule_index``); ``start`` counts readouts, not times.
 
     Each readout waits for its time, reads ``writer.cells``, and appends the read with its
     actual start time, its scheduled time and index, the read's duration and (``restorable``)
-    the chip's runtime state, committed together. Returns (late count, worst lateness in s).
+    the chip's runtime state, committed together. Lateness counts the first read of each
+    time only (repeats follow it by design). Returns (late count, worst lateness in s).
     """
-    n = times_s.size
+    n = times_s.size * repeats
     cells = writer.cells
     direct = writer.stores_codes and isinstance(chip, CodeReadingChip)
     late, worst = 0, 0.0
-    for i in range(start, n):
+    for j in range(start, n):
+        i = j // repeats
         t_sched = float(times_s[i])
         if progress:
-            progress(SessionProgress("waiting", i, n, t_sched))
+            progress(SessionProgress("waiting", j, n, t_sched))
         chip.wait_until(t_origin + t_sched)
         t_read = chip.now()
         data = chip.read_codes(cells) if direct else chip.read(cells)  # type: ignore[attr-defined]
         duration = chip.now() - t_read
         t_rel = t_read - t_origin
         lateness = t_rel - t_sched
-        if lateness > LATE_TOLERANCE_S:
+        if j % repeats == 0 and lateness > LATE_TOLERANCE_S:
             late += 1
             worst = max(worst, lateness)
         state = chip.snapshot(include_devices=False) if restorable else None  # type: ignore[attr-defined]
         append = writer.append_codes if direct else writer.append_readout
         append(t_rel, data, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration)
         if progress:
-            progress(SessionProgress("readout", i + 1, n, float(times_s[i + 1]) if i + 1 < n else None, t_s=t_rel))
+            t_next = float(times_s[(j + 1) // repeats]) if j + 1 < n else None
+            progress(SessionProgress("readout", j + 1, n, t_next, t_s=t_rel))
     if progress:
         progress(SessionProgress("done", n, n, None))
     return late, worst
@@ -277,7 +297,13 @@ def record_readouts(
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """What :func:`resume_session` will do, decided from the recording alone."""
+    """What :func:`resume_session` will do, decided from the recording alone.
+
+    ``check_cells`` / ``check_ref_uS`` / ``check_t_ref_s``: the sample of programmed cells
+    the chip check reads, their conductance in the reference readout and its time.
+    ``needs_repair``: the file was left "open for write" by a writer killed after its last
+    commit, so it must be rewritten to be readable by any HDF5 tool.
+    """
 
     path: Path
     session: str
@@ -285,11 +311,17 @@ class ResumePlan:
     done: int
     total: int
     times_s: npt.NDArray[np.float64]
+    repeats: int
     t_end_s: float
     t_end_unix_s: float
     chip_state: dict[str, np.ndarray] | None
     geometry_json: dict[str, Any]
     identity: str
+    check_cells: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    check_ref_uS: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    check_t_ref_s: float = 0.0
+    check_reference: str = ""
+    needs_repair: bool = False
 
 
 def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
@@ -324,20 +356,40 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
         state = rec.chip_state(rec.n_readouts) if rec.has_chip_state else None
         if rec.has_chip_state and state is None:
             raise RecordingError(
-                f"{p} has no chip state for readout {rec.n_readouts}; the virtual chip's physics cannot be continued"
+                f"{p} has no chip state after its {rec.n_readouts} readouts; the virtual chip's physics cannot be continued"
             )
+        from harness.chip_check import sample_positions  # here: `session status` need not import physics
+
+        n = rec.n_readouts
+        if n:
+            on = _programmed_mask(rec)
+            last = rec.readout(n - 1)
+            pos = sample_positions(np.where(on, last, 0.0))
+            cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
+            reference = f"last committed readout (#{n})"
+        else:
+            on = prog.target_uS > RESET_LEVEL_US
+            pos = sample_positions(np.where(on, prog.final_uS, 0.0))
+            cells, ref, t_ref = prog.cells[pos], prog.final_uS[pos], 0.0
+            reference = "programming outcome"
         return ResumePlan(
             path=p,
             session=rec.session_name or "",
             chip_uri=uri,
-            done=rec.n_readouts,
-            total=int(times.size),
+            done=n,
+            total=int(times.size) * rec.readout_repeats,
             times_s=times,
+            repeats=rec.readout_repeats,
             t_end_s=prog.t_end_s,
             t_end_unix_s=prog.t_end_unix_s,
             chip_state=state,
             geometry_json=dataclasses.asdict(rec.geometry),
             identity=str(rec.provenance.get("chip_identity", "")),
+            check_cells=np.asarray(cells, dtype=np.int64),
+            check_ref_uS=np.asarray(ref, dtype=np.float64),
+            check_t_ref_s=t_ref,
+            check_reference=reference,
+            needs_repair=rec.open_for_write,
         )
 
 
@@ -347,6 +399,8 @@ def resume_session(
     chip: Chip | None = None,
     chip_uri: str | None = None,
     progress: ProgressCallback | None = None,
+    accept_chip: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> SessionResult:
     """Continue an interrupted session from its recording alone.
 
@@ -355,66 +409,153 @@ def resume_session(
     put back into the state it had right after the last committed readout. ``chip``
     (already open) or ``chip_uri`` override the recorded chip URI.
 
+    Before anything is appended the chip is verified (:func:`verify_chip`): its identity,
+    and a check read of programmed cells against the drift law from the last committed
+    readout. ``accept_chip`` resumes even when that fails (the user's explicit choice;
+    ``warn`` is told, and the recording's resume log says so). Every resume is logged in
+    the recording. The writer lock is held from the start, so two resumes of one file
+    cannot both proceed. A complete recording left "open for write" by a writer killed
+    after its last commit is repaired (rewritten closed) and nothing else is done.
+
     Raises:
-        RecordingError: see :func:`plan_resume`; or the chip does not match the recording.
+        RecordingError: see :func:`plan_resume`; the file is locked by a live writer; or
+            the chip does not match the recording (and not ``accept_chip``).
     """
     from harness.registry import open_chip
 
     wall0 = time.perf_counter()
-    plan = plan_resume(path, chip_uri if chip is None else chip.uri)
-    if plan.done >= plan.total:
-        return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
-                             time.perf_counter() - wall0, 0.0)
-    own = chip is None
-    the_chip = open_chip(plan.chip_uri) if chip is None else chip
+    p = Path(path)
+    lock = RecordingLock.acquire(p) if p.exists() else None
     try:
-        if dataclasses.asdict(the_chip.geometry) != plan.geometry_json:
-            raise RecordingError(
-                f"chip {plan.chip_uri!r} has geometry {the_chip.geometry} but {plan.path} was recorded on "
-                f"{plan.geometry_json}; resume on the same chip"
+        plan = plan_resume(p, chip_uri if chip is None else chip.uri)
+        if plan.done >= plan.total:
+            if plan.needs_repair:
+                recover_recording(plan.path, lock=lock).close()
+            return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
+                                 time.perf_counter() - wall0, 0.0)
+        own = chip is None
+        the_chip = open_chip(plan.chip_uri) if chip is None else chip
+        try:
+            t_origin, restorable, note = verify_chip(plan, the_chip, accept_chip=accept_chip, warn=warn)
+            chip_t0 = the_chip.now()
+            writer = recover_recording(plan.path, lock=lock, note=note)
+            with writer:
+                if writer.n_readouts != plan.done:
+                    raise RecordingError(
+                        f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)"
+                    )
+                late, worst = record_readouts(
+                    writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
+                )
+                done = writer.n_readouts
+            return SessionResult(
+                path=plan.path,
+                session=plan.session,
+                chip_uri=plan.chip_uri,
+                readouts_done=done,
+                readouts_scheduled=plan.total,
+                resumed_from=plan.done,
+                late_readouts=late,
+                max_lateness_s=worst,
+                wall_s=time.perf_counter() - wall0,
+                sim_s=the_chip.now() - chip_t0,
+                chip_check=note,
             )
-        restorable = isinstance(the_chip, RestorableChip)
-        if plan.chip_state is not None:
-            if not restorable:
-                raise RecordingError(
-                    f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
-                    "resume with the recorded chip URI"
-                )
-            if plan.identity and the_chip.identity != plan.identity:
-                raise RecordingError(
-                    f"chip {the_chip.identity!r} is not the recorded chip {plan.identity!r}; resume with the same seed"
-                )
-            try:
-                the_chip.restore(plan.chip_state)  # type: ignore[union-attr]
-            except HarnessError as exc:
-                raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
-            t_origin = plan.t_end_s
-        else:
-            restorable = False
-            # Real chips kept drifting on the bench: map the timetable through wall time.
-            t_origin = the_chip.now() - (time.time() - plan.t_end_unix_s)
-        chip_t0 = the_chip.now()
-        writer = recover_recording(plan.path)
-        with writer:
-            if writer.n_readouts != plan.done:
-                raise RecordingError(f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)")
-            late, worst = record_readouts(writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable)
-            done = writer.n_readouts
-        return SessionResult(
-            path=plan.path,
-            session=plan.session,
-            chip_uri=plan.chip_uri,
-            readouts_done=done,
-            readouts_scheduled=plan.total,
-            resumed_from=plan.done,
-            late_readouts=late,
-            max_lateness_s=worst,
-            wall_s=time.perf_counter() - wall0,
-            sim_s=the_chip.now() - chip_t0,
-        )
+        finally:
+            if own:
+                the_chip.close()
     finally:
-        if own:
-            the_chip.close()
+        if lock is not None:
+            lock.release()
+
+
+def verify_chip(
+    plan: ResumePlan,
+    chip: Chip,
+    *,
+    accept_chip: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[float, bool, dict[str, Any]]:
+    """Make sure ``chip`` is the recorded chip, and put a restorable one back in its state.
+
+    Checks, in order: geometry (always fatal); identity (``*IDN?`` / seed); for a
+    recording with a virtual chip's state, that the chip can restore it, else for a
+    virtual chip, that the recording holds its state (a new virtual chip is blank); and
+    a check read of ``plan.check_cells`` against the drift law (:mod:`harness.chip_check`).
+    A restorable chip is restored again after the check read, so the resumed physics are
+    bit-identical to an uninterrupted run.
+
+    Returns:
+        (time origin of the timetable on the chip clock, whether the chip state is
+        recorded with each readout, the resume-log entry).
+
+    Raises:
+        RecordingError: one line saying what disagrees, unless ``accept_chip``.
+    """
+    from harness.chip_check import check_against
+
+    if dataclasses.asdict(chip.geometry) != plan.geometry_json:
+        raise RecordingError(
+            f"chip {plan.chip_uri!r} has geometry {chip.geometry} but {plan.path} was recorded on "
+            f"{plan.geometry_json}; resume on the same chip"
+        )
+    problems: list[str] = []
+    if plan.identity and chip.identity != plan.identity:
+        problems.append(f"chip {chip.identity!r} is not the recorded chip {plan.identity!r}")
+    restorable = isinstance(chip, RestorableChip)
+    if plan.chip_state is not None:
+        if not restorable:
+            raise RecordingError(
+                f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
+                "resume with the recorded chip URI"
+            )
+        if problems and not accept_chip:
+            raise RecordingError(f"{problems[0]}; resume with the same seed, or pass --accept-chip")
+        try:
+            chip.restore(plan.chip_state)  # type: ignore[attr-defined]
+        except HarnessError as exc:
+            raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
+        t_origin = plan.t_end_s
+    else:
+        if restorable:
+            problems.append(
+                f"{plan.path} holds no chip state, so a virtual chip cannot be put back into the recorded state "
+                "(a new virtual chip is unprogrammed)"
+            )
+        restorable = False
+        # Real chips kept drifting on the bench: map the timetable through wall time.
+        t_origin = chip.now() - (time.time() - plan.t_end_unix_s)
+    check = None
+    if plan.check_cells.size:
+        t_now = chip.now() - t_origin
+        g_now = chip.read(plan.check_cells)
+        if restorable:
+            chip.restore(plan.chip_state)  # type: ignore[attr-defined]  # undo the check read's draws
+        geom = chip.geometry
+        check = check_against(
+            plan.check_ref_uS, g_now, plan.check_t_ref_s, t_now, lsb_uS=geom.adc_lsb_uS,
+            reference=plan.check_reference, personality=getattr(chip, "personality", None),
+        )
+        if not check.agrees:
+            problems.append(f"the chip does not read like the recorded one: {check.explain()}")
+    note: dict[str, Any] = {
+        "unix_s": time.time(),
+        "resumed_from": plan.done,
+        "chip_uri": chip.uri,
+        "chip_identity": chip.identity,
+        "identity_matches": not plan.identity or chip.identity == plan.identity,
+        "check": None if check is None else check.summary(),
+        "accepted_despite": problems if accept_chip else [],
+    }
+    if problems:
+        if not accept_chip:
+            raise RecordingError(
+                f"refusing to resume {plan.path}: {problems[0]} (restarted, reprogrammed or another chip?); "
+                "pass --accept-chip to resume on it anyway"
+            )
+        if warn is not None:
+            warn(f"--accept-chip: resuming {plan.path} although {problems[0]}; the recording notes this")
+    return t_origin, restorable, note
 
 
 def session_status(path: str | Path) -> dict[str, Any]:
@@ -439,15 +580,18 @@ def _status(rec: Recording) -> dict[str, Any]:
     n = rec.n_readouts
     times = rec.times_s
     sched = rec.scheduled_times_s
-    total = None if sched is None else int(sched.size)
+    total = rec.n_scheduled
     if rec.writer_running:
         state = "running"
-    elif total is None or n >= total:
+    elif total is None:
+        state = "no session"  # a program-only recording: nothing was scheduled
+    elif n >= total:
         state = "complete"
     else:
         state = "interrupted"
     prog = rec.programming
-    next_due = float(sched[n]) if sched is not None and n < sched.size else None
+    k = rec.readout_repeats
+    next_due = float(sched[n // k]) if sched is not None and n // k < sched.size else None
     out: dict[str, Any] = {
         "path": str(rec.path),
         "session": rec.session_name,
@@ -462,13 +606,23 @@ def _status(rec: Recording) -> dict[str, Any]:
         "readouts_pending": None if total is None else max(total - n, 0),
         "last_t_s": float(times[-1]) if n else None,
         "next_due_s": next_due,
-        "next_due_unix_s": None if next_due is None else prog.t_end_unix_s + next_due,
+        # Only a chip on wall-clock time has a wall-clock due time; a simulated clock's
+        # schedule has no meaning in wall time (it would print a time in the past).
+        "simulated_clock": _simulated_clock(rec.provenance.get("chip_uri")),
+        "next_due_unix_s": (
+            None if next_due is None or _simulated_clock(rec.provenance.get("chip_uri")) else prog.t_end_unix_s + next_due
+        ),
         "programming": {
             "converged_fraction": prog.converged_fraction,
             "error_std_uS": prog.error_std_uS,
             "t_end_unix_s": prog.t_end_unix_s,
         },
         "writer_pid": rec.writer_info[0] if state == "running" else None,
+        # left "open for write" by a writer killed after its last commit: 'session resume'
+        # rewrites it closed (plain HDF5 tools refuse it until then)
+        "needs_repair": rec.open_for_write and state != "running",
+        "resumes": len(rec.resumes),
+        "chip_accepted_despite_check": sum(1 for r in rec.resumes if r.get("accepted_despite")),
     }
     if n:
         first, last = rec.readout(0), rec.readout(n - 1)
@@ -482,6 +636,17 @@ def _status(rec: Recording) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def _simulated_clock(chip_uri: str | None) -> bool:
+    """Whether the recorded chip ran on a simulated clock (a virtual chip without clock=wall)."""
+    from harness.registry import parse_uri
+
+    try:
+        parsed = parse_uri(chip_uri or "")
+    except HarnessError:
+        return False
+    return parsed.scheme == "virtual" and parsed.params.get("clock", "sim") != "wall"
 
 
 def _programmed_mask(rec: Recording) -> npt.NDArray[np.bool_]:

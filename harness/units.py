@@ -81,17 +81,31 @@ def parse_durations(text: str | Sequence[str]) -> tuple[float, ...]:
     return tuple(parse_duration(t) for t in items)
 
 
-def format_duration(t_s: float) -> str:
-    """Shortest exact label for ``t_s`` (``25s``, ``1h``, ``1mo``, ``1.5d``), the inverse of
-    :func:`parse_duration` for the labels it produces; up to 4 significant digits."""
+def format_duration(t_s: float, digits: int = 4) -> str:
+    """The one way the harness shows a duration (tables, messages, progress, plot legends):
+    the largest unit that keeps the number >= 1, ``digits`` significant digits, no space —
+    ``25s``, ``0.35s``, ``1.03min``, ``20h``, ``1mo``, ``1.5d``. The label parses back with
+    :func:`parse_duration` (exactly, for the round values it produces)."""
     t = float(t_s)
+    if not math.isfinite(t):
+        return f"{t}s"
     for unit, size in _FORMAT_ORDER:
         if abs(t) >= size:
-            return f"{_num(t / size)}{unit}"
-    return f"{_num(t)}s"
+            return f"{_num(t / size, digits)}{unit}"
+    return f"{_num(t, digits)}s"
 
 
-def _num(x: float) -> str:
+def _num(x: float, digits: int = 4) -> str:
     if x == round(x) and abs(x) < 1e6:
         return str(int(round(x)))
-    return f"{x:.4g}"
+    return f"{x:.{digits}g}"
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``1.49 TiB``, ``98.3 GiB``, ``512 B``: binary units, 3 significant digits."""
+    n = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover

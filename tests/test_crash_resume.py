@@ -138,7 +138,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
 KILL_IN_HEADER = textwrap.dedent(
     """
     import os, signal, sys
-    import harness.recording as recording
+    import harness.recording.writer as recording
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)  # header written to the temporary file, not yet renamed
     recording._publish = die

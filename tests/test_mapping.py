@@ -63,7 +63,7 @@ def test_layers_wrap_to_a_new_shelf_when_a_row_is_full() -> None:
     ("ws", "message"),
     [
         ([("big", np.ones((65, 10)))], "needs a 10x130 block"),
-        ([("tall", np.ones((2, 65)))], "needs a 65x4 block"),
+        ([("wide", np.ones((70, 200)))], "needs a 200x140 block .* fits neither transposed nor split"),
         ([(f"l{i}", np.ones((40, 30))) for i in range(3)], "does not fit"),
         ([], "no analog layers"),
         ([("z", np.zeros((2, 2)))], "only zero weights"),
@@ -74,3 +74,54 @@ def test_layers_wrap_to_a_new_shelf_when_a_row_is_full() -> None:
 def test_bad_models_are_refused_with_a_clear_message(ws, message: str) -> None:
     with pytest.raises(MappingError, match=message):
         map_weights(ws, GEO)
+
+
+def _check_cells_hold_their_weights(layout, ws) -> None:
+    """Every device is unique, on the array, and the layout's targets give the weights back."""
+    assert np.unique(layout.cells).size == layout.n_devices
+    assert layout.cells.min() >= 0 and layout.cells.max() < layout.geometry.n_cells
+    back = layout.to_weights(layout.target_uS)
+    for name, w in ws:
+        np.testing.assert_allclose(back[name], w, rtol=1e-12, atol=1e-12)
+
+
+def test_a_tall_block_is_transposed_and_recorded() -> None:
+    rng = np.random.default_rng(5)
+    ws = [("small", rng.normal(size=(8, 10))), ("tall", rng.normal(size=(20, 100)))]  # 100 rows > 64
+    layout = map_weights(ws, GEO)
+    small, tall = layout.layers
+    assert not small.transposed and tall.transposed and tall.how == "transposed"
+    assert (tall.n_rows, tall.n_cols) == (40, 100)
+    rows, cols = np.divmod(layout.cells[layout.layer_index == 1], GEO.cols)
+    n = 20 * 100
+    # G+ of output o, input k at (row0 + 2o, col0 + k); G- one row below.
+    np.testing.assert_array_equal(rows[:n] - tall.row0, np.repeat(2 * np.arange(20), 100))
+    np.testing.assert_array_equal(cols[:n] - tall.col0, np.tile(np.arange(100), 20))
+    np.testing.assert_array_equal(rows[n:], rows[:n] + 1)
+    _check_cells_hold_their_weights(layout, ws)
+
+
+def test_a_block_too_tall_both_ways_is_split_into_row_pieces() -> None:
+    rng = np.random.default_rng(6)
+    ws = [("deep", rng.normal(size=(20, 150)))]  # 150 rows > 64; transposed: 150 cols > 128
+    layout = map_weights(ws, GEO)
+    (deep,) = layout.layers
+    assert not deep.transposed and deep.how == "split into 3 row pieces"
+    assert [(k0, k1) for k0, k1, _, _ in deep.blocks()] == [(0, 50), (50, 100), (100, 150)]
+    rows, cols = np.divmod(layout.cells, GEO.cols)
+    for k0, k1, r0, c0 in deep.blocks():
+        in_piece = np.isin(layout.weight_index % 150, np.arange(k0, k1))
+        assert rows[in_piece].min() == r0 and rows[in_piece].max() == r0 + (k1 - k0) - 1
+        assert cols[in_piece].min() == c0 and cols[in_piece].max() == c0 + 2 * 20 - 1
+    _check_cells_hold_their_weights(layout, ws)
+
+
+def test_placements_survive_a_json_round_trip() -> None:
+    import json
+    from dataclasses import asdict
+
+    from harness.mapping import LayerPlacement
+
+    layout = map_weights([("deep", np.ones((20, 150)))], GEO)
+    again = LayerPlacement(**json.loads(json.dumps(asdict(layout.layers[0]))))
+    assert again == layout.layers[0]

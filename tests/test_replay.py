@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,9 @@ from harness.schedule import load_session
 from harness.session import run_session
 from harness.virtual import physics as ph
 from harness.virtual.chip import VirtualPCMChip
+from harness.virtual.personality import load_personality
+
+P90 = load_personality("pcm-90nm")
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "fixtures" / "recordings" / "demo.h5"
@@ -159,8 +161,8 @@ def test_summary_matches_the_drift_law() -> None:
         lv = levels[key]
         assert lv["n"] >= 300
         assert lv["mean_ratio"][0] == 1.0 and lv["nu_eff"][0] is None
-        x = lv["target_mean_uS"] / ph.G_MAX_US
-        nu_mean = float(np.clip(ph.NU_MEAN_LN_COEF * math.log(x) + ph.NU_MEAN_OFFSET, ph.NU_MEAN_MIN, ph.NU_MEAN_MAX))
+        x = lv["target_mean_uS"] / P90.g_max_uS
+        nu_mean = float(ph.drift_exponent_stats(x, P90)[0])
         # ν is drawn per device with σ_ν <= 0.008 at these levels; with >= 300 devices the
         # level mean is known to ~0.0005, read noise and ADC steps add ~0.002 to the fit
         assert lv["nu_fit"] == pytest.approx(nu_mean, abs=0.004)
@@ -185,7 +187,7 @@ def test_replay_cli_human_output() -> None:
     r = runner.invoke(app, ["replay", str(FIXTURE)], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
     text = " ".join(r.stdout.split())
-    assert "per target level" in text and "ν fit" in text and "RESET" in text and "24 h" in text
+    assert "per target level" in text and "ν fit" in text and "RESET" in text and "1d" in text
 
 
 def test_replay_cli_bad_png_path_is_one_line(tmp_path: Path) -> None:

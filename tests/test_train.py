@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.datasets import load_dataset
+from harness.cim import calibrate_ranges
+from harness.data import load_dataset
 from harness.errors import ConfigError
-from harness.model import default_model_path, load_model, noise_aware_model_path
+from harness.models.format import default_model_path, load_model, noise_aware_model_path
 from harness.train import (
-    calibrate_ranges,
     float_accuracy,
     noisy_accuracies,
     perturb_weights,
@@ -65,7 +65,9 @@ def test_smoke_model_learns_and_records_provenance(digits, smoke_model) -> None:
     assert accuracy == meta["float_test_accuracy"]
     assert accuracy > 0.85  # chance is 0.1; five epochs already learn the digits
     assert set(smoke_model.ranges) == {"fc1", "fc2"}
-    assert smoke_model.ranges == calibrate_ranges(smoke_model, digits.x_train)
+    assert smoke_model.ranges == calibrate_ranges(
+        smoke_model, digits.x_train, percentile=smoke_model.metadata["range_percentile"]
+    )
 
 
 def test_noise_aware_stage_clips_and_is_deterministic(digits, smoke_model) -> None:

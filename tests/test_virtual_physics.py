@@ -15,6 +15,9 @@ from harness.chip import Geometry
 from harness.programming import program_cells
 from harness.virtual import physics as ph
 from harness.virtual.chip import READ_OP_TIME_S, VirtualPCMChip
+from harness.virtual.personality import load_personality
+
+P90 = load_personality("pcm-90nm")
 
 LEVELS_US = np.array([1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0])  # 0.04·g_max … g_max
 HOUR, DAY, MONTH, YEAR = 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0
@@ -48,13 +51,13 @@ def test_programming_error_at_t0_matches_sigma_prog_at_every_level(programmed) -
     # 1/sqrt(2N) ≈ 1%, so the ±15% band of the issue is a 15σ bound for a correct model and
     # fails for any model off by more than ~15%.
     chip, cells, target, result = programmed
-    chip.wait_until(result.t_end_s + ph.T0_S)
+    chip.wait_until(result.t_end_s + P90.t0_s)
     g_read = chip.read(cells)
     for level in LEVELS_US:
         m = (target == level) & result.converged
         assert m.sum() > 4000
         measured = float(np.std(g_read[m] - level))
-        expected = float(ph.programming_noise_std(level / ph.G_MAX_US))
+        expected = float(ph.programming_noise_std(level / P90.g_max_uS))
         assert measured == pytest.approx(expected, rel=0.15), f"G_T={level} µS"
 
 
@@ -80,10 +83,10 @@ def test_drift_ratio_mean_and_spread_follow_the_law(programmed, t_s: float) -> N
     # 5 standard errors bound both mean and std (relative SE of std ≈ 1/sqrt(N)).
     chip, cells, _, result = programmed
     t_origin = chip.last_pulse_s(cells)
-    g_t0 = chip.conductance_uS(cells, result.t_end_s + ph.T0_S)
+    g_t0 = chip.conductance_uS(cells, result.t_end_s + P90.t0_s)
     g_t = chip.conductance_uS(cells, result.t_end_s + t_s)
     live = g_t0 > 0.5  # RESET residue cells have no meaningful ratio
-    tau_ratio = (result.t_end_s + t_s - t_origin) / ph.T0_S
+    tau_ratio = (result.t_end_s + t_s - t_origin) / P90.t0_s
     ratio = (g_t / np.where(live, g_t0, 1.0))[live]
 
     mu, sigma = ph.drift_exponent_stats(ph.normalized(chip.as_programmed_uS(cells)))
@@ -99,7 +102,7 @@ def test_mean_drift_after_one_day_at_5uS_is_0_66(programmed) -> None:
     # REFERENCE §1 table: mean G(1 day)/G_prog ≈ 0.66 above 5 µS (μ_ν = 0.049).
     chip, cells, target, result = programmed
     m = target == 5.0
-    ratio = chip.conductance_uS(cells[m], result.t_end_s + DAY) / chip.conductance_uS(cells[m], result.t_end_s + ph.T0_S)
+    ratio = chip.conductance_uS(cells[m], result.t_end_s + DAY) / chip.conductance_uS(cells[m], result.t_end_s + P90.t0_s)
     assert ratio.mean() == pytest.approx(0.66, abs=0.01)
 
 
@@ -115,11 +118,11 @@ def test_no_drift_or_relaxation_at_t0_and_before() -> None:
     g_mid = chip.conductance_uS(cells, t_pulse + 1.0)
     assert not np.array_equal(g_mid, g_prog)
     assert abs(float(np.mean(g_mid - g_prog))) < 0.05
-    g_t0 = chip.conductance_uS(cells, t_pulse + ph.T0_S)
-    g_t0_later = chip.conductance_uS(cells, t_pulse + ph.T0_S * (1 + 1e-9))
+    g_t0 = chip.conductance_uS(cells, t_pulse + P90.t0_s)
+    g_t0_later = chip.conductance_uS(cells, t_pulse + P90.t0_s * (1 + 1e-9))
     np.testing.assert_allclose(g_t0_later, g_t0, rtol=1e-8)  # drift starts from 1 at t0
-    np.testing.assert_allclose(ph.drift_factor([0.0, 1.0, ph.T0_S], [0.1, 0.1, 0.1]), 1.0)
-    assert ph.relaxation_progress(0.0) == 0.0 and ph.relaxation_progress(ph.T0_S) == 1.0
+    np.testing.assert_allclose(ph.drift_factor([0.0, 1.0, P90.t0_s], [0.1, 0.1, 0.1]), 1.0)
+    assert ph.relaxation_progress(0.0) == 0.0 and ph.relaxation_progress(P90.t0_s) == 1.0
 
 
 def test_drift_clock_restarts_at_each_cells_last_pulse() -> None:
@@ -136,7 +139,7 @@ def test_drift_clock_restarts_at_each_cells_last_pulse() -> None:
     np.testing.assert_allclose(chip.conductance_uS(cells[:32]), chip.as_programmed_uS(cells[:32]))
 
 
-@pytest.mark.parametrize("t_s", [0.0, ph.T0_S, DAY, YEAR])
+@pytest.mark.parametrize("t_s", [0.0, P90.t0_s, DAY, YEAR])
 def test_read_noise_std_matches_sigma_read(t_s: float) -> None:
     # A 16-bit ADC makes quantization negligible (LSB 0.6 nS). One read per device at time t
     # after programming; residuals standardized by σ_read(t) must have unit std.
@@ -185,7 +188,13 @@ def test_adc_quantizes_to_its_grid_and_clips_to_its_range() -> None:
 
 
 def test_weak_devices_exist_at_the_documented_fraction() -> None:
-    params = ph.draw_device_params(200_000, np.random.default_rng(0))
-    weak = params.g_sat_uS < ph.WEAK_G_SAT_RANGE_US[1]
+    from harness.virtual.cell_random import CellRandom
+    from harness.virtual.chip import FABRICATION_STREAMS
+
+    r, cells = CellRandom(0, FABRICATION_STREAMS), np.arange(200_000)
+    params = ph.device_params(
+        r.normal("g_sat", cells), r.uniform("weak", cells), r.uniform("weak_g_sat", cells), r.normal("set_rate", cells)
+    )
+    weak = params.g_sat_uS < P90.weak_g_sat_max_uS
     # Binomial(200k, 0.003): mean 600, std 24.5; normal devices below 16 µS are a 8σ event.
     assert abs(weak.sum() - 600) < 5 * 24.5

@@ -1,33 +1,78 @@
-"""What every CLI command shares: one-line errors, JSON-only stdout, progress on stderr."""
+"""What every CLI command shares: one-line errors, JSON-only stdout, progress on stderr,
+output-path checks, and consoles that do not hard-wrap piped output.
+
+Conventions (see docs/architecture.md, "Conventions for new commands"):
+
+* Import only light modules at the top of a command module (typer, pathlib, this module,
+  ``harness.errors``, ``harness.units``); import torch, matplotlib, h5py, numpy and the
+  library modules that pull them *inside* the command function. ``harness --help`` and
+  ``harness session status`` must stay under 0.5 s (``benchmarks/startup.py``).
+* Check every argument and every output path (:func:`check_output`) before touching a chip.
+* Durations are shown with :func:`harness.units.format_duration`, nowhere else.
+* Progress goes through :func:`progress_bar`: always on stderr, a rich bar on a terminal,
+  one plain line per step (with elapsed time and ETA) otherwise.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console, ConsoleDimensions
 
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
+from harness.units import format_duration
+
+#: Width used when output is not a terminal: wide enough that nothing is hard-wrapped.
+PIPE_WIDTH = 4096
+
+#: Where outputs go when no path is given. It is created on demand (also for an explicit
+#: ``--out runs/x.h5``); any other missing directory is an error. Git-ignored.
+DEFAULT_RUNS_DIR = Path("runs")
+
+#: Suffixes of the outputs the harness writes.
+RECORDING_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
+PLOT_SUFFIXES: tuple[str, ...] = (".png", ".svg", ".pdf")
+
+
+class HarnessConsole(Console):
+    """A rich Console that uses the terminal width on a terminal and never hard-wraps
+    when its stream is a pipe or a file (logs, ``> out.txt``, CliRunner)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:  # type: ignore[override]
+        dims = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, dims.height)
+        return dims  # type: ignore[no-any-return]
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
 
 #: Human output (tables, messages, progress) goes to stderr when --json is given,
 #: so stdout carries only the JSON object.
-err_console = Console(stderr=True)
+err_console = HarnessConsole(stderr=True)
 
 
 def console_for(json_mode: bool) -> Console:
     """Console for human-readable output: stderr in --json mode, stdout otherwise."""
-    return err_console if json_mode else Console()
+    return err_console if json_mode else HarnessConsole()
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print one line ``error: message`` to stderr and exit non-zero."""
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
     raise typer.Exit(code)
 
 
@@ -45,10 +90,11 @@ def user_errors() -> Iterator[None]:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
+    # numpy is not imported here (start-up time): anything with .item()/.tolist() will do.
+    if hasattr(obj, "tolist"):
         return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
@@ -58,12 +104,93 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+# ----------------------------------------------------------------------------- output paths
+
+
+def default_output_path(stem: str, suffix: str = ".h5") -> Path:
+    """``runs/<stem>-<YYYYmmdd-HHMMSS><suffix>``; the one rule for default output files."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return DEFAULT_RUNS_DIR / f"{stem}-{stamp}{suffix}"
+
+
+def check_output(path: Path | str, *, option: str, suffixes: Sequence[str], overwrite: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written as ``option``'s output and return
+    it unchanged (the path written is the path reported: no suffix is ever added).
+
+    Rules: the suffix is one of ``suffixes`` (case-insensitive; the error names them); the
+    path is not a directory; it does not exist unless ``overwrite``; its directory exists
+    (``runs/`` is created on demand, see :data:`DEFAULT_RUNS_DIR`) and a file can really be
+    created there (probed, so read-only mounts and root-only places are caught too).
+
+    Raises:
+        ConfigError: naming the option, the path and what to do instead.
+    """
+    out = Path(path)
+    supported = ", ".join(suffixes)
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"{option} {out} is a directory; give a file name ending in {supported}")
+    if not out.suffix:
+        raise ConfigError(f"{option} {out} has no file extension; supported: {supported}")
+    if out.suffix.lower() not in {s.lower() for s in suffixes}:
+        raise ConfigError(f"{option} {out}: unsupported format {out.suffix!r}; supported: {supported}")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{option} {out} already exists; choose another name or pass --overwrite")
+    parent = out.parent
+    if not parent.exists() and _is_default_dir(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+    if not parent.exists():
+        raise ConfigError(f"{option} {out}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {out}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".harness-probe-", dir=parent)
+    except OSError as exc:
+        raise ConfigError(f"{option} {out}: cannot write in directory {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"{option} {out} exists and is not writable")
+    return out
+
+
+def _is_default_dir(parent: Path) -> bool:
+    try:
+        return parent.resolve() == DEFAULT_RUNS_DIR.resolve()
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- progress
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: float | None, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``update(completed, description=None)``."""
+def progress_bar(
+    description: str, total: float | None, enabled: bool = True, *, min_interval_s: float = 1.0
+) -> Iterator[Callable[..., None]]:
+    """Progress on stderr; yields ``update(completed, description=None, total=None)``.
+
+    On a terminal: a rich bar. Otherwise (logs, pipes, --json runs under a scheduler): one
+    plain line per step, ``description: 3/25 (12%), elapsed 4.1s, ETA 30s``, at most one
+    per ``min_interval_s`` (0: every step) except that the first and the last step are
+    always printed; nothing while no step is done (so a command that fails at the start
+    still prints only its one ``error:`` line). ``enabled=False`` is for library-internal callers only; commands keep
+    progress on (it never touches stdout, so --json output stays one object).
+    """
     if not enabled:
         yield lambda *a, **k: None
         return
+    if not err_console.is_terminal:
+        with _plain_progress(description, total, min_interval_s) as update:
+            yield update
+        return
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -84,3 +211,42 @@ def progress_bar(description: str, total: float | None, enabled: bool = True) ->
             progress.update(task, **kwargs)
 
         yield update
+
+
+@contextlib.contextmanager
+def _plain_progress(description: str, total: float | None, min_interval_s: float) -> Iterator[Callable[..., None]]:
+    state: dict[str, Any] = {"desc": description, "total": total, "t0": time.monotonic(), "last": None, "line": ""}
+
+    def update(completed: float, description: str | None = None, total: float | None = None) -> None:
+        now = time.monotonic()
+        if description is not None:
+            state["desc"] = description
+        if total is not None and total != state["total"]:
+            if state["total"] is not None:
+                state["t0"] = now  # a new phase: elapsed time and ETA start again
+            state["total"] = total
+        tot = state["total"]
+        if completed <= 0:
+            return  # nothing done yet: say nothing (an error at the start stays the only line)
+        last_step = tot is not None and completed >= tot
+        if state["last"] is not None and not last_step and now - state["last"] < min_interval_s:
+            return
+        line = _plain_line(state["desc"], completed, tot, now - state["t0"])
+        if line == state["line"]:
+            return
+        state["last"], state["line"] = now, line
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    yield update
+
+
+def _plain_line(desc: str, done: float, total: float | None, elapsed_s: float) -> str:
+    if total is None or total <= 0:
+        count = f": {done:g}" if done else ""
+        return f"{desc}{count}, elapsed {format_duration(elapsed_s, digits=2)}"
+    frac = min(max(done / total, 0.0), 1.0)
+    eta = f"{format_duration(elapsed_s * (1 - frac) / frac, digits=2)}" if frac > 0 else "?"
+    return (
+        f"{desc}: {done:g}/{total:g} ({100 * frac:.0f}%), elapsed {format_duration(elapsed_s, digits=2)}, ETA {eta}"
+    )

@@ -47,6 +47,8 @@ def emulate_command(
             raise ConfigError("give exactly one of --pty or --tcp HOST:PORT")
         if duration < 0:
             raise ConfigError(f"--duration {duration} s must be >= 0 (0: until Ctrl-C)")
+        if link is not None and not link.parent.is_dir():
+            raise ConfigError(f"--link {link}: directory {link.parent} does not exist")
         from drivers.emulator import NO_AUTH_WARNING, Emulator, parse_host_port
         from drivers.faults import FaultSpec
         from harness.chip import Geometry

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.table import Table
 
-from harness.commands.common import console_for, emit_json, err_console, progress_bar, user_errors
-from harness.errors import ConfigError
-from harness.evaluate import (
-    DEFAULT_BITS,
-    DEFAULT_TIMES_S,
-    MATCH_MODES,
-    EvaluationProgress,
-    EvaluationResult,
-    evaluate_chip,
-    evaluate_recording,
+from harness.commands.common import (
+    PLOT_SUFFIXES,
+    check_output,
+    console_for,
+    emit_json,
+    progress_bar,
+    user_errors,
 )
-from harness.units import format_duration, parse_durations
+from harness.errors import ConfigError
+from harness.units import (
+    DAY_S,
+    HOUR_S,
+    MONTH_S,
+    YEAR_S,
+    format_duration,
+    parse_durations,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from harness.evaluate import EvaluationProgress, EvaluationResult
+
+# harness.evaluate's defaults, repeated so that this module imports no torch at start-up;
+# tests/test_cli_conventions.py keeps them equal.
+DEFAULT_TIMES_S: tuple[float, ...] = (25.0, HOUR_S, DAY_S, MONTH_S, YEAR_S)
+DEFAULT_BITS: tuple[int, ...] = (8, 6, 4)
+MATCH_MODES: tuple[str, ...] = ("nearest", "exact")
 
 _DEFAULT_TIMES = ",".join(format_duration(t) for t in DEFAULT_TIMES_S)
 _DEFAULT_BITS = ",".join(str(b) for b in DEFAULT_BITS)
@@ -42,6 +57,8 @@ def parse_bits(text: str) -> tuple[int, ...]:
 
 def render_table(result: EvaluationResult) -> Table:
     """Rows: times; columns: float baseline and mean ± std (%) per bit-width."""
+    from rich.table import Table
+
     title = (
         f"{result.model} on {result.location}: top-1 accuracy (%), mean ± std over {result.runs} run(s), "
         f"GDC {'on' if result.gdc else 'off'}{', per-read noise' if result.read_noise else ''}"
@@ -68,7 +85,7 @@ def render_table(result: EvaluationResult) -> Table:
 def evaluate_command(
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI to program and read: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
     recording: Optional[Path] = typer.Option(None, "--recording", help="Evaluate the readouts of this recording (HDF5) instead."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model file. Default: the bundled model (chip) or the recorded one."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file. Default: the bundled model (chip) or the recorded one."),
     times: Optional[str] = typer.Option(None, "--times", help=f"Times since programming. Default: {_DEFAULT_TIMES} (chip), every readout (recording)."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Simulated chips (virtual URI, default 25); else repeated read-noise draws (default 1)."),
     bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more)."),
@@ -76,7 +93,8 @@ def evaluate_command(
     read_noise: bool = typer.Option(False, "--read-noise/--no-read-noise", help="Fresh 1/f read noise on every MVM."),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-read noise draws."),
     match: str = typer.Option("nearest", "--match", help=f"Recording time matching: {' or '.join(MATCH_MODES)}."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Write a plot of accuracy vs time (PNG)."),
+    png: Optional[Path] = typer.Option(None, "--png", help=f"Write a plot of accuracy vs time ({', '.join(PLOT_SUFFIXES)})."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
     """Accuracy of a model vs time since programming, from a live chip or a recording."""
@@ -86,16 +104,29 @@ def evaluate_command(
             raise ConfigError("give exactly one of --chip URI or --recording FILE.h5")
         bits_t = parse_bits(bits)
         times_s = parse_durations(times) if times is not None else None
-        if png is not None and not png.parent.is_dir():
-            raise ConfigError(f"directory {png.parent} for --png does not exist")
-        # Progress only on an interactive terminal: logs and pipes get the result alone.
-        with progress_bar("evaluate", total=None, enabled=not json_out and err_console.is_terminal) as update:
+        if match not in MATCH_MODES:
+            raise ConfigError(f"unknown time matching --match {match!r}; use one of {', '.join(MATCH_MODES)}")
+        if runs is not None and runs < 1:
+            raise ConfigError(f"--runs {runs} must be >= 1")
+        if png is not None:
+            png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
+        if chip is not None:
+            from harness.registry import check_uri
+
+            check_uri(chip)
+        elif not Path(str(recording)).is_file():
+            raise ConfigError(f"--recording {recording} does not exist")
+        from harness.evaluate import evaluate_chip, evaluate_recording
+
+        # Progress always goes to stderr (a bar on a terminal, plain lines in logs): it never
+        # touches stdout, so --json output stays one object.
+        with progress_bar("evaluate", total=None) as update:
 
             def on_progress(p: EvaluationProgress) -> None:
                 if p.phase == "chip":
-                    update(p.done, description=f"chip {p.done + 1}/{p.total}: {p.label}", total=p.total)
-                elif p.phase == "inference":
-                    update(p.done, description=f"CiM inference {p.label}", total=p.total)
+                    update(p.done, description="chips programmed and read", total=p.total)
+                elif p.phase == "inference":  # reported as each bit-width starts
+                    update(p.done, description="CiM inference", total=p.total)
 
             if chip is not None:
                 result = evaluate_chip(
@@ -121,8 +152,8 @@ def evaluate_command(
         console.print(render_table(result))
         t = result.timing
         console.print(
-            f"DAC/ADC ranges: {result.ranges.source}; wall {t.total_s:.2f} s "
-            f"(program+read {t.program_read_s:.2f} s, CiM inference {t.inference_s:.2f} s)"
+            f"DAC/ADC ranges: {result.ranges.source}; wall {format_duration(t.total_s)} "
+            f"(program+read {format_duration(t.program_read_s)}, CiM inference {format_duration(t.inference_s)})"
         )
         if png is not None:
             console.print(f"plot: {png}")

@@ -2,73 +2,77 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
 
-from harness.chip import Chip
-from harness.commands.common import console_for, emit_json, progress_bar, user_errors
-from harness.errors import ConfigError
-from harness.mapping import map_weights
-from harness.model import default_model_path, load_model
-from harness.programming import ProgrammingParams, ProgrammingProgress, program_layout
-from harness.provenance import collect_provenance
-from harness.recording import create_recording
-from harness.registry import chip_seed, open_chip, with_seed
+from harness.commands.common import (
+    RECORDING_SUFFIXES,
+    check_output,
+    console_for,
+    default_output_path,
+    emit_json,
+    progress_bar,
+    user_errors,
+)
+from harness.units import format_duration
 
-DEFAULT_RUNS_DIR = Path("runs")
-
-
-def default_out_path() -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return DEFAULT_RUNS_DIR / f"program-{stamp}.h5"
-
-
-def check_out_path(out: Path, overwrite: bool) -> None:
-    """Fail before any work if the output would clobber a file or cannot be written."""
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output file {out} already exists; choose another --out or pass --overwrite")
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"output path {out} is a directory; give a file name ending in .h5")
-    if not out.parent.exists():
-        if out.parent == DEFAULT_RUNS_DIR:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            raise ConfigError(f"output directory {out.parent} does not exist")
+# Defaults of harness.programming.ProgrammingParams, repeated here so that this module does
+# not import numpy at start-up; tests/test_cli_conventions.py keeps them equal.
+DEFAULT_TOLERANCE_US = 0.2
+DEFAULT_MAX_ITERATIONS = 30
+DEFAULT_GAIN = 0.5
 
 
 def program_command(
     chip: str = typer.Option("virtual", "--chip", help="Chip URI: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model file (HDF5). Default: the bundled digits MLP."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file (HDF5). Default: the bundled digits MLP."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the virtual chip (same seed, same chip)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/program-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-    tolerance_uS: float = typer.Option(ProgrammingParams.tolerance_uS, "--tolerance", help="Verify tolerance (µS)."),
-    max_iterations: int = typer.Option(ProgrammingParams.max_iterations, "--max-iterations", help="Pulse-verify rounds."),
-    gain: float = typer.Option(ProgrammingParams.gain, "--gain", help="Fraction of the estimated step per pulse."),
+    tolerance_uS: float = typer.Option(DEFAULT_TOLERANCE_US, "--tolerance", help="Verify tolerance (µS)."),
+    max_iterations: int = typer.Option(DEFAULT_MAX_ITERATIONS, "--max-iterations", help="Pulse-verify rounds."),
+    gain: float = typer.Option(DEFAULT_GAIN, "--gain", help="Fraction of the estimated step per pulse."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
     """Program a model's weights onto a chip with closed-loop write-read-verify."""
     console = console_for(json_out)
     with user_errors():
         wall0 = time.perf_counter()
-        params = ProgrammingParams(tolerance_uS=tolerance_uS, max_iterations=max_iterations, gain=gain)
+        from harness.registry import check_uri, chip_seed, open_chip, with_seed
+
         chip_uri = with_seed(chip, seed)
-        out_path = out if out is not None else default_out_path()
-        check_out_path(out_path, overwrite)
-        model_path = model if model is not None else default_model_path()
+        check_uri(chip_uri)
+        out_path = check_output(
+            out if out is not None else default_output_path("program"),
+            option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
+        )
+        from harness.mapping import map_weights
+        from harness.models import resolve_model_path
+        from harness.models.format import load_model
+        from harness.programming import (
+            ProgrammingParams,
+            ProgrammingProgress,
+            program_layout,
+        )
+        from harness.provenance import collect_provenance
+        from harness.recording import create_recording
+
+        params = ProgrammingParams(tolerance_uS=tolerance_uS, max_iterations=max_iterations, gain=gain)
+        model_path = resolve_model_path(model if model is not None else "default")
         net = load_model(model_path)
-        the_chip: Chip = open_chip(chip_uri)
+        the_chip = open_chip(chip_uri)
         try:
             layout = map_weights([(layer.name, layer.weight) for layer in net.analog_layers()], the_chip.geometry)
             console.print(
                 f"programming [bold]{net.name}[/] ({layout.n_devices} devices, {len(layout.layers)} layers) "
                 f"on {the_chip.identity}"
             )
+            placed = [f"{p.name} {p.how}" for p in layout.layers if p.how != "normal"]
+            if placed:
+                console.print(f"blocks stored {', '.join(placed)} (recorded in the layout)")
             with progress_bar("write-verify", total=params.max_iterations) as update:
 
                 def on_progress(p: ProgrammingProgress) -> None:
@@ -105,6 +109,8 @@ def program_command(
 
 def render_summary(console: Any, s: dict[str, Any]) -> None:
     """Human summary: headline figures and error statistics per target level."""
+    from rich.table import Table
+
     console.print(
         f"[bold]{s['devices_programmed']}[/] devices programmed, "
         f"converged [bold]{100 * s['converged_fraction']:.2f}%[/], "
@@ -121,5 +127,6 @@ def render_summary(console: Any, s: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(
-        f"simulated chip time {s['sim_s']:.6g} s, wall time {s['wall_s']:.2f} s; recording: [bold]{s['out']}[/]"
+        f"simulated chip time {format_duration(s['sim_s'])}, wall time {format_duration(s['wall_s'])}; "
+        f"recording: [bold]{s['out']}[/]"
     )

@@ -9,20 +9,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.commands.common import console_for, emit_json, user_errors
-from harness.recording import reading
-from harness.replay import summarize_recording
-from harness.schedule import fmt_duration
+from harness.commands.common import (
+    PLOT_SUFFIXES,
+    check_output,
+    console_for,
+    emit_json,
+    user_errors,
+)
+from harness.units import format_duration
 
 
 def replay_command(
     recording: Path = typer.Argument(..., help="A recording (HDF5) with readouts."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also draw conductance-vs-time and histograms into this PNG."),
+    png: Optional[Path] = typer.Option(
+        None, "--png", help=f"Also draw conductance-vs-time and histograms into this file ({', '.join(PLOT_SUFFIXES)})."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
     """Per target level: mean G(t)/G(t0), spread, and the fitted drift exponent vs time."""
     console = console_for(json_out)
     with user_errors():
+        if png is not None:
+            png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
+        from harness.recording import reading
+        from harness.replay import summarize_recording
+
         with reading(recording) as rec:
             summary = summarize_recording(rec)
             if png is not None:
@@ -38,7 +50,7 @@ def replay_command(
 def render(console: Console, s: dict[str, Any]) -> None:
     console.print(
         f"[bold]{s['path']}[/]: {s['readouts_done']} readouts of {s['readout_cells']} cells "
-        f"({s['session'] or 'no session'}, chip {s['chip_uri']}); t0 = {fmt_duration(s['t0_s'])}"
+        f"({s['session'] or 'no session'}, chip {s['chip_uri']}); t0 = {format_duration(s['t0_s'])}"
     )
     levels = s["levels"]
     lv_table = Table(title="per target level")
@@ -67,7 +79,7 @@ def render(console: Console, s: dict[str, Any]) -> None:
         for lv in drift:
             r, nu = lv["mean_ratio"][i], lv["nu_eff"][i]
             cells.append("-" if r is None else f"{r:.4f}" + ("" if nu is None else f" · {nu:.3f}"))
-        t_table.add_row(fmt_duration(t), *cells)
+        t_table.add_row(format_duration(t), *cells)
     console.print(t_table)
     if "png" in s:
         console.print(f"plot: [bold]{s['png']}[/]")

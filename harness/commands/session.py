@@ -7,17 +7,25 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.commands.common import console_for, emit_json, err_console, user_errors
-from harness.registry import with_seed
-from harness.schedule import fmt_duration, load_session
-from harness.session import SessionProgress, resume_session, run_session, session_status, timetable
+from harness.commands.common import (
+    RECORDING_SUFFIXES,
+    check_output,
+    console_for,
+    default_output_path,
+    emit_json,
+    progress_bar,
+    user_errors,
+)
+from harness.units import format_duration
+
+if TYPE_CHECKING:
+    from harness.session import SessionProgress
 
 app = typer.Typer(
     name="session",
@@ -27,59 +35,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_RUNS_DIR = Path("runs")
-
 
 @contextmanager
 def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress], None]]:
-    """Turn runner callbacks into a rich bar on stderr (one line per event when stderr is
-    not a terminal, so logs of unattended sessions show every readout)."""
-    if not enabled:
-        yield lambda p: None
-        return
-    if not err_console.is_terminal:
+    """Turn runner callbacks into :func:`progress_bar` updates on stderr: a bar on a
+    terminal, otherwise one line per event (every readout, so logs of unattended sessions
+    show each one) with elapsed time and ETA."""
+    with progress_bar("session", total=None, enabled=enabled, min_interval_s=0.0) as update:
 
-        def plain(p: SessionProgress) -> None:
-            if p.phase == "programming" and p.programming is None:
-                sys.stderr.write("programming\n")
-            elif p.phase == "programming":
-                pp = p.programming
-                sys.stderr.write(f"programming iteration {pp.iteration}: {pp.n_converged}/{pp.n_cells} converged\n")
-            elif p.phase == "readout":
-                nxt = f", next at {fmt_duration(p.t_next_s)}" if p.t_next_s is not None else ""
-                sys.stderr.write(f"readout {p.done}/{p.total} at t = {p.t_s:.6g} s{nxt}\n")
-            elif p.phase == "done":
-                sys.stderr.write(f"done: {p.done}/{p.total} readouts\n")
-            sys.stderr.flush()
-
-        yield plain
-        return
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as bar:
-        task = bar.add_task("session", total=None)
-
-        def update(p: SessionProgress) -> None:
+        def on_progress(p: SessionProgress) -> None:
             if p.phase == "programming":
                 pp = p.programming
-                text = "programming" if pp is None else f"programming: {pp.n_converged}/{pp.n_cells} converged"
-                bar.update(task, description=text, total=None if pp is None else pp.max_iterations,
-                           completed=0 if pp is None else pp.iteration)
-            else:
-                nxt = f"next readout at {fmt_duration(p.t_next_s)}" if p.t_next_s is not None else "all readouts done"
-                bar.update(task, description=f"readouts · {nxt}", total=p.total, completed=p.done)
+                if pp is None:
+                    update(0, description="programming", total=None)
+                else:
+                    update(pp.iteration, description=f"programming ({pp.n_converged}/{pp.n_cells} converged)",
+                           total=pp.max_iterations)
+            elif p.phase in ("readout", "done"):
+                nxt = f", next at {format_duration(p.t_next_s)}" if p.t_next_s is not None else ""
+                at = f" (last at {format_duration(p.t_s)}{nxt})" if p.t_s is not None else ""
+                update(p.done, description=f"readouts{at}", total=p.total)
 
-        yield update
-
-
-def _default_out(name: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    DEFAULT_RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    return DEFAULT_RUNS_DIR / f"{name}-{stamp}.h5"
+        yield on_progress
 
 
 @app.command("run")
@@ -90,13 +67,24 @@ def run_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Recording to write (HDF5). Default: runs/<session>-<time>.h5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the timetable and exit; touch no chip."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to program instead of the session's: zoo name or model file."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
     """Program the session's model, then read the chip back at every scheduled time."""
     console = console_for(json_out)
     with user_errors():
+        import dataclasses
+
+        from harness.registry import check_uri, with_seed
+        from harness.schedule import load_session
+        from harness.session import resolve_model_path, timetable
+
         spec = load_session(session_file)
+        if model is not None:
+            spec = dataclasses.replace(spec, program=dataclasses.replace(spec.program, model=model))
+            resolve_model_path(spec)  # a bad --model fails here, before any chip is touched
         chip = with_seed(chip, seed)
+        check_uri(chip)
         if dry_run:
             rows = timetable(spec)
             if json_out:
@@ -104,16 +92,20 @@ def run_command(
                            "cells": spec.readout.cells, "timetable": rows})
                 return
             table = Table(title=f"{spec.name}: {spec.schedule.describe()} (s since the end of programming)")
-            for col in ("#", "t (s)", "after programming"):
+            for col in ("readout", "t (s)", "after programming"):
                 table.add_column(col, justify="right")
             for r in rows:
-                table.add_row(str(r["index"]), f"{r['t_s']:.6g}", r["after"])
+                table.add_row(str(r["readout"]), f"{r['t_s']:.6g}", r["after"])
             console.print(table)
             console.print(f"chip {chip}; model {spec.program.model}; cells: {spec.readout.cells}")
             return
+        out_path = check_output(
+            out if out is not None else default_output_path(spec.name),
+            option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
+        )
         from harness.registry import open_chip
+        from harness.session import run_session
 
-        out_path = out if out is not None else _default_out(spec.name)
         the_chip = open_chip(chip)
         try:
             console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
@@ -133,14 +125,29 @@ def run_command(
 def resume_command(
     recording: Path = typer.Argument(..., help="The interrupted session's recording (HDF5)."),
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI, if not the recorded one (e.g. a new serial port)."),
+    accept_chip: bool = typer.Option(
+        False, "--accept-chip", help="Resume even if the chip fails the identity/check-read test (noted in the file)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
-    """Continue an interrupted session from its recording: no readout lost or repeated."""
+    """Continue an interrupted session from its recording: no readout lost or repeated.
+
+    The chip is verified first (identity, and a check read of programmed cells against
+    the drift law from the last readout); a chip that disagrees is refused."""
     console = console_for(json_out)
     with user_errors():
+        from harness.session import resume_session
+
+        if chip is not None:
+            from harness.registry import check_uri
+
+            check_uri(chip)
         try:
             with session_progress() as progress:
-                result = resume_session(recording, chip_uri=chip, progress=progress)
+                result = resume_session(
+                    recording, chip_uri=chip, progress=progress, accept_chip=accept_chip,
+                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"),
+                )
         except KeyboardInterrupt:
             sys.stderr.write(f"error: interrupted; continue with: harness session resume {recording}\n")
             raise typer.Exit(130) from None
@@ -159,6 +166,8 @@ def status_command(
     """Readouts done and pending, last time, next due, and conductance statistics."""
     console = console_for(json_out)
     with user_errors():
+        from harness.session import session_status
+
         st = session_status(recording)
     if json_out:
         emit_json(st)
@@ -173,9 +182,9 @@ def _render_result(console: Console, s: dict[str, Any], json_out: bool) -> None:
     resumed = f" (resumed after readout {s['resumed_from']})" if s["resumed_from"] else ""
     console.print(
         f"[bold]{s['readouts_done']}/{s['readouts_scheduled']}[/] readouts recorded{resumed}; "
-        f"chip time {fmt_duration(s['chip_time_s'])}, wall time {s['wall_s']:.2f} s; "
+        f"chip time {format_duration(s['chip_time_s'])}, wall time {format_duration(s['wall_s'])}; "
         f"late readouts: {s['late_readouts']}"
-        + (f" (worst {s['max_lateness_s']:.3g} s)" if s["late_readouts"] else "")
+        + (f" (worst {format_duration(s['max_lateness_s'])})" if s["late_readouts"] else "")
     )
     if "programming" in s:
         p = s["programming"]
@@ -188,6 +197,12 @@ def _render_result(console: Console, s: dict[str, Any], json_out: bool) -> None:
 
 def _render_status(console: Console, st: dict[str, Any]) -> None:
     total = st["readouts_scheduled"]
+    if st["state"] == "no session":
+        console.print(
+            f"[bold]{st['path']}[/]: a program-only recording on {st['chip_uri']}; it has no session "
+            f"(nothing scheduled, {st['readouts_done']} readouts)"
+        )
+        return
     console.print(
         f"[bold]{st['path']}[/]: session {st['session'] or '-'} on {st['chip_uri']} — [bold]{st['state']}[/]"
         + (f" (pid {st['writer_pid']})" if st["writer_pid"] else "")
@@ -195,10 +210,14 @@ def _render_status(console: Console, st: dict[str, Any]) -> None:
     done = st["readouts_done"]
     line = f"readouts: {done} done" + (f", {st['readouts_pending']} pending of {total}" if total is not None else "")
     if st["last_t_s"] is not None:
-        line += f"; last at {fmt_duration(st['last_t_s'])}"
+        line += f"; last at {format_duration(st['last_t_s'])}"
     if st["next_due_s"] is not None:
-        due = _dt.datetime.fromtimestamp(st["next_due_unix_s"]).strftime("%Y-%m-%d %H:%M:%S")
-        line += f"; next due at {fmt_duration(st['next_due_s'])} (wall clock {due} on a real chip)"
+        line += f"; next due at {format_duration(st['next_due_s'])} after programming"
+        if st.get("next_due_unix_s") is not None:
+            due = _dt.datetime.fromtimestamp(st["next_due_unix_s"]).strftime("%Y-%m-%d %H:%M:%S")
+            line += f" (wall clock {due})"
+        elif st.get("simulated_clock"):
+            line += " (simulated clock)"
     console.print(line)
     if "conductance" in st:
         c = st["conductance"]
@@ -207,12 +226,19 @@ def _render_status(console: Console, st: dict[str, Any]) -> None:
             table.add_column(col, justify="right")
         for name in ("first", "last"):
             r = c[name]
-            table.add_row(name, fmt_duration(r["t_s"]), f"{r['mean_uS']:.3f}", f"{r['std_uS']:.3f}",
+            table.add_row(name, format_duration(r["t_s"]), f"{r['mean_uS']:.3f}", f"{r['std_uS']:.3f}",
                           f"{r['min_uS']:.3f}", f"{r['max_uS']:.3f}")
         console.print(table)
         if c["mean_ratio_last_first"] is not None:
             console.print(
                 f"programmed devices ({c['programmed_cells']}): mean G(last)/G(first) = {c['mean_ratio_last_first']:.4f}"
             )
+    if st.get("chip_accepted_despite_check"):
+        console.print(f"resumed {st['chip_accepted_despite_check']} time(s) with --accept-chip on a chip that failed the check")
+    if st.get("needs_repair"):
+        console.print(
+            "the file was left open by a writer killed after its last readout; "
+            f"'harness session resume {st['path']}' rewrites it readable by any HDF5 tool"
+        )
     if st["state"] == "interrupted":
         console.print(f"continue with: harness session resume {st['path']}")

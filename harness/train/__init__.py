@@ -5,14 +5,12 @@ Needs only torch and numpy at run time (scikit-learn is used once, by
 """
 
 from harness.train.common import deterministic_torch, float_accuracy, predict
-from harness.train.digits import build_mlp, train_digits
+from harness.train.digits import DEFAULT_RANGE_PERCENTILE, build_mlp, train_digits
 from harness.train.noise import noisy_accuracies, perturb_weights
-from harness.train.ranges import DEFAULT_RANGE_PERCENTILE, calibrate_ranges
 
 __all__ = [
     "DEFAULT_RANGE_PERCENTILE",
     "build_mlp",
-    "calibrate_ranges",
     "deterministic_torch",
     "float_accuracy",
     "noisy_accuracies",

@@ -3,7 +3,7 @@
 Two stages as in AnalogNets §4.2 (REFERENCE §7), in simple form: a plain float model
 (:func:`train_digits` with no noise), then a noise-aware fine-tune that starts from it
 (``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). Both
-store calibrated DAC/ADC ranges (:mod:`harness.train.ranges`) and their provenance in the
+store calibrated DAC/ADC ranges (:func:`harness.cim.calibrate_ranges`) and their provenance in the
 model's metadata. Training is deterministic: same arguments → bit-identical weights.
 """
 
@@ -19,17 +19,19 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.datasets import Dataset, load_dataset
+from harness.cim import calibrate_ranges
+from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
-from harness.model import Model, model_from_torch
+from harness.models.format import Model, model_from_torch
 from harness.train.common import deterministic_torch, float_accuracy
 from harness.train.hwa import HardwareAwareWeights
-from harness.train.ranges import DEFAULT_RANGE_PERCENTILE, calibrate_ranges
 
 DEFAULT_HIDDEN = 64
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 32
 DIGITS_DATASET = "digits"
+#: Percentile of |signal| the digits models' stored ranges cover (the shipped fixtures use it).
+DEFAULT_RANGE_PERCENTILE = 99.9
 
 #: ``progress(epoch, epochs, mean_train_loss)`` after every epoch.
 ProgressCallback = Callable[[int, int, float], None]

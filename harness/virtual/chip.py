@@ -8,12 +8,17 @@ physics is in :mod:`harness.virtual.physics`; the model is described in
 State per device: ``g_prog`` (conductance right after its last pulse, µS), ``t_pulse``
 (chip time of that pulse, s), ``nu`` (drift exponent, drawn at the pulse), ``z_relax``
 (standard-normal draw of its post-programming relaxation). Device-to-device constants
-(saturation conductance, SET rate, weak devices) are drawn once from the seed.
+(saturation conductance, SET rate, weak devices) and each device's as-fabricated state are
+a function of (seed, cell) (:mod:`harness.virtual.cell_random`), made the first time the
+cell is touched: a chip costs what its used cells cost, whatever its size. Pulses and reads
+draw from one sequential seeded generator, batch by batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +29,8 @@ from harness.clock import SimulatedClock, WallClock
 from harness.errors import ConfigError
 from harness.registry import ChipURI, take_params
 from harness.virtual import physics as ph
+from harness.virtual.cell_random import CellRandom
+from harness.virtual.personality import Personality, load_personality
 
 #: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
 #: long after the pulse it checks.
@@ -31,6 +38,9 @@ PULSE_OP_TIME_S = ph.PULSE_OP_TIME_S
 READ_OP_TIME_S = ph.READ_OP_TIME_S
 #: Devices are made long before the harness meets them: initial state is RESET, this long ago.
 FABRICATION_AGE_S = 1e6
+
+#: Per-device fabrication draws (harness.virtual.cell_random), one named stream each.
+FABRICATION_STREAMS = ("g_sat", "weak", "weak_g_sat", "set_rate", "reset", "nu", "relax")
 
 #: Keys of :meth:`VirtualPCMChip.snapshot` that change with every read (small) ...
 RUNTIME_STATE_KEYS = ("rng_state", "clock_s")
@@ -42,40 +52,57 @@ class VirtualPCMChip(ChipBackend):
     """A seeded virtual PCM chip; the same seed and the same calls give the same results.
 
     Args:
-        geometry: array size, ADC and safety limits (default: the 90 nm test chip, 512×2048).
+        geometry: array size, ADC and safety limits (default: the 90 nm test chip, 512×2048,
+            with the personality's conductance range and ADC).
         seed: seeds the one ``numpy.random.Generator`` used for everything.
         clock: ``"sim"`` (default; time moves only through operations and ``wait_until``)
             or ``"wall"`` (real time).
         uri: recorded for provenance.
+        personality: the physical constants (a :class:`Personality`, a shipped name or a
+            TOML path; default ``pcm-90nm``).
     """
 
-    def __init__(self, geometry: Geometry | None = None, seed: int = 0, clock: str = "sim", uri: str = "virtual") -> None:
-        geometry = geometry or Geometry()
+    def __init__(
+        self,
+        geometry: Geometry | None = None,
+        seed: int = 0,
+        clock: str = "sim",
+        uri: str = "virtual",
+        personality: Personality | str | None = None,
+    ) -> None:
+        pers = load_personality(personality)
+        geometry = geometry or personality_geometry(pers)
         super().__init__(geometry, uri)
+        self.personality = pers
         if clock not in ("sim", "wall"):
             raise ConfigError(f"unknown clock {clock!r}; use 'sim' (simulated) or 'wall' (real time)")
         if seed < 0:
             raise ConfigError(f"seed {seed} must be >= 0")
+        check_virtual_memory(geometry)
         self.seed = int(seed)
         self.clock_kind = clock
         self._clock: SimulatedClock | WallClock = SimulatedClock() if clock == "sim" else WallClock()
-        device_seq, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
-        n = geometry.n_cells
-        self._params = ph.draw_device_params(n, np.random.default_rng(device_seq))
+        _, runtime_seq = np.random.SeedSequence(self.seed).spawn(2)
         self._rng = np.random.default_rng(runtime_seq)
-        self._g_prog = ph.reset_response(n, self._rng)
-        self._t_pulse = np.full(n, -FABRICATION_AGE_S)
-        self._nu = ph.draw_drift_exponents(ph.normalized(self._g_prog), self._rng)
-        self._z_relax = self._rng.standard_normal(n)
+        # Device state is made on first touch: a device's fabrication randomness is a function
+        # of (seed, cell) (cell_random), so a chip costs what the cells it is asked about cost.
+        # np.empty/np.zeros of a million cells only reserve memory; nothing is computed yet.
+        self._cell_random = CellRandom(self.seed, FABRICATION_STREAMS)
+        n = geometry.n_cells
+        self._made = np.zeros(n, dtype=bool)
+        self._params = ph.DeviceParams(g_sat_uS=np.empty(n), set_rate=np.empty(n))
+        self._g_prog = np.empty(n)
+        self._t_pulse = np.empty(n)
+        self._nu = np.empty(n)
+        self._z_relax = np.empty(n)
         self._relax_amp = np.empty(n)
         self._q_s = np.empty(n)
-        self._update_derived(np.arange(n))
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
     def identity(self) -> str:
         g = self.geometry
-        return f"VirtualPCMChip,harness {__version__},seed={self.seed},{g.rows}x{g.cols}"
+        return f"VirtualPCMChip,harness {__version__},seed={self.seed},{g.rows}x{g.cols},personality={self.personality.label()}"
 
     def now(self) -> float:
         return self._clock.now()
@@ -85,12 +112,14 @@ class VirtualPCMChip(ChipBackend):
         self._clock.wait_until(t_s)
 
     def _reset(self, cells: CellArray) -> None:
-        self._program(cells, ph.reset_response(cells.size, self._rng))
+        self._make(cells)
+        self._program(cells, ph.reset_response(cells.size, self._rng, self.personality))
 
     def _set_pulse(self, cells: CellArray, amplitude: FloatArray) -> None:
+        self._make(cells)
         g_now = self._conductance(cells, self._clock.now())
         p = self._params
-        g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng)
+        g_new = ph.set_pulse_response(g_now, amplitude, p.g_sat_uS[cells], p.set_rate[cells], self._rng, self.personality)
         self._program(cells, g_new)
 
     def _read(self, cells: CellArray) -> FloatArray:
@@ -105,20 +134,20 @@ class VirtualPCMChip(ChipBackend):
     def conductance_uS(self, cells: npt.ArrayLike, t_s: float | None = None) -> FloatArray:
         """Noise-free conductance at chip time ``t_s`` (default now), without the ADC — for
         physics tests and plots; consumes no randomness and does not move the clock."""
-        c = check_cells(cells, self.geometry)
+        c = self._make(check_cells(cells, self.geometry))
         return self._conductance(c, self._clock.now() if t_s is None else float(t_s))
 
     def as_programmed_uS(self, cells: npt.ArrayLike) -> FloatArray:
         """Conductance right after each cell's last pulse (before relaxation and drift)."""
-        return self._g_prog[check_cells(cells, self.geometry)].copy()
+        return self._g_prog[self._make(check_cells(cells, self.geometry))].copy()
 
     def last_pulse_s(self, cells: npt.ArrayLike) -> FloatArray:
         """Chip time of each cell's last pulse: the origin of its drift clock."""
-        return self._t_pulse[check_cells(cells, self.geometry)].copy()
+        return self._t_pulse[self._make(check_cells(cells, self.geometry))].copy()
 
     def drift_exponents(self, cells: npt.ArrayLike) -> FloatArray:
         """ν of each cell (drawn at its last pulse)."""
-        return self._nu[check_cells(cells, self.geometry)].copy()
+        return self._nu[self._make(check_cells(cells, self.geometry))].copy()
 
     def snapshot(self, *, include_devices: bool = True) -> dict[str, np.ndarray]:
         """Everything needed to continue the physics, as numpy arrays (HDF5-ready).
@@ -132,6 +161,7 @@ class VirtualPCMChip(ChipBackend):
             "clock_s": np.float64(self._clock.now()),
         }
         if include_devices:
+            self._make(np.arange(self.geometry.n_cells))
             state.update(g_prog_uS=self._g_prog.copy(), t_pulse_s=self._t_pulse.copy(), nu=self._nu.copy(), z_relax=self._z_relax.copy())
         return state
 
@@ -157,24 +187,58 @@ class VirtualPCMChip(ChipBackend):
             self._t_pulse = np.array(state["t_pulse_s"], dtype=np.float64)
             self._nu = np.array(state["nu"], dtype=np.float64)
             self._z_relax = np.array(state["z_relax"], dtype=np.float64)
-            self._update_derived(np.arange(n))
+            everything = np.arange(n)
+            self._make_params(everything)
+            self._made[:] = True
+            self._update_derived(everything)
 
     # --- physics ---------------------------------------------------------------------------
+    def _make(self, cells: CellArray) -> CellArray:
+        """Make the devices among ``cells`` not made yet: their constants and their state as
+        fabricated (RESET, ``FABRICATION_AGE_S`` ago), all from their (seed, cell) draws.
+        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather)."""
+        new = cells[~self._made[cells]]
+        if new.size:
+            new = np.unique(new)
+            self._make_params(new)
+            r, pers = self._cell_random, self.personality
+            self._g_prog[new] = ph.reset_conductance(r.normal("reset", new), pers)
+            self._t_pulse[new] = -FABRICATION_AGE_S
+            self._nu[new] = ph.drift_exponents(self._x(self._g_prog[new]), r.normal("nu", new), pers)
+            self._z_relax[new] = r.normal("relax", new)
+            self._update_derived(new)
+            self._made[new] = True
+        return cells
+
+    def _make_params(self, cells: CellArray) -> None:
+        """Device-to-device constants of ``cells`` (a function of seed and cell only)."""
+        r = self._cell_random
+        made = ph.device_params(
+            r.normal("g_sat", cells), r.uniform("weak", cells), r.uniform("weak_g_sat", cells),
+            r.normal("set_rate", cells), self.personality,
+        )
+        self._params.g_sat_uS[cells] = made.g_sat_uS
+        self._params.set_rate[cells] = made.set_rate
+
     def _program(self, cells: CellArray, g_new_uS: FloatArray) -> None:
         """Record a pulse: new as-programmed state, pulse time, fresh ν and relaxation draw."""
         self._clock.advance(PULSE_OP_TIME_S)
         self._g_prog[cells] = g_new_uS
         self._t_pulse[cells] = self._clock.now()
-        self._nu[cells] = ph.draw_drift_exponents(ph.normalized(g_new_uS), self._rng)
+        self._nu[cells] = ph.draw_drift_exponents(self._x(g_new_uS), self._rng, self.personality)
         self._z_relax[cells] = self._rng.standard_normal(cells.size)
         self._update_derived(cells)
 
     def _update_derived(self, cells: CellArray) -> None:
         """Cache what depends only on the as-programmed state (changes only at a pulse):
         the relaxation amplitude z·σ_relax(x) and the read-noise coefficient Q_s(x)."""
-        x = ph.normalized(self._g_prog[cells])
-        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x)
-        self._q_s[cells] = ph.read_noise_q(x)
+        x = self._x(self._g_prog[cells])
+        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x, self.personality)
+        self._q_s[cells] = ph.read_noise_q(x, self.personality)
+
+    def _x(self, g_uS: FloatArray) -> FloatArray:
+        """Normalized state x = G / g_max of this chip's personality."""
+        return ph.normalized(g_uS, self.personality.g_max_uS)
 
     def _conductance(self, cells: CellArray, t_s: float) -> FloatArray:
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
@@ -187,28 +251,30 @@ class VirtualPCMChip(ChipBackend):
         idx = _as_index(cells)
         tau = t_s - self._t_pulse[idx]
         g = np.array(self._g_prog[idx], dtype=np.float64)
-        relaxing = tau > ph.T_RELAX_ONSET_S
+        pers = self.personality
+        relaxing = tau > pers.relax_onset_s
         if relaxing.all():
-            g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau), 0.0)
-            drifting = tau > ph.T0_S
+            g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau, pers), 0.0)
+            drifting = tau > pers.t0_s
             if drifting.all():
-                g *= ph.drift_factor(tau, self._nu[idx])
+                g *= ph.drift_factor(tau, self._nu[idx], pers)
                 return g, tau
             sub = np.flatnonzero(drifting)
         else:
             sub = np.flatnonzero(relaxing)
             if sub.size == 0:
                 return g, tau
-            g[sub] = np.maximum(g[sub] + self._relax_amp[cells[sub]] * ph.relaxation_progress(tau[sub]), 0.0)
-            sub = sub[tau[sub] > ph.T0_S]
+            g[sub] = np.maximum(g[sub] + self._relax_amp[cells[sub]] * ph.relaxation_progress(tau[sub], pers), 0.0)
+            sub = sub[tau[sub] > pers.t0_s]
         if sub.size:
-            g[sub] *= ph.drift_factor(tau[sub], self._nu[cells[sub]])
+            g[sub] *= ph.drift_factor(tau[sub], self._nu[cells[sub]], pers)
         return g, tau
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
+        self._make(cells)
         self._clock.advance(READ_OP_TIME_S)
         g, tau = self._conductance_and_age(cells, self._clock.now())
-        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau)  # σ_read(t), REFERENCE §1
+        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau, self.personality)  # σ_read(t)
         g_read = g + sigma * self._rng.standard_normal(cells.size)
         return self.geometry.to_codes(g_read)
 
@@ -226,21 +292,87 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
-def open_virtual(uri: ChipURI) -> VirtualPCMChip:
-    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32``."""
+#: Bytes of memory a virtual chip needs per device once every device is touched: nine
+#: per-device arrays (8 float64 + 1 bool = 65 B, reserved at construction, made on first
+#: touch) plus the temporaries of an operation over all cells at once. Measured (reading
+#: every cell of a 2048x4096 chip in one call): 98 B/device resident after, 138 B/device
+#: peak; 192 keeps a margin. See docs/architecture.md (CLI conventions).
+BYTES_PER_DEVICE = 192
+
+
+def check_virtual_memory(geometry: Geometry) -> None:
+    """Refuse a geometry whose state would not fit in the memory available now.
+
+    Raises:
+        ConfigError: naming the array size, the memory it needs and the limit.
+    """
+    import psutil  # type: ignore[import-untyped]
+
+    from harness.units import format_bytes
+
+    need = geometry.n_cells * BYTES_PER_DEVICE
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(
+            f"a {geometry.rows}x{geometry.cols} virtual chip needs about {format_bytes(need)} of memory; "
+            f"this machine has {format_bytes(available)} available (limit)"
+        )
+
+
+def personality_geometry(pers: Personality, rows: int | None = None, cols: int | None = None) -> Geometry:
+    """The default Geometry with the personality's conductance range and ADC."""
+    d = Geometry()
+    return Geometry(
+        rows=d.rows if rows is None else rows,
+        cols=d.cols if cols is None else cols,
+        g_max_uS=pers.g_max_uS,
+        adc_bits=pers.adc_bits,
+        adc_min_uS=pers.adc_min_uS,
+        adc_max_uS=pers.adc_max_uS,
+    )
+
+
+def _virtual_params(uri: ChipURI) -> tuple[Geometry, dict[str, Any], Personality]:
     if uri.path:
         raise ConfigError(f"the virtual chip URI takes no path, got {uri.path!r}; use 'virtual?seed=7'")
-    d = Geometry()
     p = take_params(
         uri,
         {
             "seed": (_int, 0),
-            "rows": (_int, d.rows),
-            "cols": (_int, d.cols),
+            "rows": (_int, None),
+            "cols": (_int, None),
             "clock": (str, "sim"),
-            "adc_bits": (_int, d.adc_bits),
-            "adc_max_uS": (float, d.adc_max_uS),
+            "adc_bits": (_int, None),
+            "adc_max_uS": (float, None),
+            "personality": (str, None),
         },
     )
-    geometry = Geometry(rows=p["rows"], cols=p["cols"], adc_bits=p["adc_bits"], adc_max_uS=p["adc_max_uS"])
-    return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw)
+    if p["clock"] not in ("sim", "wall"):
+        raise ConfigError(f"unknown clock {p['clock']!r}; use 'sim' (simulated) or 'wall' (real time)")
+    if p["seed"] < 0:
+        raise ConfigError(f"seed {p['seed']} must be >= 0")
+    pers = load_personality(p["personality"])
+    base = personality_geometry(pers, p["rows"], p["cols"])
+    geometry = dataclasses.replace(
+        base,
+        adc_bits=base.adc_bits if p["adc_bits"] is None else p["adc_bits"],
+        adc_max_uS=base.adc_max_uS if p["adc_max_uS"] is None else p["adc_max_uS"],
+    )
+    return geometry, p, pers
+
+
+def check_virtual_uri(uri: ChipURI) -> None:
+    """Everything :func:`open_virtual` checks (parameters, personality, geometry vs. the
+    memory available), without allocating the chip."""
+    geometry, _, _ = _virtual_params(uri)
+    check_virtual_memory(geometry)
+
+
+def open_virtual(uri: ChipURI) -> VirtualPCMChip:
+    """``virtual?seed=7&rows=512&cols=2048&clock=sim&adc_bits=8&adc_max_uS=32&personality=pcm-90nm``.
+
+    ``personality`` is a shipped name (``pcm-90nm``, ``hermes-14nm``) or a TOML file path
+    (e.g. one written by ``harness calibrate``); ``adc_bits``/``adc_max_uS`` override its ADC.
+    """
+    geometry, p, pers = _virtual_params(uri)
+    return VirtualPCMChip(geometry, seed=p["seed"], clock=p["clock"], uri=uri.raw, personality=pers)

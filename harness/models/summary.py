@@ -1,0 +1,125 @@
+"""What ``harness models`` reports about a model: size, work per inference, and where it fits.
+
+Two arrays are checked:
+
+- the **AON-CiM array** of the seed paper (1024 rows × 512 columns of differential unit cells,
+  REFERENCE §5): a compute array, so every layer's ``fan_in × out`` block keeps its orientation
+  (inputs on rows); all layers must be resident at once (the paper's KWS and VWW models are
+  sized to fit it: AnalogNet-KWS needs at most 1008 rows and 460 columns). Blocks are
+  shelf-packed (first fit, decreasing height) — a sufficient test, not an optimal packer;
+- the harness's **default virtual chip** (the 90 nm chip: 512 × 2048 devices, two devices per
+  weight), which only stores the weights: :func:`harness.mapping.place_layers_anyhow` decides
+  whether and how (normal, transposed, split into row pieces) they go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.chip import Geometry
+from harness.errors import MappingError
+from harness.mapping import place_layers_anyhow, shelf_pack
+from harness.models.format import Model
+
+#: The AON-CiM array: rows × differential columns (AnalogNets Table 2, REFERENCE §5).
+AON_CIM_ROWS, AON_CIM_COLS = 1024, 512
+#: The default virtual chip (the seed paper's 90 nm chip), in devices.
+CHIP_90NM = Geometry(rows=512, cols=2048)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Figures of one model (see the module docstring for the two fit checks).
+
+    Attributes:
+        n_parameters: trainable parameters (weights, biases, batch-norm scale/shift).
+        n_array_weights: weights on the array (dense blocks, depthwise expanded).
+        macs, array_macs: multiply-accumulates per inference, needed / performed by the array.
+        mvms: matrix-vector products per inference.
+        min_utilization: smallest fraction of a layer's block holding weights (1/groups).
+        max_rows, n_cols: tallest block (fan-in) and total outputs over all layers.
+        aon_fits, aon_how: fits the 1024×512 AON-CiM array with all layers resident; how/why.
+        chip_fits, chip_how: fits the 512×2048 virtual chip (storage); how/why.
+    """
+
+    n_parameters: int
+    n_array_weights: int
+    macs: int
+    array_macs: int
+    mvms: int
+    min_utilization: float
+    max_rows: int
+    n_cols: int
+    aon_fits: bool
+    aon_how: str
+    chip_fits: bool
+    chip_how: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(model: Model) -> ModelSummary:
+    """The :class:`ModelSummary` of ``model``."""
+    layers = model.analog_layers()
+    blocks = [(a.weight.shape[1], a.weight.shape[0]) for a in layers]  # (fan_in rows, out columns)
+    max_rows = max(h for h, _ in blocks)
+    n_cols = sum(w for _, w in blocks)
+    packed = shelf_pack(blocks, AON_CIM_ROWS, AON_CIM_COLS)
+    if packed is not None:
+        shelves = len({row0 for row0, _ in packed})
+        aon_fits = True
+        aon_how = (
+            f"yes: all {len(blocks)} layers resident in {shelves} row band(s) "
+            f"(tallest {max_rows} rows, {n_cols} outputs)"
+        )
+    else:
+        aon_fits = False
+        reasons = []
+        if max_rows > AON_CIM_ROWS:
+            reasons.append(f"fan-in {max_rows} > {AON_CIM_ROWS} rows")
+        cells = sum(h * w for h, w in blocks)
+        reasons.append(
+            f"its {len(blocks)} blocks ({cells} unit cells, {n_cols} outputs) do not pack onto "
+            f"{AON_CIM_ROWS}x{AON_CIM_COLS} ({AON_CIM_ROWS * AON_CIM_COLS} cells)"
+        )
+        aon_how = "no: " + "; ".join(reasons) + " (needs tiling / weight reloads)"
+    try:
+        placed = place_layers_anyhow([(a.name, a.weight.shape[0], a.weight.shape[1]) for a in layers], CHIP_90NM)
+    except MappingError as exc:
+        chip_fits, chip_how = False, f"no: {exc}"
+    else:
+        chip_fits = True
+        special = [p for p in placed if p.how != "normal"]
+        chip_how = "yes"
+        if special:
+            kinds = sorted({p.how.split(" into")[0] for p in special})
+            names = ", ".join(p.name for p in special) if len(special) <= 6 else f"{len(special)} of {len(placed)} blocks"
+            chip_how = f"yes ({' / '.join(kinds)}: {names})"
+    return ModelSummary(
+        n_parameters=model.n_parameters(),
+        n_array_weights=model.n_array_weights(),
+        macs=model.n_macs(),
+        array_macs=sum(a.array_macs for a in layers),
+        mvms=model.n_mvms(),
+        min_utilization=min(a.utilization for a in layers),
+        max_rows=max_rows,
+        n_cols=n_cols,
+        aon_fits=aon_fits,
+        aon_how=aon_how,
+        chip_fits=chip_fits,
+        chip_how=chip_how,
+    )
+
+
+def zoo_model(name: str, seed: int = 0) -> Model:
+    """Zoo model ``name`` with freshly initialised weights (seeded), as a :class:`Model`."""
+    import torch
+
+    from harness.models.format import from_torch
+    from harness.models.registry import get_model, model_info
+
+    info = model_info(name)
+    torch.manual_seed(seed)
+    return from_torch(get_model(name).eval(), info.input_shape, name=name, n_classes=info.n_classes, dataset=info.task)

@@ -1,0 +1,119 @@
+"""Differentiable converter models: STE rounding, symmetric ENOB quantizers, quantization noise.
+
+AnalogNets §4.2 Eq. 4 (after Jain et al. 2019, "Trained quantization thresholds"): a
+symmetric ``b``-bit quantizer over ``±r`` with ``n = 2^(b−1) − 1`` positive levels is
+
+    q(x; r, b) = s · clip(round(x / s), −n, n),    s = r / n,
+
+with ``round`` passed straight through in the backward pass (Bengio et al. 2013). Its
+gradients are then, in closed form (what the unit tests check):
+
+- ``∂q/∂x = 1`` inside (``|round(x/s)| ≤ n``, i.e. ``|x| ≲ r + s/2``), ``0`` outside;
+- ``∂q/∂r = (round(x/s) − x/s) / n`` inside, ``sign(x)`` outside.
+
+(Jain et al.'s convention: round, then clip the codes; the same forward as clip-then-round.)
+
+"Quantization noise" (Fan et al. 2020): in training only a random fraction ``p`` of the
+blocks (one ``(sample, channel)`` slice each) is quantized per forward pass; the rest pass
+through unchanged (and give no gradient to ``r``). ``p = 1`` is plain quantization; evaluation always uses ``p = 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.errors import ConfigError
+
+#: Supported ADC precisions (the DAC gets one bit more; REFERENCE §7, AnalogNets Eq. 3).
+MIN_BITS, MAX_BITS = 2, 16
+
+
+def check_bits(bits: int) -> int:
+    """``bits`` if it is an int in ``MIN_BITS..MAX_BITS``; ConfigError otherwise."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"bits={bits!r} must be an integer in {MIN_BITS}..{MAX_BITS} (e.g. 8, 6, 4)")
+    return bits
+
+
+def levels(bits: int) -> int:
+    """Positive levels ``n = 2^(bits−1) − 1`` of a symmetric ``bits``-bit quantizer."""
+    return 2 ** (bits - 1) - 1
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+class _FakeQuantize(torch.autograd.Function):
+    """Eq. 4 with quantization noise as one autograd node with closed-form gradients.
+
+    Forward: ``q = s·clip(round(x/s), −n, n)`` (torch's fused per-tensor fake quantizer,
+    which also returns the "inside" mask ``|round(x/s)| ≤ n``) on the elements where
+    ``keep_x`` is False, ``x`` where it is True (quantization noise; None: quantize all).
+    Backward (Jain et al. 2019, with ``g`` the upstream gradient):
+    ``∂/∂x = g`` where the element passed through unquantized or is inside, else 0; and
+    ``∂/∂r = (⟨g, out⟩ − ⟨∂/∂x, x⟩)/r`` — which is ``Σ g·(q − x)/r`` over quantized inside
+    elements and ``Σ g·sign(x)`` over saturated ones (there ``q = ±r``), two dot products.
+    A handful of passes over the activation instead of the ~20 of composing clamp and
+    STE-round in autograd (see benchmarks/train.py)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, r: torch.Tensor, n: int, keep_x: torch.Tensor | None
+    ) -> torch.Tensor:
+        rv = float(r)
+        q, inside = torch.ops.aten.fake_quantize_per_tensor_affine_cachemask(x, rv / n, 0, -n, n)
+        if keep_x is None:
+            out, pass_grad = q, inside
+        else:
+            out, pass_grad = torch.where(keep_x, x, q), inside.logical_or_(keep_x)  # keep_x broadcasts
+        ctx.save_for_backward(x, r, out, pass_grad)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (g,) = grads
+        x, r, out, pass_grad = ctx.saved_tensors
+        grad_x = g * pass_grad
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            total = torch.dot(g.reshape(-1), out.reshape(-1)) - torch.dot(grad_x.reshape(-1), x.reshape(-1))
+            grad_r = (total / float(r)).to(r.dtype).reshape(r.shape)
+        return grad_x, grad_r, None, None
+
+
+def fake_quantize(x: torch.Tensor, r: torch.Tensor, bits: int) -> torch.Tensor:
+    """Eq. 4: symmetric ``bits``-bit quantization of ``x`` over ``±r`` (``r`` > 0, a scalar tensor),
+    differentiable in ``x`` and ``r`` through the straight-through rounding (closed forms above)."""
+    return _FakeQuantize.apply(x, r, levels(bits), None)
+
+
+def fake_quantize_reference(x: torch.Tensor, r: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`fake_quantize` composed from differentiable torch ops (STE round, clip of the
+    codes): the reference the fused version is tested against."""
+    n = levels(bits)
+    step = r / n
+    return torch.clamp(round_ste(x / step), -n, n) * step
+
+
+def quantize_with_noise(
+    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Fan et al. 2020: ``fake_quantize(x)`` on a random fraction ``p`` of blocks, ``x``
+    elsewhere; ``p >= 1``: all quantized, no draw; ``p <= 0``: ``x`` unchanged.
+
+    A block is one ``(sample, channel)`` slice — the whole feature map of a channel for a
+    conv activation ``(N, C, ...)``, one element for a linear one ``(N, F)`` — as Fan et al.
+    drop quantization on blocks, not scalars. One Bernoulli draw per block from
+    ``generator``: per-element draws of a conv activation cost more than the rest of the
+    quantizer (benchmarks/train.py)."""
+    if p <= 0.0:
+        return x
+    keep_x = None
+    if p < 1.0:
+        block = tuple(x.shape[:2]) + (1,) * (x.dim() - 2)
+        keep_x = torch.empty(block, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p, generator=generator)
+    return _FakeQuantize.apply(x, r, levels(bits), keep_x)
