@@ -46,7 +46,7 @@ import torch
 
 from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
-from harness.data import fixtures_dir, load_dataset
+from harness.data import check_dataset_fits, fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.mapping import Layout, map_weights
 from harness.models.format import Model, default_model_path, load_model
@@ -551,6 +551,7 @@ class ReadoutEvaluator:
     def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
         self.model = model
         data = load_dataset(model.dataset)
+        check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
         self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
         self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
         self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))

@@ -9,8 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from harness.data import Dataset, load_dataset, save_dataset
-from harness.data.dataset import check_input_shape
+from harness.data import Dataset, check_dataset_fits, load_dataset, save_dataset
 from harness.errors import ConfigError, DatasetError, ModelError
 
 
@@ -120,8 +119,31 @@ def test_dataset_validation() -> None:
 
 def test_shape_check_names_both_shapes() -> None:
     ds = _dataset((49, 10))
-    check_input_shape(ds, (49, 10), "analognet-kws")
+    check_dataset_fits(ds, input_shape=(49, 10), n_classes=3, model_name="m")
     with pytest.raises(DatasetError) as info:
-        check_input_shape(ds, (1, 49, 10), "micronet-kws-s")
+        check_dataset_fits(ds, input_shape=(1, 49, 10), n_classes=3, model_name="micronet-kws-s")
     text = str(info.value)
-    assert "49x10" in text and "1x49x10" in text and "micronet-kws-s" in text and "\n" not in text
+    assert "shape 49x10" in text and "shape 1x49x10" in text and "micronet-kws-s" in text and "\n" not in text
+    with pytest.raises(DatasetError, match="has 3 classes but model 'm' has 12 outputs"):
+        check_dataset_fits(ds, input_shape=(49, 10), n_classes=12, model_name="m")
+
+
+def test_evaluate_and_train_reject_a_dataset_of_another_shape(tmp_path: Path) -> None:
+    """Where datasets meet models (``harness evaluate``, ``harness train``): one line, exit ≠ 0,
+    before anything is programmed or trained."""
+    from torch import nn
+
+    from harness.models.format import model_from_torch, save_model
+    from tests.clikit import assert_one_line_error, invoke
+
+    data = tmp_path / "kws-like.h5"
+    save_dataset(_dataset((1, 49, 10)), data, feature_dtype="float16")
+    net = nn.Sequential(nn.Linear(64, 3))
+    model = model_from_torch(net, name="flat", input_shape=(64,), n_classes=3, dataset=str(data))
+    save_model(model, tmp_path / "flat.h5")
+    result = invoke("evaluate", "--chip", "virtual", "--model", str(tmp_path / "flat.h5"), "--runs", "1")
+    assert_one_line_error(result, "has samples of shape 1x49x10 but model 'flat' takes inputs of shape 64")
+    result = invoke("train", "--model", "digits-mlp", "--data", str(data), "--recipe", "baseline",
+                    "--epochs", "1", "--out", str(tmp_path / "m.h5"))  # fmt: skip
+    assert_one_line_error(result, "has samples of shape 1x49x10 but model")
+    assert not (tmp_path / "m.h5").exists()

@@ -165,17 +165,25 @@ def _validate(ds: Dataset) -> None:
             raise ConfigError(f"dataset {ds.name!r}: subject_{split} given without a {split} split")
 
 
-def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...], model_name: str) -> None:
-    """Check that ``dataset``'s samples fit a model taking ``input_shape``.
+def check_dataset_fits(
+    dataset: Dataset, *, input_shape: tuple[int, ...], n_classes: int, model_name: str
+) -> None:
+    """Check that ``dataset`` fits a model taking ``input_shape`` samples into ``n_classes``
+    outputs: the one check wherever a dataset meets a model (training, evaluation).
 
     Raises:
-        DatasetError: one line naming both shapes and what to do.
+        DatasetError: one line naming both shapes (or class counts) and what to do.
     """
     if tuple(dataset.input_shape) != tuple(input_shape):
         raise DatasetError(
             f"dataset {dataset.name!r} has samples of shape {_shape_text(dataset.input_shape)} but model "
-            f"{model_name!r} takes inputs of shape {_shape_text(input_shape)}; use a dataset made for "
-            "this model (e.g. 49x10 MFCCs for keyword spotting)"
+            f"{model_name!r} takes inputs of shape {_shape_text(input_shape)}; use a dataset made for this "
+            "model (e.g. 1x49x10 MFCCs for the KWS models) or a model built for this data"
+        )
+    if dataset.n_classes != n_classes:
+        raise DatasetError(
+            f"dataset {dataset.name!r} has {dataset.n_classes} classes but model {model_name!r} has "
+            f"{n_classes} outputs"
         )
 
 
@@ -350,7 +358,8 @@ def save_dataset(
         x = getattr(dataset, key)
         if feature_levels is not None:
             level = np.rint(x.astype(np.float64) * feature_levels)
-            if not np.array_equal(level / feature_levels, x.astype(np.float64)):
+            # exact when reading decodes it back to the same float32 (``level / levels`` in float32)
+            if not np.array_equal(level.astype(np.float32) / np.float32(feature_levels), x):
                 raise ConfigError(f"{key} is not on a grid of {feature_levels} levels; cannot store it exactly")
             encoded[key] = level.astype(np.uint8)
         else:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import Dataset
+from harness.data import Dataset, check_dataset_fits
 from harness.errors import ConfigError, TrainingError
 from harness.models.format import LayerRanges, Model, model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
@@ -138,16 +138,8 @@ def _describe_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
 
 
 def check_shapes(model: Model, data: Dataset) -> None:
-    """ConfigError unless ``data`` fits ``model`` (input shape and number of classes)."""
-    if tuple(data.input_shape) != tuple(model.input_shape):
-        raise ConfigError(
-            f"dataset {data.name!r} has inputs of shape {tuple(data.input_shape)} but model {model.name!r} "
-            f"expects {tuple(model.input_shape)}"
-        )
-    if data.n_classes != model.n_classes:
-        raise ConfigError(
-            f"dataset {data.name!r} has {data.n_classes} classes but model {model.name!r} has {model.n_classes} outputs"
-        )
+    """DatasetError unless ``data`` fits ``model`` (input shape and number of classes)."""
+    check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
 
 
 def _optimizer(hw: HardwareAwareNet, stage: Stage, lr: float) -> torch.optim.Adam:
