@@ -1,4 +1,4 @@
-"""Benchmark: accuracy-vs-drift evaluation of the default model, 5 times × 25 simulated chips × 8-bit.
+"""Benchmark: accuracy-vs-drift evaluation of a model, 5 times × 25 simulated chips × 8-bit.
 
 Target (issue 5): the CiM inference costs ≤ 2× plain torch inference per simulated chip
 (each simulated chip at each time is one pass of the model over the test split; plain
@@ -19,12 +19,22 @@ If aihwkit is importable in this interpreter, it also runs aihwkit's ``PCMLikeNo
 model, times, chips count and 8-bit converters, and prints both accuracy curves and the
 speed ratio. aihwkit is never a dependency of the harness.
 
-    python benchmarks/evaluate.py [--chip virtual] [--runs 25] [--repeats 15] [--threads N] [--no-aihwkit]
+    python benchmarks/evaluate.py [--model default|NAME|FILE] [--chip virtual] [--runs 25] [--repeats 15]
+                                  [--threads N] [--no-aihwkit]
+
+``--model analognet-kws`` (issue 8) runs the same measurement on AnalogNet-KWS's shipped float
+baseline and the KWS test split (991 MVMs, 38.7 M MACs per inference): programming 25 chips of
+601,440 devices, the 125-set CiM inference next to plain torch, and the process's peak
+resident memory after each phase. For such a large model the kernel comparison times CiM on
+``--kernel-sets`` (chip, time) sets per repeat (the per-set cost does not depend on how many
+sets share a call once a set fills the activation bound) and runs at torch's default thread
+count only, unless ``--threads`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from typing import Any
@@ -34,8 +44,13 @@ import torch
 
 from harness.cim import CimSimulator, converter_ranges
 from harness.data import load_dataset
-from harness.evaluate import DEFAULT_TIMES_S, evaluate_readouts, read_chips
-from harness.models.format import Model, default_model_path, load_model
+from harness.evaluate import (
+    DEFAULT_TIMES_S,
+    evaluate_readouts,
+    read_chips,
+    resolve_model,
+)
+from harness.models.format import Model
 from harness.units import format_duration
 
 BITS = 8
@@ -50,8 +65,18 @@ def _median_time(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_kernels(model: Model, chips: list[Any], repeats: int) -> dict[str, float]:
-    """Median wall time of plain torch inference and of the batched CiM inference."""
+#: Models with more MACs per inference than this are "large": see the module docstring.
+LARGE_MACS = 5_000_000
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_kernels(model: Model, chips: list[Any], repeats: int, max_sets: int | None = None) -> dict[str, float]:
+    """Median wall time of plain torch inference and of the batched CiM inference
+    (over all (chip, time) sets, or the first ``max_sets``)."""
     data = load_dataset(model.dataset)
     x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
     y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
@@ -60,6 +85,8 @@ def bench_kernels(model: Model, chips: list[Any], repeats: int) -> dict[str, flo
     sim = CimSimulator(model, layout, converter_ranges(model, None if model.ranges else data.x_train))
     g = torch.from_numpy(np.concatenate([c.g_uS for c in chips]).astype(np.float32))
     ref = torch.from_numpy(np.repeat(np.stack([c.g_ref_uS for c in chips]), chips[0].g_uS.shape[0], axis=0).astype(np.float32))
+    if max_sets is not None:
+        g, ref = g[:max_sets], ref[:max_sets]
     n_sets = int(g.shape[0])
 
     def plain() -> None:
@@ -69,11 +96,14 @@ def bench_kernels(model: Model, chips: list[Any], repeats: int) -> dict[str, flo
     def cim() -> None:
         sim.accuracy(x, y, g, bits=BITS, g_ref_uS=ref)
 
-    for _ in range(3):  # warm up both paths (allocator, BLAS threads)
+    for _ in range(1 if max_sets is not None else 3):  # warm up both paths (allocator, BLAS threads)
         plain()
         cim()
     plain_s, cim_s = [], []
-    inner = 20  # plain passes per timing sample: one pass is ~0.1 ms, too short to time alone
+    t0 = time.perf_counter()
+    plain()
+    # Plain passes per timing sample: enough for ~0.2 s (one digits pass is ~0.1 ms).
+    inner = max(1, min(20, int(0.2 / max(time.perf_counter() - t0, 1e-6))))
     for _ in range(repeats):
         plain_s.append(_median_time(plain, inner))
         cim_s.append(_median_time(cim, 1))
@@ -124,11 +154,18 @@ def run_aihwkit(model: Model, times_s: tuple[float, ...], runs: int, seed: int) 
     return {"wall_s": wall, "accuracy": acc}
 
 
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1e6:9.1f} µs" if seconds < 1e-2 else f"{seconds * 1e3:9.1f} ms"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default", help="default (digits MLP), a zoo name (its shipped baseline) or a file")
     ap.add_argument("--chip", default="virtual", help="chip URI (virtual: consecutive seeds)")
     ap.add_argument("--runs", type=int, default=25)
-    ap.add_argument("--repeats", type=int, default=15, help="timing samples (medians are reported)")
+    ap.add_argument("--repeats", type=int, default=None, help="timing samples (medians are reported); "
+                    "default 15, 2 for a large model")
+    ap.add_argument("--kernel-sets", type=int, default=5, help="large models: (chip, time) sets per CiM timing")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's); "
                     "the kernel comparison also runs at 1 thread")
     ap.add_argument("--no-aihwkit", action="store_true")
@@ -136,44 +173,62 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     times = DEFAULT_TIMES_S
-    model = load_model(default_model_path())
-    print(f"model {model.name}: {model.n_weights()} weights ({2 * model.n_weights()} devices); chip {args.chip}; "
-          f"{len(times)} times x {args.runs} chips x {BITS}-bit; torch {torch.__version__}, "
+    model = resolve_model(args.model)
+    large = model.n_macs() > LARGE_MACS
+    repeats = args.repeats or (2 if large else 15)
+    n_test = len(load_dataset(model.dataset).y_test)
+    print(f"model {model.name}: {model.n_array_weights()} weights on the array ({2 * model.n_array_weights()} devices), "
+          f"{model.n_macs() / 1e6:.2f} M MACs and {model.n_mvms()} MVMs per inference; {n_test} test samples; "
+          f"chip {args.chip}; {len(times)} times x {args.runs} chips x {BITS}-bit; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
 
     t0 = time.perf_counter()
     chips = read_chips(args.chip, model, times, args.runs)
     program_read_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    evaluate_readouts(model, chips, times_s=times, bits=(BITS,), gdc=True)
-    first_s = time.perf_counter() - t1  # includes torch's one-time start-up in this process
+    rss_read = peak_rss_mb()
+    first_s = None
+    if not large:
+        t1 = time.perf_counter()
+        evaluate_readouts(model, chips, times_s=times, bits=(BITS,), gdc=True)
+        first_s = time.perf_counter() - t1  # includes torch's one-time start-up in this process
     t1 = time.perf_counter()
     result = evaluate_readouts(model, chips, times_s=times, bits=(BITS,), gdc=True)
     evaluate_s = time.perf_counter() - t1
+    rss_eval = peak_rss_mb()
     # The kernel comparison at one thread (per-core cost, robust on a shared machine) and at
     # torch's default thread count (on a busy 2-core machine, multi-threaded GEMMs suffer from
     # oversubscription far more than plain torch's small ops do).
     default_threads = torch.get_num_threads()
-    settings = sorted({1, default_threads})
+    settings = [default_threads] if large and not args.threads else sorted({1, default_threads})
     kernels = {}
     for n in settings:
         torch.set_num_threads(n)
-        kernels[n] = bench_kernels(model, chips, args.repeats)
+        kernels[n] = bench_kernels(model, chips, repeats, args.kernel_sets if large else None)
     torch.set_num_threads(default_threads)
     k = kernels[default_threads]
+    rss_kernels = peak_rss_mb()
+    n_sets = args.runs * len(times)
 
     print("\n-- wall time")
     print(f"program + read {args.runs} chips (write-verify, session, 5 readouts each): {program_read_s:8.3f} s "
           f"({program_read_s / args.runs * 1e3:.1f} ms per chip)")
+    first = "" if first_s is None else f"; first call in the process {first_s:.3f} s"
     print(f"evaluate_readouts (ranges, digital baseline, CiM inference):        {evaluate_s:8.3f} s "
-          f"(inference {result.timing.inference_s:.3f} s; first call in the process {first_s:.3f} s)")
+          f"(inference {result.timing.inference_s:.3f} s{first})")
     print(f"total:                                                             {program_read_s + evaluate_s:8.3f} s")
+    plain_default = k["plain_torch_pass_s"]
+    print(f"CiM inference in evaluate_readouts per (chip, time) set: {_fmt_s(result.timing.inference_s / n_sets)} "
+          f"= {result.timing.inference_s / n_sets / plain_default:.2f} x plain torch ({default_threads} thread(s))")
     for n, kn in kernels.items():
-        print(f"\n-- CiM inference vs plain torch, {n} thread(s) (medians, same inputs: the 360-sample test split)")
-        print(f"plain torch, one pass:                        {kn['plain_torch_pass_s'] * 1e6:9.1f} µs")
-        print(f"CiM, all {kn['sets']} (chip, time) sets in one call:   {kn['cim_all_sets_s'] * 1e3:9.2f} ms")
-        print(f"CiM per simulated chip and time (one pass):   {kn['cim_per_set_s'] * 1e6:9.1f} µs")
+        print(f"\n-- CiM inference vs plain torch, {n} thread(s) (medians, same inputs: the {n_test}-sample test split)")
+        print(f"plain torch, one pass:                        {_fmt_s(kn['plain_torch_pass_s'])}")
+        print(f"CiM, {kn['sets']} (chip, time) sets in one call:      {_fmt_s(kn['cim_all_sets_s'])}")
+        print(f"CiM per simulated chip and time (one pass):   {_fmt_s(kn['cim_per_set_s'])}")
         print(f"overhead per simulated chip vs plain torch:   {kn['ratio_per_set']:9.2f} x   (target <= 2 x)")
+    print("\n-- peak resident memory of this process (MB)")
+    print(f"after programming and reading the chips: {rss_read:8.0f}")
+    print(f"after evaluate_readouts:                 {rss_eval:8.0f}")
+    print(f"after the kernel comparison:             {rss_kernels:8.0f}")
 
     mean, std = result.mean()[0], result.std()[0]
     print(f"\n-- accuracy (harness, GDC on), float baseline {result.digital_accuracy:.2%}")

@@ -6,6 +6,15 @@ device end (printed for ``serial://<path>``) and serves in a background thread;
 Non-loopback addresses are refused unless ``allow_remote``. The chip's state lives in the
 emulator, not in the connection: a client that reconnects continues where it left off.
 
+Serving rules (both transports): a frame that stops arriving for ``FRAME_GAP_S`` (bytes
+were lost) is dropped and answered with a NAK, so the client resends at once instead of
+waiting for its timeout; a client that sends nothing for ``idle_timeout_s`` is hung up on.
+Over TCP, several clients may connect but one owns the chip at a time: the first to send a
+frame. Another client's frames are answered ``ERR 107`` (busy) and its connection closed,
+unless its tag continues a session the owner used (the same client, reconnected after its
+old connection died): then it takes over. The owner's leaving, hanging up or idling frees
+the chip for the next client.
+
 Fault injection (:class:`~drivers.faults.FaultSpec`) corrupts and drops bytes in both
 directions, delays replies, and hangs up after every N-th command *after executing it*,
 so the client must retry a command whose effect has already happened.
@@ -16,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import math
 import os
 import select
 import shutil
@@ -25,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from drivers import protocol as p
 from drivers.faults import FaultInjector, FaultSpec
@@ -33,9 +44,22 @@ from harness import __version__
 from harness.chip import Chip
 from harness.errors import ConfigError
 
-#: Longest the emulator blocks writing a reply to a client that does not read (s).
+#: Longest the emulator blocks writing a reply to a client that does not read (s); a
+#: client that takes longer is hung up on.
 SEND_TIMEOUT_S = 5.0
 READ_SIZE = 1 << 20
+#: A frame whose bytes stop arriving for this long lost bytes: drop it and NAK (s).
+FRAME_GAP_S = 0.01
+#: A client that sends nothing for this long is hung up on, freeing the chip (s).
+IDLE_TIMEOUT_S = 60.0
+#: TCP connections held at once (the owner and clients waiting to be told it is busy);
+#: beyond it the longest-silent non-owner is closed.
+MAX_CONNECTIONS = 16
+#: Shown by ``--allow-remote``.
+NO_AUTH_WARNING = (
+    "WARNING: the emulator's port has no authentication and no encryption: anyone who can "
+    "reach {where} can drive this chip and read it; serve on a trusted network only"
+)
 
 
 def default_identity(chip: Chip) -> str:
@@ -79,6 +103,7 @@ class Emulator:
         faults: fault injection (none by default).
         identity: ``*IDN?`` answer (default: :func:`default_identity`).
         session_base: first session id minus one (random by default).
+        idle_timeout_s: hang up on a client silent this long (s).
     """
 
     def __init__(
@@ -87,12 +112,19 @@ class Emulator:
         faults: FaultSpec | None = None,
         identity: str | None = None,
         session_base: int | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
+        if not (0.0 < idle_timeout_s <= 86400.0 and math.isfinite(idle_timeout_s)):
+            raise ConfigError(f"idle timeout {idle_timeout_s} s must be in (0, 86400] s")
         self.chip = chip
         self.server = ChipServer(chip, identity or default_identity(chip), session_base)
         self.faults = FaultInjector(faults or FaultSpec())
+        self.idle_timeout_s = idle_timeout_s
         self.connections = 0
         self.hangups = 0
+        self.idle_hangups = 0
+        self.busy_refusals = 0
+        self.gap_naks = 0
         self.commands = 0
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -144,7 +176,7 @@ class Emulator:
         except OSError as exc:
             listener.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another port") from exc
-        listener.listen(4)
+        listener.listen(MAX_CONNECTIONS)
         self._listener = listener
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
@@ -202,28 +234,73 @@ class Emulator:
         self.close()
 
     # --- protocol over any stream ----------------------------------------------------------
-    def _on_bytes(self, parser: p.FrameParser, data: bytes, send: Callable[[bytes], None]) -> bool:
-        """Process received bytes; False when the link must drop now (hang-up fault)."""
+    def _parser(self) -> p.FrameParser:
+        return p.FrameParser(p.COMMAND, max_body=self.server.max_command_body)
+
+    def _on_bytes(
+        self,
+        parser: p.FrameParser,
+        data: bytes,
+        send: Callable[[bytes], None],
+        admit: Callable[[p.Frame], bool] = lambda frame: True,
+    ) -> bool:
+        """Process received bytes and send the replies in one write (one wake-up of the
+        client); False when the link must drop now (hang-up fault, or a frame ``admit``
+        refused: another client owns the chip).
+
+        Bytes that are not a readable command get one NAK per batch read, and only when
+        nothing in the batch was a command: a client waiting for one reply resends at
+        once, and a client streaming many frames is not flooded with NAKs."""
         parser.feed(self.faults.mangle(data))
-        nak_sent = False
+        out: list[p.Piece] = []
+        first_garbled: p.Garbled | None = None
+        answered = False
+        keep = True
         while True:
             event = parser.next()
             if isinstance(event, int):
-                return True
+                break
             if isinstance(event, p.Garbled):
-                if not nak_sent:  # one NAK per damaged stretch: the client retries at once
-                    send(self._outbound(self.server.nak(event)))
-                    nak_sent = True
+                first_garbled = first_garbled or event
                 continue
-            nak_sent = False
+            if not admit(event):
+                self.busy_refusals += 1
+                out += self._busy(event)
+                answered, keep = True, False
+                break
             self.commands += 1
             reply = self.server.handle(event)
+            answered = True
             if self.faults.hang_up_now():
                 self.hangups += 1
+                if out:
+                    send(self._outbound(out))
                 return False
             if self.faults.spec.delay_s:
+                if out:
+                    send(self._outbound(out))
+                    out = []
                 self._stop.wait(self.faults.spec.delay_s)
-            send(self._outbound(reply))
+            out += reply
+        if first_garbled is not None and not answered:
+            out += self.server.nak(first_garbled)
+        if out:
+            send(self._outbound(out))
+        return keep
+
+    def _busy(self, frame: p.Frame) -> list[p.Piece]:
+        return p.encode_frame(
+            p.REPLY,
+            frame.tag,
+            p.err_body(p.ErrorCode.BUSY, "another client owns this chip; one client at a time"),
+        )
+
+    def _gap_nak(self, parser: p.FrameParser, send: Callable[[bytes], None]) -> None:
+        """Drop an incomplete frame whose bytes stopped coming, and say so."""
+        self.gap_naks += 1
+        parser.clear()
+        garbled = p.Garbled("incomplete frame: bytes were lost", 0)
+        send(self._outbound(self.server.nak(garbled)))
 
     def _outbound(self, pieces: list[p.Piece]) -> bytes:
         return self.faults.mangle(b"".join(pieces))
@@ -252,24 +329,46 @@ class Emulator:
                 os.close(fd)
 
     def _serve_pty(self) -> None:
-        parser = p.FrameParser(p.COMMAND)
+        parser = self._parser()
         self.connections += 1
+        last_rx = time.monotonic()
+        heard = False  # a client spoke since the last hang-up (someone may hold the device)
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._master, self._wake_r], [], [])
+            now = time.monotonic()
+            wake = [last_rx + self.idle_timeout_s] if heard else []
+            if parser.buffered:
+                wake.append(last_rx + FRAME_GAP_S)
+            timeout = max(0.0, min(wake) - now) if wake else None
+            ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
             if self._wake_r in ready:
                 return
+            if not ready:
+                now = time.monotonic()
+                if parser.buffered and now >= last_rx + FRAME_GAP_S:
+                    self._gap_nak(parser, self._send_pty)
+                if heard and now >= last_rx + self.idle_timeout_s:
+                    # an idle client holds the (exclusive) device: hang up, so the next
+                    # client can open the path
+                    self.idle_hangups += 1
+                    self._hang_up_pty()
+                    parser = self._parser()
+                    heard = False
+                continue
             try:
                 data = os.read(self._master, READ_SIZE)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 if exc.errno == errno.EIO:  # no client side open (cannot happen while we hold one)
-                    time.sleep(0.01)
+                    self._stop.wait(0.01)
                     continue
                 raise
+            last_rx = time.monotonic()
+            heard = True
             if not self._on_bytes(parser, data, self._send_pty):
                 self._hang_up_pty()
-                parser = p.FrameParser(p.COMMAND)
+                parser = self._parser()
+                heard = False
                 self.connections += 1
 
     def _send_pty(self, data: bytes) -> None:
@@ -288,40 +387,114 @@ class Emulator:
 
     # --- tcp -------------------------------------------------------------------------------
     def _serve_tcp(self) -> None:
-        assert self._listener is not None
+        if self._listener is None:
+            raise RuntimeError("start_tcp() first")
         listener = self._listener
-        while not self._stop.is_set():
-            ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [])
-            if self._wake_r in ready:
-                return
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with conn:
-                self._serve_connection(conn)
+        clients: dict[int, _Client] = {}
+        owner: list[_Client | None] = [None]
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+        def drop(client: _Client, abort: bool = False) -> None:
+            clients.pop(client.sock.fileno(), None)
+            if owner[0] is client:
+                owner[0] = None
+            if abort:  # an abrupt drop (RST), as a pulled cable or a crashed peer looks to the client
+                with contextlib.suppress(OSError):
+                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                client.sock.close()
+
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                wake = [c.last_rx + self.idle_timeout_s for c in clients.values()]
+                wake += [c.last_rx + FRAME_GAP_S for c in clients.values() if c.parser.buffered]
+                timeout = max(0.0, min(wake) - now) if wake else None
+                ready, _, _ = select.select([listener.fileno(), self._wake_r, *clients], [], [], timeout)
+                if self._wake_r in ready:
+                    return
+                now = time.monotonic()
+                for client in list(clients.values()):
+                    if client.sock.fileno() in ready:
+                        continue
+                    if client.parser.buffered and now >= client.last_rx + FRAME_GAP_S:
+                        self._gap_nak(client.parser, client.send)
+                    if now >= client.last_rx + self.idle_timeout_s:
+                        self.idle_hangups += 1
+                        drop(client)
+                for fd in ready:
+                    reader = clients.get(fd)
+                    if reader is None:
+                        continue
+                    client = reader
+                    try:
+                        data = client.sock.recv(READ_SIZE)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        drop(client)
+                        continue
+                    client.last_rx = time.monotonic()
+
+                    def admit(frame: p.Frame, client: _Client = client) -> bool:
+                        return self._admit(client, owner, frame, drop)
+
+                    if not self._on_bytes(client.parser, data, client.send, admit) or client.failed:
+                        drop(client, abort=owner[0] is client or client.failed)
+                if listener.fileno() in ready:  # after the reads: a new socket may reuse a closed fd
+                    self._accept(listener, clients, owner[0], drop)
+        finally:
+            for client in list(clients.values()):
+                drop(client)
+
+    def _accept(
+        self,
+        listener: socket.socket,
+        clients: dict[int, _Client],
+        owner: _Client | None,
+        drop: Callable[[_Client], None],
+    ) -> None:
+        try:
+            conn, peer = listener.accept()
+        except OSError:
+            return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(SEND_TIMEOUT_S)
-        parser = p.FrameParser(p.COMMAND)
+        self.connections += 1
+        client = _Client(conn, str(peer[0]), self._parser(), time.monotonic())
+        clients[conn.fileno()] = client
+        while len(clients) > MAX_CONNECTIONS:
+            waiting = [c for c in clients.values() if c is not owner]
+            drop(min(waiting, key=lambda c: c.last_rx))
 
-        def send(data: bytes) -> None:
-            with contextlib.suppress(OSError):
-                conn.sendall(data)
+    def _admit(
+        self, client: _Client, owner: list[_Client | None], frame: p.Frame, drop: Callable[[_Client], None]
+    ) -> bool:
+        """Whether ``client`` may use the chip for ``frame`` (it owns it, or takes it over)."""
+        session = frame.tag >> 32
+        current = owner[0]
+        if current is not None and current is not client:
+            if session == p.NO_SESSION or session not in current.sessions:
+                return False
+            drop(current)  # the same client, back on a new connection: the old one is dead
+        owner[0] = client
+        if session != p.NO_SESSION:
+            client.sessions.add(session)
+        return True
 
-        while not self._stop.is_set():
-            ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [])
-            if self._wake_r in ready:
-                return
-            try:
-                data = conn.recv(READ_SIZE)
-            except OSError:
-                return
-            if not data:
-                return
-            if not self._on_bytes(parser, data, send):
-                # an abrupt drop (RST), as a pulled cable or a crashed peer looks to the client
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                return
+
+@dataclass(eq=False)
+class _Client:
+    """One TCP connection: its frame parser, when it last sent bytes, the sessions it used."""
+
+    sock: socket.socket
+    peer: str
+    parser: p.FrameParser
+    last_rx: float
+    sessions: set[int] = field(default_factory=set)
+    failed: bool = False
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:  # gone, or too slow to read its replies: hung up on by the caller
+            self.failed = True

@@ -94,7 +94,8 @@ class ErrorCode(IntEnum):
     UNKNOWN_RESULT = 103  # FETC? of a result that is not (or no longer) stored
     NO_SESSION = 104  # a transaction with session 0
     UNKNOWN_SESSION = 105  # a session this chip never issued (it restarted: state is lost)
-    TOO_LARGE = 106
+    TOO_LARGE = 106  # a request larger than this chip could ever need (bounded by its size)
+    BUSY = 107  # another client owns the chip: one owner at a time
 
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
@@ -179,6 +180,17 @@ class FrameParser:
 
     def feed(self, data: Piece) -> None:
         self._buf += data
+
+    def pending_tag(self) -> int | None:
+        """The tag of the incomplete frame buffered, if its header already passed its check
+        (its body is still missing); None otherwise."""
+        buf = self._buf
+        if len(buf) < HEADER_LEN or buf[0] != self._marker[0]:
+            return None
+        m = _HEADER_RE.match(buf)
+        if m is None or int(m.group(4), 16) != crc32(memoryview(buf)[:26]):
+            return None
+        return int(m.group(2), 16)
 
     def clear(self) -> int:
         """Drop everything buffered; returns how many bytes were dropped."""
@@ -467,6 +479,18 @@ def decode_amplitudes(mode: str, data: bytes | memoryview, n: int) -> npt.NDArra
 
 def amplitude_bytes(mode: str, n: int) -> int:
     return 8 if mode == AMP_SCALAR else 8 * n
+
+
+def max_payload(n_cells: int) -> int:
+    """Largest data a transaction on an array of ``n_cells`` can carry: a SET of every cell
+    with listed addresses and one amplitude each (uint32 + float64 per cell)."""
+    return 12 * n_cells
+
+
+def max_command_body(n_cells: int) -> int:
+    """Largest command body a chip of ``n_cells`` cells needs to accept: the largest
+    payload inline, plus its header and arguments."""
+    return min(MAX_BODY, max_payload(n_cells) + 256)
 
 
 def code_format(adc_bits: int) -> str:

@@ -7,6 +7,9 @@ The emulator's ``--pty`` device is opened the same way: ``serial://<path it prin
 from __future__ import annotations
 
 import contextlib
+import os
+import select
+import time
 
 import serial
 
@@ -61,7 +64,8 @@ class SerialLink:
     def write(self, pieces: list[Piece], timeout_s: float) -> None:
         ser = self._port()
         try:
-            ser.write_timeout = timeout_s
+            if ser.write_timeout != timeout_s:  # pyserial reconfigures the port on every set
+                ser.write_timeout = timeout_s
             ser.write(b"".join(pieces))
         except serial.SerialTimeoutException as exc:
             raise ChipTimeoutError(f"writing to {self.port} did not finish within {timeout_s:g} s") from exc
@@ -70,6 +74,32 @@ class SerialLink:
 
     def read(self, n: int, timeout_s: float, partial: bool = False) -> bytes:
         ser = self._port()
+        fd = _posix_fd(ser)
+        if fd is None:
+            return self._read_portable(ser, n, timeout_s, partial)
+        # POSIX: select + read on the descriptor; setting pyserial's timeout per read
+        # would reconfigure the port (flock, tcgetattr, tcsetattr) every time
+        out = bytearray()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while len(out) < n:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                ready, _, _ = select.select([fd], [], [], remaining)
+                if not ready:
+                    break
+                chunk = os.read(fd, n - len(out))
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise ChipIOError(f"serial port {self.port} failed while reading: {exc}") from exc
+            if not chunk:
+                raise ChipIOError(f"serial port {self.port} hung up (end of file)")
+            out += chunk
+            if partial:
+                break
+        return bytes(out)
+
+    def _read_portable(self, ser: serial.Serial, n: int, timeout_s: float, partial: bool) -> bytes:
         try:
             ser.timeout = max(0.0, timeout_s)
             if not partial:
@@ -90,6 +120,12 @@ class SerialLink:
             raise ChipIOError(f"serial port {self.port} failed: {exc}") from exc
 
 
+def _posix_fd(ser: serial.Serial) -> int | None:
+    """The port's file descriptor where select() works on it (POSIX), else None."""
+    fd = getattr(ser, "fd", None)
+    return fd if isinstance(fd, int) and os.name == "posix" else None
+
+
 def settings_from(params: dict[str, object]) -> LinkSettings:
     """LinkSettings from the ``timeout``/``retries``/``chunk`` URI parameters."""
     chunk = int(params["chunk"])  # type: ignore[call-overload]
@@ -97,7 +133,7 @@ def settings_from(params: dict[str, object]) -> LinkSettings:
         timeout_s=float(params["timeout"]),  # type: ignore[arg-type]
         retries=int(params["retries"]),  # type: ignore[call-overload]
         max_chunk=chunk,
-        min_chunk=max(16, min(LinkSettings.min_chunk, chunk)),
+        min_chunk=min(LinkSettings.min_chunk, chunk),
     )
 
 

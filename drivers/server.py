@@ -8,7 +8,11 @@ cache and never touches the chip again), the number of the last executed transac
 uploads, and READ results for chunked fetches.
 
 Everything is validated before the chip is touched; the chip (a
-:class:`~harness.chip.ChipBackend`) validates safety limits once more itself.
+:class:`~harness.chip.ChipBackend`) validates safety limits once more itself. Every buffer
+and request is bounded by the chip's size, not by what a client claims: a command body by
+:func:`~drivers.protocol.max_command_body`, staged data by
+:func:`~drivers.protocol.max_payload` (one staging buffer for the whole chip), a cell
+count by the number of cells, kept READ results by ``READ_RESULTS_KEPT`` per session.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from harness.errors import ProtocolError, SafetyLimitError
 CACHE_SIZE = 32
 #: Sessions kept at once (least recently used is forgotten).
 MAX_SESSIONS = 8
-#: Largest staged upload (bytes).
-MAX_STAGING = 256 * 2**20
+#: READ results per session whose codes stay stored for retries and ``DATA:FETC?``
+#: (the host holds the reply to transaction k before it starts k+1, so 2 is plenty).
+READ_RESULTS_KEPT = 2
 #: Errors kept for ``SYST:ERR?``.
 ERROR_QUEUE_LEN = 16
 
@@ -59,8 +64,6 @@ class _Result:
 class _Session:
     last_txn: int = 0
     results: OrderedDict[int, _Result] = field(default_factory=OrderedDict)
-    staging_seq: int = 0
-    staging: bytearray = field(default_factory=bytearray)
 
 
 class ChipServer:
@@ -84,6 +87,13 @@ class ChipServer:
         self._errors: deque[tuple[int, str]] = deque(maxlen=ERROR_QUEUE_LEN)
         self.executed = 0  # transactions executed on the chip (not answered from cache)
         g = chip.geometry
+        #: largest staged upload and command body this chip can need (bytes)
+        self.max_staging = p.max_payload(g.n_cells)
+        self.max_command_body = p.max_command_body(g.n_cells)
+        # one staging buffer for the chip (one owner at a time): (session, seq) it belongs to
+        self._staging_key: tuple[int, int] = (0, 0)
+        self._staging = bytearray()
+        self._txn_key: tuple[int, int] = (0, 0)  # the transaction being executed
         self._code_format = p.code_format(g.adc_bits)
         self._queries: dict[str, Callable[[list[p.Arg]], list[str | list[p.Piece]]]] = {
             p.IDN: lambda a: [p.quote(self.identity)],
@@ -139,6 +149,7 @@ class ChipServer:
         try:
             sess = self._session(session_id)
             cached = sess.results.get(seq)
+            self._txn_key = (session_id, seq)
             if cached is None:
                 if seq <= sess.last_txn:
                     raise _Refused(
@@ -158,11 +169,24 @@ class ChipServer:
                 sess.results[seq] = cached
                 while len(sess.results) > CACHE_SIZE:
                     sess.results.popitem(last=False)
+                self._expire_read_data(sess)
             return self._render(head, cached, args)
         except _Refused as exc:
             return self._error(exc.code, exc.message)
         except ProtocolError as exc:
             return self._error(p.ErrorCode.PARAMETER_ERROR, str(exc))
+
+    @staticmethod
+    def _expire_read_data(sess: _Session) -> None:
+        """Keep the codes of the newest READ_RESULTS_KEPT reads; older ones become stale."""
+        kept = 0
+        for seq in reversed(sess.results):
+            result = sess.results[seq]
+            if result.data is not None:
+                kept += 1
+                if kept > READ_RESULTS_KEPT:
+                    del sess.results[seq]  # a retry of it is refused as stale (101), never re-executed
+                    break
 
     def _render(self, head: str, result: _Result, args: list[p.Arg]) -> list[p.Piece]:
         if result.error is not None:
@@ -207,18 +231,22 @@ class ChipServer:
         if len(args) != 3 or not isinstance(args[2], p.Block):
             raise ProtocolError(f"{p.BUFFER_WRITE} takes <tag>,<offset>,<block>")
         session_id, seq = p.split_tag(p.parse_tag(args[0]))
-        offset = p.parse_int(args[1], "offset", 0, MAX_STAGING)
+        offset = p.parse_int(args[1], "offset")
         data = args[2]
-        if offset + len(data) > MAX_STAGING:
-            raise _Refused(p.ErrorCode.TOO_LARGE, f"staged data would exceed {MAX_STAGING} bytes")
-        sess = self._session(session_id)
-        if sess.staging_seq != seq:
-            sess.staging_seq = seq
-            sess.staging = bytearray()
+        if offset + len(data) > self.max_staging:
+            raise _Refused(
+                p.ErrorCode.TOO_LARGE,
+                f"staged data would end at byte {offset + len(data)}, past the {self.max_staging} bytes the "
+                f"largest command on this {self.chip.geometry.n_cells}-cell chip needs",
+            )
+        self._session(session_id)
+        if self._staging_key != (session_id, seq):
+            self._staging_key = (session_id, seq)
+            self._staging = bytearray()
         end = offset + len(data)
-        if len(sess.staging) < end:
-            sess.staging.extend(bytes(end - len(sess.staging)))
-        sess.staging[offset:end] = data
+        if len(self._staging) < end:
+            self._staging.extend(bytes(end - len(self._staging)))
+        self._staging[offset:end] = data
         return []
 
     def _fetch(self, args: list[p.Arg]) -> list[str | list[p.Piece]]:
@@ -240,16 +268,25 @@ class ChipServer:
         if len(rest) == 1 and isinstance(rest[0], p.Block):
             return rest[0]
         if len(rest) == 3 and rest[0] == p.STAGED:
-            nbytes = p.parse_int(rest[1], "staged size", 0, MAX_STAGING)
+            nbytes = p.parse_int(rest[1], "staged size", 0, self.max_staging)
             crc = p.parse_hex32(rest[2], "staged CRC")
-            data = memoryview(sess.staging)[:nbytes]
-            if sess.staging_seq != seq or len(data) != nbytes or p.crc32(data) != crc:
+            data = memoryview(self._staging)[:nbytes]
+            if self._staging_key != self._txn_key or len(data) != nbytes or p.crc32(data) != crc:
                 raise _Refused(
                     p.ErrorCode.STAGING_MISMATCH,
                     f"staged data for transaction {seq} do not match {nbytes} bytes with CRC {crc:08X}; upload again",
                 )
             return bytes(data)
         raise ProtocolError("expected the data as a block or as BUF,<nbytes>,<crc>")
+
+    def _cell_count(self, arg: p.Arg) -> int:
+        """A command's cell count: at least 1, at most the chip's cells (a request for more
+        is refused before anything is decoded or allocated)."""
+        n = p.parse_int(arg, "cell count", 1, p.MAX_ADDRESS)
+        n_cells = self.chip.geometry.n_cells
+        if n > n_cells:
+            raise _Refused(p.ErrorCode.TOO_LARGE, f"{n} cells requested; this chip has {n_cells}")
+        return n
 
     def _cells(self, data: bytes | memoryview, n: int, fmt: p.Arg) -> npt.NDArray[np.int64]:
         if not isinstance(fmt, str):
@@ -259,7 +296,7 @@ class ChipServer:
     def _cell_reset(self, sess: _Session, seq: int, args: list[p.Arg]) -> _Result:
         if len(args) < 3:
             raise ProtocolError(f"{p.CELL_RESET} takes <n>,<format>,<data>")
-        n = p.parse_int(args[0], "cell count", 1, p.MAX_ADDRESS)
+        n = self._cell_count(args[0])
         cells = self._cells(self._payload(sess, seq, args[2:]), n, args[1])
         self.chip.reset(cells)
         return _Result()
@@ -267,7 +304,7 @@ class ChipServer:
     def _cell_set(self, sess: _Session, seq: int, args: list[p.Arg]) -> _Result:
         if len(args) < 4 or args[2] not in (p.AMP_SCALAR, p.AMP_VECTOR):
             raise ProtocolError(f"{p.CELL_SET} takes <n>,<format>,<S|V>,<data>")
-        n = p.parse_int(args[0], "cell count", 1, p.MAX_ADDRESS)
+        n = self._cell_count(args[0])
         mode = str(args[2])
         data = memoryview(self._payload(sess, seq, args[3:]))
         split = len(data) - p.amplitude_bytes(mode, n)
@@ -281,7 +318,7 @@ class ChipServer:
     def _cell_read(self, sess: _Session, seq: int, args: list[p.Arg]) -> _Result:
         if len(args) < 4:
             raise ProtocolError(f"{p.CELL_READ} takes <n>,<format>,<max inline>,<data>")
-        n = p.parse_int(args[0], "cell count", 1, p.MAX_ADDRESS)
+        n = self._cell_count(args[0])
         p.parse_int(args[2], "max inline bytes")
         cells = self._cells(self._payload(sess, seq, args[3:]), n, args[1])
         read_codes = getattr(self.chip, "read_codes", None)

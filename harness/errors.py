@@ -37,6 +37,10 @@ class ProtocolError(ChipIOError):
     """The chip answered with something the wire protocol does not allow."""
 
 
+class ChipBusyError(ChipIOError):
+    """The chip is in use by another client (one owner at a time); nothing was sent to it."""
+
+
 class IdentityError(ChipIOError):
     """The device on the other end is not a PCM test chip this harness can drive."""
 

@@ -123,6 +123,26 @@ def chip_seed(chip_uri: str) -> int | None:
         return None
 
 
+#: Import name -> PyPI package, for messages about a missing backend dependency.
+PACKAGE_OF_MODULE: dict[str, str] = {
+    "serial": "pyserial",
+    "pyvisa": "pyvisa",
+    "pyvisa_py": "pyvisa-py",
+    "pyvisa_sim": "pyvisa-sim",
+    "h5py": "h5py",
+    "numpy": "numpy",
+}
+
+
+def backend_unavailable(scheme: str, exc: ImportError) -> str:
+    """One line naming the PyPI package whose absence broke the ``scheme`` backend."""
+    module = (getattr(exc, "name", None) or "").split(".")[0]
+    package = PACKAGE_OF_MODULE.get(module)
+    if package is None:
+        return f"backend {scheme!r} is not available ({exc}); reinstall the harness"
+    return f"backend {scheme!r} needs the package {package} (import {module!r} failed); pip install {package}"
+
+
 def check_uri(uri: str) -> ChipURI:
     """Validate ``uri`` as far as possible without opening a chip (commands call this before
     any chip operation, ``--dry-run`` included); returns the parsed URI.
@@ -139,7 +159,7 @@ def check_uri(uri: str) -> ChipURI:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"backend {parsed.scheme!r} is not available ({exc}); reinstall the harness") from exc
+        raise ConfigError(backend_unavailable(parsed.scheme, exc)) from exc
     checker = getattr(module, func_name, None)
     if checker is not None:
         checker(parsed)
@@ -154,6 +174,6 @@ def open_chip(uri: str) -> Chip:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"backend {parsed.scheme!r} is not available ({exc}); reinstall the harness") from exc
+        raise ConfigError(backend_unavailable(parsed.scheme, exc)) from exc
     opener: Callable[[ChipURI], Chip] = getattr(module, func_name)
     return opener(parsed)

@@ -367,3 +367,36 @@ def test_torch_is_a_supported_range_documented_in_docs() -> None:
     assert f"torch{spec}" in doc.replace(" ", "") or "torch>=2.3,<3" in doc
     for install in ((ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()):
         assert "pip install -q torch==2.13.0 && pip install -q -e" in install
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("accel", "--model", "digits-mlp", "--png", "fig.txt"), "--png fig.txt: unsupported format '.txt'"),
+        (("data", "kws", "--speech-commands", "nowhere", "--out", "k.txt"), "--out k.txt: unsupported format"),
+        (("train", "--model", "digits-mlp", "--data", "digits", "--recipe", "baseline", "--out", "m"), "no file extension"),
+        (("calibrate", str(DEMO_RECORDING), "--out", "f.toml", "--png", "p.jpg"), "supported: .png, .svg, .pdf"),
+    ],
+)
+def test_every_command_checks_its_outputs_first(args: tuple[str, ...], fragment: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(invoke(*args), fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_to_replace_a_model_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "m.h5"
+    out.write_bytes(b"keep")
+    r = invoke("train", "--model", "digits-mlp", "--data", "digits", "--recipe", "baseline", "--out", str(out))
+    assert_one_line_error(r, "already exists")
+    assert out.read_bytes() == b"keep"
+
+
+def test_missing_backend_package_is_named_by_its_pypi_name() -> None:
+    from harness.registry import backend_unavailable
+
+    msg = backend_unavailable("serial", ModuleNotFoundError("No module named 'serial'", name="serial"))
+    assert "pip install pyserial" in msg
+    msg = backend_unavailable("visa", ModuleNotFoundError("No module named 'pyvisa_sim'", name="pyvisa_sim"))
+    assert "pip install pyvisa-sim" in msg and "pyvisa-py" not in msg

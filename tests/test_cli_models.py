@@ -38,7 +38,9 @@ def test_models_json_lists_the_zoo_with_counts_and_fit() -> None:
     assert kws["aon_fits"] and kws["chip_fits"] and kws["chip_how"] == "yes (transposed: conv2, conv3, conv4, conv5)"
     assert kws["input_shape"] == [1, 49, 10] and kws["n_classes"] == 12 and "AnalogNets" in kws["source"]
     micro = rows["micronet-kws-s"]
-    assert not micro["aon_fits"] and "(422016 unit cells, 1104 outputs) do not pack" in micro["aon_how"]
+    # Dense-expanded depthwise blocks take 80 % of the array but do fit (the same answer as
+    # `harness accel`, whose tiler this uses; AnalogNets Appendix D / Fig. 11a maps it too).
+    assert micro["aon_fits"] and micro["aon_how"].startswith("yes: all 12 layers resident, 80 %")
     assert micro["min_utilization"] == pytest.approx(1 / 112)
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.commands.common import console_for, emit_json, user_errors
+from harness.commands.common import PLOT_SUFFIXES, check_output, console_for, emit_json, user_errors
 from harness.commands.evaluate import parse_bits
 
 
@@ -61,6 +61,7 @@ def accel_command(
     max_gemm_cols: int | None = typer.Option(
         None, "--max-gemm-cols", help="Split depthwise layers into block-diagonal GEMMs of at most N columns."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --png files if they exist."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Tile a model on the AON-CiM array (layer-serial) and report latency, energy, TOPS, TOPS/W."""
@@ -70,6 +71,10 @@ def accel_command(
         from harness.accel.report import analyze, load_workload
 
         bit_list = parse_bits(bits)
+        if png is not None:
+            check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
+            check_output(png.with_name(png.stem + "-placement" + png.suffix), option="--png (placement map)",
+                         suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         hardware = load_hardware(hw)
         for b in bit_list:
             hardware.cim_cycle_ns(b)
@@ -81,9 +86,7 @@ def accel_command(
 
             pictures.append(str(figure8_png(report, png)))
             pictures.append(str(placement_png(report, png.with_name(png.stem + "-placement" + png.suffix))))
-        console: Console = console_for(json_out)
-        if not console.is_terminal:  # piped / captured: don't squeeze the tables into 80 columns
-            console = Console(stderr=json_out, width=150)
+        console: Console = console_for(json_out)  # not hard-wrapped when piped
         pl = report.placement
         console.print(
             f"{workload.name}: {len(workload.layers)} analog layers, {workload.mvms:,} MVMs, "

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from harness.commands.common import console_for, emit_json, user_errors
+from harness.commands.common import PLOT_SUFFIXES, check_output, console_for, emit_json, user_errors
 
 
 def calibrate_command(
@@ -27,6 +27,8 @@ def calibrate_command(
         from harness.virtual.calibrate import calibrate_recording, save_personality
 
         save_personality(None, out, overwrite=overwrite, check_only=True)
+        if png is not None:
+            check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         with reading(recording) as rec:
             result = calibrate_recording(rec, base=base, name=name, seed=seed)
         save_personality(result.personality, out, overwrite=overwrite)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from harness.commands.common import console_for, emit_json, progress_bar, user_errors
+from harness.commands.common import check_output, console_for, emit_json, progress_bar, user_errors
 
 app = typer.Typer(
     help="Build dataset files (KWS MFCCs, VWW images, UCI HAR) from local copies of public datasets.",
@@ -50,10 +50,12 @@ def kws_command(
     unknown_fraction: float = typer.Option(0.1, "--unknown-fraction", help="_unknown_ clips per split, as a fraction of its keyword clips."),
     silence_fraction: float = typer.Option(0.1, "--silence-fraction", help="_silence_ clips per split, as a fraction of its keyword clips."),
     seed: int = typer.Option(0, "--seed", help="Seed of the unknown-word draw and the silence windows."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
     """12-class keyword spotting: 49x10 MFCCs (MicroNets front end) of Speech Commands v2. Needs the audio extra."""
     with user_errors():
+        check_output(out, option="--out", suffixes=(".h5", ".hdf5"), overwrite=overwrite)
         from harness.data.speech_commands import build_speech_commands
 
         with _LazyProgress("MFCC features") as progress:

@@ -29,7 +29,7 @@ def emulate_command(
     rows: int = typer.Option(512, "--rows", help="Array rows (source lines)."),
     cols: int = typer.Option(2048, "--cols", help="Array columns (bit lines)."),
     clock: str = typer.Option("sim", "--clock", help="Chip clock: sim (simulated) or wall (real time)."),
-    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow --tcp on a non-loopback address."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow --tcp on a non-loopback address (the port has no authentication)."),
     link: Optional[Path] = typer.Option(None, "--link", help="Path of the pty symlink (default: in a temp dir)."),
     corrupt_rate: float = typer.Option(0.0, "--corrupt-rate", help="Fault: fraction of bytes corrupted (both ways)."),
     drop_rate: float = typer.Option(0.0, "--drop-rate", help="Fault: fraction of bytes dropped (both ways)."),
@@ -37,6 +37,9 @@ def emulate_command(
     disconnect_every: int = typer.Option(0, "--disconnect-every", help="Fault: hang up after every N-th command."),
     fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault generator."),
     duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0: run until Ctrl-C)."),
+    idle_timeout_s: float = typer.Option(
+        60.0, "--idle-timeout", help="Hang up on a client silent this long (s), freeing the chip for the next."
+    ),
 ) -> None:
     """Serve a virtual chip over a pty or loopback TCP, speaking the serial/VISA wire protocol."""
     with user_errors():
@@ -46,7 +49,7 @@ def emulate_command(
             raise ConfigError(f"--duration {duration} s must be >= 0 (0: until Ctrl-C)")
         if link is not None and not link.parent.is_dir():
             raise ConfigError(f"--link {link}: directory {link.parent} does not exist")
-        from drivers.emulator import Emulator, parse_host_port
+        from drivers.emulator import NO_AUTH_WARNING, Emulator, parse_host_port
         from drivers.faults import FaultSpec
         from harness.chip import Geometry
         from harness.virtual.chip import VirtualPCMChip
@@ -54,7 +57,7 @@ def emulate_command(
         faults = FaultSpec(corrupt_rate, drop_rate, delay_s, disconnect_every, fault_seed)
         chip = VirtualPCMChip(Geometry(rows=rows, cols=cols), seed=seed, clock=clock,
                               uri=f"virtual?seed={seed}&rows={rows}&cols={cols}&clock={clock}")
-        emulator = Emulator(chip, faults)
+        emulator = Emulator(chip, faults, idle_timeout_s=idle_timeout_s)
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum: int, frame: FrameType | None) -> None:
@@ -73,6 +76,8 @@ def emulate_command(
                 f"emulating a {rows}x{cols} PCM chip (seed {seed}, {clock} clock) on {where}; "
                 f"connect with --chip {emulator.uri}; Ctrl-C stops\n"
             )
+            if tcp is not None and allow_remote:
+                sys.stderr.write(NO_AUTH_WARNING.format(where=where) + "\n")
             if faults.mangles or faults.delay_s or faults.disconnect_every:
                 sys.stderr.write(f"fault injection: {faults}\n")
             sys.stderr.flush()

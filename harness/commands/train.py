@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from harness.commands.common import emit_json, err_console, progress_bar, user_errors
+from harness.commands.common import check_output, emit_json, err_console, progress_bar, user_errors
 from harness.errors import ConfigError
 
 
@@ -59,10 +59,12 @@ def train_command(
     checkpoint_steps: int = typer.Option(200, "--checkpoint-steps", help="Checkpoint every N steps (and every epoch)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the trained model (default: the --out stem)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (OUT.ckpt.h5)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Train MODEL on DATA with RECIPE; checkpoints go to OUT.ckpt.h5 (removed on success)."""
     with user_errors():
+        check_output(out, option="--out", suffixes=(".h5", ".hdf5"), overwrite=overwrite)
         from harness.data import load_dataset
         from harness.models.format import save_model
         from harness.train.engine import TrainOptions, check_shapes, train_model

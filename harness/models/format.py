@@ -747,10 +747,10 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
             group.create_dataset(key, data=value, track_times=False)
         if model.ranges:
             ranges = f.create_group("ranges", track_order=True)
-            for name, value in model.ranges.items():
+            for name, layer_ranges in model.ranges.items():
                 sub = ranges.create_group(name)
-                sub.attrs["dac_range"] = float(value.dac_range)
-                sub.attrs["adc_range"] = float(value.adc_range)
+                sub.attrs["dac_range"] = float(layer_ranges.dac_range)
+                sub.attrs["adc_range"] = float(layer_ranges.adc_range)
 
 
 def load_model(path: str | os.PathLike[str]) -> Model:

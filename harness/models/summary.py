@@ -5,8 +5,9 @@ Two arrays are checked:
 - the **AON-CiM array** of the seed paper (1024 rows × 512 columns of differential unit cells,
   REFERENCE §5): a compute array, so every layer's ``fan_in × out`` block keeps its orientation
   (inputs on rows); all layers must be resident at once (the paper's KWS and VWW models are
-  sized to fit it: AnalogNet-KWS needs at most 1008 rows and 460 columns). Blocks are
-  shelf-packed (first fit, decreasing height) — a sufficient test, not an optimal packer;
+  sized to fit it: AnalogNet-KWS needs at most 1008 rows and 460 columns). Blocks are packed
+  by the accelerator model's tiler (:func:`harness.accel.tiler.tile`, bottom-left skyline), so
+  ``harness models`` and ``harness accel`` agree on what fits;
 - the harness's **default virtual chip** (the 90 nm chip: 512 × 2048 devices, two devices per
   weight), which only stores the weights: :func:`harness.mapping.place_layers_anyhow` decides
   whether and how (normal, transposed, split into row pieces) they go on.
@@ -19,11 +20,9 @@ from typing import Any
 
 from harness.chip import Geometry
 from harness.errors import MappingError
-from harness.mapping import place_layers_anyhow, shelf_pack
+from harness.mapping import place_layers_anyhow
 from harness.models.format import Model
 
-#: The AON-CiM array: rows × differential columns (AnalogNets Table 2, REFERENCE §5).
-AON_CIM_ROWS, AON_CIM_COLS = 1024, 512
 #: The default virtual chip (the seed paper's 90 nm chip), in devices.
 CHIP_90NM = Geometry(rows=512, cols=2048)
 
@@ -66,25 +65,7 @@ def summarize(model: Model) -> ModelSummary:
     blocks = [(a.weight.shape[1], a.weight.shape[0]) for a in layers]  # (fan_in rows, out columns)
     max_rows = max(h for h, _ in blocks)
     n_cols = sum(w for _, w in blocks)
-    packed = shelf_pack(blocks, AON_CIM_ROWS, AON_CIM_COLS)
-    if packed is not None:
-        shelves = len({row0 for row0, _ in packed})
-        aon_fits = True
-        aon_how = (
-            f"yes: all {len(blocks)} layers resident in {shelves} row band(s) "
-            f"(tallest {max_rows} rows, {n_cols} outputs)"
-        )
-    else:
-        aon_fits = False
-        reasons = []
-        if max_rows > AON_CIM_ROWS:
-            reasons.append(f"fan-in {max_rows} > {AON_CIM_ROWS} rows")
-        cells = sum(h * w for h, w in blocks)
-        reasons.append(
-            f"its {len(blocks)} blocks ({cells} unit cells, {n_cols} outputs) do not pack onto "
-            f"{AON_CIM_ROWS}x{AON_CIM_COLS} ({AON_CIM_ROWS * AON_CIM_COLS} cells)"
-        )
-        aon_how = "no: " + "; ".join(reasons) + " (needs tiling / weight reloads)"
+    aon_fits, aon_how = _aon_fit(model.name, [(a.name, h, w) for a, (h, w) in zip(layers, blocks, strict=True)])
     try:
         placed = place_layers_anyhow([(a.name, a.weight.shape[0], a.weight.shape[1]) for a in layers], CHIP_90NM)
     except MappingError as exc:
@@ -110,6 +91,28 @@ def summarize(model: Model) -> ModelSummary:
         aon_how=aon_how,
         chip_fits=chip_fits,
         chip_how=chip_how,
+    )
+
+
+def _aon_fit(name: str, blocks: list[tuple[str, int, int]]) -> tuple[bool, str]:
+    """Place every ``(layer, fan_in rows, out columns)`` block on the AON-CiM array with the
+    accelerator model's tiler (``harness.accel.tiler``: the same packer ``harness accel`` uses)."""
+    from harness.accel.hardware import load_hardware
+    from harness.accel.tiler import tile
+    from harness.accel.workload import LayerWork, Workload
+    from harness.errors import TilingError
+
+    hw = load_hardware()
+    layers = tuple(LayerWork(name=n, kind="linear", rows=h, cols=w, pixels=1) for n, h, w in blocks)
+    try:
+        placement = tile(Workload(name=name, input_shape=(1,), layers=layers), hw)
+    except TilingError as exc:
+        return False, f"no: {exc} (needs tiling / weight reloads)"
+    max_rows = max(h for _, h, _ in blocks)
+    n_cols = sum(w for *_, w in blocks)
+    return True, (
+        f"yes: all {len(blocks)} layers resident, {100 * placement.area_fraction:.0f} % of the array "
+        f"(tallest {max_rows} rows, {n_cols} outputs)"
     )
 
 

@@ -82,13 +82,17 @@ class ScriptedLink:
         self._out.clear()
 
     def write(self, pieces: list[p.Piece], timeout_s: float) -> None:
+        """Each frame written (a bulk window writes several at once) must be the next
+        scripted command."""
         data = b"".join(bytes(x) for x in pieces)
-        assert self.position < len(self.script), f"unexpected extra write {data!r}"
-        expected, reply = self.script[self.position]
-        assert data == expected, f"write #{self.position}:\n  sent     {data!r}\n  expected {expected!r}"
-        self.position += 1
-        if reply is not None:
-            self._out += reply
+        while data:
+            assert self.position < len(self.script), f"unexpected extra write {data!r}"
+            expected, reply = self.script[self.position]
+            sent, data = data[: len(expected)], data[len(expected) :]
+            assert sent == expected, f"write #{self.position}:\n  sent     {sent!r}\n  expected {expected!r}"
+            self.position += 1
+            if reply is not None:
+                self._out += reply
 
     def read(self, n: int, timeout_s: float, partial: bool = False) -> bytes:
         if not self._out:

@@ -1,6 +1,7 @@
-"""A noisy, flaky link changes nothing: 1% of bytes corrupted both ways and a hang-up every
-300 commands, and a full closed-loop programming run gives bit-identical results to a
-fault-free run with the same seed, with every transaction executed exactly once."""
+"""A noisy, flaky link changes nothing: 1% of bytes corrupted and 1% dropped both ways and
+a hang-up every 300 commands, with default URI settings, and a full closed-loop programming
+run gives bit-identical results to a fault-free run with the same seed, with every
+transaction executed exactly once. (The full-size version: ``benchmarks/fault_soak.py``.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from harness.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 TINY = Geometry(rows=8, cols=8)
-NOISY = FaultSpec(corrupt_rate=0.01, disconnect_every=300, seed=2)
+NOISY = FaultSpec(corrupt_rate=0.01, drop_rate=0.01, disconnect_every=300, seed=2)
 
 
 @pytest.mark.parametrize("kind", ["pty", "tcp"])
@@ -26,7 +27,7 @@ def test_programming_through_a_noisy_flaky_link_is_bit_identical(serve: ServeFn,
     want = program_cells(VirtualPCMChip(TINY, seed=5), cells, target)
 
     emulator = serve(kind, TINY, seed=5, faults=NOISY)
-    chip = open_chip(emulator.uri + "?timeout=0.3&retries=200")
+    chip = open_chip(emulator.uri)  # no URI options
     got = program_cells(chip, cells, target)
     readback = chip.read(cells)
     stats = chip.stats
@@ -40,6 +41,6 @@ def test_programming_through_a_noisy_flaky_link_is_bit_identical(serve: ServeFn,
     program_cells(reference, cells, target)
     np.testing.assert_array_equal(readback, reference.read(cells))
     # the faults really happened, and no pulse or read was executed twice
-    assert emulator.faults.corrupted > 1000 and emulator.hangups >= 1
-    assert stats.failures > 100 and stats.reconnects >= emulator.hangups
+    assert emulator.faults.corrupted > 1000 and emulator.faults.dropped > 1000 and emulator.hangups >= 1
+    assert stats.failures > 10 and stats.reconnects >= emulator.hangups
     assert emulator.server.executed == stats.transactions
