@@ -9,6 +9,7 @@ import numpy as np
 
 from harness.errors import RecordingError
 from harness.recording import Recording
+from harness.units import format_duration
 
 #: How many readouts the histogram panel overlays (first, last, and evenly between).
 HISTOGRAM_READOUTS = 4
@@ -57,7 +58,7 @@ def plot_recording(rec: Recording, summary: dict[str, Any], path: str | Path) ->
     bins = geom.adc_min_uS - lsb / 2 + 2 * lsb * np.arange(2 ** (geom.adc_bits - 1) + 1)
     for i in picks:
         g = rec.readout(i)[programmed]
-        ax_h.hist(g, bins=bins, histtype="step", lw=1.3, label=f"t = {t[i]:.4g} s")
+        ax_h.hist(g, bins=bins, histtype="step", lw=1.3, label=f"t = {format_duration(t[i])}")
     ax_h.set_xlabel("conductance (µS)")
     ax_h.set_ylabel("devices")
     ax_h.set_title(f"programmed devices (n={int(programmed.sum())})")

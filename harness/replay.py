@@ -34,6 +34,7 @@ from harness.clock import SimulatedClock
 from harness.errors import ConfigError, RecordingError, ReplayError
 from harness.recording import Recording, open_recording
 from harness.registry import ChipURI, take_params
+from harness.units import format_duration
 
 MATCH_MODES = ("exact", "nearest")
 #: Default matching tolerance (s) between a read's time and a recorded readout time.
@@ -127,9 +128,9 @@ class ReplayChip(ChipBackend):
             return self._index_at(t_rel)
         before = times[times <= t_rel]
         after = times[times > t_rel]
-        near = ", ".join(f"{x:.6g} s" for x in (*before[-1:], *after[:1]))
+        near = ", ".join(format_duration(x) for x in (*before[-1:], *after[:1]))
         raise ReplayError(
-            f"no readout recorded at t = {t_rel:.6g} s after programming in {self._rec.path} "
+            f"no readout recorded at t = {format_duration(t_rel)} after programming in {self._rec.path} "
             f"(tolerance {self._tol_s:g} s); nearest recorded: {near}. Wait until a recorded time, "
             "or open the chip with 'replay:FILE?match=nearest'"
         )

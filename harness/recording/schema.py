@@ -450,7 +450,7 @@ def _check_commit(f: h5py.File) -> tuple[int, tuple[int, int]]:
 def _check_objects(f: h5py.File) -> None:
     """Walk every link: only hard links, only groups and plain datasets (no external or
     virtual storage, only gzip/shuffle/fletcher32 filters), bounded in number and depth."""
-    seen: set[Any] = set()
+    seen: set[Any] = {f["/"].id}
     stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
     count = 0
     while stack:
@@ -467,6 +467,8 @@ def _check_objects(f: h5py.File) -> None:
             obj = grp[name]
             key = obj.id
             if key in seen:
+                if isinstance(obj, h5py.Group):  # datasets are shared by design, groups never
+                    raise _Bad(f"{where} links back to a group already seen (a link cycle?)")
                 continue
             seen.add(key)
             count += 1
