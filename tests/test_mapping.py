@@ -125,3 +125,12 @@ def test_placements_survive_a_json_round_trip() -> None:
     layout = map_weights([("deep", np.ones((20, 150)))], GEO)
     again = LayerPlacement(**json.loads(json.dumps(asdict(layout.layers[0]))))
     assert again == layout.layers[0]
+
+
+def test_targets_never_exceed_the_range_by_rounding() -> None:
+    """s·max|W| with s = span/max|W| can land one ulp above the span in float64."""
+    w_max = 0.043249719552409714  # (25 / w_max) * w_max == 25.000000000000004
+    assert (25.0 / w_max) * w_max > 25.0
+    geometry = Geometry(rows=4, cols=8, g_max_uS=25.0)
+    layout = map_weights([("l", np.array([[0.01, -w_max]]))], geometry)
+    assert layout.target_uS.max() == geometry.g_max_uS
