@@ -675,16 +675,14 @@ class RemoteChip(ChipBackend):
         )
 
     def _timed_out(self, what: str, junk: bytes, alive: bool) -> _AttemptFailed:
-        desc = self._link.description
         if junk:
             return _AttemptFailed(self._garbage(what, junk), reopen=True, junk=junk, alive=alive)
-        return _AttemptFailed(
-            ChipTimeoutError(
-                f"no reply to {what} from {desc} within {self._settings.timeout_s:g} s; check that the chip is "
-                "powered and connected, or raise timeout= in the chip URI"
-            ),
-            reopen=True,
-            alive=alive,
+        return _AttemptFailed(self._silence(what), reopen=True, alive=alive)
+
+    def _silence(self, what: str) -> ChipTimeoutError:
+        return ChipTimeoutError(
+            f"no reply to {what} from {self._link.description} within {self._settings.timeout_s:g} s; check that "
+            "the chip is powered and connected, or raise timeout= in the chip URI"
         )
 
     # --- command helpers -------------------------------------------------------------------
@@ -880,13 +878,7 @@ class RemoteChip(ChipBackend):
                 if not data and time.perf_counter() >= end:
                     if heard:
                         break  # quiet after the last answer: the rest of the window is lost
-                    raise _AttemptFailed(
-                        ChipTimeoutError(
-                            f"no reply to {what} from {self._link.description} within {timeout:g} s; check that "
-                            "the chip is powered and connected, or raise timeout= in the chip URI"
-                        ),
-                        reopen=True,
-                    )
+                    raise _AttemptFailed(self._silence(what), reopen=True)
                 if data:
                     now = time.perf_counter()
                     if heard:
