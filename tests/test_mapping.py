@@ -125,3 +125,16 @@ def test_placements_survive_a_json_round_trip() -> None:
     layout = map_weights([("deep", np.ones((20, 150)))], GEO)
     again = LayerPlacement(**json.loads(json.dumps(asdict(layout.layers[0]))))
     assert again == layout.layers[0]
+
+
+def test_largest_weight_maps_to_g_max_without_rounding_above_it() -> None:
+    # 0.6369616873214543 · (25 / 0.6369616873214543) rounds to 25.000000000000004 in float64:
+    # the target must still be inside the chip's range (programming refuses anything above).
+    from harness.chip import Geometry
+    from harness.mapping import map_weights
+
+    geometry = Geometry(rows=8, cols=8, g_min_uS=0.0, g_max_uS=25.0)
+    w_max = 0.6369616873214543
+    assert w_max * (25.0 / w_max) > 25.0
+    layout = map_weights([("fc", np.array([[w_max, -w_max, 0.1]]))], geometry)
+    assert layout.target_uS.max() == 25.0

@@ -23,7 +23,7 @@ import pytest
 from clikit import assert_one_line_error, invoke
 
 from harness.errors import RecordingError
-from harness.recording import lock_path, open_recording, partial_paths
+from harness.recording import open_recording, partial_paths
 from harness.registry import open_chip
 from harness.schedule import load_session
 from harness.session import SessionProgress, resume_session, run_session, session_status
@@ -32,6 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sessions" / "demo-short.toml"  # 10 readouts
 SMALL = "virtual?rows=64&cols=160&seed=5"
 TESTS = str(Path(__file__).parent)
+
+
+def lock_path(path: Path) -> Path:
+    """The writer lock file next to a recording (docs/recording-format.md)."""
+    return path.with_name(path.name + ".lock")
 
 
 def sha(path: Path) -> str:

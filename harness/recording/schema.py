@@ -353,7 +353,7 @@ def _validate(f: h5py.File) -> Header:
     if g.chunks is None or g.chunks[0] != 1 or g.id.get_create_plist().get_nfilters():
         raise _Bad("readouts/g is not stored one unfiltered row chunk at a time")
     if encoding == "adc_code":
-        want = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
+        want: np.dtype[Any] = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
         for key, value in (("adc_bits", geometry.adc_bits), ("adc_min_uS", geometry.adc_min_uS),
                            ("adc_max_uS", geometry.adc_max_uS)):
             got = _attr_float(r, key)
@@ -450,7 +450,7 @@ def _check_commit(f: h5py.File) -> tuple[int, tuple[int, int]]:
 def _check_objects(f: h5py.File) -> None:
     """Walk every link: only hard links, only groups and plain datasets (no external or
     virtual storage, only gzip/shuffle/fletcher32 filters), bounded in number and depth."""
-    seen: set[Any] = set()
+    seen: set[Any] = {f["/"].id}
     stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
     count = 0
     while stack:
@@ -467,6 +467,8 @@ def _check_objects(f: h5py.File) -> None:
             obj = grp[name]
             key = obj.id
             if key in seen:
+                if isinstance(obj, h5py.Group):  # datasets are shared by design, groups never
+                    raise _Bad(f"{where} links back to a group already seen (a link cycle?)")
                 continue
             seen.add(key)
             count += 1

@@ -212,7 +212,7 @@ def load_data(rec: Recording, readouts: FloatArray | None = None) -> _Data:
         raise CalibrationError(f"{where}: no device of the layout has both a programming outcome and readouts")
     y = rec.readouts() if readouts is None else readouts
     cols = pos[keep]
-    y = y[:, cols] if cols.size != y.shape[1] or np.any(cols != np.arange(cols.size)) else y
+    y = np.take(y, cols, axis=1) if cols.size != y.shape[1] or np.any(cols != np.arange(cols.size)) else y
     sched = rec.extra("schedule_index") if "schedule_index" in rec.extra_names else np.arange(n_read)
     if np.any(sched < 0):
         sched = np.arange(n_read)
@@ -441,7 +441,8 @@ def calibrate_recording(
     t_g = d.t_g
     lsb = d.lsb_uS
     idx_d = np.flatnonzero(prog_mask & (x_all >= X_DRIFT_MIN))  # devices of the drift fit
-    ln_mean = np.log(np.maximum(d.mean[:, idx_d], lsb / 2))  # (G, n_drift)
+    # np.take keeps C order (a fancy column gather does not, and products over it are slow)
+    ln_mean = np.log(np.maximum(np.take(d.mean, idx_d, axis=1), lsb / 2))  # (G, n_drift)
     t0, t0_ci, t0_identified = _fit_t0(t_g, ln_mean, ~holdout[idx_d], base_p.t0_s, rng)
     after = t_g >= t0 * (1 - 1e-9)
     if after.sum() < 2:
@@ -457,7 +458,7 @@ def calibrate_recording(
 
     # -- drift pass 1 (uncorrected logs)
     say("fitting drift")
-    lm = ln_mean[after] if not after.all() else ln_mean
+    lm = np.ascontiguousarray(ln_mean[after]) if not after.all() else ln_mean
     nu_hat, a_hat, rss = _loglog(lm, uc, ubar, suu)
     n_after = int(after.sum())
 
@@ -468,8 +469,8 @@ def calibrate_recording(
     fit_d = ~holdout[idx_d]
     if d.var is not None:
         method = "repeats"
-        var_after = d.var[np.ix_(after, idx_d)]
-        m_after = d.mean[np.ix_(after, idx_d)]
+        var_after = np.take(d.var, idx_d, axis=1)[after]
+        m_after = np.take(d.mean, idx_d, axis=1)[after]
         ok = (c_after >= 2)[:, None] & np.isfinite(var_after)
         num = np.where(ok, var_after - lsb * lsb / 12, 0.0)
         den = np.where(ok, (m_after * m_after - var_after / c_after[:, None]) * f2[:, None], 0.0)
@@ -515,13 +516,17 @@ def calibrate_recording(
     pers_q = base_p.with_updates(q_coef=q_coef, q_exp=q_exp, q_max=q_max, t0_s=t0)
 
     # -- drift pass 2: correct ln of the mean for its bias −v/2, v = relative variance
+    # v_gi = Q_i²·w_g is rank one, so the corrected line is the first one plus Q_i²/2 times the
+    # line through w: O(devices), no new (times × devices) array
     q_dev = ph.read_noise_q(x_all[idx_d], pers_q)
-    v = (q_dev[None, :] ** 2) * (f2 / c_after)[:, None]
-    nu_hat, a_hat, rss = _loglog(lm + v / 2, uc, ubar, suu)
+    q2 = q_dev * q_dev
+    w = f2 / c_after
+    w_slope = float(uc @ w) / suu
+    nu_hat = nu_hat - q2 / 2 * w_slope
+    a_hat = a_hat + q2 / 2 * (float(w.mean()) - w_slope * ubar)
     # estimation variance of each ν̂ from the read-noise law: Σ (u−ū)² var_g / Suu²
     quant_rel = (lsb * lsb / 12) / np.maximum(np.exp(a_hat), lsb) ** 2
-    var_g = (q_dev[None, :] ** 2) * f2[:, None] / c_after[:, None] + quant_rel[None, :] / c_after[:, None]
-    se2 = ((uc * uc)[:, None] * var_g).sum(axis=0) / (suu * suu)
+    se2 = (q2 * float(uc * uc @ w) + quant_rel * float(uc * uc @ (1 / c_after))) / (suu * suu)
     say("fitting drift-exponent laws")
     nu_m, nu_m_se, nu_s, nu_s_se, nu_n = _level_nu(nu_hat, se2, lvl_d, fit_d)
     ok_nu = nu_n >= MIN_LEVEL_DEVICES
@@ -676,7 +681,7 @@ def goodness_of_fit(rec: Recording, personality: Personality | str, *, seed: int
 
 def _loglog(lm: FloatArray, uc: FloatArray, ubar: float, suu: float) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-device OLS of ``lm`` (G', n) on u: (ν̂ = −slope, intercept at u = 0, RSS)."""
-    slope = (uc @ lm) / suu
+    slope = np.einsum("g,gn->n", uc, lm) / suu
     mean = lm.mean(axis=0)
     intercept = mean - slope * ubar
     rss = np.einsum("gn,gn->n", lm, lm) - lm.shape[0] * mean * mean - slope * slope * suu
@@ -693,18 +698,18 @@ def _fit_t0(
         idx = np.sort(rng.choice(idx, T0_PROFILE_DEVICES, replace=False))
     if idx.size < 2 or t_g.size < 3:
         return min(t0_base, float(t_g[0])), (math.nan, math.nan), False
-    lm = ln_mean[:, idx]
+    lm = np.take(ln_mean, idx, axis=1)
     lo, hi = float(t_g[0]), float(t_g[-2])  # at least two times must drift
     n_grid = max(int(math.log10(hi / lo) * T0_GRID_PER_DECADE), 2) if hi > lo else 2
     cands = np.unique(np.r_[np.geomspace(lo, hi, n_grid), t_g[:-1]])
     total = np.sum(lm * lm) - lm.shape[0] * np.sum(lm.mean(axis=0) ** 2)
-    rss = np.empty(cands.size)
-    for j, c in enumerate(cands):  # a few dozen candidates, each one vectorized over devices
-        uu = np.log(np.maximum(t_g, c) / c)
-        ucc = uu - uu.mean()
-        s = float(ucc @ ucc)
-        slope = (ucc @ lm) / s
-        rss[j] = total - s * float(slope @ slope)
+    # Σ_i slope_i²·S_uu = u_cᵀ (Σ_i l_i l_iᵀ) u_c / S_uu: one G × G Gram matrix serves every
+    # candidate (u_c is centred, so the devices' own means drop out)
+    gram = np.einsum("gn,hn->gh", lm, lm)
+    uu = np.log(np.maximum(t_g[None, :], cands[:, None]) / cands[:, None])  # (C, G)
+    ucc = uu - uu.mean(axis=1, keepdims=True)
+    s = np.einsum("cg,cg->c", ucc, ucc)
+    rss = total - np.einsum("cg,gh,ch->c", ucc, gram, ucc) / s
     dof = idx.size * (t_g.size - 2)
     sigma2 = rss.min() / dof
     best = int(np.argmin(rss))
@@ -878,7 +883,7 @@ def _goodness(
         idx = np.sort(rng.choice(idx, KS_MAX_DEVICES, replace=False))
     x = d.target_uS[idx] / d.g_max_uS
     # the observations are means of the repeats: draw means of as many reads
-    obs = d.mean[:, idx]
+    obs = np.take(d.mean, idx, axis=1)
     bias = np.nan_to_num(verify_bias)[level[idx]]
     draws = predictive_draw(p, d.final_uS[idx], x, d.t_g, d.geometry, rng, reads=int(d.count_g.max()), bias_uS=bias)
     diff_o = obs - d.final_uS[idx][None, :]
