@@ -321,8 +321,7 @@ def map_weights(
             rows_pos = rows_neg = row_of[k]
             cols_pos, cols_neg = col_of[k] + 2 * o, col_of[k] + 2 * o + 1
         flat_w = w.ravel()
-        # min(): s·max|W| can round one ulp above the span; the target must stay in range.
-        g = np.minimum(scale * np.abs(flat_w), g_span)
+        g = np.minimum(scale * np.abs(flat_w), g_span)  # max|W|·(g_span/max|W|) can round above g_span
         g_pos = np.where(flat_w > 0, g, 0.0) + geometry.g_min_uS
         g_neg = np.where(flat_w < 0, g, 0.0) + geometry.g_min_uS
         n = flat_w.size

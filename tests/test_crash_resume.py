@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -58,6 +59,9 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
 
 def assert_matches_uninterrupted(out: Path, ref: Path) -> None:
     spec = load_session(SESSION)
+    with h5py.File(out, "r") as f:  # plain HDF5 (not SWMR): the file ends closed cleanly
+        assert int(f["commit"][0]) == 30
+    assert not out.with_name(out.name + ".lock").exists()
     with open_recording(out) as rec, open_recording(ref) as r0:
         assert rec.n_readouts == 30 and rec.is_complete
         # complete, ordered, nothing lost or repeated, timetable kept

@@ -97,7 +97,7 @@ def test_standardize_rounds_to_the_stored_type() -> None:
                           standardize(raw / 3, [0.0, 0.0], [1.0, 1.0]))  # fmt: skip
 
 
-def test_missing_librosa_is_one_line_naming_the_extra() -> None:
+def test_missing_librosa_is_one_line_naming_the_extra(tmp_path) -> None:  # type: ignore[no-untyped-def]
     code = (
         "import sys; sys.modules['librosa'] = None\n"
         "import numpy as np\n"
@@ -107,6 +107,14 @@ def test_missing_librosa_is_one_line_naming_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("MissingExtraError |") and ".[audio]" in out and out.count("\n") == 1
+    cli = (
+        "import sys; sys.modules['librosa'] = None\n"
+        "from harness.cli import app\n"
+        "app(['data', 'kws', '--speech-commands', '.', '--out', 'never.h5'])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode != 0 and run.stderr.count("\n") == 1 and ".[audio]" in run.stderr, run.stderr
+    assert not (tmp_path / "never.h5").exists()
 
 
 def test_the_harness_does_not_import_librosa() -> None:

@@ -127,10 +127,14 @@ def test_placements_survive_a_json_round_trip() -> None:
     assert again == layout.layers[0]
 
 
-def test_targets_never_exceed_the_range_by_rounding() -> None:
-    """s·max|W| with s = span/max|W| can land one ulp above the span in float64."""
-    w_max = 0.043249719552409714  # (25 / w_max) * w_max == 25.000000000000004
-    assert (25.0 / w_max) * w_max > 25.0
-    geometry = Geometry(rows=4, cols=8, g_max_uS=25.0)
-    layout = map_weights([("l", np.array([[0.01, -w_max]]))], geometry)
-    assert layout.target_uS.max() == geometry.g_max_uS
+def test_largest_weight_maps_to_g_max_without_rounding_above_it() -> None:
+    # 0.6369616873214543 · (25 / 0.6369616873214543) rounds to 25.000000000000004 in float64:
+    # the target must still be inside the chip's range (programming refuses anything above).
+    from harness.chip import Geometry
+    from harness.mapping import map_weights
+
+    geometry = Geometry(rows=8, cols=8, g_min_uS=0.0, g_max_uS=25.0)
+    w_max = 0.6369616873214543
+    assert w_max * (25.0 / w_max) > 25.0
+    layout = map_weights([("fc", np.array([[w_max, -w_max, 0.1]]))], geometry)
+    assert layout.target_uS.max() == 25.0

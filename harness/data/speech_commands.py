@@ -23,14 +23,18 @@ splits. Clips shorter than 1 s are zero-padded at the end.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from harness.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:
+    from harness.data.dataset import Dataset
 
 KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE = "_silence_"
@@ -206,14 +210,8 @@ def build_speech_commands(
         MissingExtraError: librosa is missing.
         ModelError: ``out`` cannot be written.
     """
-    from harness.data.audio import (
-        MICRONETS_KWS,
-        mfcc_batch,
-        require_librosa,
-        standardization_stats,
-        standardize,
-    )
-    from harness.data.dataset import Dataset, save_dataset
+    from harness.data.audio import MICRONETS_KWS, mfcc_batch, require_librosa
+    from harness.data.dataset import save_dataset
 
     require_librosa()  # fail before planning, not after reading thousands of names
     plan = plan_speech_commands(root, unknown_fraction=unknown_fraction, silence_fraction=silence_fraction, seed=seed)
@@ -230,30 +228,57 @@ def build_speech_commands(
             if progress is not None:
                 progress(done, total)
         raw[split] = feats
-    mean, std = standardization_stats(raw["train"])
-    arrays: dict[str, npt.NDArray[np.generic]] = {}
-    for split, refs in plan.items():
-        arrays[f"x_{split}"] = standardize(raw[split], mean, std)[:, None]  # (n, 1, 49, 10)
-        arrays[f"y_{split}"] = np.array([r.label for r in refs], dtype=np.int64)
-        arrays[f"subject_{split}"] = np.array([r.speaker for r in refs], dtype=np.int64)
-    metadata = {
-        "frontend": MICRONETS_KWS.as_metadata(),
-        "axes": ["channel", "time_frame", "mfcc"],
-        "normalization": {"kind": "per-coefficient standardization, train split", "mean": mean, "std": std},
-        "split": "validation_list.txt / testing_list.txt; the rest is train; subject_* = speaker index (-1: silence)",
-        "source_dir": str(Path(root).resolve()),
-        "unknown_fraction": unknown_fraction,
-        "silence_fraction": silence_fraction,
-        "seed": seed,
-    }
-    dataset = Dataset(
-        name="speech-commands-v2-kws",
-        n_classes=len(KWS_CLASSES),
-        input_shape=(1, *MICRONETS_KWS.feature_shape),
-        class_names=KWS_CLASSES,
-        metadata=metadata,
-        **arrays,  # type: ignore[arg-type]
+    dataset = kws_dataset(
+        "speech-commands-v2-kws",
+        raw,
+        labels={split: [r.label for r in refs] for split, refs in plan.items()},
+        subjects={split: [r.speaker for r in refs] for split, refs in plan.items()},
+        metadata={
+            "split": "validation_list.txt / testing_list.txt; the rest is train; subject_* = speaker index (-1: silence)",
+            "source_dir": str(Path(root).resolve()),
+            "unknown_fraction": unknown_fraction,
+            "silence_fraction": silence_fraction,
+            "seed": seed,
+        },
     )
     save_dataset(dataset, out, feature_dtype="float16", source=f"Google Speech Commands v2 at {Path(root).resolve()}")
     return {split: len(refs) for split, refs in plan.items()}
 
+
+
+def kws_dataset(
+    name: str,
+    raw: Mapping[str, npt.NDArray[np.float32]],
+    *,
+    labels: Mapping[str, Sequence[int]],
+    subjects: Mapping[str, Sequence[int]],
+    metadata: Mapping[str, Any],
+) -> Dataset:
+    """A 12-class KWS :class:`Dataset` from raw ``(n, 49, 10)`` MFCCs per split.
+
+    Standardizes every coefficient with the train split's mean and std, rounds to float16 (the
+    stored type), adds the channel axis (samples ``(1, 49, 10)``, the zoo's KWS input shape) and
+    records the front end, axes and normalization in ``metadata`` next to the caller's facts.
+    """
+    from harness.data.audio import MICRONETS_KWS, standardization_stats, standardize
+    from harness.data.dataset import Dataset
+
+    mean, std = standardization_stats(raw["train"])
+    arrays: dict[str, npt.NDArray[np.generic]] = {}
+    for split, feats in raw.items():
+        arrays[f"x_{split}"] = standardize(feats, mean, std, "float16")[:, None]
+        arrays[f"y_{split}"] = np.asarray(labels[split], dtype=np.int64)
+        arrays[f"subject_{split}"] = np.asarray(subjects[split], dtype=np.int64)
+    return Dataset(
+        name=name,
+        n_classes=len(KWS_CLASSES),
+        input_shape=(1, *MICRONETS_KWS.feature_shape),
+        class_names=KWS_CLASSES,
+        metadata={
+            "frontend": MICRONETS_KWS.as_metadata(),
+            "axes": ["channel", "time_frame", "mfcc"],
+            "normalization": {"kind": "per-coefficient standardization, train split", "mean": mean, "std": std},
+            **metadata,
+        },
+        **arrays,  # type: ignore[arg-type]
+    )

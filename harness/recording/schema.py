@@ -353,7 +353,7 @@ def _validate(f: h5py.File) -> Header:
     if g.chunks is None or g.chunks[0] != 1 or g.id.get_create_plist().get_nfilters():
         raise _Bad("readouts/g is not stored one unfiltered row chunk at a time")
     if encoding == "adc_code":
-        want = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
+        want: np.dtype[Any] = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
         for key, value in (("adc_bits", geometry.adc_bits), ("adc_min_uS", geometry.adc_min_uS),
                            ("adc_max_uS", geometry.adc_max_uS)):
             got = _attr_float(r, key)
