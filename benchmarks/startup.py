@@ -6,7 +6,9 @@ rounds are interleaved (every command once per round, ``python -c pass`` first) 
 see the same machine load, and the median and minimum over the rounds are reported, with
 each command's median minus the bare interpreter's median (the harness's own cost).
 
-Commands measured: ``--help``, ``--version``, ``<command> --help`` for every registered
+Two "floor" rows import only the dependencies a command cannot avoid (typer with the
+pydantic it uses for parameters, rich; plus numpy and h5py for reading a recording), so the
+harness's own share is the difference. Commands measured: ``--help``, ``--version``, ``<command> --help`` for every registered
 command (``harness.cli.COMMANDS``), and the real work of the fast read-only commands:
 ``session status`` and ``replay --json`` of the bundled demo recording, and
 ``session run --dry-run``.
@@ -50,6 +52,10 @@ def cases() -> list[tuple[str, list[str]]]:
     h = harness_argv()
     out = [
         ("python -c pass", [sys.executable, "-c", "pass"]),
+        # Floors set by dependencies, not by the harness: typer 0.29 imports pydantic to
+        # convert any command's parameters; reading a recording needs numpy and h5py.
+        ("floor: typer+pydantic+rich", [sys.executable, "-c", "import typer.main, typer._adapters, rich.console"]),
+        ("floor: + numpy + h5py", [sys.executable, "-c", "import typer.main, typer._adapters, rich.console, numpy, h5py"]),
         ("--help", [*h, "--help"]),
         ("--version", [*h, "--version"]),
     ]

@@ -80,6 +80,8 @@ CLEAN_ERROR_RATE = 1e-9
 #: Largest step down per pass (a pass of a frame the estimate gave no chance is strong
 #: evidence, but one pass should not undo everything): at most a factor e^5.
 MAX_PASS_STEP = 5.0
+#: Expected damaged bytes per exchange above which a pause mid-frame is judged quickly.
+NOISY_EXCHANGE = 0.1
 #: Target probability that one round trip of a (redundantly sent) command succeeds, and
 #: the most copies of one command sent at once.
 ROUND_SUCCESS = 0.75
@@ -522,6 +524,15 @@ class RemoteChip(ChipBackend):
         self._open = False
         self._identified = False
 
+    def _quiet_s(self, gaps: GapClock, nbytes: int) -> float:
+        """How long a silence mid-frame (or after garbage) must last to end an attempt of
+        ``nbytes``: the learnt gap where damage is likely; a quarter of the timeout where
+        the link looks clean, since there a pause is more likely a busy peer than a lost
+        byte, and judging it lost would cost a resend of the whole frame."""
+        if self.sizer.error_rate * nbytes > NOISY_EXCHANGE:
+            return gaps.quiet_s
+        return self._settings.timeout_s / 4
+
     def _copies(self, frame_bytes: int, reply_bytes: int) -> int:
         """How many copies of a command to send at once: on a noisy link one round trip
         should succeed about ``ROUND_SUCCESS`` of the time (each copy passes with
@@ -562,8 +573,8 @@ class RemoteChip(ChipBackend):
         heard = False
         gap = 0.0  # longest pause inside the reply, once its first byte was in
         t_header: float | None = None
-        quiet = self._gaps.quiet_s
         nbytes = sent + reply_bytes
+        quiet = self._quiet_s(self._gaps, nbytes * copies)
         while True:
             event = self._parser.next()
             if isinstance(event, int):
@@ -675,16 +686,14 @@ class RemoteChip(ChipBackend):
         )
 
     def _timed_out(self, what: str, junk: bytes, alive: bool) -> _AttemptFailed:
-        desc = self._link.description
         if junk:
             return _AttemptFailed(self._garbage(what, junk), reopen=True, junk=junk, alive=alive)
-        return _AttemptFailed(
-            ChipTimeoutError(
-                f"no reply to {what} from {desc} within {self._settings.timeout_s:g} s; check that the chip is "
-                "powered and connected, or raise timeout= in the chip URI"
-            ),
-            reopen=True,
-            alive=alive,
+        return _AttemptFailed(self._silence(what), reopen=True, alive=alive)
+
+    def _silence(self, what: str) -> ChipTimeoutError:
+        return ChipTimeoutError(
+            f"no reply to {what} from {self._link.description} within {self._settings.timeout_s:g} s; check that "
+            "the chip is powered and connected, or raise timeout= in the chip URI"
         )
 
     # --- command helpers -------------------------------------------------------------------
@@ -867,7 +876,7 @@ class RemoteChip(ChipBackend):
         deadline = t0 + timeout
         heard = False  # any byte since the window went out
         gap = 0.0
-        quiet = self._window_gaps.quiet_s
+        quiet = self._quiet_s(self._window_gaps, sum(nbytes for _, _, nbytes in window.values()))
         while True:
             event = self._parser.next()
             if isinstance(event, int):
@@ -880,13 +889,7 @@ class RemoteChip(ChipBackend):
                 if not data and time.perf_counter() >= end:
                     if heard:
                         break  # quiet after the last answer: the rest of the window is lost
-                    raise _AttemptFailed(
-                        ChipTimeoutError(
-                            f"no reply to {what} from {self._link.description} within {timeout:g} s; check that "
-                            "the chip is powered and connected, or raise timeout= in the chip URI"
-                        ),
-                        reopen=True,
-                    )
+                    raise _AttemptFailed(self._silence(what), reopen=True)
                 if data:
                     now = time.perf_counter()
                     if heard:

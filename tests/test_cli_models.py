@@ -119,3 +119,13 @@ def test_session_run_takes_a_model_override(tmp_path: Path) -> None:
     result = invoke("session", "run", str(session), "--model", str(model), "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model"] == str(model)
+
+
+def test_a_dataset_that_does_not_fit_the_model_is_one_line_before_programming(tmp_path: Path) -> None:
+    from harness.models import get_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "imec39.h5"  # the slide's 39 MFCCs; the shipped KWS data has 10
+    save_model(from_torch(get_model("imec-kws-1d").eval(), (1, 49, 39), name="imec39", dataset="kws"), path)
+    result = invoke("evaluate", "--chip", "virtual", "--model", str(path), "--runs", "1", "--times", "25")
+    assert_one_line_error(result, "has samples of shape 1x49x10 but model 'imec39' takes inputs of shape 1x49x39")

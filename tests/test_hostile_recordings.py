@@ -337,6 +337,8 @@ CASES: list[Case] = [
     Case("not-hdf5", overwrite_bytes(b"just some text\n" * 100), "not an HDF5 file"),
     Case("empty-file", overwrite_bytes(b""), "not an HDF5 file"),
     Case("truncated-half", truncate(0.5), "truncated"),
+    Case("commit-header-flip", flip_object_header("commit", 8), "damaged"),
+    Case("layout-header-flip", flip_object_header("layout/target_uS", 12), "damaged"),
     # a writer killed after its last commit (SWMR flag set), then damaged
     Case("crashed-commit-header-flip", flip_object_header("commit", 8), "damaged", base="crashed", subprocess=True),
     Case("crashed-meta-header-flip", flip_object_header("readouts/meta", 12), "damaged", base="crashed",

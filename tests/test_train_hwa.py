@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.cim import converter_ranges
 from harness.data import Dataset
-from harness.errors import ConfigError, TrainingError
+from harness.errors import ConfigError, DatasetError, TrainingError
 from harness.models.format import model_from_torch
 from harness.train.engine import TrainOptions, train_model
 from harness.train.layers import CLIP_UPDATE_STEPS, HardwareConfig, convert
@@ -325,10 +325,11 @@ def test_bad_recipe_arguments_are_config_errors() -> None:
         make_recipe("analognets", unipolar=True)
 
 
-def test_shape_mismatch_is_a_config_error(task) -> None:
-    with pytest.raises(ConfigError, match="shape"):
+def test_shape_mismatch_is_a_dataset_error(task) -> None:
+    # the one data-meets-model check (harness.data.check_dataset_fits) raises DatasetError
+    with pytest.raises(DatasetError, match="shape"):
         train_model(_mlp(n_in=9), task, make_recipe("baseline"), OPTS)
-    with pytest.raises(ConfigError, match="classes"):
+    with pytest.raises(DatasetError, match="classes"):
         train_model(_mlp(n_out=4), task, make_recipe("baseline"), OPTS)
 
 

@@ -188,13 +188,8 @@ def test_adc_quantizes_to_its_grid_and_clips_to_its_range() -> None:
 
 
 def test_weak_devices_exist_at_the_documented_fraction() -> None:
-    from harness.virtual.cell_random import CellRandom
-    from harness.virtual.chip import FABRICATION_STREAMS
-
-    r, cells = CellRandom(0, FABRICATION_STREAMS), np.arange(200_000)
-    params = ph.device_params(
-        r.normal("g_sat", cells), r.uniform("weak", cells), r.uniform("weak_g_sat", cells), r.normal("set_rate", cells)
-    )
-    weak = params.g_sat_uS < P90.weak_g_sat_max_uS
+    chip = VirtualPCMChip(Geometry(rows=200, cols=1000), seed=0)
+    g_sat = chip.saturation_uS(np.arange(200_000))
+    weak = g_sat < P90.weak_g_sat_max_uS
     # Binomial(200k, 0.003): mean 600, std 24.5; normal devices below 16 µS are a 8σ event.
     assert abs(weak.sum() - 600) < 5 * 24.5

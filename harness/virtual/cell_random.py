@@ -2,12 +2,13 @@
 
 A sequential generator draws device ``k``'s fabrication randomness only after devices
 ``0 … k−1``, so a chip of a million devices costs a million draws even when a model uses ten
-thousand of them. Here each draw is a hash of ``(key, stream, cell)`` instead — SplitMix64's
-finalizer (Steele, Lea & Flood, "Fast splittable pseudorandom number generators", OOPSLA
-2014; the same mixer seeds numpy's and Java's generators), applied twice to a Weyl sequence
-over the cell address — so any subset of cells is drawn in time proportional to its size,
-in any order, with the same result. Normals come from pairs of uniforms by the Box–Muller
-transform. All operations are vectorized numpy ``uint64`` arithmetic (wrapping, as intended).
+thousand of them. Here each draw is SplitMix64 (Steele, Lea & Flood, "Fast splittable
+pseudorandom number generators", OOPSLA 2014; the generator that seeds numpy's and Java's)
+evaluated at position ``cell`` of the Weyl sequence that starts at the stream's key: one
+multiply-add and one finalizer per value, so any subset of cells is drawn in time
+proportional to its size, in any order, with the same result. Normals come in pairs from
+two uniforms (Box–Muller, both branches). All operations are vectorized numpy ``uint64``
+arithmetic (wrapping, as intended).
 """
 
 from __future__ import annotations
@@ -34,30 +35,49 @@ def _mix(z: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return z ^ (z >> np.uint64(31))
 
 
-def uniforms(key: np.uint64, cells: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """One uniform in the open interval (0, 1) per cell (53-bit resolution)."""
+def weyl(cells: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    """``cell · 0x9E37…`` (mod 2^64): the cells' Weyl offsets, shared by every stream."""
     with np.errstate(over="ignore"):
-        z = _mix(_mix(cells.astype(np.uint64) * _WEYL + key))
-    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * _U53
+        return cells.astype(np.uint64) * _WEYL
 
 
-def normals(key_a: np.uint64, key_b: np.uint64, cells: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """One standard normal per cell, from two uniform streams (Box–Muller, cosine branch)."""
-    u1 = uniforms(key_a, cells)
-    u2 = uniforms(key_b, cells)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
+def uniforms(key: np.uint64, offsets: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
+    """One uniform in the open interval (0, 1) per cell (53-bit resolution); ``offsets`` is
+    :func:`weyl` of the cells."""
+    with np.errstate(over="ignore"):
+        z = _mix(offsets + key)
+    u = (z >> np.uint64(11)).astype(np.float64)
+    u += 0.5
+    u *= _U53
+    return u
+
+
+def normal_pairs(
+    key_a: np.uint64, key_b: np.uint64, offsets: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Two independent standard normals per cell from two uniform streams (Box–Muller)."""
+    radius = np.log(uniforms(key_a, offsets))
+    radius *= -2.0
+    np.sqrt(radius, out=radius)
+    angle = uniforms(key_b, offsets)
+    angle *= _TWO_PI
+    return radius * np.cos(angle), radius * np.sin(angle)
 
 
 class CellRandom:
-    """The named per-device streams of one chip seed: ``uniform(name, cells)``,
-    ``normal(name, cells)``. Names are fixed strings; each owns two 64-bit keys."""
+    """The named per-device streams of one chip seed: ``uniform(name, cells)`` and
+    ``normal_pair(name, cells)``. Names are fixed strings; each owns two 64-bit keys."""
 
     def __init__(self, seed: int, names: tuple[str, ...]) -> None:
         self._keys = {name: (stream_key(seed, 2 * i), stream_key(seed, 2 * i + 1)) for i, name in enumerate(names)}
 
-    def uniform(self, name: str, cells: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        return uniforms(self._keys[name][0], cells)
+    def uniform(self, name: str, offsets: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
+        """Uniforms of stream ``name`` for cells with Weyl ``offsets`` (:func:`weyl`)."""
+        return uniforms(self._keys[name][0], offsets)
 
-    def normal(self, name: str, cells: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    def normal_pair(
+        self, name: str, offsets: npt.NDArray[np.uint64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Two standard normals per cell of stream ``name`` (cells given by Weyl ``offsets``)."""
         a, b = self._keys[name]
-        return normals(a, b, cells)
+        return normal_pairs(a, b, offsets)

@@ -29,7 +29,7 @@ from harness.clock import SimulatedClock, WallClock
 from harness.errors import ConfigError
 from harness.registry import ChipURI, take_params
 from harness.virtual import physics as ph
-from harness.virtual.cell_random import CellRandom
+from harness.virtual.cell_random import CellRandom, weyl
 from harness.virtual.personality import Personality, load_personality
 
 #: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
@@ -39,8 +39,10 @@ READ_OP_TIME_S = ph.READ_OP_TIME_S
 #: Devices are made long before the harness meets them: initial state is RESET, this long ago.
 FABRICATION_AGE_S = 1e6
 
-#: Per-device fabrication draws (harness.virtual.cell_random), one named stream each.
-FABRICATION_STREAMS = ("g_sat", "weak", "weak_g_sat", "set_rate", "reset", "nu", "relax")
+#: Per-device fabrication draws (harness.virtual.cell_random): two normal pairs (saturation
+#: conductance and SET rate; RESET level and drift exponent), one normal (relaxation) and the
+#: weak-device uniforms (whether weak; the weak saturation level, drawn for weak cells only).
+FABRICATION_STREAMS = ("sat_rate", "reset_nu", "relax", "weak", "weak_g_sat")
 
 #: Keys of :meth:`VirtualPCMChip.snapshot` that change with every read (small) ...
 RUNTIME_STATE_KEYS = ("rng_state", "clock_s")
@@ -145,6 +147,10 @@ class VirtualPCMChip(ChipBackend):
         """Chip time of each cell's last pulse: the origin of its drift clock."""
         return self._t_pulse[self._make(check_cells(cells, self.geometry))].copy()
 
+    def saturation_uS(self, cells: npt.ArrayLike) -> FloatArray:
+        """Each cell's saturation conductance (a device constant; weak devices saturate low)."""
+        return self._params.g_sat_uS[self._make(check_cells(cells, self.geometry))].copy()
+
     def drift_exponents(self, cells: npt.ArrayLike) -> FloatArray:
         """ν of each cell (drawn at its last pulse)."""
         return self._nu[self._make(check_cells(cells, self.geometry))].copy()
@@ -188,7 +194,7 @@ class VirtualPCMChip(ChipBackend):
             self._nu = np.array(state["nu"], dtype=np.float64)
             self._z_relax = np.array(state["z_relax"], dtype=np.float64)
             everything = np.arange(n)
-            self._make_params(everything)
+            self._make_params(slice(0, n), weyl(everything))
             self._made[:] = True
             self._update_derived(everything)
 
@@ -198,27 +204,32 @@ class VirtualPCMChip(ChipBackend):
         fabricated (RESET, ``FABRICATION_AGE_S`` ago), all from their (seed, cell) draws.
         Returns ``cells``. Costs O(len(cells)) once made (one boolean gather)."""
         new = cells[~self._made[cells]]
-        if new.size:
-            new = np.unique(new)
-            self._make_params(new)
-            r, pers = self._cell_random, self.personality
-            self._g_prog[new] = ph.reset_conductance(r.normal("reset", new), pers)
-            self._t_pulse[new] = -FABRICATION_AGE_S
-            self._nu[new] = ph.drift_exponents(self._x(self._g_prog[new]), r.normal("nu", new), pers)
-            self._z_relax[new] = r.normal("relax", new)
-            self._update_derived(new)
-            self._made[new] = True
+        if new.size:  # duplicates are harmless: a cell's draws are the same every time
+            offsets = weyl(new)
+            idx = _as_index(new)  # a whole-array first touch writes slices, not scatters
+            z_reset, z_nu = self._make_params(idx, offsets)
+            pers = self.personality
+            self._g_prog[idx] = g = ph.reset_conductance(z_reset, pers)
+            self._t_pulse[idx] = -FABRICATION_AGE_S
+            self._nu[idx] = ph.drift_exponents(self._x(g), z_nu, pers)
+            self._z_relax[idx] = self._cell_random.normal_pair("relax", offsets)[0]
+            self._update_derived(idx)
+            self._made[idx] = True
         return cells
 
-    def _make_params(self, cells: CellArray) -> None:
-        """Device-to-device constants of ``cells`` (a function of seed and cell only)."""
+    def _make_params(self, idx: CellArray | slice, offsets: npt.NDArray[np.uint64]) -> tuple[FloatArray, FloatArray]:
+        """Device-to-device constants of the cells ``idx`` (Weyl ``offsets``: a function of
+        seed and cell only); returns their (RESET, drift-exponent) normals of the as-made state."""
         r = self._cell_random
-        made = ph.device_params(
-            r.normal("g_sat", cells), r.uniform("weak", cells), r.uniform("weak_g_sat", cells),
-            r.normal("set_rate", cells), self.personality,
-        )
-        self._params.g_sat_uS[cells] = made.g_sat_uS
-        self._params.set_rate[cells] = made.set_rate
+        z_sat, z_rate = r.normal_pair("sat_rate", offsets)
+        u_weak = r.uniform("weak", offsets)
+        weak = u_weak < self.personality.weak_fraction
+        u_weak_g = np.zeros(offsets.size)
+        u_weak_g[weak] = r.uniform("weak_g_sat", offsets[weak])
+        made = ph.device_params(z_sat, u_weak, u_weak_g, z_rate, self.personality)
+        self._params.g_sat_uS[idx] = made.g_sat_uS
+        self._params.set_rate[idx] = made.set_rate
+        return r.normal_pair("reset_nu", offsets)
 
     def _program(self, cells: CellArray, g_new_uS: FloatArray) -> None:
         """Record a pulse: new as-programmed state, pulse time, fresh ν and relaxation draw."""

@@ -166,7 +166,7 @@ def test_a_truncated_command_is_nakked_not_waited_for(serve: ServeFn) -> None:
     client = RawClient(tcp_port(emulator), timeout_s=2.0)
     frame = p.frame_bytes(p.COMMAND, 1, [b"GEOM?"])
     client.sock.sendall(frame[:-3])  # bytes lost on the way: the frame never completes
-    tag, reply = client.reply()
+    _, reply = client.reply()
     assert reply.status == p.NAK and "incomplete frame" in reply.error[1]
     assert client.ask(2, b"GEOM?").args == ["64", "128"]  # and the stream is clean again
     client.close()
