@@ -71,7 +71,7 @@ MAX_ACTIVATION_ELEMENTS = 1 << 25
 #: Range calibration runs the float model in batches of this many samples and keeps at most
 #: this many |values| per layer and batch (a strided subsample beyond it).
 CALIBRATION_BATCH = 256
-CALIBRATION_VALUES_PER_BATCH = 1 << 20
+CALIBRATION_VALUES_PER_BATCH = 1 << 16
 
 
 @dataclass(frozen=True)

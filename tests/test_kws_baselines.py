@@ -14,7 +14,7 @@ from harness.data import load_dataset
 from harness.models import baseline_path, model_info
 from harness.models.format import load_model
 
-BASELINES = ["analognet-kws", "imec-kws-1d"]
+BASELINES = ["analognet-kws", "micronet-kws-s", "imec-kws-1d"]
 #: Shipped files stay small (AnalogNet-KWS: 301,628 float32 parameters = 1.2 MB).
 MAX_FILE_BYTES = 1_500_000
 
