@@ -377,10 +377,16 @@ def readouts_from_recording(
 
 
 def _positions(cells: npt.NDArray[np.int64], among: npt.NDArray[np.int64], geometry: Geometry) -> npt.NDArray[np.int64]:
-    """Position of each of ``cells`` in ``among`` (−1 where absent)."""
-    lookup = np.full(geometry.n_cells, -1, dtype=np.int64)
-    lookup[np.asarray(among, dtype=np.int64)] = np.arange(np.asarray(among).size)
-    return lookup[cells]
+    """Position of each of ``cells`` in ``among`` (−1 where absent); O(n log n) in the cells
+    involved, never in the chip's size (``geometry`` is kept for callers' symmetry)."""
+    among = np.asarray(among, dtype=np.int64)
+    cells = np.asarray(cells, dtype=np.int64)
+    if among.size == 0:
+        return np.full(cells.shape, -1, dtype=np.int64)
+    order = np.argsort(among, kind="stable")
+    ranked = among[order]
+    k = np.minimum(np.searchsorted(ranked, cells), among.size - 1)
+    return np.where(ranked[k] == cells, order[k], -1)
 
 
 def model_of_recording(rec: Recording) -> Model:
@@ -567,9 +573,30 @@ class ReadoutEvaluator:
             self._sims = {id(layout): hit}  # one layout at a time: chips of one model share it
         return hit[1]
 
-    def read_chip(self, chip: Chip, times_s: Sequence[float], **kwargs: Any) -> ChipReadouts:
-        """Program the model onto ``chip`` and read it at ``times_s`` (:func:`read_live_chip`)."""
-        return read_live_chip(chip, self.model, times_s, **kwargs)
+    def read_chip(
+        self, chip: Chip, times_s: Sequence[float], params: ProgrammingParams | None = None
+    ) -> ChipReadouts:
+        """Program the model onto ``chip`` and read its layout at ``times_s`` after programming.
+
+        The same calls, in the same order, as :func:`read_live_chip` through the session
+        runner (``programming.program_model``, then per time ``wait_until`` and one ``read``
+        of the layout's cells; GDC reference = the final verify read), without writing and
+        re-reading a temporary recording: the readouts are bit-identical to that path
+        (``tests/test_sweep.py``), and a sweep task costs its chip operations only.
+        """
+        from harness.programming import program_model
+
+        times = normalize_times(times_s)
+        layout, result = program_model(chip, self.model, params or ProgrammingParams())
+        g = np.empty((len(times), layout.n_devices))
+        t_read = np.empty(len(times))
+        for j, t in enumerate(times):
+            chip.wait_until(result.t_end_s + t)
+            t_read[j] = chip.now() - result.t_end_s
+            g[j] = chip.read(layout.cells)
+        return ChipReadouts(
+            label=chip.uri, layout=layout, g_ref_uS=np.asarray(result.final_uS, dtype=np.float64), times_s=t_read, g_uS=g
+        )
 
     def accuracy(
         self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int

@@ -89,6 +89,10 @@ class SweepResult:
     task_wall_s: tuple[float, ...] = field(default=(), repr=False)
     #: Largest peak RSS a worker process reported (MiB; the whole process for in-process runs).
     worker_peak_rss_mib: float = 0.0
+    #: Seconds to start the executor and warm every worker (models, data loaded once), and
+    #: seconds from the first submitted task to the last result.
+    startup_s: float = 0.0
+    run_s: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -109,6 +113,8 @@ class SweepResult:
             "wall_s": self.wall_s,
             "task_wall_s_mean": float(walls.mean()) if walls.size else None,
             "worker_peak_rss_mib": self.worker_peak_rss_mib,
+            "startup_s": self.startup_s,
+            "run_s": self.run_s,
             "rows_per_task": self.spec.rows_per_task,
         }
 
@@ -418,8 +424,16 @@ def run_sweep(
         walls: list[float] = []
         peak_mib = 0.0
         executor = "nothing to do"
+        startup_s = run_s = 0.0
         if todo:
+            t_start = time.perf_counter()
             with dask_client(workers, scheduler) as (client, executor):
+                # Load every model (and its data, ranges, simulator) once on every worker up
+                # front: the first tasks then cost what later ones do, and a model that cannot
+                # load fails here, once, instead of in every task.
+                client.run(_warm_worker, list(spec.models))
+                t_submit = time.perf_counter()
+                startup_s = t_submit - t_start
                 n_slots = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
                 by_key = {}
                 futures = []
@@ -450,11 +464,17 @@ def run_sweep(
                         done += 1
                     fut.release()
                     report()
+                run_s = time.perf_counter() - t_submit
         return SweepResult(
             out_dir=out, spec=spec, total=total, ran=len(walls), skipped=skipped, failures=tuple(failures),
             wall_s=time.perf_counter() - wall0, executor=executor, task_wall_s=tuple(walls),
-            worker_peak_rss_mib=peak_mib,
+            worker_peak_rss_mib=peak_mib, startup_s=startup_s, run_s=run_s,
         )
+
+
+def _warm_worker(models: list[str]) -> None:
+    for ref in models:
+        _evaluator(ref)
 
 
 def _check_model(ref: str) -> None:

@@ -61,6 +61,23 @@ def test_tidy_table_has_one_row_per_cell(serial_table, spec):
     assert last["chip_seed"].nunique() == 3
 
 
+def test_sweep_readouts_equal_the_session_runner_path():
+    """A task reads its chip directly; the readouts are those ``harness evaluate`` records
+    through the session runner for the same chip, bit for bit."""
+    import numpy as np
+
+    from harness.evaluate import ReadoutEvaluator, read_live_chip, resolve_model
+    from harness.registry import open_chip
+
+    ev = ReadoutEvaluator(resolve_model("default"))
+    times = (25.0, 86400.0, 365 * 86400.0)
+    direct = ev.read_chip(open_chip("virtual?rows=64&cols=160&seed=5"), times)
+    session = read_live_chip(open_chip("virtual?rows=64&cols=160&seed=5"), ev.model, times)
+    for field in ("g_uS", "g_ref_uS", "times_s"):
+        np.testing.assert_array_equal(getattr(direct, field), getattr(session, field), err_msg=field)
+    np.testing.assert_array_equal(direct.layout.cells, session.layout.cells)
+
+
 def test_task_seeds_depend_only_on_coordinates():
     a = task_for(0, "default", "virtual", 2)
     assert a == task_for(0, "default", "virtual", 2)
