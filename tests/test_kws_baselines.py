@@ -48,11 +48,12 @@ def test_baseline_file_accuracy_and_metadata(name: str, kws) -> None:  # type: i
 
 
 def test_analognet_kws_baseline_is_the_best_shipped_kws_model(kws) -> None:  # type: ignore[no-untyped-def]
-    """The issue aims at >= 90 %; the CPU budget of this build reached 85 % (docs/models.md).
-    What must hold: it is well above chance and not below the smaller KWS baselines."""
+    """The issue aims at >= 90 %; the shipped baseline reaches 89.5 % on test, 90.2 % on
+    validation (docs/models.md). What must hold: it is near that aim and the best shipped
+    KWS baseline."""
     acc = {name: load_model(baseline_path(name)).metadata["float_test_accuracy"] for name in BASELINES
            if baseline_path(name).is_file()}
-    assert acc["analognet-kws"] >= 0.85 and acc["analognet-kws"] == max(acc.values())
+    assert acc["analognet-kws"] >= 0.89 and acc["analognet-kws"] == max(acc.values())
 
 
 @pytest.mark.slow
