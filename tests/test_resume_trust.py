@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from clikit import assert_one_line_error, invoke
+from test_session import WRITER
 
 from harness.errors import RecordingError
 from harness.recording import open_recording, partial_paths
@@ -99,22 +100,7 @@ def test_resume_on_the_recorded_virtual_chip_passes_the_check_and_is_logged(tmp_
 
 # ----------------------------------------------------------------------------- item 3
 
-WRITER = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {tests!r})
-    from test_recording import programmed
-    from harness.recording import create_recording
-    from harness.schedule import load_session
-    chip, layout, result, prov = programmed(1)
-    w = create_recording(sys.argv[1], provenance=prov, layout=layout, programming=result,
-                         session=load_session(sys.argv[2]), chip_state=chip.snapshot())
-    w.append_readout(25.0, chip.read(w.cells), chip_state=chip.snapshot(include_devices=False))
-    print("ready", flush=True)
-    sys.stdin.readline()
-    w.close()
-    """
-)
+# The live-writer script of the session tests: one writer process holding a recording open.
 
 
 def test_overwrite_refuses_a_file_a_live_session_writes(tmp_path: Path) -> None:
