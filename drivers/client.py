@@ -516,7 +516,8 @@ class RemoteChip(ChipBackend):
         else:
             try:
                 self._link.discard_input()
-            except ChipIOError:
+            except ChipIOError:  # the link hung up under us: reopen on the next attempt
+                self.stats.reconnects += 1
                 self._drop_link()
 
     def _drop_link(self) -> None:

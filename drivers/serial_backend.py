@@ -13,6 +13,13 @@ import time
 
 import serial
 
+try:  # POSIX: pyserial's tcflush raises termios.error (not an OSError) on a hung-up pty
+    from termios import error as TermiosError
+except ImportError:  # pragma: no cover - Windows
+
+    class TermiosError(Exception):  # type: ignore[no-redef]
+        """Stand-in where the termios module does not exist."""
+
 from drivers.client import LinkSettings, RemoteChip
 from drivers.protocol import Piece
 from harness.errors import ChipIOError, ChipTimeoutError, ConfigError
@@ -116,7 +123,7 @@ class SerialLink:
         ser = self._port()
         try:
             ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, TermiosError) as exc:
             raise ChipIOError(f"serial port {self.port} failed: {exc}") from exc
 
 

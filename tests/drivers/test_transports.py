@@ -195,6 +195,24 @@ def test_foreign_instrument_is_an_identity_error(foreign_instrument: int) -> Non
     assert time.perf_counter() - t0 < 2.0
 
 
+def test_flushing_a_hung_up_pty_is_a_chip_io_error() -> None:
+    """pyserial's tcflush on a pty whose other end is gone raises ``termios.error``, which is
+    not an OSError; the link must turn it into ChipIOError so the client reconnects (CI saw
+    the raw termios error escape a noisy-link programming run)."""
+    from drivers.serial_backend import SerialLink
+
+    master, slave = os.openpty()
+    link = SerialLink(os.ttyname(slave))
+    link.open()
+    os.close(master)
+    try:
+        with pytest.raises(ChipIOError, match="failed"):
+            link.discard_input()
+    finally:
+        link.close()
+        os.close(slave)
+
+
 def test_unreachable_port_is_a_chip_io_error() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
