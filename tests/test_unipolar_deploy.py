@@ -12,10 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
-from clikit import assert_one_line_error, invoke
 from harness.errors import ModelError
 from harness.models.format import Model, default_model_path, load_model, save_model
 from harness.recording import open_recording
+from tests.clikit import assert_one_line_error, invoke
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = REPO / "sessions" / "demo-short.toml"
@@ -25,8 +25,14 @@ CHIP = "virtual?rows=64&cols=160"
 def _differential_copy(model: Model, name: str) -> Model:
     """The same weights, ranges and metadata without the unipolar marks."""
     return Model(
-        name=name, architecture=model.architecture, weights=model.weights(), input_shape=model.input_shape,
-        n_classes=model.n_classes, dataset=model.dataset, ranges=model.ranges, metadata=model.metadata,
+        name=name,
+        architecture=model.architecture,
+        weights=model.weights(),
+        input_shape=model.input_shape,
+        n_classes=model.n_classes,
+        dataset=model.dataset,
+        ranges=model.ranges,
+        metadata=model.metadata,
     )
 
 
@@ -37,9 +43,29 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("unipolar")
     uni = d / "uni.h5"
     result = invoke(
-        "train", "--model", str(default_model_path()), "--data", "digits", "--recipe", "uniform", "--unipolar",
-        "--bits", "6", "--lr", "3e-2", "--batch-size", "32", "--epochs", "2", "--seed", "2",
-        "--checkpoint-steps", "0", "--out", str(uni), "--json",
+        "train",
+        "--model",
+        str(default_model_path()),
+        "--data",
+        "digits",
+        "--recipe",
+        "uniform",
+        "--unipolar",
+        "--bits",
+        "6",
+        "--lr",
+        "3e-2",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--seed",
+        "2",
+        "--checkpoint-steps",
+        "0",
+        "--out",
+        str(uni),
+        "--json",
     )
     assert result.exit_code == 0, result.output
     diff = d / "diff.h5"
@@ -61,8 +87,13 @@ def test_model_file_records_its_unipolar_layers(models: dict[str, Path], tmp_pat
     # Unknown names are refused when built and when loaded.
     with pytest.raises(ModelError, match="not analog layers"):
         Model(
-            name="x", architecture=uni.architecture, weights=uni.weights(), input_shape=uni.input_shape,
-            n_classes=uni.n_classes, dataset=uni.dataset, unipolar_layers=["relu1"],
+            name="x",
+            architecture=uni.architecture,
+            weights=uni.weights(),
+            input_shape=uni.input_shape,
+            n_classes=uni.n_classes,
+            dataset=uni.dataset,
+            unipolar_layers=["relu1"],
         )
     bad = tmp_path / "bad.h5"
     save_model(uni, bad)
@@ -80,8 +111,17 @@ def test_program_maps_a_unipolar_model_on_half_the_devices(models: dict[str, Pat
     d = models["dir"]
     summaries = {}
     for key in ("uni", "diff"):
-        result = invoke("program", "--chip", CHIP, "--model", str(models[key]), "--out", str(d / f"p-{key}.h5"),
-                        "--overwrite", "--json")
+        result = invoke(
+            "program",
+            "--chip",
+            CHIP,
+            "--model",
+            str(models[key]),
+            "--out",
+            str(d / f"p-{key}.h5"),
+            "--overwrite",
+            "--json",
+        )
         assert result.exit_code == 0, result.output
         summaries[key] = json.loads(result.stdout)
     uni, diff = summaries["uni"], summaries["diff"]
@@ -91,7 +131,8 @@ def test_program_maps_a_unipolar_model_on_half_the_devices(models: dict[str, Pat
     assert uni["devices_programmed"] == uni["devices_used"]
     assert uni["unipolar_layers"] == ["fc1", "fc2"] and diff["unipolar_layers"] == []
     assert [(p["name"], p["unipolar"], p["devices"]) for p in uni["layers"]] == [
-        ("fc1", True, 64 * 64), ("fc2", True, 10 * 64),
+        ("fc1", True, 64 * 64),
+        ("fc2", True, 10 * 64),
     ]
     # The recording's layout keeps the marks and reads back the model's weights.
     with open_recording(d / "p-uni.h5") as rec:
@@ -108,16 +149,39 @@ def test_program_maps_a_unipolar_model_on_half_the_devices(models: dict[str, Pat
 
 def test_evaluate_a_unipolar_model_on_a_chip_and_from_its_session(models: dict[str, Path]) -> None:
     d = models["dir"]
-    result = invoke("evaluate", "--chip", CHIP, "--model", str(models["uni"]), "--runs", "2", "--bits", "8",
-                    "--times", "25s", "--json")
+    result = invoke(
+        "evaluate",
+        "--chip",
+        CHIP,
+        "--model",
+        str(models["uni"]),
+        "--runs",
+        "2",
+        "--bits",
+        "8",
+        "--times",
+        "25s",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     live = json.loads(result.stdout)
     assert live["digital_accuracy"] > 0.85  # measured 0.936
-    assert live["accuracy"]["8"]["25s"]["mean"] > 0.8  # measured 0.917 ± 0.011 (3 chips)
+    assert live["accuracy"]["8"]["25s"]["mean"] > 0.8  # measured 0.881, 0.894 (chips 0, 1)
     # session run → recording → evaluate rebuilds the same single-device weights.
     rec = d / "s.h5"
-    result = invoke("session", "run", str(SESSION), "--chip", CHIP, "--model", str(models["uni"]), "--out", str(rec),
-                    "--overwrite", "--json")
+    result = invoke(
+        "session",
+        "run",
+        str(SESSION),
+        "--chip",
+        CHIP,
+        "--model",
+        str(models["uni"]),
+        "--out",
+        str(rec),
+        "--overwrite",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     with open_recording(rec) as r:
         assert r.layout.n_devices == load_model(models["uni"]).n_array_weights()

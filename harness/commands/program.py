@@ -119,8 +119,12 @@ def device_counts(layout: Any) -> dict[str, Any]:
         "unipolar_layers": [p.name for p in layout.layers if p.unipolar],
         "layers": [
             {
-                "name": p.name, "out_features": p.out_features, "fan_in": p.fan_in,
-                "unipolar": p.unipolar, "devices": p.n_devices, "placement": p.how,
+                "name": p.name,
+                "out_features": p.out_features,
+                "fan_in": p.fan_in,
+                "unipolar": p.unipolar,
+                "devices": p.n_devices,
+                "placement": p.how,
             }
             for p in layout.layers
         ],
