@@ -48,7 +48,7 @@ from harness.chip import Chip, FloatArray, Geometry
 from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
 from harness.data import check_dataset_fits, fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
-from harness.mapping import Layout, map_weights
+from harness.mapping import Layout, map_model
 from harness.models.format import Model, default_model_path, load_model
 from harness.programming import ProgrammingParams
 from harness.recording import Recording, open_recording
@@ -258,8 +258,9 @@ def normalize_bits(bits: Sequence[int | None]) -> tuple[int | None, ...]:
 def check_model_matches_layout(model: Model, layout: Layout, where: str) -> None:
     """Raise EvaluationError unless ``layout`` is what mapping ``model`` onto its geometry gives.
 
-    Checks layer names and shapes, then the target conductances (a model with the same
-    shapes but other weights was not what was programmed).
+    Checks layer names and shapes, which layers are unipolar (single devices), then the
+    target conductances (a model with the same shapes but other weights was not what was
+    programmed).
     """
     wanted = [(a.name, a.weight.shape[0], a.weight.shape[1]) for a in model.analog_layers()]
     placed = [(p.name, p.out_features, p.fan_in) for p in layout.layers]
@@ -269,7 +270,16 @@ def check_model_matches_layout(model: Model, layout: Layout, where: str) -> None
             f"model {model.name!r} (layers {fmt(wanted)}) does not match the layout in {where} "
             f"(layers {fmt(placed)}); pass the model that was programmed with --model"
         )
-    expected = map_weights([(a.name, a.weight) for a in model.analog_layers()], layout.geometry)
+    model_uni = set(model.unipolar_layers)
+    for p in layout.layers:
+        if p.unipolar != (p.name in model_uni):
+            kinds = ("unipolar (one device per weight)", "differential")
+            rec_kind, model_kind = kinds if p.unipolar else kinds[::-1]
+            raise EvaluationError(
+                f"layer {p.name!r} is {rec_kind} in {where} but {model_kind} in model {model.name!r}; "
+                "pass the model that was programmed with --model"
+            )
+    expected = map_model(model, layout.geometry)
     if not np.array_equal(expected.cells, layout.cells):
         raise EvaluationError(
             f"model {model.name!r} maps onto other cells than the layout in {where}; pass the model that was programmed"

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from harness.chip import CellArray, FloatArray, Geometry
 from harness.errors import MappingError
+
+if TYPE_CHECKING:
+    from harness.models.format import Model
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,12 @@ def map_weights(
         raise MappingError(f"unipolar layers {sorted(unknown)} are not among the mapped layers")
     for name, w in items:
         if name in single and np.min(w) < 0:
-            raise MappingError(f"layer {name!r} has negative weights (min {np.min(w):.3g}); it cannot be unipolar")
+            n_neg = int(np.count_nonzero(np.asarray(w) < 0))
+            raise MappingError(
+                f"layer {name!r} is marked unipolar (one device per weight) but has {n_neg} negative "
+                f"weight(s) (min {np.min(w):.3g}); retrain it with --recipe uniform --unipolar, "
+                "or deploy it differentially (a model file without it in unipolar_layers)"
+            )
     mats: list[tuple[str, FloatArray]] = []
     for name, w in items:
         arr = np.asarray(w, dtype=np.float64)
@@ -345,4 +354,20 @@ def map_weights(
         layer_index=np.concatenate(layer_idx),
         sign=np.concatenate(signs),
         weight_index=np.concatenate(w_idx),
+    )
+
+
+def map_model(model: Model, geometry: Geometry) -> Layout:
+    """Map a model's analog layers (:meth:`Model.analog_layers`, in order) onto ``geometry``.
+
+    Layers in ``model.unipolar_layers`` go on single devices, the others on differential
+    pairs (:func:`map_weights`). This is the one mapping every deployment path uses
+    (``harness program``, ``session run``, ``evaluate``), so a recording's layout and a
+    re-mapping of its model agree.
+
+    Raises:
+        MappingError: see :func:`map_weights` (e.g. a negative weight in a unipolar layer).
+    """
+    return map_weights(
+        [(layer.name, layer.weight) for layer in model.analog_layers()], geometry, unipolar=model.unipolar_layers
     )

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from harness.chip import CellArray, Chip, FloatArray, check_cells
 from harness.errors import ProgrammingError
-from harness.mapping import Layout, map_weights
+from harness.mapping import Layout, map_model
 
 if TYPE_CHECKING:
     from harness.models.format import Model
@@ -276,6 +276,7 @@ def program_layout(
 def program_model(
     chip: Chip, model: Model, params: ProgrammingParams | None = None, progress: ProgressCallback | None = None
 ) -> tuple[Layout, ProgrammingResult]:
-    """Map a model's analog layers onto the chip and program them; returns (layout, result)."""
-    layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
+    """Map a model's analog layers onto the chip (:func:`harness.mapping.map_model`: its
+    unipolar layers on single devices) and program them; returns (layout, result)."""
+    layout = map_model(model, chip.geometry)
     return layout, program_layout(chip, layout, params, progress)

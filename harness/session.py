@@ -29,7 +29,7 @@ import numpy.typing as npt
 from harness.chip import Chip, CodeReadingChip
 from harness.registry import chip_seed
 from harness.errors import HarnessError, RecordingError
-from harness.mapping import map_weights
+from harness.mapping import map_model
 from harness.recording import (
     Recording,
     RecordingLock,
@@ -189,7 +189,7 @@ def _run_locked(
     params = spec.program.programming_params()
     model_path = resolve_model_path(spec)
     model = load_model(model_path)
-    layout = map_weights([(layer.name, layer.weight) for layer in model.analog_layers()], chip.geometry)
+    layout = map_model(model, chip.geometry)
     cells = np.arange(chip.geometry.n_cells, dtype=np.int64) if spec.readout.cells == "array" else layout.cells
     n = spec.schedule.n_readouts * spec.readout.repeats
     if progress:

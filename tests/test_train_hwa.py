@@ -306,8 +306,27 @@ def test_baseline_carries_no_ranges_and_uniform_shares_one_range_set(task, tiny)
 def test_unipolar_uniform_exports_non_negative_weights(task, tiny) -> None:
     uni = train_model(tiny, task, make_recipe("uniform", eta=0.05, bits=4, unipolar=True), OPTS).model
     assert uni.metadata["unipolar_layers"] == ["fc1", "fc2"]
+    assert uni.unipolar_layers == ("fc1", "fc2")  # what program / session / evaluate deploy on single devices
     for layer in uni.analog_layers():
         assert layer.weight.min() >= 0.0
+
+
+def test_unipolar_forward_uses_the_projected_weight_with_a_straight_through_gradient() -> None:
+    # Training and the hardware-aware accuracy must see the weights that get deployed (>= 0),
+    # not the latent ones: else the reported accuracy says nothing about the chip.
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict(fc1=nn.Linear(6, 4)))
+    with torch.no_grad():
+        net.fc1.weight.copy_(torch.linspace(-1.0, 1.0, 24).reshape(4, 6))
+    for unipolar in (False, True):
+        hw = convert(net, HardwareConfig(clip_sigma=3.0, unipolar=unipolar))
+        layer = hw.net.fc1
+        hw.eval()
+        w = layer.effective_weight()
+        assert (w.min().item() >= 0.0) == unipolar
+        torch.testing.assert_close(w.detach(), layer.exported_weight())
+        w.sum().backward()  # straight through: every latent weight gets the gradient
+        assert torch.all(layer.inner.weight.grad == 1.0)
 
 
 # -- bad input, checkpoints, resume ------------------------------------------------------------

@@ -49,7 +49,7 @@ def program_command(
             out if out is not None else default_output_path("program"),
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
-        from harness.mapping import map_weights
+        from harness.mapping import map_model
         from harness.models import resolve_model_path
         from harness.models.format import load_model
         from harness.programming import (
@@ -65,11 +65,14 @@ def program_command(
         net = load_model(model_path)
         the_chip = open_chip(chip_uri)
         try:
-            layout = map_weights([(layer.name, layer.weight) for layer in net.analog_layers()], the_chip.geometry)
+            layout = map_model(net, the_chip.geometry)
             console.print(
                 f"programming [bold]{net.name}[/] ({layout.n_devices} devices, {len(layout.layers)} layers) "
                 f"on {the_chip.identity}"
             )
+            single = [p.name for p in layout.layers if p.unipolar]
+            if single:
+                console.print(f"unipolar (one device per weight, reference held digitally): {', '.join(single)}")
             placed = [f"{p.name} {p.how}" for p in layout.layers if p.how != "normal"]
             if placed:
                 console.print(f"blocks stored {', '.join(placed)} (recorded in the layout)")
@@ -100,6 +103,7 @@ def program_command(
             "chip_identity": the_chip.identity,
             "model": str(model_path),
             "out": str(out_path),
+            **device_counts(layout),
         }
     if json_out:
         emit_json(summary)
@@ -107,12 +111,33 @@ def program_command(
     render_summary(console, summary)
 
 
+def device_counts(layout: Any) -> dict[str, Any]:
+    """Devices the mapped model uses, in total and per layer (``layout``: a
+    :class:`harness.mapping.Layout`); a unipolar layer uses one device per weight."""
+    return {
+        "devices_used": layout.n_devices,
+        "unipolar_layers": [p.name for p in layout.layers if p.unipolar],
+        "layers": [
+            {
+                "name": p.name,
+                "out_features": p.out_features,
+                "fan_in": p.fan_in,
+                "unipolar": p.unipolar,
+                "devices": p.n_devices,
+                "placement": p.how,
+            }
+            for p in layout.layers
+        ],
+    }
+
+
 def render_summary(console: Any, s: dict[str, Any]) -> None:
     """Human summary: headline figures and error statistics per target level."""
     from rich.table import Table
 
     console.print(
-        f"[bold]{s['devices_programmed']}[/] devices programmed, "
+        f"[bold]{s['devices_programmed']}[/] devices programmed"
+        f"{' (' + ', '.join(s['unipolar_layers']) + ' unipolar)' if s.get('unipolar_layers') else ''}, "
         f"converged [bold]{100 * s['converged_fraction']:.2f}%[/], "
         f"error std [bold]{s['error_std_uS']:.3f} µS[/] (non-zero targets), "
         f"iterations mean {s['iterations_mean']:.1f} / max {s['iterations_max']}"

@@ -7,7 +7,8 @@ shape-checked against the architecture before it is used:
 
 - root attributes: ``format = "pcm-harness-model"``, ``format_version = 2``, ``name``,
   ``architecture`` (JSON list of layer specs), ``input_shape`` (int array), ``n_classes``,
-  ``dataset``, ``metadata`` (JSON object);
+  ``dataset``, ``metadata`` (JSON object), optional ``unipolar_layers`` (JSON list of the
+  analog layer paths deployed on single devices; absent: every layer differential);
 - group ``weights/``: one float32 dataset per tensor, named like the torch state-dict key of
   :meth:`Model.to_torch` (``fc1.weight`` ``(out, in)``, ``conv1.weight`` ``(out, in/groups, *k)``,
   ``bn1.running_var`` ``(C,)``, ``block1.body.conv.weight``…);
@@ -30,7 +31,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,10 @@ class Model:
         dataset: the dataset it is evaluated on (``"digits"``).
         ranges: per analog layer path, its :class:`LayerRanges` (may be empty).
         metadata: JSON-able provenance (seed, epochs, noise eta, float test accuracy…).
+        unipolar_layers: analog layer paths (in forward order) to deploy on one device per
+            weight instead of a differential pair (:func:`harness.mapping.map_model`); empty
+            for an all-differential model. Their weights should be ``>= 0``: mapping refuses
+            a negative one (``MappingError``), loading does not.
         plan: the checked architecture as :class:`PlanStep` s with shapes.
     """
 
@@ -256,6 +261,7 @@ class Model:
         "_path",
         "_plan",
         "_ranges",
+        "_unipolar",
         "_weights",
     )
 
@@ -270,6 +276,7 @@ class Model:
         dataset: str,
         ranges: Mapping[str, LayerRanges] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        unipolar_layers: Sequence[str] = (),
         path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -300,6 +307,7 @@ class Model:
                 raise ModelError(f"batch norm {step.path!r}: running_var has negative entries")
         self._ranges = _checked_ranges(ranges or {}, self._plan)
         self._metadata = _json_roundtrip(dict(metadata or {}), "metadata")
+        self._unipolar = _checked_unipolar(unipolar_layers, self._plan)
 
     # -- read-only attributes -------------------------------------------------------------
     @property
@@ -333,6 +341,10 @@ class Model:
     @property
     def metadata(self) -> dict[str, Any]:
         return copy.deepcopy(self._metadata)
+
+    @property
+    def unipolar_layers(self) -> tuple[str, ...]:
+        return self._unipolar
 
     @property
     def plan(self) -> tuple[PlanStep, ...]:
@@ -398,7 +410,7 @@ class Model:
         return sum(layer.macs for layer in self.analog_layers())
 
     def with_weights(self, new: Mapping[str, npt.ArrayLike]) -> Model:
-        """A copy with some or all tensors replaced (same architecture, ranges, metadata).
+        """A copy with some or all tensors replaced (same architecture, ranges, metadata, unipolar layers).
 
         ``new`` maps state-dict keys to arrays of exactly the stored shapes (conv weights in
         their torch shape); keys not given keep their values. The caller's arrays are copied,
@@ -422,6 +434,7 @@ class Model:
             dataset=self._dataset,
             ranges=self._ranges,
             metadata=self._metadata,
+            unipolar_layers=self._unipolar,
         )
 
     def to_torch(self) -> nn.Sequential:
@@ -705,6 +718,18 @@ def _checked_ranges(ranges: Mapping[str, LayerRanges], plan: tuple[PlanStep, ...
     return out
 
 
+def _checked_unipolar(names: Any, plan: tuple[PlanStep, ...]) -> tuple[str, ...]:
+    """``names`` as analog layer paths in forward order; ModelError for anything else."""
+    if isinstance(names, str) or not isinstance(names, Sequence | frozenset | set):
+        raise ModelError(f"unipolar_layers must be a list of analog layer names, got {names!r:.60}")
+    analog = [s.path for s in _walk(plan) if s.spec["type"] in ANALOG_LAYER_TYPES]
+    wanted = list(names)
+    unknown = [n for n in wanted if not isinstance(n, str) or n not in analog]
+    if unknown:
+        raise ModelError(f"unipolar_layers {unknown!r:.80} are not analog layers of the model; analog layers: {analog}")
+    return tuple(n for n in analog if n in set(wanted))
+
+
 def _json_roundtrip(value: Any, what: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
@@ -741,6 +766,8 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
         f.attrs["n_classes"] = model.n_classes
         f.attrs["dataset"] = model.dataset
         f.attrs["metadata"] = json.dumps(model.metadata, sort_keys=True)
+        if model.unipolar_layers:  # absent means all differential: older files stay byte-identical
+            f.attrs["unipolar_layers"] = json.dumps(list(model.unipolar_layers))
         group = f.create_group("weights", track_order=True)
         for key, value in model.weights().items():
             # track_times=False: saving the same model twice gives byte-identical files.
@@ -802,6 +829,9 @@ def _read_model(f: h5py.File, path: Path) -> Model:
     metadata = _attr_json(f, "metadata")
     if not isinstance(metadata, dict):
         raise ModelError("attribute 'metadata' is not a JSON object")
+    unipolar = _attr_json(f, "unipolar_layers") if "unipolar_layers" in f.attrs else []
+    if not isinstance(unipolar, list) or not all(isinstance(n, str) for n in unipolar):
+        raise ModelError("attribute 'unipolar_layers' is not a JSON list of layer names")
     raw_shape = np.asarray(f.attrs.get("input_shape"))
     if raw_shape.dtype.kind not in "iu" or raw_shape.ndim != 1:
         raise ModelError("attribute 'input_shape' is not a list of ints")
@@ -844,6 +874,7 @@ def _read_model(f: h5py.File, path: Path) -> Model:
         dataset=_attr_str(f, "dataset"),
         ranges=ranges,
         metadata=metadata,
+        unipolar_layers=unipolar,
         path=path,
     )
 
@@ -899,6 +930,7 @@ def from_torch(
     dataset: str = "unspecified",
     ranges: Mapping[str, LayerRanges] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    unipolar_layers: Sequence[str] = (),
 ) -> Model:
     """Capture a ``torch.nn.Sequential`` built from the format's layer types as a :class:`Model`.
 
@@ -939,6 +971,7 @@ def from_torch(
         dataset=dataset,
         ranges=ranges,
         metadata=metadata,
+        unipolar_layers=unipolar_layers,
     )
 
 
@@ -951,10 +984,12 @@ def model_from_torch(
     dataset: str,
     ranges: Mapping[str, LayerRanges] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    unipolar_layers: Sequence[str] = (),
 ) -> Model:
     """:func:`from_torch` with every argument by keyword (the round-1 signature)."""
     return from_torch(
-        module, input_shape, name=name, n_classes=n_classes, dataset=dataset, ranges=ranges, metadata=metadata
+        module, input_shape, name=name, n_classes=n_classes, dataset=dataset, ranges=ranges, metadata=metadata,
+        unipolar_layers=unipolar_layers,
     )
 
 

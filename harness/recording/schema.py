@@ -304,6 +304,11 @@ def _validate(f: h5py.File) -> Header:
     for name, kinds in (("target_uS", "f"), ("layer_index", "iu"), ("sign", "iu"), ("weight_index", "iu")):
         if _vector(lay, name, kinds, n_cells).shape[0] != n_dev:
             raise _Bad(f"layout arrays differ in length (cells {n_dev}, {name} {lay[name].shape[0]})")
+    # One device per weight in a unipolar layer, two (G+, G−) otherwise: a layer list that
+    # disagrees with the arrays would split them into the wrong layers.
+    n_placed = sum((1 if d.get("unipolar", False) else 2) * d["out_features"] * d["fan_in"] for d in layers)
+    if n_placed != n_dev:
+        raise _Bad(f"the layer list places {n_placed} devices but the layout arrays hold {n_dev}")
     _in_range(lay, "cells", 0, n_cells - 1)
     _in_range(lay, "target_uS", 0.0, MAX_US)
     _in_range(lay, "layer_index", 0, max(len(layers) - 1, 0) if layers else -1)
@@ -631,7 +636,7 @@ def _json_depth(value: Any) -> int:
 
 
 _LAYER_TYPES = {"name": str, "out_features": int, "fan_in": int, "row0": int, "col0": int,
-                "weight_max": float, "scale_uS": float, "transposed": bool, "pieces": list}
+                "weight_max": float, "scale_uS": float, "transposed": bool, "pieces": list, "unipolar": bool}
 
 
 def _layer_ok(d: Any) -> None:

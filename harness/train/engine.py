@@ -191,7 +191,9 @@ def train_model(
     The returned model has the exported weights (clipped, no noise; projected to >= 0 for
     a unipolar recipe), the learned DAC/ADC ranges when the recipe trains converters
     (``r_ADC = |g|·r_DAC·W_max`` for every layer), and metadata: recipe, stages,
-    hyper-parameters, the shared ADC gain, clip bounds, per-epoch history, accuracies.
+    hyper-parameters, the shared ADC gain, clip bounds, per-epoch history, accuracies. A
+    unipolar recipe marks every analog layer in ``Model.unipolar_layers`` (deployed on
+    single devices by ``harness program`` / ``session run`` / ``evaluate``).
 
     Raises:
         ConfigError: data/model shape mismatch, a bad option.
@@ -379,12 +381,12 @@ def train_model(
     out_name = name or f"{model.name}-{recipe.name}"
     trained = model_from_torch(
         plain, name=out_name, input_shape=model.input_shape, n_classes=model.n_classes, dataset=data.name,
-        ranges=ranges, metadata=metadata,
+        ranges=ranges, metadata=metadata, unipolar_layers=metadata["unipolar_layers"],
     )
     metadata["float_test_accuracy"] = float_accuracy(trained, data.x_test, data.y_test)
     trained = model_from_torch(
         plain, name=out_name, input_shape=model.input_shape, n_classes=model.n_classes, dataset=data.name,
-        ranges=ranges, metadata=metadata,
+        ranges=ranges, metadata=metadata, unipolar_layers=metadata["unipolar_layers"],
     )
     return TrainResult(trained, history, resumed_from)
 

@@ -61,7 +61,10 @@ class HardwareConfig:
         bits: ADC bits (the DAC gets ``bits + 1``); ``None``: no converters.
         quant_noise_p: Fan et al. probability that an element is quantized in training.
         global_ranges: one DAC range and one clip bound for all layers (``uniform`` recipe).
-        unipolar: export the weights projected to ``>= 0`` (single-device mapping).
+        unipolar: the forward pass uses the weights projected to ``>= 0`` (straight through
+            to the latent weights, which the recipe's penalty pulls positive) and they are
+            exported so (single-device mapping): training and its hardware-aware accuracy see
+            the weights that get deployed.
     """
 
     clip_sigma: float | None = None
@@ -129,13 +132,16 @@ class HardwareAwareLayer(nn.Module):
         w = self.inner.weight
         clipping = self.config.clip_sigma is not None
         noisy = self.training and self.config.eta > 0.0
-        if not (clipping or noisy):
+        unipolar = self.config.unipolar
+        if not (clipping or noisy or unipolar):
             return w
         if w_max is None:
             w_max = self.weight_max()
         target = w.detach()
         if clipping:
             target = torch.clamp(target, -w_max, w_max)
+        if unipolar:  # the forward pass sees the deployed (projected) weight, not the latent one
+            target = torch.clamp(target, min=0.0)
         if noisy:
             sigma = self.config.eta * w_max
             target = target + sigma * torch.randn(w.shape, generator=self._generator, dtype=w.dtype)

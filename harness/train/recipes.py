@@ -11,8 +11,9 @@
   (learned ranges, one shared ADC gain, quantization noise) and a lower learning rate.
 - ``uniform``: Garcia-Redondo et al.: as ``analognets`` but one global range set (DAC range,
   clip bound, hence ADC range) for all layers; with ``unipolar`` a penalty on negative
-  weights that ramps up over stage 2, and weights exported projected to ``>= 0`` (a
-  unipolar layer maps onto single devices, :func:`harness.mapping.map_weights`).
+  weights that ramps up over stage 2, and weights projected to ``>= 0`` in the forward pass
+  and on export (the model marks its layers ``unipolar_layers``; they map onto single
+  devices, :func:`harness.mapping.map_model`).
 
 The paper's numeric hyper-parameters (stage-2 LR factor, range LRs, gradient-clip
 threshold, quantization-noise probability, α) are not legible in our copy of the seed
