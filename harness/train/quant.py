@@ -75,17 +75,8 @@ class _FakeQuantize(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, r: torch.Tensor, n: int, keep_x: torch.Tensor | None
     ) -> torch.Tensor:
-        s, inv_s = _scales(r, n)
-        codes = torch.mul(x, inv_s).round_()
-        out = codes.clamp(-n, n)
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        # Pass mask m = (clamped code == code), written over the codes (a float 0/1 tensor).
-        pass_grad = torch.eq(codes, out, out=codes) if needs_grad else None
-        out.mul_(s)
-        if keep_x is not None:  # keep_x broadcasts: whole (sample, channel) blocks
-            out = _keep_blocks(out, x, keep_x)
-            if pass_grad is not None:
-                pass_grad = torch.maximum(pass_grad, keep_x.to(pass_grad.dtype), out=pass_grad)
+        out, pass_grad = _quantize(x, r, n, keep_x, with_mask=needs_grad)
         if needs_grad:
             ctx.save_for_backward(x, r, out, pass_grad)
         return out
@@ -100,6 +91,24 @@ class _FakeQuantize(torch.autograd.Function):
             total = torch.dot(g.reshape(-1), out.reshape(-1)) - torch.dot(grad_x.reshape(-1), x.reshape(-1))
             grad_r = (total / float(r)).to(r.dtype).reshape(r.shape)
         return grad_x, grad_r, None, None
+
+
+def _quantize(
+    x: torch.Tensor, r: torch.Tensor, n: int, keep_x: torch.Tensor | None, *, with_mask: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The forward of :class:`_FakeQuantize` (no autograd): ``(out, m)`` with the float32 0/1
+    pass mask ``m`` (None unless ``with_mask``)."""
+    s, inv_s = _scales(r, n)
+    codes = torch.mul(x, inv_s).round_()
+    out = codes.clamp(-n, n)
+    # Pass mask m = (clamped code == code), written over the codes (a float 0/1 tensor).
+    pass_grad = torch.eq(codes, out, out=codes) if with_mask else None
+    out.mul_(s)
+    if keep_x is not None:  # keep_x broadcasts: whole (sample, channel) blocks
+        out = _keep_blocks(out, x, keep_x)
+        if pass_grad is not None:
+            pass_grad = torch.maximum(pass_grad, keep_x.to(pass_grad.dtype), out=pass_grad)
+    return out, pass_grad
 
 
 def _keep_blocks(out: torch.Tensor, x: torch.Tensor, keep_x: torch.Tensor) -> torch.Tensor:
@@ -129,12 +138,17 @@ def fake_quantize_reference(x: torch.Tensor, r: torch.Tensor, bits: int) -> torc
     return torch.clamp(round_ste(x / step), -n, n) * step
 
 
+def _draw_keep(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor | None:
+    """The quantization-noise flags of :func:`quantize_with_noise`: True = block passes unquantized
+    (one Bernoulli draw per ``(sample, channel)`` block); None when ``p >= 1`` (no draw)."""
+    if p >= 1.0:
+        return None
+    block = tuple(x.shape[:2]) + (1,) * (x.dim() - 2)
+    return torch.empty(block, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p, generator=generator)
+
+
 def quantize_with_noise(
-    x: torch.Tensor,
-    r: torch.Tensor,
-    bits: int,
-    p: float,
-    generator: torch.Generator | None,
+    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Fan et al. 2020: ``fake_quantize(x)`` on a random fraction ``p`` of blocks, ``x``
     elsewhere; ``p >= 1``: all quantized, no draw; ``p <= 0``: ``x`` unchanged.
@@ -146,8 +160,50 @@ def quantize_with_noise(
     quantizer (benchmarks/train.py)."""
     if p <= 0.0:
         return x
-    keep_x = None
-    if p < 1.0:
-        block = tuple(x.shape[:2]) + (1,) * (x.dim() - 2)
-        keep_x = torch.empty(block, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p, generator=generator)
-    return _FakeQuantize.apply(x, r, levels(bits), keep_x)
+    return _FakeQuantize.apply(x, r, levels(bits), _draw_keep(x, p, generator))
+
+
+def quantize_with_range_tangent(
+    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(q, ∂q/∂r)`` without autograd, for an input ``x`` that needs no gradient (the first
+    analog layer's): ``q`` is exactly :func:`quantize_with_noise`'s value (same draws from
+    ``generator``), ``∂q/∂r`` its elementwise range derivative (None where it is zero
+    everywhere, ``p <= 0``). Per element ``∂q/∂r = (q − m·x)/r`` — ``(q − x)/r`` inside,
+    ``q/r = sign(x)`` saturated, ``0`` unquantized — the terms :class:`_FakeQuantize` sums.
+
+    A linear layer ``y = W·q`` then has ``∂L/∂r = ⟨∂L/∂y, W·(∂q/∂r)⟩`` (:func:`attach_range_gradient`):
+    one forward product of the layer instead of its input-gradient product, which the layer
+    would otherwise compute only for this scalar (for AnalogNet-KWS's 1-channel conv1 the
+    input-gradient convolution costs ~6× its forward)."""
+    if p <= 0.0:
+        return x, None
+    with torch.no_grad():
+        out, pass_grad = _quantize(x, r, levels(bits), _draw_keep(x, p, generator), with_mask=True)
+        assert pass_grad is not None
+        tangent = torch.addcmul(out, pass_grad, x, value=-1.0).div_(float(r))
+    return out, tangent
+
+
+class _AttachRangeGradient(torch.autograd.Function):
+    """Identity on ``y``; ``∂L/∂r = ⟨∂L/∂y, y_dir⟩`` with ``y_dir = ∂y/∂r`` given."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(r, y_dir)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (g,) = grads
+        r, y_dir = ctx.saved_tensors
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            grad_r = torch.dot(g.reshape(-1), y_dir.reshape(-1)).to(r.dtype).reshape(r.shape)
+        return g, grad_r, None
+
+
+def attach_range_gradient(y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor) -> torch.Tensor:
+    """``y`` (same values), differentiable in ``r`` with ``∂y/∂r = y_dir`` (a tensor like ``y``,
+    no gradient of its own): the backward adds ``⟨∂L/∂y, y_dir⟩`` to ``r``'s gradient."""
+    return _AttachRangeGradient.apply(y, r, y_dir)
