@@ -186,24 +186,30 @@ def quantize_with_range_tangent(
 
 
 class _AttachRangeGradient(torch.autograd.Function):
-    """Identity on ``y``; ``∂L/∂r = ⟨∂L/∂y, y_dir⟩`` with ``y_dir = ∂y/∂r`` given."""
+    """Identity on ``y``; ``∂L/∂r = ⟨∂L/∂y[rows], y_dir⟩`` with ``y_dir = ∂y[rows]/∂r`` given."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(r, y_dir)
+    def forward(  # type: ignore[override]
+        ctx: Any, y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor, rows: torch.Tensor | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(r, y_dir, rows)
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (g,) = grads
-        r, y_dir = ctx.saved_tensors
+        r, y_dir, rows = ctx.saved_tensors
         grad_r = None
         if ctx.needs_input_grad[1]:
-            grad_r = torch.dot(g.reshape(-1), y_dir.reshape(-1)).to(r.dtype).reshape(r.shape)
-        return g, grad_r, None
+            g_rows = g if rows is None else g.index_select(0, rows)
+            grad_r = torch.dot(g_rows.reshape(-1), y_dir.reshape(-1)).to(r.dtype).reshape(r.shape)
+        return g, grad_r, None, None
 
 
-def attach_range_gradient(y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor) -> torch.Tensor:
+def attach_range_gradient(
+    y: torch.Tensor, r: torch.Tensor, y_dir: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """``y`` (same values), differentiable in ``r`` with ``∂y/∂r = y_dir`` (a tensor like ``y``,
-    no gradient of its own): the backward adds ``⟨∂L/∂y, y_dir⟩`` to ``r``'s gradient."""
-    return _AttachRangeGradient.apply(y, r, y_dir)
+    no gradient of its own): the backward adds ``⟨∂L/∂y, y_dir⟩`` to ``r``'s gradient. With
+    ``rows`` (indices along dim 0), ``y_dir`` holds only those samples (the others' are zero)."""
+    return _AttachRangeGradient.apply(y, r, y_dir, rows)
