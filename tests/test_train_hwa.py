@@ -113,6 +113,54 @@ def test_quantizer_gradients_match_closed_forms_and_the_autograd_reference(bits:
         assert r.grad.item() == pytest.approx(r2.grad.item(), rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.parametrize("bits", [3, 8, 9])
+def test_quantizer_forward_is_torch_fake_quantize_bit_for_bit(bits: int) -> None:
+    # The vectorised quantizer computes round(x·(1/s)) as torch's per-tensor fake quantizer
+    # does, ties (codes k + 0.5) and saturation included.
+    n = levels(bits)
+    r = torch.tensor(1.37)
+    s = 1.37 / n
+    gen = torch.Generator().manual_seed(4)
+    ties = (torch.arange(-n - 3, n + 3, dtype=torch.float32) + 0.5) * s
+    x = torch.cat([torch.randn(20000, generator=gen) * 1.37, ties, torch.tensor([0.0, -0.0, 1.37, -1.37, 50.0, -50.0])])
+    expected = torch.fake_quantize_per_tensor_affine(x, 1.37 / n, 0, -n, n)
+    assert torch.equal(fake_quantize(x, r, bits), expected)
+    xc = x[: 4 * 5 * 100].reshape(4, 5, 10, 10)
+    out = quantize_with_noise(xc, r, bits, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(out, torch.where(out == xc, xc, torch.fake_quantize_per_tensor_affine(xc, 1.37 / n, 0, -n, n)))
+
+
+@pytest.mark.parametrize("first", ["conv", "linear"])
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_first_layer_dac_range_gradient_by_forward_tangent_equals_the_input_gradient_path(first: str, p: float) -> None:
+    # An input without gradient makes the first layer compute ∂L/∂r_DAC as ⟨∂L/∂y, W·∂q/∂r⟩
+    # (a forward product) instead of through ∂L/∂q (an input-gradient product): same values,
+    # same draws, the same gradients up to float rounding.
+    torch.manual_seed(0)
+    if first == "conv":
+        net = nn.Sequential(nn.Conv2d(1, 6, (3, 2), padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 6 * 7, 3))
+        x = torch.randn(16, 1, 6, 6)
+    else:
+        net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        x = torch.randn(16, 8)
+    y = torch.randint(0, 3, (16,))
+    config = HardwareConfig(clip_sigma=2.5, fixed_clip=True, eta=0.05, bits=4, quant_noise_p=p)
+    grads = []
+    for needs_input_grad in (False, True):
+        hw = convert(net, config, generator=torch.Generator().manual_seed(3))
+        hw.init_ranges(x, percentile=99.0)
+        hw.train()
+        out = hw(x.clone().requires_grad_(needs_input_grad))
+        nn.functional.cross_entropy(out, y).backward()
+        grads.append((out.detach(), {k: v.grad.clone() for k, v in hw.named_parameters()}))
+    (out_a, grad_a), (out_b, grad_b) = grads
+    assert torch.equal(out_a, out_b)
+    assert grad_a.keys() == grad_b.keys()
+    for key in grad_a:
+        torch.testing.assert_close(grad_a[key], grad_b[key], rtol=1e-4, atol=1e-7)
+    assert float(grad_a["net.0.dac"]) != 0.0
+
+
 def test_quantizer_range_gradient_matches_finite_differences_where_saturated() -> None:
     # Saturated elements are a smooth function of r (q = ±r): the FD derivative is exact.
     x = torch.tensor([3.0, -4.0, 5.0])

@@ -41,7 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.train.quant import check_bits, quantize_with_noise
+from harness.train.quant import (
+    attach_range_gradient,
+    check_bits,
+    quantize_with_noise,
+    quantize_with_range_tangent,
+)
 
 #: AnalogNets §4.2: stage-1 clip ranges follow σ_W, updated every 10 steps.
 CLIP_UPDATE_STEPS = 10
@@ -163,12 +168,33 @@ class HardwareAwareLayer(nn.Module):
             return F.linear(x, w)
         return self.inner._conv_forward(x, w, None)
 
+    def _attach_dac_gradient(
+        self, y: torch.Tensor, r_dac: torch.Tensor, tangent: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        """``y = W·q(x; r_DAC)`` made differentiable in ``r_DAC`` by the forward product
+        ``W·∂q/∂r`` (:func:`~harness.train.quant.quantize_with_range_tangent`), computed only for
+        the samples whose tangent is not all zero (under quantization noise, a 1-channel
+        input's unquantized samples)."""
+        rows = tangent.reshape(tangent.shape[0], -1).any(dim=1).nonzero().reshape(-1)
+        if rows.numel() == tangent.shape[0]:
+            return attach_range_gradient(y, r_dac, self._linear_op(tangent, w))
+        return attach_range_gradient(y, r_dac, self._linear_op(tangent.index_select(0, rows), w), rows)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.config.bits
         w_max = self.weight_max()
+        tangent = None
         if bits is not None:
-            x = self._converter(x, self.dac_range(), bits + 1)
-        y = self._linear_op(x, self.effective_weight(w_max))
+            r_dac = self.dac_range()
+            if x.requires_grad or not (torch.is_grad_enabled() and r_dac.requires_grad):
+                x = self._converter(x, r_dac, bits + 1)
+            else:  # first analog layer: r_DAC's gradient by a forward product, not an input gradient
+                p = self.config.quant_noise_p if self.training else 1.0
+                x, tangent = quantize_with_range_tangent(x, r_dac.detach(), bits + 1, p, self._generator)
+        w = self.effective_weight(w_max)
+        y = self._linear_op(x, w)
+        if tangent is not None:
+            y = self._attach_dac_gradient(y, r_dac, tangent, w.detach())
         if self.record is not None:
             self.record.append((x.detach(), y.detach()))
         if bits is not None:
