@@ -76,7 +76,7 @@ class SerialLink:
             ser.write(b"".join(pieces))
         except serial.SerialTimeoutException as exc:
             raise ChipTimeoutError(f"writing to {self.port} did not finish within {timeout_s:g} s") from exc
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, TermiosError) as exc:  # tcsetattr on a hung-up pty
             raise ChipIOError(f"serial port {self.port} failed while writing: {exc}") from exc
 
     def read(self, n: int, timeout_s: float, partial: bool = False) -> bytes:
