@@ -5,8 +5,9 @@ model (:func:`harness.train.layers.convert`), ``epochs`` epochs each, Adam, mini
 drawn by a seeded permutation per epoch:
 
 - weights: cosine decay from ``lr · stage.lr_factor`` to 0 over the stage;
-- converter ranges (stages that train them): own Adam group, LR decaying exponentially
-  from :data:`~harness.train.recipes.RANGE_LR_START` to ``RANGE_LR_END``, gradient norm
+- converter ranges (stages that train them): own Adam groups, a relative LR (the parameter's
+  magnitude times a rate decaying exponentially from
+  :data:`~harness.train.recipes.RANGE_LR_START` to ``RANGE_LR_END``), gradient norm
   clipped to ``RANGE_GRAD_CLIP``; initialised at the stage's start from the Appendix C
   percentile heuristic on training data (:meth:`HardwareAwareNet.init_ranges`);
 - HA-SGD: the gradient handed to Adam is the mean over ``L`` forward/backward passes.
@@ -48,6 +49,8 @@ from harness.train.recipes import (
     Stage,
 )
 
+#: Floor of the magnitude that scales a range parameter's relative LR (a range near 0 still moves).
+RANGE_MIN_SCALE = 1e-3
 #: Calibration inputs (the first ones of the training split) for the stage-2 range init.
 CALIBRATION_SAMPLES = 2048
 
@@ -72,6 +75,8 @@ class TrainOptions:
         last_stage: 0-based index of the last stage to run (None: the recipe's last); e.g. 0
             trains only stage 1, to share it between several stage-2 runs.
         range_percentile: percentile of the stage-2 range initialisation.
+        range_init: ``"mse"``: the percentile ranges narrowed to the least quantization error at
+            the stage's bits (:meth:`HardwareAwareNet.init_ranges`); ``"percentile"``: as they are.
     """
 
     epochs: int
@@ -82,6 +87,7 @@ class TrainOptions:
     first_stage: int = 0
     last_stage: int | None = None
     range_percentile: float = 99.995
+    range_init: str = "mse"
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):
@@ -92,6 +98,8 @@ class TrainOptions:
             raise ConfigError(f"seed={self.seed!r} must be an int >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr} must be a finite number > 0")
+        if self.range_init not in ("mse", "percentile"):
+            raise ConfigError(f"range_init={self.range_init!r} must be 'mse' or 'percentile'")
         if self.checkpoint_steps < 0:
             raise ConfigError(f"checkpoint_steps={self.checkpoint_steps} must be >= 0")
 
@@ -144,8 +152,8 @@ def check_shapes(model: Model, data: Dataset) -> None:
 
 def _optimizer(hw: HardwareAwareNet, stage: Stage, lr: float) -> torch.optim.Adam:
     groups: list[dict[str, Any]] = [{"params": hw.weight_parameters(), "lr": lr * stage.lr_factor}]
-    if stage.train_ranges:
-        groups.append({"params": hw.range_parameters(), "lr": RANGE_LR_START})
+    if stage.train_ranges:  # one group per range (scalar) parameter: each gets its own relative LR
+        groups.extend({"params": [p], "lr": RANGE_LR_START} for p in hw.range_parameters())
     return torch.optim.Adam(groups)
 
 
@@ -153,7 +161,14 @@ def _set_lrs(opt: torch.optim.Adam, stage: Stage, lr: float, t: int, total: int)
     frac = t / max(total, 1)
     opt.param_groups[0]["lr"] = lr * stage.lr_factor * 0.5 * (1.0 + math.cos(math.pi * frac))
     if stage.train_ranges:
-        opt.param_groups[1]["lr"] = RANGE_LR_START * (RANGE_LR_END / RANGE_LR_START) ** frac
+        # Relative steps: each range parameter's LR is the schedule times its own magnitude, so
+        # Adam moves it by about that fraction of itself per step whatever its scale (the gain
+        # is ~20, a DAC range ~5). This is training in the log domain, as Jain et al. 2019 (the
+        # paper's Eq. 4 reference) train log2 of their thresholds; an absolute LR of 1e-2 could
+        # move a gain of 25 by only a few units in a short stage 2, too little at 4 bits.
+        rate = RANGE_LR_START * (RANGE_LR_END / RANGE_LR_START) ** frac
+        for group in opt.param_groups[1:]:
+            group["lr"] = rate * max(float(group["params"][0].detach().abs()), RANGE_MIN_SCALE)
 
 
 def _unipolar_penalty(hw: HardwareAwareNet) -> torch.Tensor:
@@ -290,7 +305,11 @@ def train_model(
                 hw.steps = 0
                 hw.refresh_clip()
                 if stage.train_ranges:
-                    hw.init_ranges(x[:CALIBRATION_SAMPLES], percentile=options.range_percentile)
+                    hw.init_ranges(
+                        x[:CALIBRATION_SAMPLES],
+                        percentile=options.range_percentile,
+                        bits=stage.hardware.bits if options.range_init == "mse" else None,
+                    )
                 start_epoch, start_batch = 0, 0
             opt = _optimizer(hw, stage, options.lr)
             if continuing and opt_state is not None:
