@@ -389,6 +389,9 @@ def train_model(
             "eta": final_config.eta,
             "bits": final_config.bits,
             "adc_gain": float(hw.gain.detach().abs()) if recipe.trains_converters else None,
+            "range_init": f"{options.range_init} (from the {options.range_percentile}th percentile)"
+            if recipe.trains_converters
+            else None,
             "clip_ranges": clip,
             "unipolar_layers": [n_ for n_, _ in hw.layers()] if final_config.unipolar else [],
             "history": history,
