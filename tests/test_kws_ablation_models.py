@@ -68,3 +68,6 @@ def test_ablation_results_cover_25_chips_and_the_paper_times() -> None:
         assert result["runs"] == 25 and result["times"] == ["25s", "1h", "1d", "1mo", "1y"]
         for per_time in result["accuracy"].values():
             assert all(len(cell["runs"]) == 25 for cell in per_time.values())
+    for stem in ("micronet-kws-s", "micronet-kws-s-analognets-8b"):  # Appendix A, on a larger chip
+        result = results[stem]["result"]
+        assert result["runs"] == 25 and list(result["accuracy"]) == ["8"] and "rows=1024" in result["chip"]
