@@ -9,7 +9,8 @@ drawn by a seeded permutation per epoch:
   magnitude times a rate decaying exponentially from
   :data:`~harness.train.recipes.RANGE_LR_START` to ``RANGE_LR_END``), gradient norm
   clipped to ``RANGE_GRAD_CLIP``; initialised at the stage's start from the Appendix C
-  percentile heuristic on training data (:meth:`HardwareAwareNet.init_ranges`);
+  percentile heuristic on training data, narrowed to the least quantization error at the
+  stage's bits (``TrainOptions.range_init``, :meth:`HardwareAwareNet.init_ranges`);
 - HA-SGD: the gradient handed to Adam is the mean over ``L`` forward/backward passes.
 
 Deterministic on CPU: the run executes inside :func:`deterministic_torch` (one thread,
