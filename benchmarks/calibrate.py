@@ -30,10 +30,10 @@ TARGET_GIB = 4.0
 
 
 def make_recording(path: Path, rows: int, cols: int) -> None:
-    from harness.registry import open_chip
-    from harness.schedule import parse_session
-    from harness.session import run_session
-    from harness.virtual.pattern import save_calibration_pattern
+    from harness.chip.registry import open_chip
+    from harness.sessions.schedule import parse_session
+    from harness.sessions.runner import run_session
+    from harness.calibration.pattern import save_calibration_pattern
 
     model = save_calibration_pattern(path.with_suffix(".pattern.h5"), rows, cols, seed=0)
     text = f"""
@@ -63,7 +63,7 @@ def child(stage: str, path: str) -> None:
             g = rec.readouts()
             info = {"shape": list(g.shape)}
         else:
-            from harness.virtual.calibrate import calibrate_recording
+            from harness.calibration.calibrate import calibrate_recording
 
             r = calibrate_recording(rec)
             info = {"devices": r.data["devices"], "ks_times_passing": r.goodness["times_passing"]}

@@ -32,9 +32,9 @@ import h5py
 import numpy as np
 
 from harness.recording import open_recording, partial_paths
-from harness.registry import open_chip
-from harness.schedule import load_session
-from harness.session import run_session
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import run_session
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION = REPO / "sessions" / "drift-20h.toml"

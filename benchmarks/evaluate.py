@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.cim import CimSimulator, converter_ranges
+from harness.evaluation.cim import CimSimulator, converter_ranges
 from harness.data import load_dataset
-from harness.evaluate import (
+from harness.evaluation.evaluate import (
     DEFAULT_TIMES_S,
     evaluate_readouts,
     read_chips,

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from drivers.client import RemoteChip
-from harness.chip import Geometry
-from harness.registry import open_chip
+from harness.chip.protocol import Geometry
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from harness.chip import Geometry
-from harness.programming import ProgrammingProgress, program_cells
+from harness.chip.protocol import Geometry
+from harness.programming.write_verify import ProgrammingProgress, program_cells
 from harness.virtual import physics as ph
 from harness.virtual.chip import VirtualPCMChip
 

@@ -31,13 +31,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from harness.chip import Geometry
-from harness.mapping import map_weights
-from harness.programming import ProgrammingParams, program_layout
+from harness.chip.protocol import Geometry
+from harness.programming.mapping import map_weights
+from harness.programming.write_verify import ProgrammingParams, program_layout
 from harness.provenance import collect_provenance
 from harness.recording import RecordingWriter, create_recording, open_recording
-from harness.schedule import ProgramSpec, ReadoutSpec, SessionSpec, log_schedule
-from harness.session import record_readouts
+from harness.sessions.schedule import ProgramSpec, ReadoutSpec, SessionSpec, log_schedule
+from harness.sessions.runner import record_readouts
 from harness.virtual.chip import VirtualPCMChip
 
 SCHEDULE = log_schedule(25.0, 72000.0, 30)  # sessions/drift-20h.toml

@@ -40,12 +40,12 @@ def task_parts(model_ref: str, times_s: tuple[float, ...], bits: tuple[int, ...]
     """Median wall time (s) of each part of a task, and of whole tasks, on fresh chips."""
     import torch
 
-    from harness.evaluate import ReadoutEvaluator, resolve_model
-    from harness.mapping import map_weights
-    from harness.programming import program_layout
-    from harness.registry import open_chip
-    from harness.sweep import run_task
-    from harness.sweep_spec import parse_sweep, task_for
+    from harness.evaluation.evaluate import ReadoutEvaluator, resolve_model
+    from harness.programming.mapping import map_weights
+    from harness.programming.write_verify import program_layout
+    from harness.chip.registry import open_chip
+    from harness.sweeps.runner import run_task
+    from harness.sweeps.spec import parse_sweep, task_for
 
     torch.set_num_threads(1)
     model = resolve_model(model_ref)
@@ -90,8 +90,8 @@ def main() -> None:
 
     import pandas as pd
 
-    from harness.sweep import load_results, run_sweep
-    from harness.sweep_spec import parse_sweep
+    from harness.sweeps.runner import load_results, run_sweep
+    from harness.sweeps.spec import parse_sweep
 
     times = (25.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0)
     bits = (8, 6, 4)

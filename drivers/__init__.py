@@ -10,5 +10,5 @@
   side: a Chip served through the protocol over a pseudo-terminal or loopback TCP, with
   fault injection. Never needed by the real-chip code paths.
 
-``harness`` reaches these modules only through :mod:`harness.registry`.
+``harness`` reaches these modules only through :mod:`harness.chip.registry`.
 """

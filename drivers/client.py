@@ -2,7 +2,7 @@
 
 One class serves every transport (the serial and VISA backends only supply a
 :class:`~drivers.link.Link`), so timeouts, retries, reconnects and chunking behave the same
-everywhere. Safety limits are checked by :class:`~harness.chip.ChipBackend` before any
+everywhere. Safety limits are checked by :class:`~harness.chip.protocol.ChipBackend` before any
 method here runs: nothing out of range is ever encoded, let alone sent.
 
 Reliability (see ``docs/protocol.md`` §7), with default settings on any link from clean
@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from drivers import protocol as p
 from drivers.link import Link
-from harness.chip import CellArray, ChipBackend, FloatArray, Geometry, check_cells
+from harness.chip.protocol import CellArray, ChipBackend, FloatArray, Geometry, check_cells
 from harness.errors import (
     ChipBusyError,
     ChipIOError,
@@ -318,7 +318,7 @@ class RemoteChip(ChipBackend):
 
     def read_codes(self, cells: npt.ArrayLike) -> npt.NDArray[np.unsignedinteger]:
         """The ADC codes of a read, as the chip sent them (``read`` converts these to µS);
-        makes this backend a :class:`~harness.chip.CodeReadingChip`."""
+        makes this backend a :class:`~harness.chip.protocol.CodeReadingChip`."""
         self._ensure_open()
         c = check_cells(cells, self.geometry)
         if not c.size:

@@ -41,7 +41,7 @@ from drivers import protocol as p
 from drivers.faults import FaultInjector, FaultSpec
 from drivers.server import ChipServer
 from harness import __version__
-from harness.chip import Chip
+from harness.chip.protocol import Chip
 from harness.errors import ConfigError
 
 #: Longest the emulator blocks writing a reply to a client that does not read (s); a

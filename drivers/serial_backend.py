@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - Windows
 from drivers.client import LinkSettings, RemoteChip
 from drivers.protocol import Piece
 from harness.errors import ChipIOError, ChipTimeoutError, ConfigError
-from harness.registry import ChipURI, take_params
+from harness.chip.registry import ChipURI, take_params
 
 DEFAULT_BAUD = 115_200
 

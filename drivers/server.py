@@ -8,7 +8,7 @@ cache and never touches the chip again), the number of the last executed transac
 uploads, and READ results for chunked fetches.
 
 Everything is validated before the chip is touched; the chip (a
-:class:`~harness.chip.ChipBackend`) validates safety limits once more itself. Every buffer
+:class:`~harness.chip.protocol.ChipBackend`) validates safety limits once more itself. Every buffer
 and request is bounded by the chip's size, not by what a client claims: a command body by
 :func:`~drivers.protocol.max_command_body`, staged data by
 :func:`~drivers.protocol.max_payload` (one staging buffer for the whole chip), a cell
@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import protocol as p
-from harness.chip import Chip
+from harness.chip.protocol import Chip
 from harness.errors import ProtocolError, SafetyLimitError
 
 #: Transactions whose replies each session keeps for retries.

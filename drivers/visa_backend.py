@@ -18,7 +18,7 @@ from drivers.client import RemoteChip
 from drivers.protocol import Piece
 from drivers.serial_backend import LINK_PARAMS, settings_from
 from harness.errors import ChipIOError, ChipTimeoutError, ConfigError
-from harness.registry import ChipURI, take_params
+from harness.chip.registry import ChipURI, take_params
 
 DEFAULT_LIBRARY = "@py"
 OPEN_TIMEOUT_MS = 5000

@@ -20,17 +20,17 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.recording import create_recording, open_recording
-from harness.registry import open_chip
-from harness.schedule import parse_session
-from harness.session import run_session
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import parse_session
+from harness.sessions.runner import run_session
 from harness.virtual import physics as ph
-from harness.virtual.calibrate import (
+from harness.calibration.calibrate import (
     CalibrationResult,
     calibrate_recording,
     goodness_of_fit,
 )
 from harness.virtual.chip import VirtualPCMChip
-from harness.virtual.pattern import save_calibration_pattern
+from harness.calibration.pattern import save_calibration_pattern
 from harness.virtual.personality import ClippedLog, Personality, load_personality
 from tests.clikit import assert_one_line_error, invoke
 
@@ -185,7 +185,7 @@ def test_fitted_file_loads_as_a_chip_and_cli(tmp_path: Path, pattern: Path) -> N
 
 def test_serial_recording_calibrates_like_in_process(tmp_path: Path, pattern: Path) -> None:
     from drivers.emulator import Emulator
-    from harness.chip import Geometry
+    from harness.chip.protocol import Geometry
 
     text = session_text(pattern, repeats=2, points=8)
     emulator = Emulator(VirtualPCMChip(Geometry(rows=ROWS, cols=COLS), seed=9))
@@ -274,8 +274,8 @@ def test_closing_the_loop_accuracy_on_recording_and_fitted_chip_agree(tmp_path: 
     the run-to-run spread of chips made from the fitted personality (3 sample stds of 10
     chips, plus one test sample's worth of accuracy), and the fitted chips' mean must agree
     with chips of the true personality within the spread of a mean of 10."""
-    from harness.evaluate import evaluate_chip, evaluate_recording
-    from harness.virtual.calibrate import save_personality
+    from harness.evaluation.evaluate import evaluate_chip, evaluate_recording
+    from harness.calibration.calibrate import save_personality
 
     truth, _ = scaled_personality(seed=7)
     (tmp_path / "truth.toml").write_text(truth.to_toml())

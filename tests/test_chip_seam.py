@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.chip import Chip, Geometry, cells_from_rc
+from harness.chip.protocol import Chip, Geometry, cells_from_rc
 from harness.errors import AddressError, ChipClosedError, ConfigError, SafetyLimitError
-from harness.registry import open_chip, parse_uri
+from harness.chip.registry import open_chip, parse_uri
 from harness.virtual.chip import VirtualPCMChip
 
 SMALL = Geometry(rows=16, cols=32)

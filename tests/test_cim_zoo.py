@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.chip import Geometry
-from harness.cim import CimSimulator, ConverterRanges, converter_ranges
-from harness.mapping import map_weights
+from harness.chip.protocol import Geometry
+from harness.evaluation.cim import CimSimulator, ConverterRanges, converter_ranges
+from harness.programming.mapping import map_weights
 from harness.models import get_model, list_models, model_info
 from harness.models.format import Model, from_torch
 from harness.models.layers import Residual
@@ -115,7 +115,7 @@ def test_ideal_cim_equals_torch_on_every_other_layer_type() -> None:
 
 
 def test_chunking_over_sets_and_samples_gives_the_same_accuracy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import cim
+    from harness.evaluation import cim
 
     torch.manual_seed(5)
     model = _capture(_mixed_net(), (2, 8, 6), 5)

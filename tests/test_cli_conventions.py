@@ -80,8 +80,8 @@ def test_every_registered_command_loads_and_its_listed_help_is_its_docstring() -
 def test_option_defaults_repeated_for_start_up_match_the_library() -> None:
     from harness.commands import evaluate as ev_cmd
     from harness.commands import program as prog_cmd
-    from harness.evaluate import DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES
-    from harness.programming import ProgrammingParams
+    from harness.evaluation.evaluate import DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES
+    from harness.programming.write_verify import ProgrammingParams
 
     assert (ev_cmd.DEFAULT_BITS, ev_cmd.DEFAULT_TIMES_S, ev_cmd.MATCH_MODES) == (DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES)
     p = ProgrammingParams()
@@ -226,7 +226,7 @@ def test_one_duration_format() -> None:
     assert [format_duration(t) for t in (25, 61.82, 7.2e4, 86400, 0.35)] == ["25s", "1.03min", "20h", "1d", "0.35s"]
     for t in (25, 3600, 86400, 30 * 86400, 1.5 * 86400):
         assert parse_duration(format_duration(t)) == t
-    from harness.schedule import fmt_duration
+    from harness.sessions.schedule import fmt_duration
 
     assert fmt_duration(61.82) == "1.03min"
 
@@ -325,7 +325,7 @@ def test_evaluate_memory_is_flat_in_runs(monkeypatch: pytest.MonkeyPatch) -> Non
     (12 times x ~4.7k devices x 8 B each): 4 -> 12 chips adds ~35 MB there."""
     import tracemalloc
 
-    import harness.evaluate as ev
+    import harness.evaluation.evaluate as ev
 
     monkeypatch.setattr(ev, "CHIP_BATCH", 2, raising=False)
     model = ev.resolve_model("default")
@@ -394,7 +394,7 @@ def test_train_refuses_to_replace_a_model_without_overwrite(tmp_path: Path) -> N
 
 
 def test_missing_backend_package_is_named_by_its_pypi_name() -> None:
-    from harness.registry import backend_unavailable
+    from harness.chip.registry import backend_unavailable
 
     msg = backend_unavailable("serial", ModuleNotFoundError("No module named 'serial'", name="serial"))
     assert "pip install pyserial" in msg

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.cim import converter_ranges
+from harness.evaluation.cim import converter_ranges
 from harness.models.format import load_model
 from tests.clikit import assert_one_line_error, invoke
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.registry import open_chip
-from harness.schedule import parse_session
-from harness.session import run_session
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import parse_session
+from harness.sessions.runner import run_session
 from harness.virtual.personality import ClippedLog, load_personality
 from tests.clikit import assert_one_line_error, invoke
 

@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.errors import RecordingError
 from harness.recording import open_recording, partial_paths
-from harness.registry import open_chip
-from harness.schedule import load_session
-from harness.session import run_session, session_status
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import run_session, session_status
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION = REPO / "sessions" / "drift-20h.toml"  # 30 readouts

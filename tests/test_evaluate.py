@@ -11,7 +11,7 @@ import pytest
 
 from clikit import assert_one_line_error, invoke
 from harness.errors import ConfigError, EvaluationError
-from harness.evaluate import (
+from harness.evaluation.evaluate import (
     EvaluationResult,
     evaluate_chip,
     evaluate_readouts,

@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 from clikit import invoke
 
-from harness.registry import open_chip
-from harness.schedule import load_session
-from harness.session import run_session
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import run_session
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sessions" / "demo-short.toml"
@@ -406,7 +406,7 @@ def test_every_consumer_accepts_the_good_files(bases: dict[str, Path], tmp_path:
 
 
 def test_hostile_recordings_in_process(bases: dict[str, Path], tmp_path: Path) -> None:
-    import harness.evaluate  # noqa: F401 - imported once up front: the first import of torch is not the case's time
+    import harness.evaluation.evaluate  # noqa: F401 - imported once up front: the first import of torch is not the case's time
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for case in (c for c in CASES if not c.subprocess):
@@ -429,7 +429,7 @@ DRIVER = textwrap.dedent(
     """
     import json, sys, time
     sys.path.insert(0, {tests!r})
-    import harness.evaluate
+    import harness.evaluation.evaluate
     from clikit import invoke
     plan = json.load(open(sys.argv[1]))
     with open(sys.argv[2], "w", buffering=1) as log:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import MappingError
-from harness.mapping import map_weights
+from harness.programming.mapping import map_weights
 
 GEO = Geometry(rows=64, cols=128)
 
@@ -120,7 +120,7 @@ def test_placements_survive_a_json_round_trip() -> None:
     import json
     from dataclasses import asdict
 
-    from harness.mapping import LayerPlacement
+    from harness.programming.mapping import LayerPlacement
 
     layout = map_weights([("deep", np.ones((20, 150)))], GEO)
     again = LayerPlacement(**json.loads(json.dumps(asdict(layout.layers[0]))))
@@ -130,8 +130,8 @@ def test_placements_survive_a_json_round_trip() -> None:
 def test_largest_weight_maps_to_g_max_without_rounding_above_it() -> None:
     # 0.6369616873214543 · (25 / 0.6369616873214543) rounds to 25.000000000000004 in float64:
     # the target must still be inside the chip's range (programming refuses anything above).
-    from harness.chip import Geometry
-    from harness.mapping import map_weights
+    from harness.chip.protocol import Geometry
+    from harness.programming.mapping import map_weights
 
     geometry = Geometry(rows=8, cols=8, g_min_uS=0.0, g_max_uS=25.0)
     w_max = 0.6369616873214543

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import ConfigError
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 from harness.virtual import physics as ph
 from harness.virtual.chip import VirtualPCMChip
 from harness.virtual.personality import (
@@ -118,8 +118,8 @@ def test_unknown_personality_name() -> None:
 
 def test_session_provenance_names_the_personality(tmp_path: Path) -> None:
     from harness.recording import open_recording
-    from harness.schedule import load_session
-    from harness.session import run_session
+    from harness.sessions.schedule import load_session
+    from harness.sessions.runner import run_session
 
     spec = load_session(ROOT / "sessions" / "demo-short.toml")
     chip = open_chip("virtual?rows=64&cols=160&personality=hermes-14nm")

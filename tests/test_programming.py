@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import AddressError, ProgrammingError
-from harness.programming import ProgrammingParams, ProgrammingProgress, program_cells
+from harness.programming.write_verify import ProgrammingParams, ProgrammingProgress, program_cells
 from harness.virtual.chip import VirtualPCMChip
 
 GEO = Geometry(rows=32, cols=64)

@@ -15,10 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import RecordingError
-from harness.mapping import map_weights
-from harness.programming import ProgrammingParams, program_layout
+from harness.programming.mapping import map_weights
+from harness.programming.write_verify import ProgrammingParams, program_layout
 from harness.provenance import collect_provenance
 from harness.recording import (
     FORMAT_VERSION,
@@ -330,7 +330,7 @@ def test_a_second_process_reads_while_the_writer_appends(tmp_path: Path) -> None
 
 
 def test_provenance_and_session_are_stored_as_json_and_toml(tmp_path: Path) -> None:
-    from harness.schedule import load_session
+    from harness.sessions.schedule import load_session
 
     spec = load_session(REPO / "sessions" / "demo-short.toml")
     chip, layout, result, prov = programmed()

@@ -11,9 +11,9 @@ import pytest
 
 from harness.errors import ConfigError, ScheduleError
 from harness.recording import open_recording
-from harness.registry import open_chip
-from harness.schedule import parse_session
-from harness.session import SessionProgress, resume_session, run_session, session_status
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import parse_session
+from harness.sessions.runner import SessionProgress, resume_session, run_session, session_status
 from harness.virtual.chip import READ_OP_TIME_S
 
 URI = "virtual?rows=64&cols=160&seed=4"

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness.chip import Chip, Geometry
+from harness.chip.protocol import Chip, Geometry
 from harness.cli import app
 from harness.errors import ConfigError, ReplayError, SafetyLimitError
 from harness.recording import create_recording, open_recording, reading
-from harness.registry import open_chip
-from harness.replay import ReplayChip, summarize_recording
-from harness.schedule import load_session
-from harness.session import run_session
+from harness.chip.registry import open_chip
+from harness.sessions.replay import ReplayChip, summarize_recording
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import run_session
 from harness.virtual import physics as ph
 from harness.virtual.chip import VirtualPCMChip
 from harness.virtual.personality import load_personality

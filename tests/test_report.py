@@ -29,8 +29,8 @@ bits = [8, 4]
 def inputs(tmp_path_factory) -> list[Path]:
     """The shipped demo recording, a 2-chip sweep folder, an evaluation and an accelerator estimate."""
     pytest.importorskip("distributed")
-    from harness.sweep import run_sweep
-    from harness.sweep_spec import parse_sweep
+    from harness.sweeps.runner import run_sweep
+    from harness.sweeps.spec import parse_sweep
 
     d = tmp_path_factory.mktemp("report")
     run_sweep(parse_sweep(SWEEP, source="tiny.toml"), d / "sweep", workers=1)
@@ -68,7 +68,7 @@ def test_report_is_one_self_contained_file(page: Path) -> None:
 
 
 def test_tables_show_the_sweep_numbers(inputs) -> None:
-    from harness.sweep import load_results
+    from harness.sweeps.runner import load_results
 
     df = load_results(inputs[1])
     sel = df[(df.bits == 4) & (df.t_s == 86400.0)]["accuracy"]

@@ -25,9 +25,9 @@ from test_session import WRITER
 
 from harness.errors import RecordingError
 from harness.recording import open_recording, partial_paths
-from harness.registry import open_chip
-from harness.schedule import load_session
-from harness.session import SessionProgress, resume_session, run_session, session_status
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import SessionProgress, resume_session, run_session, session_status
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sessions" / "demo-short.toml"  # 10 readouts
@@ -130,7 +130,7 @@ def test_overwrite_refuses_a_file_a_live_session_writes(tmp_path: Path) -> None:
 PAUSED_RESUME = textwrap.dedent(
     """
     import sys
-    import harness.session as s
+    import harness.sessions.runner as s
     real = s.recover_recording
     def paused(*a, **k):
         print("planned", flush=True)

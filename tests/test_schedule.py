@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import ConfigError, ScheduleError
-from harness.schedule import (
+from harness.sessions.schedule import (
     MAX_READOUTS,
     check_times,
     linear_schedule,

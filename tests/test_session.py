@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from clikit import assert_one_line_error, invoke
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import RecordingError
 from harness.recording import open_recording
-from harness.registry import open_chip
-from harness.schedule import list_schedule, load_session
-from harness.session import SessionProgress, plan_resume, resume_session, run_session, session_status
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import list_schedule, load_session
+from harness.sessions.runner import SessionProgress, plan_resume, resume_session, run_session, session_status
 from harness.virtual.chip import VirtualPCMChip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -293,7 +293,7 @@ WRITER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_recording import programmed
     from harness.recording import create_recording
-    from harness.schedule import load_session
+    from harness.sessions.schedule import load_session
     chip, layout, result, prov = programmed(1)
     w = create_recording(sys.argv[1], provenance=prov, layout=layout, programming=result,
                          session=load_session(sys.argv[2]), chip_state=chip.snapshot())

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.sweep_spec import parse_sweep, task_for
+from harness.sweeps.spec import parse_sweep, task_for
 
 pytest.importorskip("distributed")
 pd = pytest.importorskip("pandas")
 
-from harness.sweep import load_results, run_sweep, summarize  # noqa: E402
+from harness.sweeps.runner import load_results, run_sweep, summarize  # noqa: E402
 from tests.clikit import assert_one_line_error, invoke  # noqa: E402
 
 SMALL = """
@@ -66,8 +66,8 @@ def test_sweep_readouts_equal_the_session_runner_path():
     through the session runner for the same chip, bit for bit."""
     import numpy as np
 
-    from harness.evaluate import ReadoutEvaluator, read_live_chip, resolve_model
-    from harness.registry import open_chip
+    from harness.evaluation.evaluate import ReadoutEvaluator, read_live_chip, resolve_model
+    from harness.chip.registry import open_chip
 
     ev = ReadoutEvaluator(resolve_model("default"))
     times = (25.0, 86400.0, 365 * 86400.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cim import calibrate_ranges
+from harness.evaluation.cim import calibrate_ranges
 from harness.data import load_dataset
 from harness.errors import ConfigError
 from harness.models.format import default_model_path, load_model, noise_aware_model_path

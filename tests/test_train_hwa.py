@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.cim import converter_ranges
+from harness.evaluation.cim import converter_ranges
 from harness.data import Dataset
 from harness.errors import ConfigError, DatasetError, TrainingError
 from harness.models.format import model_from_torch
@@ -457,8 +457,8 @@ def test_resume_refuses_other_models_corrupt_files_and_stale_checkpoints(tmp_pat
 
 
 def test_unipolar_layer_uses_half_the_devices_and_reads_back_its_weights(task, tiny) -> None:
-    from harness.chip import Geometry
-    from harness.mapping import map_weights
+    from harness.chip.protocol import Geometry
+    from harness.programming.mapping import map_weights
 
     uni = train_model(tiny, task, make_recipe("uniform", eta=0.05, bits=4, unipolar=True), OPTS).model
     geometry = Geometry(rows=64, cols=64)
@@ -480,9 +480,9 @@ def test_unipolar_layer_uses_half_the_devices_and_reads_back_its_weights(task, t
 
 
 def test_cim_computes_a_unipolar_layout_like_the_differential_one(task, tiny) -> None:
-    from harness.chip import Geometry
-    from harness.cim import CimSimulator
-    from harness.mapping import map_weights
+    from harness.chip.protocol import Geometry
+    from harness.evaluation.cim import CimSimulator
+    from harness.programming.mapping import map_weights
 
     uni = train_model(tiny, task, make_recipe("uniform", eta=0.05, bits=4, unipolar=True), OPTS).model
     geometry = Geometry(rows=64, cols=64)

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.chip import Geometry
-from harness.programming import program_cells
+from harness.chip.protocol import Geometry
+from harness.programming.write_verify import program_cells
 from harness.virtual import physics as ph
 from harness.virtual.chip import READ_OP_TIME_S, VirtualPCMChip
 from harness.virtual.personality import load_personality

@@ -24,7 +24,7 @@ def calibrate_command(
     console = console_for(json_out)
     with user_errors():
         from harness.recording import reading
-        from harness.virtual.calibrate import calibrate_recording, save_personality
+        from harness.calibration.calibrate import calibrate_recording, save_personality
 
         save_personality(None, out, overwrite=overwrite, check_only=True)
         if png is not None:
@@ -35,7 +35,7 @@ def calibrate_command(
         summary = result.to_dict()
         summary["out"] = str(out)
         if png is not None:
-            from harness.virtual.calibration_plots import plot_calibration
+            from harness.calibration.plots import plot_calibration
 
             summary["png"] = str(plot_calibration(result, png))
     if json_out:

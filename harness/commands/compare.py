@@ -24,7 +24,7 @@ def compare_command(
     console = console_for(json_out)
     with user_errors():
         from harness.recording import reading
-        from harness.virtual.compare import compare_recordings
+        from harness.calibration.compare import compare_recordings
 
         with reading(a) as ra, reading(b) as rb:
             result = compare_recordings(ra, rb, levels=levels)

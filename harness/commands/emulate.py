@@ -51,7 +51,7 @@ def emulate_command(
             raise ConfigError(f"--link {link}: directory {link.parent} does not exist")
         from drivers.emulator import NO_AUTH_WARNING, Emulator, parse_host_port
         from drivers.faults import FaultSpec
-        from harness.chip import Geometry
+        from harness.chip.protocol import Geometry
         from harness.virtual.chip import VirtualPCMChip
 
         faults = FaultSpec(corrupt_rate, drop_rate, delay_s, disconnect_every, fault_seed)

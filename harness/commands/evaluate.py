@@ -28,9 +28,9 @@ from harness.units import (
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from harness.evaluate import EvaluationProgress, EvaluationResult
+    from harness.evaluation.evaluate import EvaluationProgress, EvaluationResult
 
-# harness.evaluate's defaults, repeated so that this module imports no torch at start-up;
+# harness.evaluation.evaluate's defaults, repeated so that this module imports no torch at start-up;
 # tests/test_cli_conventions.py keeps them equal.
 DEFAULT_TIMES_S: tuple[float, ...] = (25.0, HOUR_S, DAY_S, MONTH_S, YEAR_S)
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4)
@@ -111,12 +111,12 @@ def evaluate_command(
         if png is not None:
             png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         if chip is not None:
-            from harness.registry import check_uri
+            from harness.chip.registry import check_uri
 
             check_uri(chip)
         elif not Path(str(recording)).is_file():
             raise ConfigError(f"--recording {recording} does not exist")
-        from harness.evaluate import evaluate_chip, evaluate_recording
+        from harness.evaluation.evaluate import evaluate_chip, evaluate_recording
 
         # Progress always goes to stderr (a bar on a terminal, plain lines in logs): it never
         # touches stdout, so --json output stays one object.
@@ -140,7 +140,7 @@ def evaluate_command(
                 )
             update(len(result.bits), description="evaluated", total=len(result.bits))
         if png is not None:
-            from harness.evaluation_plots import plot_accuracy
+            from harness.evaluation.plots import plot_accuracy
 
             plot_accuracy(result, png)
         summary: dict[str, Any] = result.to_dict()

@@ -22,7 +22,7 @@ def models_command(
     with user_errors():
         from harness.models import baseline_path, list_models, model_info
         from harness.models.format import load_model
-        from harness.models.summary import summarize, zoo_model
+        from harness.accel.model_fit import summarize, zoo_model
 
         rows: list[dict[str, Any]] = []
         if files:

@@ -19,7 +19,7 @@ from harness.commands.common import (
 )
 from harness.units import format_duration
 
-# Defaults of harness.programming.ProgrammingParams, repeated here so that this module does
+# Defaults of harness.programming.write_verify.ProgrammingParams, repeated here so that this module does
 # not import numpy at start-up; tests/test_cli_conventions.py keeps them equal.
 DEFAULT_TOLERANCE_US = 0.2
 DEFAULT_MAX_ITERATIONS = 30
@@ -41,7 +41,7 @@ def program_command(
     console = console_for(json_out)
     with user_errors():
         wall0 = time.perf_counter()
-        from harness.registry import check_uri, chip_seed, open_chip, with_seed
+        from harness.chip.registry import check_uri, chip_seed, open_chip, with_seed
 
         chip_uri = with_seed(chip, seed)
         check_uri(chip_uri)
@@ -49,10 +49,10 @@ def program_command(
             out if out is not None else default_output_path("program"),
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
-        from harness.mapping import map_model
+        from harness.programming.mapping import map_model
         from harness.models import resolve_model_path
         from harness.models.format import load_model
-        from harness.programming import (
+        from harness.programming.write_verify import (
             ProgrammingParams,
             ProgrammingProgress,
             program_layout,
@@ -113,7 +113,7 @@ def program_command(
 
 def device_counts(layout: Any) -> dict[str, Any]:
     """Devices the mapped model uses, in total and per layer (``layout``: a
-    :class:`harness.mapping.Layout`); a unipolar layer uses one device per weight."""
+    :class:`harness.programming.mapping.Layout`); a unipolar layer uses one device per weight."""
     return {
         "devices_used": layout.n_devices,
         "unipolar_layers": [p.name for p in layout.layers if p.unipolar],

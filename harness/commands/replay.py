@@ -33,12 +33,12 @@ def replay_command(
         if png is not None:
             png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         from harness.recording import reading
-        from harness.replay import summarize_recording
+        from harness.sessions.replay import summarize_recording
 
         with reading(recording) as rec:
             summary = summarize_recording(rec)
             if png is not None:
-                from harness.plots import plot_recording
+                from harness.sessions.replay_plots import plot_recording
 
                 summary["png"] = str(plot_recording(rec, summary, png))
     if json_out:

@@ -25,7 +25,7 @@ from harness.commands.common import (
 from harness.units import format_duration
 
 if TYPE_CHECKING:
-    from harness.session import SessionProgress
+    from harness.sessions.runner import SessionProgress
 
 app = typer.Typer(
     name="session",
@@ -75,9 +75,9 @@ def run_command(
     with user_errors():
         import dataclasses
 
-        from harness.registry import check_uri, with_seed
-        from harness.schedule import load_session
-        from harness.session import resolve_model_path, timetable
+        from harness.chip.registry import check_uri, with_seed
+        from harness.sessions.schedule import load_session
+        from harness.sessions.runner import resolve_model_path, timetable
 
         spec = load_session(session_file)
         if model is not None:
@@ -103,8 +103,8 @@ def run_command(
             out if out is not None else default_output_path(spec.name),
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
-        from harness.registry import open_chip
-        from harness.session import run_session
+        from harness.chip.registry import open_chip
+        from harness.sessions.runner import run_session
 
         the_chip = open_chip(chip)
         try:
@@ -136,10 +136,10 @@ def resume_command(
     the drift law from the last readout); a chip that disagrees is refused."""
     console = console_for(json_out)
     with user_errors():
-        from harness.session import resume_session
+        from harness.sessions.runner import resume_session
 
         if chip is not None:
-            from harness.registry import check_uri
+            from harness.chip.registry import check_uri
 
             check_uri(chip)
         try:
@@ -166,7 +166,7 @@ def status_command(
     """Readouts done and pending, last time, next due, and conductance statistics."""
     console = console_for(json_out)
     with user_errors():
-        from harness.session import session_status
+        from harness.sessions.runner import session_status
 
         st = session_status(recording)
     if json_out:

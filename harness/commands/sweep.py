@@ -25,8 +25,8 @@ def sweep_command(
     Re-running the same sweep into the same folder skips the tasks already done.
     """
     with user_errors():
-        from harness.sweep import SweepProgress, check_results_folder, dask_available, load_results, run_sweep, summarize
-        from harness.sweep_spec import load_sweep
+        from harness.sweeps.runner import SweepProgress, check_results_folder, dask_available, load_results, run_sweep, summarize
+        from harness.sweeps.spec import load_sweep
 
         spec = load_sweep(sweep_file)
         check_results_folder(out, spec, overwrite=overwrite)

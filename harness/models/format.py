@@ -245,7 +245,7 @@ class Model:
         ranges: per analog layer path, its :class:`LayerRanges` (may be empty).
         metadata: JSON-able provenance (seed, epochs, noise eta, float test accuracy…).
         unipolar_layers: analog layer paths (in forward order) to deploy on one device per
-            weight instead of a differential pair (:func:`harness.mapping.map_model`); empty
+            weight instead of a differential pair (:func:`harness.programming.mapping.map_model`); empty
             for an all-differential model. Their weights should be ``>= 0``: mapping refuses
             a negative one (``MappingError``), loading does not.
         plan: the checked architecture as :class:`PlanStep` s with shapes.

@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import FloatArray
+from harness.chip.protocol import FloatArray
 from harness.errors import HarnessError, RecordingError
-from harness.mapping import LayerPlacement, Layout
+from harness.programming.mapping import LayerPlacement, Layout
 from harness.recording.schema import (
     CHECKSUM_COLUMN,
     check_commit,
@@ -26,7 +26,7 @@ from harness.recording.schema import (
 )
 
 if TYPE_CHECKING:
-    from harness.schedule import SessionSpec
+    from harness.sessions.schedule import SessionSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,7 +294,7 @@ class Recording:
         """The session definition, re-parsed from its recorded TOML text."""
         if not self.has_session:
             return None
-        from harness.schedule import parse_session
+        from harness.sessions.schedule import parse_session
 
         s = self._f["session"]
         try:

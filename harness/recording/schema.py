@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import HarnessError, RecordingError
 
 FORMAT_NAME = "pcm-harness-recording"
@@ -640,9 +640,9 @@ _LAYER_TYPES = {"name": str, "out_features": int, "fan_in": int, "row0": int, "c
 
 
 def _layer_ok(d: Any) -> None:
-    """A layer placement as :class:`harness.mapping.LayerPlacement` stores it: its
+    """A layer placement as :class:`harness.programming.mapping.LayerPlacement` stores it: its
     fields without defaults are required, the others optional, each of its type."""
-    from harness.mapping import LayerPlacement
+    from harness.programming.mapping import LayerPlacement
 
     fields = {f.name: f for f in dataclasses.fields(LayerPlacement)}
     required = {n for n, f in fields.items() if f.default is dataclasses.MISSING}

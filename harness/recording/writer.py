@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from harness import __version__
-from harness.chip import FloatArray, Geometry
+from harness.chip.protocol import FloatArray, Geometry
 from harness.errors import HarnessError, RecordingError
-from harness.mapping import Layout
+from harness.programming.mapping import Layout
 from harness.recording.lock import RecordingLock
 from harness.recording.schema import (
     _EXTRA_FILL,
@@ -43,8 +43,8 @@ from harness.recording.schema import (
 )
 
 if TYPE_CHECKING:
-    from harness.programming import ProgrammingResult
-    from harness.schedule import SessionSpec
+    from harness.programming.write_verify import ProgrammingResult
+    from harness.sessions.schedule import SessionSpec
 
 
 def create_recording(

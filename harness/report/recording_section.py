@@ -20,7 +20,7 @@ def recording_section(path: Path) -> Section:
         RecordingError: not a readable recording.
     """
     from harness.recording import reading
-    from harness.replay import summarize_recording
+    from harness.sessions.replay import summarize_recording
 
     with reading(path) as rec:
         info = rec.info()
@@ -67,7 +67,7 @@ def recording_section(path: Path) -> Section:
 
 
 def _level_index(target_uS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from harness.replay import LEVEL_EDGES_US
+    from harness.sessions.replay import LEVEL_EDGES_US
 
     edges = np.asarray(LEVEL_EDGES_US)
     idx = np.digitize(target_uS, edges) - 1

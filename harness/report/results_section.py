@@ -50,7 +50,7 @@ def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
 
 def sweep_section(path: Path) -> Section:
     """A sweep results folder (``harness sweep --out``)."""
-    from harness.sweep import load_results, summarize
+    from harness.sweeps.runner import load_results, summarize
 
     meta = json.loads((path / "_sweep.json").read_text())
     df = load_results(path)

@@ -3,7 +3,7 @@
 Two stages as in AnalogNets §4.2 (REFERENCE §7), in simple form: a plain float model
 (:func:`train_digits` with no noise), then a noise-aware fine-tune that starts from it
 (``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). Both
-store calibrated DAC/ADC ranges (:func:`harness.cim.calibrate_ranges`) and their provenance in the
+store calibrated DAC/ADC ranges (:func:`harness.evaluation.cim.calibrate_ranges`) and their provenance in the
 model's metadata. Training is deterministic: same arguments → bit-identical weights.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.cim import calibrate_ranges
+from harness.evaluation.cim import calibrate_ranges
 from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
 from harness.models.format import Model, model_from_torch

@@ -24,7 +24,7 @@ that keeps the original layer (its weight and bias) and adds, per AnalogNets §4
   times ``sign(g)·|d_l|·W_max,l``).
 
 Biases are digital: never clipped, noised or quantized (added after the ADC, as
-:mod:`harness.cim` does). ``global_ranges=True`` ties every layer's DAC range and clip bound
+:mod:`harness.evaluation.cim` does). ``global_ranges=True`` ties every layer's DAC range and clip bound
 to one set (Garcia-Redondo et al.: one global range set for inputs, outputs and weights).
 """
 
@@ -126,7 +126,7 @@ class HardwareAwareLayer(nn.Module):
     def weight_max(self) -> torch.Tensor:
         """``W_max`` (Eq. 1–2): the largest deployed ``|W|``, i.e. ``min(c, max|W|)`` with the
         clip bound ``c`` (= ``c`` whenever the clip bites, as the paper assumes), no gradient.
-        It is what :mod:`harness.mapping` maps to ``g_max``, so the ranges stored in the
+        It is what :mod:`harness.programming.mapping` maps to ``g_max``, so the ranges stored in the
         model file satisfy ``r_ADC = |g|·r_DAC·max|W_deployed|`` exactly for the CiM."""
         w_max = self.inner.weight.detach().abs().max()
         if self.config.clip_sigma is not None:
@@ -322,7 +322,7 @@ class HardwareAwareNet(nn.Module):
         DAC error, then the shared ``|g|`` to the fraction of its percentile value with the
         least ADC error summed over layers (each layer's error relative to its output's mean
         square). At 4 bits the percentile ranges leave most outputs in the zero bin."""
-        from harness.cim import percentile_range
+        from harness.evaluation.cim import percentile_range
 
         saved = self.config
         self.set_config(replace(saved, bits=None, eta=0.0))

@@ -13,7 +13,7 @@
   clip bound, hence ADC range) for all layers; with ``unipolar`` a penalty on negative
   weights that ramps up over stage 2, and weights projected to ``>= 0`` in the forward pass
   and on export (the model marks its layers ``unipolar_layers``; they map onto single
-  devices, :func:`harness.mapping.map_model`).
+  devices, :func:`harness.programming.mapping.map_model`).
 
 The paper's numeric hyper-parameters (stage-2 LR factor, range LRs, gradient-clip
 threshold, quantization-noise probability, α) are not legible in our copy of the seed

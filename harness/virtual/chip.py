@@ -24,10 +24,10 @@ import numpy as np
 import numpy.typing as npt
 
 from harness import __version__
-from harness.chip import CellArray, ChipBackend, FloatArray, Geometry, check_cells
-from harness.clock import SimulatedClock, WallClock
+from harness.chip.protocol import CellArray, ChipBackend, FloatArray, Geometry, check_cells
+from harness.chip.clock import SimulatedClock, WallClock
 from harness.errors import ConfigError
-from harness.registry import ChipURI, take_params
+from harness.chip.registry import ChipURI, take_params
 from harness.virtual import physics as ph
 from harness.virtual.cell_random import CellRandom, weyl
 from harness.virtual.personality import Personality, load_personality

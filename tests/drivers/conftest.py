@@ -9,7 +9,7 @@ from linkkit import SMALL
 
 from drivers.emulator import Emulator
 from drivers.faults import FaultSpec
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.virtual.chip import VirtualPCMChip
 
 

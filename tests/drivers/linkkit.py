@@ -12,7 +12,7 @@ from drivers import protocol as p
 from drivers.client import LinkSettings, RemoteChip
 from drivers.emulator import Emulator
 from drivers.server import ChipServer
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 
 #: Small enough for fast tests, large enough for ranges, lists and several chunks.
 SMALL = Geometry(rows=64, cols=128)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from linkkit import SMALL, ServeFn
 
-from harness.chip import Chip, ChipBackend
+from harness.chip.protocol import Chip, ChipBackend
 from harness.errors import AddressError, ChipClosedError, SafetyLimitError
-from harness.programming import ProgrammingParams, program_cells
-from harness.registry import open_chip
+from harness.programming.write_verify import ProgrammingParams, program_cells
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 BACKENDS = ["virtual", "serial-pty", "visa-tcp"]
@@ -134,7 +134,7 @@ def test_closed_chip_refuses_calls(open_backend: OpenFn) -> None:
 def test_every_backend_reports_the_same_adc_codes(open_backend: OpenFn) -> None:
     # Sessions record codes straight from a CodeReadingChip: the codes must be the chip's own,
     # bit-identical across backends, and read() must be exactly their conversion to µS.
-    from harness.chip import CodeReadingChip
+    from harness.chip.protocol import CodeReadingChip
 
     chip, ref = open_backend(21), reference(21)
     assert isinstance(chip, CodeReadingChip)

@@ -10,7 +10,7 @@ import pytest
 from drivers import protocol as p
 from drivers.emulator import default_identity
 from drivers.server import CACHE_SIZE, ChipServer
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.virtual.chip import VirtualPCMChip
 
 G = Geometry(rows=4, cols=8)

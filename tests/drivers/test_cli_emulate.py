@@ -20,7 +20,7 @@ import pytest
 from linkkit import ServeFn
 
 from clikit import assert_one_line_error, invoke
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.recording import open_recording
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,9 +22,9 @@ from linkkit import SMALL, ServeFn
 
 from drivers import protocol as p
 from drivers.emulator import Emulator
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import ChipBusyError
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 ROOT = Path(__file__).resolve().parents[2]

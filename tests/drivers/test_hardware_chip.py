@@ -12,7 +12,7 @@ from linkkit import hardware_uri
 
 from drivers.protocol import MANUFACTURER
 from harness.errors import SafetyLimitError
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 
 URI = hardware_uri()
 pytestmark = [

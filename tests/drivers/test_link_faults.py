@@ -10,9 +10,9 @@ import pytest
 from linkkit import ServeFn
 
 from drivers.faults import FaultSpec
-from harness.chip import Geometry
-from harness.programming import program_cells
-from harness.registry import open_chip
+from harness.chip.protocol import Geometry
+from harness.programming.write_verify import program_cells
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 TINY = Geometry(rows=8, cols=8)

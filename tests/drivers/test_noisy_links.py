@@ -20,11 +20,11 @@ from linkkit import SCRIPT_IDN, SCRIPT_SESSION, SMALL, ScriptedLink, ServeFn, cm
 
 from drivers.client import LinkSettings, RemoteChip
 from drivers.faults import FaultSpec
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import ChipIOError
-from harness.programming import program_cells
+from harness.programming.write_verify import program_cells
 from harness.recording import open_recording
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 MODEL_GEOMETRY = Geometry(rows=64, cols=256)  # the default model (9472 devices) fits

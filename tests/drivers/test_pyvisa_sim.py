@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import sim_fixture
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import IdentityError
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 
 LIBRARY = f"{sim_fixture.FIXTURE}@sim"
 

@@ -17,11 +17,11 @@ import pytest
 from clikit import assert_one_line_error, invoke
 from linkkit import ServeFn
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.recording import open_recording
-from harness.registry import open_chip
-from harness.schedule import load_session
-from harness.session import SessionProgress, run_session
+from harness.chip.registry import open_chip
+from harness.sessions.schedule import load_session
+from harness.sessions.runner import SessionProgress, run_session
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "sessions" / "demo-short.toml"

@@ -19,7 +19,7 @@ from drivers import protocol as p
 from drivers.client import LinkSettings, RemoteChip
 from drivers.emulator import default_identity
 from drivers.server import ChipServer
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import ConfigError, SafetyLimitError
 from harness.virtual.chip import VirtualPCMChip
 

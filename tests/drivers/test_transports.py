@@ -21,7 +21,7 @@ from linkkit import SMALL, ServeFn
 from drivers.emulator import Emulator, check_bind_host
 from drivers.faults import FaultSpec
 from harness.errors import ChipIOError, ChipTimeoutError, ConfigError, IdentityError, ProtocolError
-from harness.registry import open_chip
+from harness.chip.registry import open_chip
 from harness.virtual.chip import VirtualPCMChip
 
 FAST = "timeout=0.2&retries=1"

@@ -18,7 +18,7 @@ HISTOGRAM_READOUTS = 4
 def plot_recording(rec: Recording, summary: dict[str, Any], path: str | Path) -> Path:
     """Draw conductance vs time (log time axis; mean ± std per target level) and
     histograms of the programmed devices' conductance at a few readout times into ``path``
-    (PNG). ``summary`` is :func:`harness.replay.summarize_recording` of ``rec``.
+    (PNG). ``summary`` is :func:`harness.sessions.replay.summarize_recording` of ``rec``.
 
     Raises:
         RecordingError: the plot file cannot be written.

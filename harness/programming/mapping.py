@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import CellArray, FloatArray, Geometry
+from harness.chip.protocol import CellArray, FloatArray, Geometry
 from harness.errors import MappingError
 
 if TYPE_CHECKING:

@@ -121,7 +121,7 @@ def task_for(sweep_seed: int, model: str, chip: str, run: int) -> SweepTask:
 
 def seeded_chip_uri(chip: str, seed: int) -> str:
     """``chip`` with ``seed=`` added (chips of a sweep carry no seed of their own)."""
-    from harness.registry import parse_uri
+    from harness.chip.registry import parse_uri
 
     parsed = parse_uri(chip)
     params = dict(parsed.params)
@@ -260,7 +260,7 @@ def _bool(value: Any, key: str, source: str) -> bool:
 
 
 def _bits(value: Any, source: str) -> int | None:
-    from harness.cim import check_bits
+    from harness.evaluation.cim import check_bits
 
     b = _int(value, "[grid] bits item", source, 0, 2**31 - 1)
     try:
@@ -294,7 +294,7 @@ def _resolve_model(ref: str, base_dir: str | Path | None) -> str:
 
 
 def _check_chip(chip: str, source: str) -> None:
-    from harness.registry import parse_uri
+    from harness.chip.registry import parse_uri
 
     try:
         parsed = parse_uri(chip)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from harness.chip import Chip
+from harness.chip.protocol import Chip
 from harness.errors import ConfigError
 
 BACKENDS: dict[str, str] = {
     "virtual": "harness.virtual.chip:open_virtual",
-    "replay": "harness.replay:open_replay",
+    "replay": "harness.sessions.replay:open_replay",
     "serial": "drivers.serial_backend:open_serial",
     "visa": "drivers.visa_backend:open_visa",
 }
@@ -31,7 +31,7 @@ BACKENDS: dict[str, str] = {
 #: (unknown or malformed parameters, a geometry the machine cannot hold, a missing path).
 CHECKERS: dict[str, str] = {
     "virtual": "harness.virtual.chip:check_virtual_uri",
-    "replay": "harness.replay:check_replay_uri",
+    "replay": "harness.sessions.replay:check_replay_uri",
     "serial": "drivers.serial_backend:check_serial_uri",
     "visa": "drivers.visa_backend:check_visa_uri",
 }

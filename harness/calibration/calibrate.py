@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import CalibrationError
 from harness.recording import Recording
 from harness.virtual import physics as ph

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from harness.errors import RecordingError
 from harness.recording import Recording
-from harness.virtual.calibrate import (
+from harness.calibration.calibrate import (
     KS_C_ALPHA01,
     _Data,
     _finite_list,

@@ -181,8 +181,8 @@ class ProgramSpec:
     params: tuple[tuple[str, Any], ...] = ()
 
     def programming_params(self) -> Any:
-        """The :class:`harness.programming.ProgrammingParams` these overrides give."""
-        from harness.programming import ProgrammingParams
+        """The :class:`harness.programming.write_verify.ProgrammingParams` these overrides give."""
+        from harness.programming.write_verify import ProgrammingParams
 
         try:
             return ProgrammingParams(**dict(self.params))
@@ -334,7 +334,7 @@ def _is_model_name(text: str) -> bool:
 def _program_params(tbl: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
     if not tbl:
         return ()
-    from harness.programming import ProgrammingParams
+    from harness.programming.write_verify import ProgrammingParams
 
     fields = {f.name: f for f in dataclasses.fields(ProgrammingParams)}
     _check_keys(tbl, set(fields), "[program.params]", where)

@@ -1,6 +1,6 @@
 """Monte Carlo sweeps on Dask: one task per simulated chip, a tidy results table on disk.
 
-:func:`run_sweep` runs every task of a :class:`~harness.sweep_spec.SweepSpec` on a Dask
+:func:`run_sweep` runs every task of a :class:`~harness.sweeps.spec.SweepSpec` on a Dask
 ``distributed`` client — in this process for one worker, a ``LocalCluster`` of worker
 processes for several, or an existing scheduler (``tcp://host:port``, the same code path a
 cluster uses). Scheduling, worker processes, failures and their reporting are Dask's
@@ -17,7 +17,7 @@ and retried on the next run. Names starting with ``_`` or ``.`` are ignored by P
 readers.
 
 Determinism: a task's chip seed and read-noise seed depend only on the sweep seed and the
-task's coordinates (:func:`~harness.sweep_spec.task_for`), and each task runs torch on one
+task's coordinates (:func:`~harness.sweeps.spec.task_for`), and each task runs torch on one
 thread, so tables are bit-identical whatever the number of workers or the executor.
 """
 
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.errors import ConfigError, HarnessError
-from harness.sweep_spec import SweepSpec, SweepTask, seeded_chip_uri
+from harness.sweeps.spec import SweepSpec, SweepTask, seeded_chip_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -144,7 +144,7 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
     """
     import torch
 
-    from harness.registry import open_chip
+    from harness.chip.registry import open_chip
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -183,7 +183,7 @@ _EVALUATORS: dict[str, Any] = {}
 def _evaluator(model_ref: str) -> Any:
     """One prepared evaluator per model and worker process: the model, its test data, its
     converter ranges and its float accuracy are the same for every chip, so they are made once."""
-    from harness.evaluate import ReadoutEvaluator, resolve_model
+    from harness.evaluation.evaluate import ReadoutEvaluator, resolve_model
 
     ev = _EVALUATORS.get(model_ref)
     if ev is None:
@@ -478,7 +478,7 @@ def _warm_worker(models: list[str]) -> None:
 
 
 def _check_model(ref: str) -> None:
-    from harness.evaluate import resolve_model
+    from harness.evaluation.evaluate import resolve_model
 
     resolve_model(ref)
 

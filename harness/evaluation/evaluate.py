@@ -2,13 +2,13 @@
 
 One code path for both sources. A **recording** (``harness session run`` output) holds the
 layout, the programming outcome and readouts at recorded times. A **live chip** is run
-through the session runner itself (:func:`harness.session.run_session`: program the model,
+through the session runner itself (:func:`harness.sessions.runner.run_session`: program the model,
 then read the layout's cells at the requested times on the chip's clock) into a temporary
 recording, which is then evaluated exactly like any other recording — so a recording and
 the live virtual chip that made it (same URI, model, programming parameters and times)
 give bit-identical readouts and identical accuracy tables.
 
-From each chip's readouts the CiM simulator (:mod:`harness.cim`) runs the model on the
+From each chip's readouts the CiM simulator (:mod:`harness.evaluation.cim`) runs the model on the
 dataset's test split at every (chip, time, bit-width), in batched tensor operations:
 
 * **Simulated chips.** ``--chip virtual?seed=S`` with ``runs=N`` programs and reads N
@@ -44,13 +44,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from harness.chip import Chip, FloatArray, Geometry
-from harness.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
+from harness.chip.protocol import Chip, FloatArray, Geometry
+from harness.evaluation.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges
 from harness.data import check_dataset_fits, fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
-from harness.mapping import Layout, map_model
+from harness.programming.mapping import Layout, map_model
 from harness.models.format import Model, default_model_path, load_model
-from harness.programming import ProgrammingParams
+from harness.programming.write_verify import ProgrammingParams
 from harness.recording import Recording, open_recording
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S, format_duration
 
@@ -244,7 +244,7 @@ def normalize_times(times_s: Sequence[float]) -> tuple[float, ...]:
 
 
 def normalize_bits(bits: Sequence[int | None]) -> tuple[int | None, ...]:
-    """De-duplicated bit-widths in the given order, each validated by :func:`harness.cim.check_bits`."""
+    """De-duplicated bit-widths in the given order, each validated by :func:`harness.evaluation.cim.check_bits`."""
     out: list[int | None] = []
     for b in bits:
         b = check_bits(b)
@@ -431,7 +431,7 @@ def virtual_chip_uris(uri: str, runs: int) -> list[str]:
     Raises:
         ConfigError: not a parseable chip URI. EvaluationError: a non-integer seed.
     """
-    from harness.registry import parse_uri
+    from harness.chip.registry import parse_uri
 
     parsed = parse_uri(uri)
     params = dict(parsed.params)
@@ -448,7 +448,7 @@ def virtual_chip_uris(uri: str, runs: int) -> list[str]:
 
 def _session_spec(model_path: Path, times_s: Sequence[float], params: ProgrammingParams) -> Any:
     """The session a live evaluation runs: program the model, read its layout at ``times_s``."""
-    from harness.schedule import parse_session
+    from harness.sessions.schedule import parse_session
 
     lines = [
         "[session]",
@@ -488,7 +488,7 @@ def read_live_chip(
     Raises:
         HarnessError: from programming, the chip, or the recording.
     """
-    from harness.session import SessionProgress, run_session
+    from harness.sessions.runner import SessionProgress, run_session
 
     times = normalize_times(times_s)
     with contextlib.ExitStack() as stack:
@@ -529,7 +529,7 @@ def read_chips(
     Raises:
         EvaluationError: ``runs`` out of range. HarnessError: from the chips.
     """
-    from harness.registry import open_chip, parse_uri
+    from harness.chip.registry import open_chip, parse_uri
 
     scheme = parse_uri(chip_uri).scheme
     uris = virtual_chip_uris(chip_uri, runs) if scheme == "virtual" else [chip_uri]
@@ -556,12 +556,12 @@ class ReadoutEvaluator:
 
     The test split, the converter ranges, the float accuracy and the simulator of a layout
     are the same for every chip of the model, so a sweep worker makes them once per model
-    (:mod:`harness.sweep`) and :func:`evaluate_readouts` once per call.
+    (:mod:`harness.sweeps.runner`) and :func:`evaluate_readouts` once per call.
 
     Args:
         model: the programmed model; its ``dataset``'s test split is evaluated.
         ranges: converter ranges (default: the model's trained ranges, else
-            :func:`harness.cim.converter_ranges` calibrated on the training split).
+            :func:`harness.evaluation.cim.converter_ranges` calibrated on the training split).
     """
 
     def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
@@ -594,7 +594,7 @@ class ReadoutEvaluator:
         re-reading a temporary recording: the readouts are bit-identical to that path
         (``tests/test_sweep.py``), and a sweep task costs its chip operations only.
         """
-        from harness.programming import program_model
+        from harness.programming.write_verify import program_model
 
         times = normalize_times(times_s)
         layout, result = program_model(chip, self.model, params or ProgrammingParams())
@@ -670,10 +670,10 @@ def evaluate_readouts(
         model: the programmed model (its ``dataset``'s test split is evaluated).
         chips: readouts, all at ``len(times_s)`` times and with the same layout.
         times_s: the requested times the readouts answer (for the result's labels).
-        bits: activation precisions; gdc / read_noise: the switches of :mod:`harness.cim`.
+        bits: activation precisions; gdc / read_noise: the switches of :mod:`harness.evaluation.cim`.
         repeats: evaluations per chip (> 1 only with ``read_noise``: fresh draws each).
         seed: seeds the ``torch.Generator`` of the per-read noise.
-        ranges: converter ranges (default: :func:`harness.cim.converter_ranges` with the
+        ranges: converter ranges (default: :func:`harness.evaluation.cim.converter_ranges` with the
             training split as calibration data when the model has no trained ranges).
 
     Raises:
@@ -782,7 +782,7 @@ def evaluate_chip(
     Raises:
         EvaluationError / ConfigError / HarnessError: bad arguments or from the chip.
     """
-    from harness.registry import parse_uri
+    from harness.chip.registry import parse_uri
 
     parsed = parse_uri(chip_uri)
     if parsed.scheme == "replay":
@@ -842,7 +842,7 @@ def _evaluate_chips_streaming(
 ) -> EvaluationResult:
     """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
     :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
-    from harness.registry import open_chip, parse_uri
+    from harness.chip.registry import open_chip, parse_uri
 
     scheme = parse_uri(chip_uri).scheme
     uris = virtual_chip_uris(chip_uri, n_chips) if scheme == "virtual" else [chip_uri]

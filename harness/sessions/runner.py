@@ -26,10 +26,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import Chip, CodeReadingChip
-from harness.registry import chip_seed
+from harness.chip.protocol import Chip, CodeReadingChip
+from harness.chip.registry import chip_seed
 from harness.errors import HarnessError, RecordingError
-from harness.mapping import map_model
+from harness.programming.mapping import map_model
 from harness.recording import (
     Recording,
     RecordingLock,
@@ -40,7 +40,7 @@ from harness.recording import (
     partial_paths,
     recover_recording,
 )
-from harness.schedule import SessionSpec, fmt_duration
+from harness.sessions.schedule import SessionSpec, fmt_duration
 
 
 @runtime_checkable
@@ -181,7 +181,7 @@ def _run_locked(
     save_chip_state: bool,
 ) -> SessionResult:
     from harness.models.format import load_model
-    from harness.programming import program_layout
+    from harness.programming.write_verify import program_layout
     from harness.provenance import collect_provenance, personality_provenance
 
     wall0 = time.perf_counter()
@@ -358,7 +358,7 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             raise RecordingError(
                 f"{p} has no chip state after its {rec.n_readouts} readouts; the virtual chip's physics cannot be continued"
             )
-        from harness.chip_check import sample_positions  # here: `session status` need not import physics
+        from harness.sessions.resume_check import sample_positions  # here: `session status` need not import physics
 
         n = rec.n_readouts
         if n:
@@ -421,7 +421,7 @@ def resume_session(
         RecordingError: see :func:`plan_resume`; the file is locked by a live writer; or
             the chip does not match the recording (and not ``accept_chip``).
     """
-    from harness.registry import open_chip
+    from harness.chip.registry import open_chip
 
     wall0 = time.perf_counter()
     p = Path(path)
@@ -481,7 +481,7 @@ def verify_chip(
     Checks, in order: geometry (always fatal); identity (``*IDN?`` / seed); for a
     recording with a virtual chip's state, that the chip can restore it, else for a
     virtual chip, that the recording holds its state (a new virtual chip is blank); and
-    a check read of ``plan.check_cells`` against the drift law (:mod:`harness.chip_check`).
+    a check read of ``plan.check_cells`` against the drift law (:mod:`harness.sessions.resume_check`).
     A restorable chip is restored again after the check read, so the resumed physics are
     bit-identical to an uninterrupted run.
 
@@ -492,7 +492,7 @@ def verify_chip(
     Raises:
         RecordingError: one line saying what disagrees, unless ``accept_chip``.
     """
-    from harness.chip_check import check_against
+    from harness.sessions.resume_check import check_against
 
     if dataclasses.asdict(chip.geometry) != plan.geometry_json:
         raise RecordingError(
@@ -640,7 +640,7 @@ def _status(rec: Recording) -> dict[str, Any]:
 
 def _simulated_clock(chip_uri: str | None) -> bool:
     """Whether the recorded chip ran on a simulated clock (a virtual chip without clock=wall)."""
-    from harness.registry import parse_uri
+    from harness.chip.registry import parse_uri
 
     try:
         parsed = parse_uri(chip_uri or "")

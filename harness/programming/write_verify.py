@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import CellArray, Chip, FloatArray, check_cells
+from harness.chip.protocol import CellArray, Chip, FloatArray, check_cells
 from harness.errors import ProgrammingError
-from harness.mapping import Layout, map_model
+from harness.programming.mapping import Layout, map_model
 
 if TYPE_CHECKING:
     from harness.models.format import Model
@@ -276,7 +276,7 @@ def program_layout(
 def program_model(
     chip: Chip, model: Model, params: ProgrammingParams | None = None, progress: ProgressCallback | None = None
 ) -> tuple[Layout, ProgrammingResult]:
-    """Map a model's analog layers onto the chip (:func:`harness.mapping.map_model`: its
+    """Map a model's analog layers onto the chip (:func:`harness.programming.mapping.map_model`: its
     unipolar layers on single devices) and program them; returns (layout, result)."""
     layout = map_model(model, chip.geometry)
     return layout, program_layout(chip, layout, params, progress)

@@ -17,7 +17,7 @@ Values are bit-identical to what the live chip returned (see docs/recording-form
 Reads take no chip time, so reads of different cell subsets at one time see one readout.
 Cells that were not read in the recording raise ReplayError. RESET and SET pulses are
 refused with ReplayError: a recording cannot be reprogrammed. The safety checks of
-:class:`~harness.chip.ChipBackend` still run first.
+:class:`~harness.chip.protocol.ChipBackend` still run first.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip import CellArray, ChipBackend, FloatArray
-from harness.clock import SimulatedClock
+from harness.chip.protocol import CellArray, ChipBackend, FloatArray
+from harness.chip.clock import SimulatedClock
 from harness.errors import ConfigError, RecordingError, ReplayError
 from harness.recording import Recording, open_recording
-from harness.registry import ChipURI, take_params
+from harness.chip.registry import ChipURI, take_params
 from harness.units import format_duration
 
 MATCH_MODES = ("exact", "nearest")

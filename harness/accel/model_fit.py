@@ -9,7 +9,7 @@ Two arrays are checked:
   by the accelerator model's tiler (:func:`harness.accel.tiler.tile`, bottom-left skyline), so
   ``harness models`` and ``harness accel`` agree on what fits;
 - the harness's **default virtual chip** (the 90 nm chip: 512 × 2048 devices, two devices per
-  weight), which only stores the weights: :func:`harness.mapping.place_layers_anyhow` decides
+  weight), which only stores the weights: :func:`harness.programming.mapping.place_layers_anyhow` decides
   whether and how (normal, transposed, split into row pieces) they go on.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.chip import Geometry
+from harness.chip.protocol import Geometry
 from harness.errors import MappingError
-from harness.mapping import place_layers_anyhow
+from harness.programming.mapping import place_layers_anyhow
 from harness.models.format import Model
 
 #: The default virtual chip (the seed paper's 90 nm chip), in devices.

@@ -2,7 +2,7 @@
 
 The simulator runs a :class:`~harness.models.format.Model` the way the analog array computes it,
 for many sets of conductances at once (simulated chips × readout times, one batch
-dimension ``B``), given the :class:`~harness.mapping.Layout` they were programmed with:
+dimension ``B``), given the :class:`~harness.programming.mapping.Layout` they were programmed with:
 
 1. **Weights** ``W = (G+ − G−) / s`` per layer (``s = layout.layers[i].scale_uS``, µS per
    unit weight; REFERENCE §1), from conductances ``g_uS`` of shape ``(B, n_devices)`` in
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import EvaluationError
-from harness.mapping import Layout
+from harness.programming.mapping import Layout
 from harness.models.format import (
     ANALOG_LAYER_TYPES,
     ConvGeometry,

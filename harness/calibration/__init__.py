@@ -1,0 +1,23 @@
+"""Calibration: fit a virtual-chip personality to a recording, and compare two recordings.
+
+- :mod:`harness.calibration.calibrate` — ``calibrate_recording``: σ_prog, drift and read-noise
+  laws, RESET level, with intervals and goodness of fit; ``save_personality``.
+- :mod:`harness.calibration.compare` — two recordings of one layout side by side.
+- :mod:`harness.calibration.pattern` — the calibration-pattern model (known levels to program).
+- :mod:`harness.calibration.plots` — the calibration figure.
+
+May import: recording, virtual (physics, personalities), models, the chip seam, the basics.
+"""
+
+from harness._exports import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ["CalibrationResult", "FittedConstant", "LevelTable", "calibrate_recording", "save_personality"], "calibrate"
+    ),
+    "compare_recordings": "compare",
+    **dict.fromkeys(["calibration_pattern_weights", "save_calibration_pattern"], "pattern"),
+    "plot_calibration": "plots",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

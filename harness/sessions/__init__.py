@@ -1,0 +1,40 @@
+"""Sessions: a schedule of timed readouts on a programmed chip, resumed safely, replayed later.
+
+- :mod:`harness.sessions.schedule` — the session TOML parsed once into frozen specs; readout
+  schedules (log, linear, list) in absolute seconds since programming.
+- :mod:`harness.sessions.runner` — ``run_session`` / ``resume_session`` / ``session_status``:
+  program, wait, read, append to the recording.
+- :mod:`harness.sessions.resume_check` — the check read that decides whether the chip on the
+  bench is the chip in the recording before a resume appends anything.
+- :mod:`harness.sessions.replay` — the ``replay:`` backend and ``summarize_recording``;
+  :mod:`harness.sessions.replay_plots` — the replay figure.
+
+May import: recording, programming, models, data, virtual (its physics, for the resume check),
+the chip seam and the shared basics.
+"""
+
+from harness._exports import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ["ProgramSpec", "ReadoutSpec", "Schedule", "SessionSpec", "load_session", "log_schedule", "parse_session"],
+        "schedule",
+    ),
+    **dict.fromkeys(
+        [
+            "RestorableChip",
+            "SessionProgress",
+            "SessionResult",
+            "record_readouts",
+            "resume_session",
+            "run_session",
+            "session_status",
+            "verify_chip",
+        ],
+        "runner",
+    ),
+    **dict.fromkeys(["ChipCheck", "check_against"], "resume_check"),
+    **dict.fromkeys(["ReplayChip", "open_replay", "summarize_recording"], "replay"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
