@@ -2,9 +2,12 @@
 
 Two stages as in AnalogNets §4.2 (REFERENCE §7), in simple form: a plain float model
 (:func:`train_digits` with no noise), then a noise-aware fine-tune that starts from it
-(``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). Both
-store calibrated DAC/ADC ranges (:func:`harness.evaluation.cim.calibrate_ranges`) and their provenance in the
-model's metadata. Training is deterministic: same arguments → bit-identical weights.
+(``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). The
+clipping and weight noise are the shared hardware-aware layers of :mod:`harness.train.layers`
+(the MLP's Linear layers wrapped by :func:`~harness.train.layers.convert`, no converters).
+Both stages store calibrated DAC/ADC ranges (:func:`harness.evaluation.cim.calibrate_ranges`)
+and their provenance in the model's metadata. Training is deterministic: same arguments →
+bit-identical weights.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import harness
 from harness.evaluation.cim import calibrate_ranges
@@ -24,7 +26,7 @@ from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
 from harness.models.format import Model, model_from_torch
 from harness.train.common import deterministic_torch, float_accuracy
-from harness.train.hwa import HardwareAwareWeights
+from harness.train.layers import HardwareConfig, convert
 
 DEFAULT_HIDDEN = 64
 DEFAULT_LR = 1e-3
@@ -70,10 +72,11 @@ def train_digits(
         epochs: passes over the training set (>= 1).
         seed: seeds the initialisation, the shuffling and the training noise.
         weight_noise_eta: relative weight noise per forward pass, ``N(0, (eta·max|W|)²)``
-            on each analog layer's weight (0: plain training).
+            on each analog layer's (clipped) weight (0: plain training).
         clip_sigma: clip analog weights to ``±clip_sigma·σ_W`` (None: no clipping). With
             ``init`` the ranges are fixed from ``init``'s weights (stage 2), else they
-            follow the weights every 10 steps (stage 1).
+            follow the weights every 10 steps (stage 1). Clipping and noise are passed
+            straight through to the latent weights (:class:`~harness.train.layers.HardwareAwareLayer`).
         lr: Adam learning rate (use a lower one for a stage-2 fine-tune).
         batch_size: minibatch size.
         init: start from this model's weights (must be the same MLP) instead of a fresh init.
@@ -112,12 +115,12 @@ def train_digits(
                     f"init model {init.name!r} is not a {data.input_shape[0]}→{hidden}→{data.n_classes} MLP"
                 )
             net = init.to_torch()
-        net.train()
         generator = torch.Generator().manual_seed(seed)
-        hwa = HardwareAwareWeights(
-            net, clip_sigma=clip_sigma, eta=weight_noise_eta, generator=generator, fixed_clip=init is not None
-        )
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        # The ``noise`` recipe's hardware (no DAC/ADC); stage 2 fixes the clip from ``init``.
+        hardware = HardwareConfig(clip_sigma=clip_sigma, fixed_clip=init is not None, eta=weight_noise_eta)
+        analog = convert(net, hardware, generator=generator)
+        analog.train()
+        optimizer = torch.optim.Adam(analog.weight_parameters(), lr=lr)
         x = torch.from_numpy(np.array(data.x_train))
         y = torch.from_numpy(np.array(data.y_train))
         n = x.shape[0]
@@ -126,16 +129,18 @@ def train_digits(
             total = 0.0
             for start in range(0, n, batch_size):
                 batch = order[start : start + batch_size]
-                logits = functional_call(net, hwa.effective(noisy=True), (x[batch],))
-                loss = nn.functional.cross_entropy(logits, y[batch])
+                loss = nn.functional.cross_entropy(analog(x[batch]), y[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                hwa.step_done()
+                analog.step_done()
                 total += float(loss.detach()) * batch.shape[0]
             if progress is not None:
                 progress(epoch, epochs, total / n)
-        hwa.export_into_net()
+        clip_ranges = (
+            {f"{name}.weight": float(layer.clip) for name, layer in analog.layers()} if clip_sigma is not None else {}
+        )
+        net = analog.to_plain()
         net.eval()
 
     metadata: dict[str, Any] = {
@@ -149,7 +154,7 @@ def train_digits(
         "optimizer": "adam",
         "weight_noise_eta": weight_noise_eta,
         "clip_sigma": clip_sigma,
-        "clip_ranges": hwa.clip,
+        "clip_ranges": clip_ranges,
         "init_from": None if init is None else init.name,
         "range_percentile": range_percentile,
         "torch_version": torch.__version__,
