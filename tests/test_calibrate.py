@@ -24,11 +24,9 @@ from harness.chip.registry import open_chip
 from harness.sessions.schedule import parse_session
 from harness.sessions.runner import run_session
 from harness.virtual import physics as ph
-from harness.calibration.calibrate import (
-    CalibrationResult,
-    calibrate_recording,
-    goodness_of_fit,
-)
+from harness.calibration.calibrate import calibrate_recording
+from harness.calibration.goodness import goodness_of_fit
+from harness.calibration.result import CalibrationResult
 from harness.virtual.chip import VirtualPCMChip
 from harness.calibration.pattern import save_calibration_pattern
 from harness.virtual.personality import ClippedLog, Personality, load_personality
@@ -275,7 +273,7 @@ def test_closing_the_loop_accuracy_on_recording_and_fitted_chip_agree(tmp_path: 
     chips, plus one test sample's worth of accuracy), and the fitted chips' mean must agree
     with chips of the true personality within the spread of a mean of 10."""
     from harness.evaluation.evaluate import evaluate_chip, evaluate_recording
-    from harness.calibration.calibrate import save_personality
+    from harness.calibration.result import save_personality
 
     truth, _ = scaled_personality(seed=7)
     (tmp_path / "truth.toml").write_text(truth.to_toml())

@@ -1,7 +1,12 @@
 """Calibration: fit a virtual-chip personality to a recording, and compare two recordings.
 
 - :mod:`harness.calibration.calibrate` — ``calibrate_recording``: σ_prog, drift and read-noise
-  laws, RESET level, with intervals and goodness of fit; ``save_personality``.
+  laws, RESET level, with intervals and goodness of fit, run in order from the pieces below.
+- :mod:`harness.calibration.data` — a recording's readouts as arrays (``load_data``).
+- :mod:`harness.calibration.levels` — levels in ln x and the per-level estimates.
+- :mod:`harness.calibration.fits` — the law fits (clipped-log drift laws, t0, RESET level).
+- :mod:`harness.calibration.goodness` — held-out KS against predictive draws (``goodness_of_fit``).
+- :mod:`harness.calibration.result` — ``CalibrationResult`` and its parts; ``save_personality``.
 - :mod:`harness.calibration.compare` — two recordings of one layout side by side.
 - :mod:`harness.calibration.pattern` — the calibration-pattern model (known levels to program).
 - :mod:`harness.calibration.plots` — the calibration figure.
@@ -12,9 +17,8 @@ May import: recording, virtual (physics, personalities), models, the chip seam, 
 from harness._exports import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(
-        ["CalibrationResult", "FittedConstant", "LevelTable", "calibrate_recording", "save_personality"], "calibrate"
-    ),
+    "calibrate_recording": "calibrate",
+    **dict.fromkeys(["CalibrationResult", "FittedConstant", "LevelTable", "save_personality"], "result"),
     "compare_recordings": "compare",
     **dict.fromkeys(["calibration_pattern_weights", "save_calibration_pattern"], "pattern"),
     "plot_calibration": "plots",

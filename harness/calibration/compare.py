@@ -22,14 +22,10 @@ import numpy.typing as npt
 
 from harness.errors import RecordingError
 from harness.recording import Recording
-from harness.calibration.calibrate import (
-    KS_C_ALPHA01,
-    _Data,
-    _finite_list,
-    _loglog,
-    ks_two_sample,
-    load_data,
-)
+from harness.calibration.data import CalibrationData, load_data
+from harness.calibration.fits import loglog_lines
+from harness.calibration.goodness import KS_C_ALPHA01, ks_two_sample
+from harness.calibration.result import finite_list
 
 #: Target levels of the comparison (fewer than calibrate uses: a table for people).
 COMPARE_LEVELS = 8
@@ -43,7 +39,7 @@ def _edges(x: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
     return e
 
 
-def _one(rec: Recording, d: _Data, edges: npt.NDArray[np.float64]) -> dict[str, Any]:
+def _one(rec: Recording, d: CalibrationData, edges: npt.NDArray[np.float64]) -> dict[str, Any]:
     prog = rec.programming
     n_lv = edges.size - 1
     x = d.target_uS / d.g_max_uS
@@ -56,7 +52,7 @@ def _one(rec: Recording, d: _Data, edges: npt.NDArray[np.float64]) -> dict[str, 
     u = np.log(d.t_g / d.t_g[0])
     uc = u - u.mean()
     suu = float(uc @ uc)
-    nu, _a, rss = _loglog(lm, uc, float(u.mean()), suu) if suu > 0 else (np.full(x.size, np.nan),) * 3
+    nu, _a, rss = loglog_lines(lm, uc, float(u.mean()), suu) if suu > 0 else (np.full(x.size, np.nan),) * 3
     if d.var is not None:
         method = "repeats"
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -118,13 +114,13 @@ def compare_recordings(a: Recording, b: Recording, *, levels: int = COMPARE_LEVE
     edges = _edges(x[programmed], levels)
     sa, sb = _one(a, da, edges), _one(b, db, edges)
     centers = np.exp((edges[:-1] + edges[1:]) / 2) * da.g_max_uS
-    out: dict[str, Any] = {"a": sa, "b": sb, "level_target_uS": _finite_list(centers)}
+    out: dict[str, Any] = {"a": sa, "b": sb, "level_target_uS": finite_list(centers)}
     same_times = da.t_g.size == db.t_g.size and np.allclose(da.t_g, db.t_g, rtol=1e-3, atol=1e-3)
     if same_times:
         p = np.flatnonzero(programmed & da.converged & db.converged)
         ks = [ks_two_sample(da.mean[g, p], db.mean[g, p]) for g in range(da.t_g.size)]
         out["ks"] = {
-            "times_s": _finite_list(da.t_g),
+            "times_s": finite_list(da.t_g),
             "distance": ks,
             "critical_alpha_0.01": KS_C_ALPHA01 * math.sqrt(2.0 / max(p.size, 1)),
             "devices": int(p.size),

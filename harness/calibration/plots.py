@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.errors import CalibrationError
 from harness.virtual import physics as ph
-from harness.calibration.calibrate import CalibrationResult
+from harness.calibration.result import CalibrationResult
 
 #: Levels drawn in the conductance-vs-time panel (evenly picked; all would be unreadable).
 TIME_PANEL_LEVELS = 7

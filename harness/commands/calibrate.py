@@ -24,7 +24,8 @@ def calibrate_command(
     console = console_for(json_out)
     with user_errors():
         from harness.recording import reading
-        from harness.calibration.calibrate import calibrate_recording, save_personality
+        from harness.calibration.calibrate import calibrate_recording
+        from harness.calibration.result import save_personality
 
         save_personality(None, out, overwrite=overwrite, check_only=True)
         if png is not None:
