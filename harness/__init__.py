@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     # sessions and recordings
     "load_session": "harness.sessions.schedule",
     "run_session": "harness.sessions.runner",
-    "resume_session": "harness.sessions.runner",
+    "resume_session": "harness.sessions.resume",
     "open_recording": "harness.recording",
     # evaluation, calibration, sweeps
     "evaluate_chip": "harness.evaluation.evaluate",

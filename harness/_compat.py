@@ -20,7 +20,7 @@ MOVED: dict[str, str] = {
     "harness.clock": "harness.chip.clock",
     "harness.mapping": "harness.programming.mapping",
     "harness.schedule": "harness.sessions.schedule",
-    "harness.session": "harness.sessions.runner",
+    "harness.session": "harness.sessions",
     "harness.chip_check": "harness.sessions.resume_check",
     "harness.replay": "harness.sessions.replay",
     "harness.plots": "harness.sessions.replay_plots",

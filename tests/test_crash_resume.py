@@ -28,7 +28,8 @@ from harness.errors import RecordingError
 from harness.recording import open_recording, partial_paths
 from harness.chip.registry import open_chip
 from harness.sessions.schedule import load_session
-from harness.sessions.runner import run_session, session_status
+from harness.sessions.runner import run_session
+from harness.sessions.status import session_status
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION = REPO / "sessions" / "drift-20h.toml"  # 30 readouts

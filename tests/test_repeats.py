@@ -13,7 +13,9 @@ from harness.errors import ConfigError, ScheduleError
 from harness.recording import open_recording
 from harness.chip.registry import open_chip
 from harness.sessions.schedule import parse_session
-from harness.sessions.runner import SessionProgress, resume_session, run_session, session_status
+from harness.sessions.resume import resume_session
+from harness.sessions.runner import SessionProgress, run_session
+from harness.sessions.status import session_status
 from harness.virtual.chip import READ_OP_TIME_S
 
 URI = "virtual?rows=64&cols=160&seed=4"

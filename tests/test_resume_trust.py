@@ -27,7 +27,9 @@ from harness.errors import RecordingError
 from harness.recording import open_recording, partial_paths
 from harness.chip.registry import open_chip
 from harness.sessions.schedule import load_session
-from harness.sessions.runner import SessionProgress, resume_session, run_session, session_status
+from harness.sessions.resume import resume_session
+from harness.sessions.runner import SessionProgress, run_session
+from harness.sessions.status import session_status
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sessions" / "demo-short.toml"  # 10 readouts
@@ -130,7 +132,7 @@ def test_overwrite_refuses_a_file_a_live_session_writes(tmp_path: Path) -> None:
 PAUSED_RESUME = textwrap.dedent(
     """
     import sys
-    import harness.sessions.runner as s
+    import harness.sessions.resume as s
     real = s.recover_recording
     def paused(*a, **k):
         print("planned", flush=True)

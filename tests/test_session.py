@@ -20,7 +20,9 @@ from harness.errors import RecordingError
 from harness.recording import open_recording
 from harness.chip.registry import open_chip
 from harness.sessions.schedule import list_schedule, load_session
-from harness.sessions.runner import SessionProgress, plan_resume, resume_session, run_session, session_status
+from harness.sessions.resume import plan_resume, resume_session
+from harness.sessions.runner import SessionProgress, run_session
+from harness.sessions.status import session_status
 from harness.virtual.chip import VirtualPCMChip
 
 REPO = Path(__file__).resolve().parent.parent

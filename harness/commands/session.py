@@ -136,7 +136,7 @@ def resume_command(
     the drift law from the last readout); a chip that disagrees is refused."""
     console = console_for(json_out)
     with user_errors():
-        from harness.sessions.runner import resume_session
+        from harness.sessions.resume import resume_session
 
         if chip is not None:
             from harness.chip.registry import check_uri
@@ -166,7 +166,7 @@ def status_command(
     """Readouts done and pending, last time, next due, and conductance statistics."""
     console = console_for(json_out)
     with user_errors():
-        from harness.sessions.runner import session_status
+        from harness.sessions.status import session_status
 
         st = session_status(recording)
     if json_out:

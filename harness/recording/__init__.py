@@ -25,8 +25,9 @@ Crash safety:
   that atomically replaces it.
 
 Modules: :mod:`~harness.recording.schema` (names, constants, the structure shared by
-writer and recovery), :mod:`~harness.recording.writer` (new files and appending),
-:mod:`~harness.recording.reader` (opening, validation, decoding),
+writer and recovery), :mod:`~harness.recording.validate` (the whole-structure check run on
+open), :mod:`~harness.recording.writer` (new files and appending),
+:mod:`~harness.recording.reader` (opening, checksums, decoding),
 :mod:`~harness.recording.recovery` (reopening a crashed or finished file for appending).
 Import from this package; the names below are its public interface.
 """

@@ -17,13 +17,8 @@ import numpy.typing as npt
 from harness.chip.protocol import FloatArray
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import LayerPlacement, Layout
-from harness.recording.schema import (
-    CHECKSUM_COLUMN,
-    check_commit,
-    readout_checksum,
-    validate_file,
-    writer_alive,
-)
+from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum, writer_alive
+from harness.recording.validate import check_commit, validate_file
 
 if TYPE_CHECKING:
     from harness.sessions.schedule import SessionSpec

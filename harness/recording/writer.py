@@ -39,8 +39,8 @@ from harness.recording.schema import (
     _put,
     _write_all,
     readout_checksum,
-    validate_file,
 )
+from harness.recording.validate import validate_file
 
 if TYPE_CHECKING:
     from harness.programming.write_verify import ProgrammingResult

@@ -2,8 +2,10 @@
 
 - :mod:`harness.sessions.schedule` — the session TOML parsed once into frozen specs; readout
   schedules (log, linear, list) in absolute seconds since programming.
-- :mod:`harness.sessions.runner` — ``run_session`` / ``resume_session`` / ``session_status``:
-  program, wait, read, append to the recording.
+- :mod:`harness.sessions.runner` — ``run_session``: program, wait, read, append to the recording.
+- :mod:`harness.sessions.resume` — ``plan_resume`` / ``resume_session`` / ``verify_chip``: continue
+  an interrupted session from its recording, once the chip on the bench is verified.
+- :mod:`harness.sessions.status` — ``session_status``: readouts done and pending, next due (no torch).
 - :mod:`harness.sessions.resume_check` — the check read that decides whether the chip on the
   bench is the chip in the recording before a resume appends anything.
 - :mod:`harness.sessions.replay` — the ``replay:`` backend and ``summarize_recording``;
@@ -21,18 +23,11 @@ _EXPORTS: dict[str, str] = {
         "schedule",
     ),
     **dict.fromkeys(
-        [
-            "RestorableChip",
-            "SessionProgress",
-            "SessionResult",
-            "record_readouts",
-            "resume_session",
-            "run_session",
-            "session_status",
-            "verify_chip",
-        ],
+        ["RestorableChip", "SessionProgress", "SessionResult", "record_readouts", "run_session", "timetable"],
         "runner",
     ),
+    **dict.fromkeys(["ResumePlan", "plan_resume", "resume_session", "verify_chip"], "resume"),
+    "session_status": "status",
     **dict.fromkeys(["ChipCheck", "check_against"], "resume_check"),
     **dict.fromkeys(["ReplayChip", "open_replay", "summarize_recording"], "replay"),
 }

@@ -1,4 +1,4 @@
-"""Timed readout sessions: program, then read back on a schedule; resume after a crash.
+"""Timed readout sessions: program, then read back on a schedule.
 
 Times in a schedule are absolute seconds since the end of programming
 (``ProgrammingResult.t_end_s`` on the chip's clock). Readout ``i`` waits with
@@ -8,15 +8,13 @@ clock is simulated: 20 hours take seconds, and the physics sees the scheduled ti
 
 After every readout the recording is appended, flushed and committed; a chip that can
 snapshot its state (:class:`RestorableChip`, e.g. the virtual chip) has that state saved
-in the same commit, so :func:`resume_session` continues the physics instead of restarting
-it. Chips that cannot (real hardware) keep drifting on the bench by themselves; resume
-then maps the recording's timetable onto the chip clock through wall time.
+in the same commit, so :func:`harness.sessions.resume.resume_session` continues the physics
+instead of restarting it. Continuing after a crash is :mod:`harness.sessions.resume`; a
+recording's state is :mod:`harness.sessions.status`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,17 +26,13 @@ import numpy.typing as npt
 
 from harness.chip.protocol import Chip, CodeReadingChip
 from harness.chip.registry import chip_seed
-from harness.errors import HarnessError, RecordingError
+from harness.errors import RecordingError
 from harness.programming.mapping import map_model
 from harness.recording import (
-    Recording,
     RecordingLock,
     RecordingWriter,
     clean_stale_partials,
     create_recording,
-    open_recording,
-    partial_paths,
-    recover_recording,
 )
 from harness.sessions.schedule import SessionSpec, fmt_duration
 
@@ -295,387 +289,11 @@ def record_readouts(
     return late, worst
 
 
-@dataclass(frozen=True)
-class ResumePlan:
-    """What :func:`resume_session` will do, decided from the recording alone.
-
-    ``check_cells`` / ``check_ref_uS`` / ``check_t_ref_s``: the sample of programmed cells
-    the chip check reads, their conductance in the reference readout and its time.
-    ``needs_repair``: the file was left "open for write" by a writer killed after its last
-    commit, so it must be rewritten to be readable by any HDF5 tool.
-    """
-
-    path: Path
-    session: str
-    chip_uri: str
-    done: int
-    total: int
-    times_s: npt.NDArray[np.float64]
-    repeats: int
-    t_end_s: float
-    t_end_unix_s: float
-    chip_state: dict[str, np.ndarray] | None
-    geometry_json: dict[str, Any]
-    identity: str
-    check_cells: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    check_ref_uS: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    check_t_ref_s: float = 0.0
-    check_reference: str = ""
-    needs_repair: bool = False
-
-
-def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
-    """Check that ``path`` can be resumed and say how; touches nothing.
-
-    Raises:
-        RecordingError: missing (with what that means), foreign, damaged, not a session,
-            or still being written.
-    """
-    p = Path(path)
-    if not p.exists():
-        leftovers = partial_paths(p)
-        hint = (
-            f" (found {leftovers[0].name}: a header that was never finished)" if leftovers else ""
-        )
-        raise RecordingError(
-            f"no recording at {p}{hint}: a session interrupted before programming finished and its header "
-            f"was written leaves nothing to resume; start it again with 'harness session run SESSION.toml --out {p}'"
-        )
-    with open_recording(p) as rec:
-        if not rec.has_session:
-            raise RecordingError(f"{p} was not recorded by 'harness session run' (it has no session); nothing to resume")
-        if rec.writer_running:
-            raise RecordingError(f"{p} is still being written by process {rec.writer_info[0]}; stop it first or wait")
-        times = rec.scheduled_times_s
-        if times is None or times.size == 0:
-            raise RecordingError(f"{p} has an empty session timetable")
-        uri = chip_uri or str(rec.provenance.get("chip_uri", ""))
-        if not uri:
-            raise RecordingError(f"{p} does not record its chip URI; give one with --chip")
-        prog = rec.programming
-        state = rec.chip_state(rec.n_readouts) if rec.has_chip_state else None
-        if rec.has_chip_state and state is None:
-            raise RecordingError(
-                f"{p} has no chip state after its {rec.n_readouts} readouts; the virtual chip's physics cannot be continued"
-            )
-        from harness.sessions.resume_check import sample_positions  # here: `session status` need not import physics
-
-        n = rec.n_readouts
-        if n:
-            on = _programmed_mask(rec)
-            last = rec.readout(n - 1)
-            pos = sample_positions(np.where(on, last, 0.0))
-            cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
-            reference = f"last committed readout (#{n})"
-        else:
-            on = prog.target_uS > RESET_LEVEL_US
-            pos = sample_positions(np.where(on, prog.final_uS, 0.0))
-            cells, ref, t_ref = prog.cells[pos], prog.final_uS[pos], 0.0
-            reference = "programming outcome"
-        return ResumePlan(
-            path=p,
-            session=rec.session_name or "",
-            chip_uri=uri,
-            done=n,
-            total=int(times.size) * rec.readout_repeats,
-            times_s=times,
-            repeats=rec.readout_repeats,
-            t_end_s=prog.t_end_s,
-            t_end_unix_s=prog.t_end_unix_s,
-            chip_state=state,
-            geometry_json=dataclasses.asdict(rec.geometry),
-            identity=str(rec.provenance.get("chip_identity", "")),
-            check_cells=np.asarray(cells, dtype=np.int64),
-            check_ref_uS=np.asarray(ref, dtype=np.float64),
-            check_t_ref_s=t_ref,
-            check_reference=reference,
-            needs_repair=rec.open_for_write,
-        )
-
-
-def resume_session(
-    path: str | Path,
-    *,
-    chip: Chip | None = None,
-    chip_uri: str | None = None,
-    progress: ProgressCallback | None = None,
-    accept_chip: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> SessionResult:
-    """Continue an interrupted session from its recording alone.
-
-    The committed readouts are kept (a readout in flight at the crash is dropped and
-    done again), the timetable is the recorded one, and a restorable chip (virtual) is
-    put back into the state it had right after the last committed readout. ``chip``
-    (already open) or ``chip_uri`` override the recorded chip URI.
-
-    Before anything is appended the chip is verified (:func:`verify_chip`): its identity,
-    and a check read of programmed cells against the drift law from the last committed
-    readout. ``accept_chip`` resumes even when that fails (the user's explicit choice;
-    ``warn`` is told, and the recording's resume log says so). Every resume is logged in
-    the recording. The writer lock is held from the start, so two resumes of one file
-    cannot both proceed. A complete recording left "open for write" by a writer killed
-    after its last commit is repaired (rewritten closed) and nothing else is done.
-
-    Raises:
-        RecordingError: see :func:`plan_resume`; the file is locked by a live writer; or
-            the chip does not match the recording (and not ``accept_chip``).
-    """
-    from harness.chip.registry import open_chip
-
-    wall0 = time.perf_counter()
-    p = Path(path)
-    lock = RecordingLock.acquire(p) if p.exists() else None
-    try:
-        plan = plan_resume(p, chip_uri if chip is None else chip.uri)
-        if plan.done >= plan.total:
-            if plan.needs_repair:
-                recover_recording(plan.path, lock=lock).close()
-            return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
-                                 time.perf_counter() - wall0, 0.0)
-        own = chip is None
-        the_chip = open_chip(plan.chip_uri) if chip is None else chip
-        try:
-            t_origin, restorable, note = verify_chip(plan, the_chip, accept_chip=accept_chip, warn=warn)
-            chip_t0 = the_chip.now()
-            writer = recover_recording(plan.path, lock=lock, note=note)
-            with writer:
-                if writer.n_readouts != plan.done:
-                    raise RecordingError(
-                        f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)"
-                    )
-                late, worst = record_readouts(
-                    writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
-                )
-                done = writer.n_readouts
-            return SessionResult(
-                path=plan.path,
-                session=plan.session,
-                chip_uri=plan.chip_uri,
-                readouts_done=done,
-                readouts_scheduled=plan.total,
-                resumed_from=plan.done,
-                late_readouts=late,
-                max_lateness_s=worst,
-                wall_s=time.perf_counter() - wall0,
-                sim_s=the_chip.now() - chip_t0,
-                chip_check=note,
-            )
-        finally:
-            if own:
-                the_chip.close()
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def verify_chip(
-    plan: ResumePlan,
-    chip: Chip,
-    *,
-    accept_chip: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> tuple[float, bool, dict[str, Any]]:
-    """Make sure ``chip`` is the recorded chip, and put a restorable one back in its state.
-
-    Checks, in order: geometry (always fatal); identity (``*IDN?`` / seed); for a
-    recording with a virtual chip's state, that the chip can restore it, else for a
-    virtual chip, that the recording holds its state (a new virtual chip is blank); and
-    a check read of ``plan.check_cells`` against the drift law (:mod:`harness.sessions.resume_check`).
-    A restorable chip is restored again after the check read, so the resumed physics are
-    bit-identical to an uninterrupted run.
-
-    Returns:
-        (time origin of the timetable on the chip clock, whether the chip state is
-        recorded with each readout, the resume-log entry).
-
-    Raises:
-        RecordingError: one line saying what disagrees, unless ``accept_chip``.
-    """
-    from harness.sessions.resume_check import check_against
-
-    if dataclasses.asdict(chip.geometry) != plan.geometry_json:
-        raise RecordingError(
-            f"chip {plan.chip_uri!r} has geometry {chip.geometry} but {plan.path} was recorded on "
-            f"{plan.geometry_json}; resume on the same chip"
-        )
-    problems: list[str] = []
-    if plan.identity and chip.identity != plan.identity:
-        problems.append(f"chip {chip.identity!r} is not the recorded chip {plan.identity!r}")
-    restorable = isinstance(chip, RestorableChip)
-    if plan.chip_state is not None:
-        if not restorable:
-            raise RecordingError(
-                f"{plan.path} holds a virtual chip's state but {plan.chip_uri!r} cannot restore it; "
-                "resume with the recorded chip URI"
-            )
-        if problems and not accept_chip:
-            raise RecordingError(f"{problems[0]}; resume with the same seed, or pass --accept-chip")
-        try:
-            chip.restore(plan.chip_state)  # type: ignore[attr-defined]
-        except HarnessError as exc:
-            raise RecordingError(f"cannot restore the chip state recorded in {plan.path}: {exc}") from exc
-        t_origin = plan.t_end_s
-    else:
-        if restorable:
-            problems.append(
-                f"{plan.path} holds no chip state, so a virtual chip cannot be put back into the recorded state "
-                "(a new virtual chip is unprogrammed)"
-            )
-        restorable = False
-        # Real chips kept drifting on the bench: map the timetable through wall time.
-        t_origin = chip.now() - (time.time() - plan.t_end_unix_s)
-    check = None
-    if plan.check_cells.size:
-        t_now = chip.now() - t_origin
-        g_now = chip.read(plan.check_cells)
-        if restorable:
-            chip.restore(plan.chip_state)  # type: ignore[attr-defined]  # undo the check read's draws
-        geom = chip.geometry
-        check = check_against(
-            plan.check_ref_uS, g_now, plan.check_t_ref_s, t_now, lsb_uS=geom.adc_lsb_uS,
-            reference=plan.check_reference, personality=getattr(chip, "personality", None),
-        )
-        if not check.agrees:
-            problems.append(f"the chip does not read like the recorded one: {check.explain()}")
-    note: dict[str, Any] = {
-        "unix_s": time.time(),
-        "resumed_from": plan.done,
-        "chip_uri": chip.uri,
-        "chip_identity": chip.identity,
-        "identity_matches": not plan.identity or chip.identity == plan.identity,
-        "check": None if check is None else check.summary(),
-        "accepted_despite": problems if accept_chip else [],
-    }
-    if problems:
-        if not accept_chip:
-            raise RecordingError(
-                f"refusing to resume {plan.path}: {problems[0]} (restarted, reprogrammed or another chip?); "
-                "pass --accept-chip to resume on it anyway"
-            )
-        if warn is not None:
-            warn(f"--accept-chip: resuming {plan.path} although {problems[0]}; the recording notes this")
-    return t_origin, restorable, note
-
-
-def session_status(path: str | Path) -> dict[str, Any]:
-    """State of a recording: readouts done/pending, last time, next due, conductance stats.
-
-    Raises:
-        RecordingError: missing, foreign or damaged file.
-    """
-    p = Path(path)
-    if not p.exists():
-        leftovers = partial_paths(p)
-        if leftovers:
-            raise RecordingError(
-                f"no recording at {p}, only an unfinished header ({leftovers[0].name}): the session was interrupted "
-                "before its recording was complete enough to resume; run it again"
-            )
-    with open_recording(p) as rec:
-        return _status(rec)
-
-
-def _status(rec: Recording) -> dict[str, Any]:
-    n = rec.n_readouts
-    times = rec.times_s
-    sched = rec.scheduled_times_s
-    total = rec.n_scheduled
-    if rec.writer_running:
-        state = "running"
-    elif total is None:
-        state = "no session"  # a program-only recording: nothing was scheduled
-    elif n >= total:
-        state = "complete"
-    else:
-        state = "interrupted"
-    prog = rec.programming
-    k = rec.readout_repeats
-    next_due = float(sched[n // k]) if sched is not None and n // k < sched.size else None
-    out: dict[str, Any] = {
-        "path": str(rec.path),
-        "session": rec.session_name,
-        "state": state,
-        "chip_uri": rec.provenance.get("chip_uri"),
-        "chip_identity": rec.provenance.get("chip_identity"),
-        "model": rec.provenance.get("model_name", rec.provenance.get("model")),
-        "devices": rec.layout.n_devices,
-        "readout_cells": rec.n_cells,
-        "readouts_done": n,
-        "readouts_scheduled": total,
-        "readouts_pending": None if total is None else max(total - n, 0),
-        "last_t_s": float(times[-1]) if n else None,
-        "next_due_s": next_due,
-        # Only a chip on wall-clock time has a wall-clock due time; a simulated clock's
-        # schedule has no meaning in wall time (it would print a time in the past).
-        "simulated_clock": _simulated_clock(rec.provenance.get("chip_uri")),
-        "next_due_unix_s": (
-            None if next_due is None or _simulated_clock(rec.provenance.get("chip_uri")) else prog.t_end_unix_s + next_due
-        ),
-        "programming": {
-            "converged_fraction": prog.converged_fraction,
-            "error_std_uS": prog.error_std_uS,
-            "t_end_unix_s": prog.t_end_unix_s,
-        },
-        "writer_pid": rec.writer_info[0] if state == "running" else None,
-        # left "open for write" by a writer killed after its last commit: 'session resume'
-        # rewrites it closed (plain HDF5 tools refuse it until then)
-        "needs_repair": rec.open_for_write and state != "running",
-        "resumes": len(rec.resumes),
-        "chip_accepted_despite_check": sum(1 for r in rec.resumes if r.get("accepted_despite")),
-    }
-    if n:
-        first, last = rec.readout(0), rec.readout(n - 1)
-        on = _programmed_mask(rec)
-        out["conductance"] = {
-            "first": _stats(first, float(times[0])),
-            "last": _stats(last, float(times[-1])),
-            "programmed_cells": int(on.sum()),
-            "mean_ratio_last_first": (
-                float(last[on].mean() / first[on].mean()) if on.any() and first[on].mean() > 0 else None
-            ),
-        }
-    return out
-
-
-def _simulated_clock(chip_uri: str | None) -> bool:
-    """Whether the recorded chip ran on a simulated clock (a virtual chip without clock=wall)."""
-    from harness.chip.registry import parse_uri
-
-    try:
-        parsed = parse_uri(chip_uri or "")
-    except HarnessError:
-        return False
-    return parsed.scheme == "virtual" and parsed.params.get("clock", "sim") != "wall"
-
-
-def _programmed_mask(rec: Recording) -> npt.NDArray[np.bool_]:
-    """Readout positions whose target is above the RESET level."""
-    lay = rec.layout
-    target = np.full(rec.geometry.n_cells, math.nan)
-    target[lay.cells] = lay.target_uS
-    t = target[rec.readout_cells]
-    return np.nan_to_num(t, nan=0.0) > RESET_LEVEL_US
-
-
-#: Targets at or below this (µS) are the RESET partners of differential pairs.
-RESET_LEVEL_US = 0.5
-
-
-def _stats(g: npt.NDArray[np.float64], t_s: float) -> dict[str, float]:
-    return {"t_s": t_s, "mean_uS": float(g.mean()), "std_uS": float(g.std()), "min_uS": float(g.min()),
-            "max_uS": float(g.max())}
-
-
 __all__ = [
     "record_readouts",
-    "ResumePlan",
     "RestorableChip",
     "SessionProgress",
     "SessionResult",
-    "plan_resume",
-    "resume_session",
     "run_session",
-    "session_status",
     "timetable",
 ]
