@@ -44,12 +44,10 @@ import torch
 
 from harness.evaluation.cim import CimSimulator, converter_ranges
 from harness.data import load_dataset
-from harness.evaluation.evaluate import (
-    DEFAULT_TIMES_S,
-    evaluate_readouts,
-    read_chips,
-    resolve_model,
-)
+from harness.evaluation.evaluate import resolve_model
+from harness.evaluation.evaluator import evaluate_readouts
+from harness.evaluation.live import read_chips
+from harness.evaluation.settings import DEFAULT_TIMES_S
 from harness.models.format import Model
 from harness.units import format_duration
 

@@ -40,7 +40,8 @@ def task_parts(model_ref: str, times_s: tuple[float, ...], bits: tuple[int, ...]
     """Median wall time (s) of each part of a task, and of whole tasks, on fresh chips."""
     import torch
 
-    from harness.evaluation.evaluate import ReadoutEvaluator, resolve_model
+    from harness.evaluation.evaluate import resolve_model
+    from harness.evaluation.evaluator import ReadoutEvaluator
     from harness.programming.mapping import map_weights
     from harness.programming.write_verify import program_layout
     from harness.chip.registry import open_chip

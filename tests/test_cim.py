@@ -12,7 +12,7 @@ from harness.chip.protocol import Geometry
 from harness.evaluation.cim import CimSimulator, ConverterRanges, check_bits, converter_ranges, top1_correct
 from harness.data import load_dataset
 from harness.errors import EvaluationError
-from harness.evaluation.evaluate import read_live_chip
+from harness.evaluation.live import read_live_chip
 from harness.programming.mapping import Layout, map_weights
 from harness.models.format import LayerRanges, Model, default_model_path, load_model
 from harness.virtual import physics as ph

@@ -80,7 +80,7 @@ def test_every_registered_command_loads_and_its_listed_help_is_its_docstring() -
 def test_option_defaults_repeated_for_start_up_match_the_library() -> None:
     from harness.commands import evaluate as ev_cmd
     from harness.commands import program as prog_cmd
-    from harness.evaluation.evaluate import DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES
+    from harness.evaluation.settings import DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES
     from harness.programming.write_verify import ProgrammingParams
 
     assert (ev_cmd.DEFAULT_BITS, ev_cmd.DEFAULT_TIMES_S, ev_cmd.MATCH_MODES) == (DEFAULT_BITS, DEFAULT_TIMES_S, MATCH_MODES)

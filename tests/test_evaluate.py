@@ -11,15 +11,11 @@ import pytest
 
 from clikit import assert_one_line_error, invoke
 from harness.errors import ConfigError, EvaluationError
-from harness.evaluation.evaluate import (
-    EvaluationResult,
-    evaluate_chip,
-    evaluate_readouts,
-    evaluate_recording,
-    match_times,
-    read_chips,
-    virtual_chip_uris,
-)
+from harness.evaluation.evaluate import evaluate_chip, evaluate_recording
+from harness.evaluation.evaluator import evaluate_readouts
+from harness.evaluation.live import read_chips, virtual_chip_uris
+from harness.evaluation.readouts import match_times
+from harness.evaluation.result import EvaluationResult
 from harness.models.format import default_model_path, load_model, noise_aware_model_path
 from harness.recording import open_recording
 from harness.units import DAY_S, MONTH_S, YEAR_S, format_duration, parse_duration, parse_durations

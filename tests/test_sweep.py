@@ -66,7 +66,9 @@ def test_sweep_readouts_equal_the_session_runner_path():
     through the session runner for the same chip, bit for bit."""
     import numpy as np
 
-    from harness.evaluation.evaluate import ReadoutEvaluator, read_live_chip, resolve_model
+    from harness.evaluation.evaluate import resolve_model
+    from harness.evaluation.evaluator import ReadoutEvaluator
+    from harness.evaluation.live import read_live_chip
     from harness.chip.registry import open_chip
 
     ev = ReadoutEvaluator(resolve_model("default"))

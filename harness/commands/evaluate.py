@@ -28,9 +28,9 @@ from harness.units import (
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from harness.evaluation.evaluate import EvaluationProgress, EvaluationResult
+    from harness.evaluation.result import EvaluationProgress, EvaluationResult
 
-# harness.evaluation.evaluate's defaults, repeated so that this module imports no torch at start-up;
+# harness.evaluation.settings' defaults, repeated so that this module imports no torch at start-up;
 # tests/test_cli_conventions.py keeps them equal.
 DEFAULT_TIMES_S: tuple[float, ...] = (25.0, HOUR_S, DAY_S, MONTH_S, YEAR_S)
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4)

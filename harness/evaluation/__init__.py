@@ -2,8 +2,15 @@
 
 - :mod:`harness.evaluation.cim` — the CiM simulator: per-layer DAC/ADC quantisation with the
   shared ADC gain, global drift compensation, converter ranges.
-- :mod:`harness.evaluation.evaluate` — readouts from recordings or live chips, the evaluator,
-  ``evaluate_chip`` / ``evaluate_recording``.
+- :mod:`harness.evaluation.settings` — default times and bit-widths, limits, their checks.
+- :mod:`harness.evaluation.result` — ``EvaluationResult``, progress and timing.
+- :mod:`harness.evaluation.readouts` — one chip's readouts from a recording, model/layout and
+  time matching.
+- :mod:`harness.evaluation.live` — program and read live chips through the session runner.
+- :mod:`harness.evaluation.evaluator` — CiM inference over readouts (``ReadoutEvaluator``,
+  ``evaluate_readouts``).
+- :mod:`harness.evaluation.evaluate` — ``evaluate_chip`` (chips streamed in batches) /
+  ``evaluate_recording``, ``resolve_model``.
 - :mod:`harness.evaluation.plots` — the accuracy-vs-time figure.
 
 May import: sessions, recording, programming, models, data, virtual, the chip seam, the basics.
@@ -27,32 +34,15 @@ _EXPORTS: dict[str, str] = {
         ],
         "cim",
     ),
+    **dict.fromkeys(["DEFAULT_BITS", "DEFAULT_TIMES_S", "DEFAULT_VIRTUAL_RUNS", "normalize_bits", "normalize_times"], "settings"),
+    **dict.fromkeys(["EvaluationProgress", "EvaluationResult", "EvaluationTiming"], "result"),
     **dict.fromkeys(
-        [
-            "DEFAULT_BITS",
-            "DEFAULT_TIMES_S",
-            "DEFAULT_VIRTUAL_RUNS",
-            "ChipReadouts",
-            "EvaluationProgress",
-            "EvaluationResult",
-            "EvaluationTiming",
-            "ReadoutEvaluator",
-            "check_model_matches_layout",
-            "evaluate_chip",
-            "evaluate_readouts",
-            "evaluate_recording",
-            "match_times",
-            "model_of_recording",
-            "normalize_bits",
-            "normalize_times",
-            "read_chips",
-            "read_live_chip",
-            "readouts_from_recording",
-            "resolve_model",
-            "virtual_chip_uris",
-        ],
-        "evaluate",
+        ["ChipReadouts", "check_model_matches_layout", "match_times", "model_of_recording", "readouts_from_recording"],
+        "readouts",
     ),
+    **dict.fromkeys(["read_chips", "read_live_chip", "virtual_chip_uris"], "live"),
+    **dict.fromkeys(["ReadoutEvaluator", "evaluate_readouts"], "evaluator"),
+    **dict.fromkeys(["evaluate_chip", "evaluate_recording", "resolve_model"], "evaluate"),
     "plot_accuracy": "plots",
 }
 __all__ = sorted(_EXPORTS)

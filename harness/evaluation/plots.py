@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import EvaluationError
-from harness.evaluation.evaluate import EvaluationResult
+from harness.evaluation.result import EvaluationResult
 
 
 def plot_accuracy(results: EvaluationResult | Sequence[EvaluationResult], path: str | Path) -> Path:

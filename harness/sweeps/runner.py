@@ -183,7 +183,8 @@ _EVALUATORS: dict[str, Any] = {}
 def _evaluator(model_ref: str) -> Any:
     """One prepared evaluator per model and worker process: the model, its test data, its
     converter ranges and its float accuracy are the same for every chip, so they are made once."""
-    from harness.evaluation.evaluate import ReadoutEvaluator, resolve_model
+    from harness.evaluation.evaluate import resolve_model
+    from harness.evaluation.evaluator import ReadoutEvaluator
 
     ev = _EVALUATORS.get(model_ref)
     if ev is None:

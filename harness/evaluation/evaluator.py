@@ -1,0 +1,218 @@
+"""CiM inference over chips' readouts: accuracy per chip, time and bit-width.
+
+:class:`ReadoutEvaluator` prepares what is the same for every chip of a model (test split,
+converter ranges, float accuracy, the simulator of :mod:`harness.evaluation.cim`) once;
+:func:`evaluate_readouts` runs it on a list of readouts, batched over chips × times, into an
+:class:`harness.evaluation.result.EvaluationResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from harness.chip.protocol import Chip
+from harness.data import check_dataset_fits, load_dataset
+from harness.errors import EvaluationError
+from harness.evaluation.cim import CimSimulator, ConverterRanges, converter_ranges
+from harness.evaluation.readouts import ChipReadouts
+from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
+from harness.evaluation.settings import DEFAULT_BITS, MAX_RUNS, normalize_bits, normalize_times
+from harness.models.format import Model
+from harness.programming.mapping import Layout
+from harness.programming.write_verify import ProgrammingParams
+
+
+class ReadoutEvaluator:
+    """CiM accuracy of one model on any number of chips' readouts, prepared once.
+
+    The test split, the converter ranges, the float accuracy and the simulator of a layout
+    are the same for every chip of the model, so a sweep worker makes them once per model
+    (:mod:`harness.sweeps.runner`) and :func:`evaluate_readouts` once per call.
+
+    Args:
+        model: the programmed model; its ``dataset``'s test split is evaluated.
+        ranges: converter ranges (default: the model's trained ranges, else
+            :func:`harness.evaluation.cim.converter_ranges` calibrated on the training split).
+    """
+
+    def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
+        self.model = model
+        data = load_dataset(model.dataset)
+        check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
+        self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
+        self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
+        self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
+        self.n_test = int(self.y.shape[0])
+        self.digital_accuracy = _digital_accuracy(model, self.x, self.y)
+        self._sims: dict[int, tuple[Layout, CimSimulator]] = {}
+
+    def simulator(self, layout: Layout) -> CimSimulator:
+        """The CiM simulator of ``layout`` (cached per layout object)."""
+        hit = self._sims.get(id(layout))
+        if hit is None or hit[0] is not layout:
+            hit = (layout, CimSimulator(self.model, layout, self.ranges))
+            self._sims = {id(layout): hit}  # one layout at a time: chips of one model share it
+        return hit[1]
+
+    def read_chip(
+        self, chip: Chip, times_s: Sequence[float], params: ProgrammingParams | None = None
+    ) -> ChipReadouts:
+        """Program the model onto ``chip`` and read its layout at ``times_s`` after programming.
+
+        The same calls, in the same order, as :func:`read_live_chip` through the session
+        runner (``programming.program_model``, then per time ``wait_until`` and one ``read``
+        of the layout's cells; GDC reference = the final verify read), without writing and
+        re-reading a temporary recording: the readouts are bit-identical to that path
+        (``tests/test_sweep.py``), and a sweep task costs its chip operations only.
+        """
+        from harness.programming.write_verify import program_model
+
+        times = normalize_times(times_s)
+        layout, result = program_model(chip, self.model, params or ProgrammingParams())
+        g = np.empty((len(times), layout.n_devices))
+        t_read = np.empty(len(times))
+        for j, t in enumerate(times):
+            chip.wait_until(result.t_end_s + t)
+            t_read[j] = chip.now() - result.t_end_s
+            g[j] = chip.read(layout.cells)
+        return ChipReadouts(
+            label=chip.uri, layout=layout, g_ref_uS=np.asarray(result.final_uS, dtype=np.float64), times_s=t_read, g_uS=g
+        )
+
+    def accuracy(
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T)`` accuracy of one chip's readouts."""
+        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+
+    def accuracy_batch(
+        self,
+        chips: Sequence[ChipReadouts],
+        *,
+        bits: Sequence[int | None],
+        gdc: bool,
+        read_noise: bool,
+        seed: int,
+        repeats: int = 1,
+        on_bits: Callable[[int, int | None], None] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
+        layout = chips[0].layout
+        sim = self.simulator(layout)
+        n_t = chips[0].times_s.shape[0]
+        g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
+        ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
+        t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+        g_t = torch.from_numpy(g.astype(np.float32))
+        ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
+        generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
+        n_runs = len(chips) * repeats
+        acc = np.empty((len(bits), n_t, n_runs))
+        for i, b in enumerate(bits):
+            if on_bits:
+                on_bits(i, b)
+            a = sim.accuracy(
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+            )
+            acc[i] = a.numpy().reshape(n_runs, n_t).T
+        return acc
+
+
+def evaluate_readouts(
+    model: Model,
+    chips: Sequence[ChipReadouts],
+    *,
+    times_s: Sequence[float],
+    bits: Sequence[int | None] = DEFAULT_BITS,
+    gdc: bool = True,
+    read_noise: bool = False,
+    repeats: int = 1,
+    seed: int = 0,
+    ranges: ConverterRanges | None = None,
+    source: str = "chip",
+    location: str = "",
+    progress: ProgressCallback | None = None,
+    timing: EvaluationTiming | None = None,
+) -> EvaluationResult:
+    """CiM accuracy of ``model`` on every chip's readouts, batched over chips × times.
+
+    Args:
+        model: the programmed model (its ``dataset``'s test split is evaluated).
+        chips: readouts, all at ``len(times_s)`` times and with the same layout.
+        times_s: the requested times the readouts answer (for the result's labels).
+        bits: activation precisions; gdc / read_noise: the switches of :mod:`harness.evaluation.cim`.
+        repeats: evaluations per chip (> 1 only with ``read_noise``: fresh draws each).
+        seed: seeds the ``torch.Generator`` of the per-read noise.
+        ranges: converter ranges (default: :func:`harness.evaluation.cim.converter_ranges` with the
+            training split as calibration data when the model has no trained ranges).
+
+    Raises:
+        EvaluationError: no chips, mismatched readouts, bad bits, repeats without read noise.
+    """
+    wall0 = time.perf_counter()
+    if not chips:
+        raise EvaluationError("no chips to evaluate")
+    times = tuple(float(t) for t in times_s)
+    bits_t = normalize_bits(bits)
+    if not 1 <= repeats <= MAX_RUNS:
+        raise EvaluationError(f"repeats={repeats} must be in 1..{MAX_RUNS}")
+    if repeats > 1 and not read_noise:
+        raise EvaluationError(
+            f"{repeats} runs of one chip's readouts would all be identical without per-read noise; "
+            "use --runs 1, or --read-noise for repeated read-noise draws"
+        )
+    layout = chips[0].layout
+    for c in chips:
+        if c.g_uS.shape != (len(times), layout.n_devices) or c.g_ref_uS.shape != (layout.n_devices,):
+            raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {layout.n_devices})")
+    evaluator = ReadoutEvaluator(model, ranges=ranges)
+    ranges = evaluator.ranges
+    n_t = len(times)
+    labels = tuple(c.label for c in chips for _ in range(repeats))
+    t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
+    digital = evaluator.digital_accuracy
+    t_inf = time.perf_counter()
+    acc = evaluator.accuracy_batch(
+        chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
+        on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
+        if progress else None,
+    )
+    inference_s = time.perf_counter() - t_inf
+    base = timing or EvaluationTiming()
+    return EvaluationResult(
+        model=model.name,
+        model_path=None if model.path is None else str(model.path),
+        source=source,
+        location=location,
+        runs_labels=labels,
+        digital_accuracy=digital,
+        n_test=evaluator.n_test,
+        bits=bits_t,
+        times_s=times,
+        read_times_s=t_read.reshape(len(labels), n_t),
+        accuracy=acc,
+        gdc=gdc,
+        read_noise=read_noise,
+        seed=int(seed),
+        ranges=ranges,
+        timing=EvaluationTiming(
+            program_read_s=base.program_read_s,
+            load_s=base.load_s,
+            inference_s=inference_s,
+            total_s=base.total_s + (time.perf_counter() - wall0),
+        ),
+    )
+
+
+def _digital_accuracy(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model.to_torch()(x).argmax(dim=1) == y).to(torch.float64).mean())
+
+
+__all__ = ["ReadoutEvaluator", "evaluate_readouts"]
