@@ -50,7 +50,7 @@ from harness.evaluation.evaluate import (
     read_chips,
     resolve_model,
 )
-from harness.models.model import Model
+from harness.models.format import Model
 from harness.units import format_duration
 
 BITS = 8

@@ -49,8 +49,7 @@ from harness.evaluation.cim import CimSimulator, ConverterRanges, check_bits, co
 from harness.data import check_dataset_fits, fixtures_dir, load_dataset
 from harness.errors import EvaluationError, RecordingError
 from harness.programming.mapping import Layout, map_model
-from harness.models.format import default_model_path, load_model
-from harness.models.model import Model
+from harness.models.format import Model, default_model_path, load_model
 from harness.programming.write_verify import ProgrammingParams
 from harness.recording import Recording, open_recording
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S, format_duration
