@@ -239,7 +239,8 @@ def test_no_programming_outcome(tmp_path: Path, pattern: Path) -> None:
 
 
 def test_all_devices_one_level(tmp_path: Path) -> None:
-    from harness.models.format import Model, save_model
+    from harness.models.format import save_model
+    from harness.models.model import Model
 
     w = np.where(np.random.default_rng(0).random((16, 32)) < 0.5, -1.0, 1.0)  # every |W| equal
     model = tmp_path / "flat.h5"

@@ -14,7 +14,8 @@ from harness.data import load_dataset
 from harness.errors import EvaluationError
 from harness.evaluation.live import read_live_chip
 from harness.programming.mapping import Layout, map_weights
-from harness.models.format import LayerRanges, Model, default_model_path, load_model
+from harness.models.format import default_model_path, load_model
+from harness.models.model import LayerRanges, Model
 from harness.virtual import physics as ph
 from harness.virtual.chip import VirtualPCMChip
 

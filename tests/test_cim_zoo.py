@@ -15,7 +15,8 @@ from harness.chip.protocol import Geometry
 from harness.evaluation.cim import CimSimulator, ConverterRanges, converter_ranges
 from harness.programming.mapping import map_weights
 from harness.models import get_model, list_models, model_info
-from harness.models.format import Model, from_torch
+from harness.models.model import Model
+from harness.models.torch_convert import from_torch
 from harness.models.layers import Residual
 
 #: The 90 nm chip's array (the default virtual chip) and the AON-CiM array in devices:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from harness.models.format import model_from_torch, save_model
+from harness.models.format import save_model
+from harness.models.torch_convert import model_from_torch
 from tests.clikit import assert_one_line_error, invoke
 
 

@@ -13,7 +13,8 @@ import torch
 from clikit import assert_one_line_error, invoke
 from torch import nn
 
-from harness.models.format import from_torch, save_model
+from harness.models.format import save_model
+from harness.models.torch_convert import from_torch
 from harness.models.layers import Residual
 from harness.recording import open_recording
 

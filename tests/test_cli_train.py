@@ -79,7 +79,7 @@ def test_shape_mismatch_corrupt_checkpoint_and_foreign_resume_are_one_line(tmp_p
                     "--checkpoint-steps", "2", "--resume", "--out", str(tmp_path / "run.h5"))
     assert_one_line_error(result, "corrupt")
     # A model of another input shape than the data.
-    from harness.models.format import model_from_torch
+    from harness.models.torch_convert import model_from_torch
     from harness.train.digits import build_mlp
 
     narrow = tmp_path / "narrow.h5"

@@ -133,7 +133,8 @@ def test_evaluate_and_train_reject_a_dataset_of_another_shape(tmp_path: Path) ->
     before anything is programmed or trained."""
     from torch import nn
 
-    from harness.models.format import model_from_torch, save_model
+    from harness.models.format import save_model
+    from harness.models.torch_convert import model_from_torch
     from tests.clikit import assert_one_line_error, invoke
 
     data = tmp_path / "kws-like.h5"

@@ -116,7 +116,8 @@ def test_model_must_match_the_recorded_layout() -> None:
 
 
 def test_cli_model_with_other_layers_is_refused(tmp_path: Path) -> None:
-    from harness.models.format import Model, save_model
+    from harness.models.format import save_model
+    from harness.models.model import Model
 
     rng = np.random.default_rng(0)
     arch = [

@@ -19,14 +19,13 @@ from harness.data import fixtures_dir, load_dataset
 from harness.errors import ConfigError, ModelError
 from harness.models.format import (
     MODEL_FORMAT_VERSION,
-    LayerRanges,
-    Model,
     default_model_path,
     load_model,
-    model_from_torch,
     noise_aware_model_path,
     save_model,
 )
+from harness.models.model import LayerRanges, Model
+from harness.models.torch_convert import model_from_torch
 
 SEED = 11
 MIN_SHIPPED_ACCURACY = 0.95

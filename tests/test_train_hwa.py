@@ -14,7 +14,7 @@ from torch import nn
 from harness.evaluation.cim import converter_ranges
 from harness.data import Dataset
 from harness.errors import ConfigError, DatasetError, TrainingError
-from harness.models.format import model_from_torch
+from harness.models.torch_convert import model_from_torch
 from harness.train.engine import TrainOptions, train_model
 from harness.train.layers import CLIP_UPDATE_STEPS, HardwareConfig, convert
 from harness.train.quant import (

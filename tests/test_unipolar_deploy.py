@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelError
-from harness.models.format import Model, default_model_path, load_model, save_model
+from harness.models.format import default_model_path, load_model, save_model
+from harness.models.model import Model
 from harness.recording import open_recording
 from tests.clikit import assert_one_line_error, invoke
 

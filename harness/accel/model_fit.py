@@ -21,7 +21,7 @@ from typing import Any
 from harness.chip.protocol import Geometry
 from harness.errors import MappingError
 from harness.programming.mapping import place_layers_anyhow
-from harness.models.format import Model
+from harness.models.model import Model
 
 #: The default virtual chip (the seed paper's 90 nm chip), in devices.
 CHIP_90NM = Geometry(rows=512, cols=2048)
@@ -120,8 +120,8 @@ def zoo_model(name: str, seed: int = 0) -> Model:
     """Zoo model ``name`` with freshly initialised weights (seeded), as a :class:`Model`."""
     import torch
 
-    from harness.models.format import from_torch
     from harness.models.registry import get_model, model_info
+    from harness.models.torch_convert import from_torch
 
     info = model_info(name)
     torch.manual_seed(seed)

@@ -36,7 +36,8 @@ def calibration_pattern_weights(out_features: int, fan_in: int, *, x_min: float 
 def save_calibration_pattern(path: str | Path, rows: int, cols: int, *, x_min: float = PATTERN_X_MIN, seed: int = 0) -> Path:
     """Write a pattern model that fills a ``rows × cols`` array (one layer, fan_in = rows,
     out = cols / 2) as a model file a session TOML can name."""
-    from harness.models.format import Model, save_model
+    from harness.models.format import save_model
+    from harness.models.model import Model
 
     if cols % 2:
         raise ConfigError(f"a pattern needs an even number of columns (differential pairs), got {cols}")

@@ -18,7 +18,8 @@ def resolve_model(text: str, seed: int, dataset: str) -> Any:
     import torch
 
     from harness.models import get_model, list_models, model_info
-    from harness.models.format import load_model, model_from_torch
+    from harness.models.format import load_model
+    from harness.models.torch_convert import model_from_torch
 
     path = Path(text)
     if path.suffix in (".h5", ".hdf5") or path.exists():

@@ -1,6 +1,6 @@
 """Batched compute-in-memory (CiM) inference from read-back conductances (torch).
 
-The simulator runs a :class:`~harness.models.format.Model` the way the analog array computes it,
+The simulator runs a :class:`~harness.models.model.Model` the way the analog array computes it,
 for many sets of conductances at once (simulated chips × readout times, one batch
 dimension ``B``), given the :class:`~harness.programming.mapping.Layout` they were programmed with:
 
@@ -46,15 +46,8 @@ import torch.nn.functional as F
 
 from harness.errors import EvaluationError
 from harness.programming.mapping import Layout
-from harness.models.format import (
-    ANALOG_LAYER_TYPES,
-    ConvGeometry,
-    LayerRanges,
-    Model,
-    PlanStep,
-    conv_geometry,
-    iter_plan,
-)
+from harness.models.model import LayerRanges, Model
+from harness.models.spec import ANALOG_LAYER_TYPES, ConvGeometry, PlanStep, conv_geometry, iter_plan
 from harness.virtual import physics as ph
 
 #: Percentile of |signal| the heuristic converter ranges cover when a model carries no

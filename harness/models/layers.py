@@ -14,7 +14,7 @@ class Residual(nn.Module):
     """``y = x + body(x)``: a residual block (inverted bottleneck, fused-MBConv).
 
     The body must return a tensor of the input's shape; the model format checks this when a
-    network is saved (:func:`harness.models.format.from_torch`).
+    network is saved (:func:`harness.models.torch_convert.from_torch`).
     """
 
     def __init__(self, body: nn.Module) -> None:

@@ -1,13 +1,14 @@
 """The model zoo's registry: builders by name, like torchvision's ``get_model`` / ``list_models``.
 
 A builder is a function returning a float32 ``torch.nn.Module`` made only of the layer types the
-model format stores (see :mod:`harness.models.format` and ``docs/models.md``). It registers itself
+model format stores (see :mod:`harness.models.spec` and ``docs/models.md``). It registers itself
 with :func:`register_model`, which also records the metadata every command needs: the input shape
 of one sample, the number of classes, the task and the published source of the architecture.
 
 Every module of the package :mod:`harness.models` other than the infrastructure modules
-(``format``, ``registry``, ``layers``, ``summary``) is a zoo module with one architecture; the registry imports
-them all on first use, so a new architecture is one new file and needs no edit elsewhere.
+(``spec``, ``model``, ``format``, ``torch_build``, ``torch_convert``, ``registry``, ``layers``,
+``summary``) is a zoo module with one architecture; the registry imports them all on first use,
+so a new architecture is one new file and needs no edit elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from harness.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-_INFRASTRUCTURE = frozenset({"format", "registry", "layers", "summary"})
+_INFRASTRUCTURE = frozenset(
+    {"spec", "model", "format", "torch_build", "torch_convert", "registry", "layers", "summary"}
+)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 Builder = Callable[..., "nn.Module"]

@@ -33,7 +33,7 @@ from harness.chip.protocol import CellArray, FloatArray, Geometry
 from harness.errors import MappingError
 
 if TYPE_CHECKING:
-    from harness.models.format import Model
+    from harness.models.model import Model
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from harness.errors import ProgrammingError
 from harness.programming.mapping import Layout, map_model
 
 if TYPE_CHECKING:
-    from harness.models.format import Model
+    from harness.models.model import Model
 
 #: Smallest SET amplitude the loop sends (the safety check requires > 0).
 MIN_AMPLITUDE = 1e-3

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 
 from harness.errors import EvaluationError
-from harness.models.format import Model
+from harness.models.model import Model
 
 #: Batch size for inference-only passes (accuracy, calibration); no effect on results.
 EVAL_BATCH = 4096

@@ -24,7 +24,8 @@ import harness
 from harness.evaluation.cim import calibrate_ranges
 from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
-from harness.models.format import Model, model_from_torch
+from harness.models.model import Model
+from harness.models.torch_convert import model_from_torch
 from harness.train.common import deterministic_torch, float_accuracy
 from harness.train.layers import HardwareConfig, convert
 

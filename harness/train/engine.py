@@ -38,7 +38,8 @@ import torch.nn.functional as F
 import harness
 from harness.data import Dataset, check_dataset_fits
 from harness.errors import ConfigError, TrainingError
-from harness.models.format import LayerRanges, Model, model_from_torch
+from harness.models.model import LayerRanges, Model
+from harness.models.torch_convert import model_from_torch
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import EVAL_BATCH, deterministic_torch, float_accuracy
 from harness.train.layers import HardwareAwareNet, convert

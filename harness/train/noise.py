@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import EvaluationError
-from harness.models.format import Model
+from harness.models.model import Model
 from harness.train.common import float_accuracy
 
 
