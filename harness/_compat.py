@@ -29,7 +29,7 @@ MOVED: dict[str, str] = {
     "harness.evaluation_plots": "harness.evaluation.plots",
     "harness.sweep": "harness.sweeps.runner",
     "harness.sweep_spec": "harness.sweeps.spec",
-    "harness.model": "harness.models.format",
+    "harness.model": "harness.models",
     "harness.models.summary": "harness.accel.model_fit",
     "harness.virtual.calibrate": "harness.calibration",
     "harness.virtual.calibration_plots": "harness.calibration.plots",

@@ -27,8 +27,8 @@ _EXPORTS: dict[str, str] = {
         ["ModelInfo", "baseline_path", "get_model", "list_models", "model_info", "register_model", "resolve_model_path"],
         "registry",
     ),
-    **dict.fromkeys(["LayerRanges", "Model"], "model"),
-    **dict.fromkeys(["load_model", "save_model"], "format"),
+    **dict.fromkeys(["AnalogLayer", "LayerRanges", "Model"], "model"),
+    **dict.fromkeys(["DEFAULT_MODEL_FILE", "NOISE_AWARE_MODEL_FILE", "load_model", "save_model"], "format"),
     **dict.fromkeys(["from_torch", "model_from_torch"], "torch_convert"),
 }
 __all__ = sorted(_EXPORTS)
