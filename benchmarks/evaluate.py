@@ -15,7 +15,7 @@ Reports, separately:
 * the whole library evaluation (``evaluate_readouts``: ranges, digital baseline, inference).
 
 If aihwkit is importable in this interpreter, it also runs aihwkit's ``PCMLikeNoiseModel``
-(the same published constants, REFERENCE §1) with ``GlobalDriftCompensation`` on the same
+(the same published constants, Nandakumar 2019; Joshi 2020) with ``GlobalDriftCompensation`` on the same
 model, times, chips count and 8-bit converters, and prints both accuracy curves and the
 speed ratio. aihwkit is never a dependency of the harness.
 

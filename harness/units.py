@@ -3,7 +3,7 @@
 Units (case-insensitive): ``s``; ``min``; ``h``; ``d``; ``w``; ``mo`` = 30 days; ``y`` = 365
 days. Month and year follow the convention of the drift literature and of aihwkit's
 examples (``t = 3600 * 24 * 30`` / ``3600 * 24 * 365``), so "1 month" and "1 year" mean the
-same numbers here as in the seed paper's tables. A bare number is seconds. ``m`` is refused
+same numbers here as in the AnalogNets paper's tables. A bare number is seconds. ``m`` is refused
 as ambiguous (minute or month?).
 """
 

@@ -57,7 +57,7 @@ def test_default_hardware_file_is_table2() -> None:
     hw = load_hardware()
     assert (hw.array.rows, hw.array.cols, hw.array.adcs, hw.array.mux) == (1024, 512, 128, 4)
     assert hw.bits == (8, 6, 4)
-    # REFERENCE §5: the CiM cycle is 2^b · 0.5 ns + 2 ns (PWM DAC), exactly Table 2's 130/34/10 ns.
+    # AnalogNets Table 2: the CiM cycle is 2^b · 0.5 ns + 2 ns (PWM DAC), exactly Table 2's 130/34/10 ns.
     for b in hw.bits:
         assert hw.cim_cycle_ns(b) == pytest.approx(2**b * 0.5 + 2.0)
     assert hw.timing.digital_clock_ns == 1.25
@@ -114,7 +114,7 @@ def test_analognet_kws_mvms_fall_out_of_the_layer_shapes() -> None:
     from harness.models import get_model, model_info
 
     wl = extract_workload(get_model("analognet-kws"), model_info("analognet-kws").input_shape)
-    # REFERENCE §9: 490 (conv1, 49×10 map) + 4 × 125 (25×5 maps) + 1 (FC) = 991 MVMs.
+    # derived from AnalogNets Table 2 and MicroNets Table 5: 490 (conv1, 49×10 map) + 4 × 125 (25×5 maps) + 1 (FC) = 991 MVMs.
     assert [x.pixels for x in wl.layers] == [490, 125, 125, 125, 125, 1]
     assert [(x.rows, x.cols) for x in wl.layers] == [(40, 84), (756, 112), (1008, 84), (756, 84), (756, 84), (84, 12)]
     assert wl.mvms == 991

@@ -1,4 +1,4 @@
-"""The accelerator model against the seed paper (AnalogNets, seed 001): Table 2 and Figure 8.
+"""The accelerator model against the AnalogNets paper (Zhou et al., arXiv:2111.06503): Table 2 and Figure 8.
 
 CiMLoop style: the paper's values sit in an EXPECTED table keyed by (model, activation bits),
 each test names the figure or table it replicates, and the docstrings say *why* each trend
@@ -51,7 +51,7 @@ def test_table2_within_5_percent(model: str, bits: int) -> None:
 
 
 def test_kws_cycles_are_exactly_the_paper_s_991() -> None:
-    """REFERENCE §5: 1 / (7,762 inf/s · 130 ns) = 991 = 490 + 4 × 125 + 1, out of the tiler."""
+    """AnalogNets Table 2: 1 / (7,762 inf/s · 130 ns) = 991 = 490 + 4 × 125 + 1, out of the tiler."""
     cost = _cost("analognet-kws", 8)
     assert [x.cim_cycles for x in cost.layers] == [490, 125, 125, 125, 125, 1]
     assert cost.cim_cycles == 991

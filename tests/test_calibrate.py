@@ -66,7 +66,7 @@ def record(path: Path, chip: VirtualPCMChip | object, text: str) -> Path:
 def scaled_personality(seed: int) -> tuple[Personality, dict[str, float]]:
     """pcm-90nm with drift, read noise and programming noise scaled by seeded random factors.
 
-    A draw is kept only if σ_prog still exceeds the read noise it contains (REFERENCE §1: the
+    A draw is kept only if σ_prog still exceeds the read noise it contains (Nandakumar 2019; Joshi 2020: the
     published σ_prog holds the verify and t0 reads); otherwise the chip's relaxation would be
     floored at 0 and σ_prog would not be what the chip shows."""
     base = load_personality("pcm-90nm")

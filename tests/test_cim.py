@@ -134,7 +134,7 @@ def test_converter_quantization_alone_lowers_accuracy(sim: CimSimulator, layout:
 
 
 def test_programming_noise_alone_lowers_accuracy(sim: CimSimulator, layout: Layout, data) -> None:  # type: ignore[no-untyped-def]
-    """σ_prog (REFERENCE §1) perturbs the outputs; four times σ_prog costs accuracy clearly.
+    """σ_prog (Nandakumar 2019; Joshi 2020) perturbs the outputs; four times σ_prog costs accuracy clearly.
 
     20 draws (fixed seed); at 4·σ_prog the measured drop is ~5 points with a std of ~3
     points per draw, so a 2-point margin is > 4 standard errors."""
@@ -156,7 +156,7 @@ def test_programming_noise_alone_lowers_accuracy(sim: CimSimulator, layout: Layo
 
 
 def test_drift_alone_lowers_accuracy_and_gdc_restores_it(sim: CimSimulator, layout: Layout, data) -> None:  # type: ignore[no-untyped-def]
-    """Drift (per-device ν, REFERENCE §1) without GDC shrinks the outputs under fixed ADC
+    """Drift (per-device ν, Nandakumar 2019; Joshi 2020) without GDC shrinks the outputs under fixed ADC
     ranges and digital biases; at 4 bits a year costs > 20 points, GDC wins most of it back."""
     tgt = layout.target_uS
     nu = ph.draw_drift_exponents(tgt / SMALL.g_max_uS, np.random.default_rng(2))
@@ -173,7 +173,7 @@ def test_drift_alone_lowers_accuracy_and_gdc_restores_it(sim: CimSimulator, layo
 
 def test_read_noise_alone_matches_the_physics_law() -> None:
     """Per-read noise on a one-layer model: output std = sqrt(Σ x² (σ+² + σ−²)) / s with
-    σ_read from REFERENCE §1; accuracy-neutral in expectation, fresh on every call."""
+    σ_read from Nandakumar 2019; Joshi 2020; accuracy-neutral in expectation, fresh on every call."""
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 16))
     net = Model(

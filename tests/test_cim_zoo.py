@@ -143,7 +143,7 @@ def test_mapping_round_trips_weights(name: str) -> None:
 
 
 def test_analognet_kws_counts_match_the_paper() -> None:
-    """REFERENCE §9: 490 + 4·125 + 1 = 991 MVMs; 38.7 M MACs; max 1008 rows, 460 outputs."""
+    """derived from AnalogNets Table 2 and MicroNets Table 5: 490 + 4·125 + 1 = 991 MVMs; 38.7 M MACs; max 1008 rows, 460 outputs."""
     model = _zoo("analognet-kws")
     layers = model.analog_layers()
     assert [(a.n_mvms, a.weight.shape[1], a.weight.shape[0]) for a in layers] == [

@@ -65,5 +65,5 @@ def test_evaluate_analognet_kws_on_the_virtual_chip_end_to_end() -> None:
     out = json.loads(result.stdout)
     assert out["model"] == "analognet-kws" and out["test_samples"] == 960
     acc = out["accuracy"]["8"]["25s"]["mean"]
-    # At 25 s with GDC and 8-bit converters the float baseline loses little (seed paper §6).
+    # At 25 s with GDC and 8-bit converters the float baseline loses little (AnalogNets §6).
     assert out["digital_accuracy"] - 0.1 < acc <= 1.0

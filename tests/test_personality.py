@@ -37,7 +37,7 @@ def test_shipped_personalities() -> None:
     p90 = load_personality("pcm-90nm")
     assert p90.g_max_uS == 25.0 and p90.t0_s == 20.0 and p90.t_read_s == 250e-9
     assert p90.prog_noise_coeffs_uS == (0.26348, 1.9650, -1.1731)
-    herm = load_personality("hermes-14nm")  # REFERENCE §1, aihwkit HermesNoiseModel
+    herm = load_personality("hermes-14nm")  # aihwkit HermesNoiseModel; Khaddam-Aljameh 2021
     assert herm.g_max_uS == 20.7 and herm.t0_s == 300.0 and herm.t_read_s == 512e-9
     assert herm.prog_noise_coeffs_uS == (0.16603222, 4.71806468, -8.48101252, 4.68961419)
     assert p90.content_hash != herm.content_hash

@@ -151,7 +151,7 @@ def test_replay_of_a_recording_without_readouts(tmp_path: Path) -> None:
 
 
 def test_summary_matches_the_drift_law() -> None:
-    """Per level above 5 µS: mean ν of the published model (REFERENCE §1) and the ratio it implies."""
+    """Per level above 5 µS: mean ν of the published model (Nandakumar 2019; Joshi 2020) and the ratio it implies."""
     with reading(FIXTURE) as rec:
         s = summarize_recording(rec)
     t = np.asarray(s["t_s"])

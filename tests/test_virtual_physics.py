@@ -1,4 +1,4 @@
-"""Calibration of the virtual chip against the published PCM model (REFERENCE §1).
+"""Calibration of the virtual chip against the published PCM model (Nandakumar 2019; Joshi 2020).
 
 Every test uses a fixed seed and compares a statistic with the published law; each
 tolerance is stated next to the sample size that justifies it.
@@ -40,7 +40,7 @@ def programmed():
 def test_converged_fraction_with_defaults_is_at_least_99_percent(programmed) -> None:
     _, _, _, result = programmed
     assert result.converged_fraction >= 0.99
-    # ... but not 100%: weak devices cannot reach high targets (realistic, REFERENCE §3).
+    # ... but not 100%: weak devices cannot reach high targets (realistic, Papandreou 2011; Nandakumar 2018).
     assert result.converged_fraction < 1.0
     stats = {round(s.lo_uS, 1): s for s in result.level_stats([0, 2, 4, 7, 12, 17, 22, 26])}
     assert stats[22.0].converged_fraction < stats[0.0].converged_fraction
@@ -99,7 +99,7 @@ def test_drift_ratio_mean_and_spread_follow_the_law(programmed, t_s: float) -> N
 
 
 def test_mean_drift_after_one_day_at_5uS_is_0_66(programmed) -> None:
-    # REFERENCE §1 table: mean G(1 day)/G_prog ≈ 0.66 above 5 µS (μ_ν = 0.049).
+    # Nandakumar 2019; Joshi 2020 table: mean G(1 day)/G_prog ≈ 0.66 above 5 µS (μ_ν = 0.049).
     chip, cells, target, result = programmed
     m = target == 5.0
     ratio = chip.conductance_uS(cells[m], result.t_end_s + DAY) / chip.conductance_uS(cells[m], result.t_end_s + P90.t0_s)
@@ -161,7 +161,7 @@ def test_read_noise_std_matches_sigma_read(t_s: float) -> None:
 
 
 def test_read_noise_constants_reproduce_reference_table() -> None:
-    # REFERENCE §1 [D]: σ_read/G at 1 day is 0.127 at 5 µS and 0.045 at 25 µS.
+    # Nandakumar 2019; Joshi 2020 [D]: σ_read/G at 1 day is 0.127 at 5 µS and 0.045 at 25 µS.
     for g, expected in ((5.0, 0.127), (25.0, 0.045)):
         rel = ph.read_noise_std(g, g / 25.0, DAY) / g
         assert float(rel) == pytest.approx(expected, abs=0.002)

@@ -2,8 +2,8 @@
 
 Two arrays are checked:
 
-- the **AON-CiM array** of the seed paper (1024 rows × 512 columns of differential unit cells,
-  REFERENCE §5): a compute array, so every layer's ``fan_in × out`` block keeps its orientation
+- the **AON-CiM array** of the AnalogNets paper (1024 rows × 512 columns of differential unit cells,
+  AnalogNets Table 2): a compute array, so every layer's ``fan_in × out`` block keeps its orientation
   (inputs on rows); all layers must be resident at once (the paper's KWS and VWW models are
   sized to fit it: AnalogNet-KWS needs at most 1008 rows and 460 columns). Blocks are packed
   by the accelerator model's tiler (:func:`harness.accel.tiler.tile`, bottom-left skyline), so
@@ -23,7 +23,7 @@ from harness.errors import MappingError
 from harness.programming.mapping import place_layers_anyhow
 from harness.models.model import Model
 
-#: The default virtual chip (the seed paper's 90 nm chip), in devices.
+#: The default virtual chip (the AnalogNets paper's 90 nm chip), in devices.
 CHIP_90NM = Geometry(rows=512, cols=2048)
 
 

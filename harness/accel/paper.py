@@ -1,10 +1,10 @@
-"""The seed paper's published accelerator figures, and the model-vs-paper comparison.
+"""The AnalogNets paper's published accelerator figures, and the model-vs-paper comparison.
 
-Sources: AnalogNets (Zhou et al., seed 001): Table 2 (AON-CiM, 14 nm; 8-bit throughput and
+Sources: AnalogNets (Zhou et al., arXiv:2111.06503): Table 2 (AON-CiM, 14 nm; 8-bit throughput and
 energy), the abstract and §6.4 (4-bit TOPS/W), §6.5 (MCU baseline: MicroNets on an STM32,
 Banbury et al. 2021: KWS 48.6 mJ/inf at 95.3 %, VWW 196.2 mJ/inf at 86.4 %).
 
-Table 2 is not self-consistent (REFERENCE §9): for KWS, 0.6 TOPS / 7,762 inf/s = 77.3 Mops per
+Table 2 is not self-consistent (derived from AnalogNets Table 2 and MicroNets Table 5): for KWS, 0.6 TOPS / 7,762 inf/s = 77.3 Mops per
 inference but 8.22 µJ · 8.58 TOPS/W = 70.5 Mops; for VWW 70.6 vs 68.2 Mops. The model counts
 ops once (2 per MAC of the layer list), so it cannot match both µJ/inf and TOPS/W; the energy
 fit (``fit.py``) aims between them and the comparison shows both errors.

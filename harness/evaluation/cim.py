@@ -5,21 +5,21 @@ for many sets of conductances at once (simulated chips × readout times, one bat
 dimension ``B``), given the :class:`~harness.programming.mapping.Layout` they were programmed with:
 
 1. **Weights** ``W = (G+ − G−) / s`` per layer (``s = layout.layers[i].scale_uS``, µS per
-   unit weight; REFERENCE §1), from conductances ``g_uS`` of shape ``(B, n_devices)`` in
+   unit weight; Nandakumar 2019; Joshi 2020), from conductances ``g_uS`` of shape ``(B, n_devices)`` in
    layout order.
 2. **DAC** on each analog layer's input: a symmetric ENOB quantizer over ``±r_DAC`` with
    ``bits + 1`` bits (AnalogNets §4.2 Eq. 3: the DAC has one bit more than the ADC, so
    non-negative post-ReLU inputs keep ``bits`` bits of magnitude): step ``r_DAC/(2^bits − 1)``,
    values clipped to the range.
 3. **MVM** ``y = x_q · Wᵀ`` (biases stay digital), optionally with **per-read 1/f noise**:
-   each MVM sees a fresh draw of every device's read noise (REFERENCE §1,
+   each MVM sees a fresh draw of every device's read noise (Nandakumar 2019; Joshi 2020,
    ``σ_read(G, x_prog, t)``), which for independent Gaussian device noise is exactly an
    output noise ``N(0, Σ_j x_j² (σ+_j² + σ−_j²) / s²)`` — one extra matmul, no per-device loop.
 4. **ADC** on each output: a symmetric ``bits``-bit quantizer over ``±r_ADC,i`` with
    ``r_ADC,i = ρ · r_DAC,i · W_max,i``. ``ρ`` (the ADC full scale in units of one full-scale
    input on one full-scale weight) is the same for every layer: that is the one fixed
    analog ADC gain of AnalogNets §3.2.3 / Eq. 5 (``G = 1/ρ``).
-5. **Global drift compensation** (REFERENCE §2, Joshi et al. 2020), applied digitally after
+5. **Global drift compensation** (Joshi 2020), applied digitally after
    the ADC: per layer and conductance set ``α = Σ|y_cal(t0)| / Σ|y_cal(t)|`` where
    ``y_cal = W · 1`` is the array's response to the all-ones calibration input, ``t0`` the
    reference readout right after programming and ``t`` the readout in use. The calibration
@@ -375,7 +375,7 @@ class CimSimulator:
     def drift_compensation(
         self, g_uS: torch.Tensor | npt.ArrayLike, g_ref_uS: torch.Tensor | npt.ArrayLike
     ) -> torch.Tensor:
-        """GDC factors ``α`` of shape ``(B, n_layers)`` (REFERENCE §2):
+        """GDC factors ``α`` of shape ``(B, n_layers)`` (Joshi 2020):
         ``α = Σ_i |(W_ref · 1)_i| / Σ_i |(W · 1)_i|`` per set and layer.
 
         ``g_ref_uS``: the calibration readout right after programming, ``(n_devices,)`` or
@@ -517,7 +517,7 @@ class CimSimulator:
         g_ref_uS: torch.Tensor | npt.ArrayLike | None,
         t_s: torch.Tensor | npt.ArrayLike,
     ) -> list[torch.Tensor]:
-        """Per layer, ``(σ+² + σ−²)/s²`` of each weight ``(B, out, fan_in)`` (REFERENCE §1)."""
+        """Per layer, ``(σ+² + σ−²)/s²`` of each weight ``(B, out, fan_in)`` (Nandakumar 2019; Joshi 2020)."""
         t = np.asarray(t_s, dtype=np.float64).reshape(-1)
         if t.shape[0] != g.shape[0]:
             raise EvaluationError(f"got {t.shape[0]} readout times for {g.shape[0]} conductance sets")

@@ -15,11 +15,11 @@ from harness.errors import EvaluationError
 from harness.evaluation.cim import check_bits
 from harness.units import DAY_S, HOUR_S, MONTH_S, YEAR_S
 
-#: The seed paper's evaluation times (AnalogNets §6.2, REFERENCE §8): 25 s, 1 h, 1 d, 1 mo, 1 y.
+#: The AnalogNets paper's evaluation times (AnalogNets §6.2): 25 s, 1 h, 1 d, 1 mo, 1 y.
 DEFAULT_TIMES_S: tuple[float, ...] = (25.0, HOUR_S, DAY_S, MONTH_S, YEAR_S)
-#: Activation precisions of the seed paper (REFERENCE §8).
+#: Activation precisions of the AnalogNets paper (AnalogNets §6.2).
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4)
-#: Simulated chips per evaluation on a virtual chip (REFERENCE §8: 25 runs).
+#: Simulated chips per evaluation on a virtual chip (AnalogNets §6.2: 25 runs).
 DEFAULT_VIRTUAL_RUNS = 25
 MAX_RUNS = 10_000
 MATCH_MODES = ("nearest", "exact")

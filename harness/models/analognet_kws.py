@@ -1,6 +1,6 @@
-"""AnalogNet-KWS: MicroNet-KWS-S made CiM-friendly (the seed paper's keyword-spotting model).
+"""AnalogNet-KWS: MicroNet-KWS-S made CiM-friendly (the AnalogNets paper's keyword-spotting model).
 
-Source: AnalogNets (seed 001, §4.1 "Depthwise Convolutions Are Not Suitable for CiM"): every
+Source: AnalogNets (Zhou et al., arXiv:2111.06503, §4.1 "Depthwise Convolutions Are Not Suitable for CiM"): every
 depthwise-separable block of MicroNet-KWS-S (Banbury et al., MLSys 2021, arXiv 2010.11267,
 Table 5) is replaced by a regular 3×3 convolution, and the last, parameter-heavy 196-channel
 layer is removed so the model fits the 1024 × 512 AON-CiM array. Reconstructed here:
@@ -13,7 +13,7 @@ layer is removed so the model fits the 1024 × 512 AON-CiM array. Reconstructed 
     conv5 3×3, 84 ch                     + BN + ReLU    125 px × 756 rows × 84 cols
     average pool 25×5 → flatten → FC 84 → 12            1 × 84 rows × 12 cols
 
-991 matrix-vector products and 38.7 M MACs per inference (REFERENCE §9; the paper's Table 2
+991 matrix-vector products and 38.7 M MACs per inference (derived from AnalogNets Table 2 and MicroNets Table 5; the paper's Table 2
 gives 7,762 inf/s at 130 ns per CiM cycle = 991 cycles). Assumptions (not stated in the paper):
 ReLU (the paper's digital datapath lists "ReLU"), batch norm after every conv (digital, as in
 MicroNets), convs without bias (the batch norm carries it), TF-style 'same' padding for conv1
@@ -29,7 +29,7 @@ from torch import nn
 from harness.models.registry import register_model
 
 SOURCE = (
-    "AnalogNets (seed 001) §4.1: MicroNet-KWS-S (Banbury et al., MLSys 2021, Table 5) with DWS blocks "
+    "AnalogNets (Zhou et al., arXiv:2111.06503) §4.1: MicroNet-KWS-S (Banbury et al., MLSys 2021, Table 5) with DWS blocks "
     "-> regular 3x3 convs and the 196-channel layer removed"
 )
 

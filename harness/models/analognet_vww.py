@@ -1,6 +1,6 @@
-"""AnalogNet-VWW: MicroNet-VWW-2 made CiM-friendly (the seed paper's visual-wake-words model).
+"""AnalogNet-VWW: MicroNet-VWW-2 made CiM-friendly (the AnalogNets paper's visual-wake-words model).
 
-Source: AnalogNets (seed 001) §4.1: MicroNet-VWW-2 (Banbury et al., MLSys 2021; a MobileNetV2
+Source: AnalogNets (Zhou et al., arXiv:2111.06503) §4.1: MicroNet-VWW-2 (Banbury et al., MLSys 2021; a MobileNetV2
 backbone, grayscale input, 2 classes) with every inverted-bottleneck MBConv block turned into a
 fused-MBConv block (Tan & Le, EfficientNetV2: the depthwise 3×3 + expanding 1×1 pair becomes
 one regular 3×3 conv) and the two narrow early bottleneck layers removed (§4.1 "Small layers
@@ -8,7 +8,7 @@ are bottlenecks", Fig. 3 right). The paper trains it at 100 × 100 resolution (�
 ARM's ML-zoo MicroNet-VWW-2 takes 50 × 50.
 
 RECONSTRUCTED, not copied: the exact layer list is only in the paper's Fig. 10 (an image) and is
-not public as text (REFERENCE §9). Depths and widths below were chosen by a grid search over
+not public as text (derived from AnalogNets Table 2 and MicroNets Table 5). Depths and widths below were chosen by a grid search over
 MobileNetV2-shaped fused-MBConv networks (one expansion factor for all blocks, non-decreasing
 widths, MobileNetV2's stage strides, stage depths ≤ MobileNetV2's) for the one that, on the
 AON-CiM model (``harness accel``), best matches what Table 2 implies per inference:
@@ -31,7 +31,7 @@ at 8 bits). At 50 × 50 no MobileNetV2-shaped net reaches 7,237 cycles within th
 
 fMB(c_in → c_out, /s) = conv3×3/s c_in → 3·c_in + BN + ReLU6, conv1×1 → c_out + BN (linear
 bottleneck, MobileNetV2), wrapped in a residual when s = 1 and c_in = c_out. Convs have no bias
-(the batch norm carries it); ReLU6 as in MicroNets' op list (REFERENCE §9).
+(the batch norm carries it); ReLU6 as in MicroNets' op list (derived from AnalogNets Table 2 and MicroNets Table 5).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from harness.models.layers import Residual
 from harness.models.registry import register_model
 
 SOURCE = (
-    "AnalogNets (seed 001) §4.1: MicroNet-VWW-2 (Banbury et al., MLSys 2021; MobileNetV2 backbone) with "
+    "AnalogNets (Zhou et al., arXiv:2111.06503) §4.1: MicroNet-VWW-2 (Banbury et al., MLSys 2021; MobileNetV2 backbone) with "
     "MBConv -> fused-MBConv and two narrow early bottlenecks removed; widths/depths RECONSTRUCTED to match "
     "Table 2's implied 7,237 CiM cycles and 70.6 Mops per inference at 100x100 (docs/models.md)"
 )

@@ -1,7 +1,7 @@
 """A fully connected human-activity-recognition classifier after García-Redondo et al.
 
 Source: F. García-Redondo, S. Das, G. Rosendale, "Training DNN IoT Applications for Deployment
-on Analog NVM Crossbars" (arXiv 1910.13850, seed 002): a fully connected HAR network on the UCI
+on Analog NVM Crossbars" (arXiv:1910.13850, IJCNN 2020): a fully connected HAR network on the UCI
 HAR features, 92.91 % with 2-bit positive-only weights, 95 % in float. The layer widths are not
 in the abstract we have; assumed here: the 561 UCI HAR features → FC 256 → ReLU → FC 128 → ReLU
 → FC 6 (the 6 UCI HAR activities), which fits one 1024 × 512 array (largest block 561 × 256).
@@ -15,7 +15,7 @@ from torch import nn
 
 from harness.models.registry import register_model
 
-SOURCE = "Garcia-Redondo et al., arXiv 1910.13850 (seed 002), HAR FC network; widths assumed"
+SOURCE = "Garcia-Redondo et al., arXiv:1910.13850, IJCNN 2020, HAR FC network; widths assumed"
 
 
 @register_model(

@@ -1,4 +1,4 @@
-"""imec's 1-D dilated keyword-spotting CNN (seed 003: Debacker, imec, "Line conductor technologies
+"""imec's 1-D dilated keyword-spotting CNN (Debacker, imec talk, "Line conductor technologies
 for energy-efficient intelligence", KWS model table, "CNN: 1D dilated, 45 filters").
 
 The slide's layer list:
@@ -34,7 +34,7 @@ from torch import nn
 
 from harness.models.registry import register_model
 
-SOURCE = "imec KWS CNN (seed 003, Debacker/imec slides: 1D dilated CNN, 45 filters, 94.2 % quantized)"
+SOURCE = "imec KWS CNN (Debacker, imec talk: 1D dilated CNN, 45 filters, 94.2 % quantized)"
 DILATIONS = (2, 2, 4, 4, 8, 8, 16)
 
 

@@ -7,9 +7,9 @@
     average pool 25×5 → flatten → FC 196 → 12
 
 95.3 % on Speech Commands v2 (12 classes) in the paper; ARM's ML-zoo tflite holds the FC as a
-1×1 conv (REFERENCE §9). On the array each depthwise layer is stored in its dense
+1×1 conv (derived from AnalogNets Table 2 and MicroNets Table 5). On the array each depthwise layer is stored in its dense
 block-diagonal form (C·9 rows × C columns, utilization 1/C), as the AnalogNets paper describes
-(seed 001 §4.1, Fig. 3). Assumptions: convs without bias (batch norm carries it); TF-style
+(AnalogNets §4.1, Fig. 3). Assumptions: convs without bias (batch norm carries it); TF-style
 'same' padding for conv1 (torch's ``padding="same"``).
 """
 

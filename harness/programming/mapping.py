@@ -1,6 +1,6 @@
 """Weights → target conductances on the array, and conductances read back → weights.
 
-Differential pairs (REFERENCE §1): per layer, ``s = g_max / max|W|``. A positive weight
+Differential pairs (Nandakumar 2019; Joshi 2020): per layer, ``s = g_max / max|W|``. A positive weight
 programs its G+ device to ``s·W`` and leaves G− RESET (target 0); a negative weight the
 reverse. ``W = (G+ − G−) / s``.
 
@@ -9,7 +9,7 @@ rows (inputs drive the source lines) by ``2·out`` columns (G+ and G− of outpu
 adjacent columns ``2o`` and ``2o+1``). Blocks are packed left to right in shelves, in
 layer order. Biases stay digital.
 
-A block that does not fit the array that way is stored the way the seed paper's 90 nm chip
+A block that does not fit the array that way is stored the way the AnalogNets paper's 90 nm chip
 stores weights it only holds (AnalogNets §5: the chip stores the weights, the MVM is
 simulated from the read-back conductances): **transposed** (``2·out`` rows × ``fan_in``
 columns: G+ and G− of output ``o`` in adjacent rows ``2o``, ``2o+1``, input ``k`` in column

@@ -1,6 +1,6 @@
 """Closed-loop (write-read-verify) programming over any Chip, vectorized over all cells.
 
-The loop (REFERENCE §3; Papandreou et al., ISCAS 2011): RESET every cell and read it;
+The loop (Papandreou et al., ISCAS 2011; Nandakumar 2018): RESET every cell and read it;
 then, each iteration, for every cell not yet within ``tolerance_uS`` of its target:
 
 * below target → one SET pulse whose amplitude is ``gain · error / slope``, where

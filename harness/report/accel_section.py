@@ -1,5 +1,5 @@
 """The report of an accelerator estimate (``harness accel --json``): per-layer table,
-the Figure 8 scatter of the seed paper and the placement map of the array."""
+the Figure 8 scatter of the AnalogNets paper and the placement map of the array."""
 
 from __future__ import annotations
 

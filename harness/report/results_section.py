@@ -13,7 +13,7 @@ from harness.errors import ConfigError
 from harness.report.html import Section, figure_png
 from harness.units import DAY_S, format_duration
 
-#: The ablation table's time: the seed paper's Table 1 reports accuracy after one day.
+#: The ablation table's time: the AnalogNets paper's Table 1 reports accuracy after one day.
 ABLATION_TIME_S = DAY_S
 
 

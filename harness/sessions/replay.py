@@ -168,7 +168,7 @@ def open_replay(uri: ChipURI) -> ReplayChip:
 # ----------------------------------------------------------------------------- summary
 
 #: Edges (µS) of the target-conductance levels of the summary: the RESET level, then 5 µS
-#: bins up to g_max (25 µS, REFERENCE §1).
+#: bins up to g_max (25 µS, Nandakumar 2019; Joshi 2020).
 LEVEL_EDGES_US = (0.0, 0.5, 5.0, 10.0, 15.0, 20.0, 25.0 + 1e-9)
 
 

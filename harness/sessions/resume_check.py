@@ -1,7 +1,7 @@
 """Is this the chip that was recorded? The check read ``session resume`` makes before appending.
 
 A sample of programmed cells is read and compared with the last committed readout (or,
-before any readout, with the programming outcome) under the drift law of REFERENCE §1:
+before any readout, with the programming outcome) under the drift law of Nandakumar 2019; Joshi 2020:
 ``G(t) = G(t_ref) · (max(t, t0)/max(t_ref, t0))^−ν`` with ``ν ≥ 0``, so a cell may only
 have lost conductance since the reference, by at most the factor ``ν = NU_MAX`` allows,
 give or take read noise at both reads and one ADC step. Two tests must both pass:
@@ -16,7 +16,7 @@ give or take read noise at both reads and one ADC step. Two tests must both pass
 The same chip passes both on all but a few cells.
 
 Constants come from the chip's personality (a virtual chip's own, else the default
-``pcm-90nm``: REFERENCE §1, aihwkit ``PCMLikeNoiseModel``): t0 = 20 s, μ_ν ≤ 0.1 and
+``pcm-90nm``: Nandakumar 2019; Joshi 2020, aihwkit ``PCMLikeNoiseModel``): t0 = 20 s, μ_ν ≤ 0.1 and
 σ_ν ≤ 0.045, so ``NU_MAX = 0.4`` (μ + 6.7σ) bounds every device's exponent (for another
 personality: its μ_ν ceiling + 6.7 × its σ_ν ceiling); the read noise
 ``σ_read = G·Q_s(x)·sqrt(ln((t + t_read)/(2 t_read)))`` is allowed ``NOISE_SIGMAS = 5`` times
@@ -24,7 +24,7 @@ at each read. ``MIN_AGREE = 0.9``: at most a tenth of the sample may fall outsid
 (5σ bands leave ~1e-6 of honest cells outside; weak devices are 0.3 %).
 ``NU_MEDIAN_MAX = 0.15`` is μ_ν's ceiling 0.1 plus the fold of |N(μ, σ)| and margin;
 ``LOG_SLACK = 0.3`` covers the median's read noise (σ/G ≤ 0.13 at 1 day above 5 µS,
-REFERENCE table [D], over ≥ 16 cells), an ADC step and post-programming relaxation.
+derived from Nandakumar 2019, docs/references.md, over ≥ 16 cells), an ADC step and post-programming relaxation.
 """
 
 from __future__ import annotations

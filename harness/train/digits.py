@@ -1,6 +1,6 @@
 """Train the digits MLP (64 → hidden → 10), plain or noise-aware.
 
-Two stages as in AnalogNets §4.2 (REFERENCE §7), in simple form: a plain float model
+Two stages as in AnalogNets §4.2, in simple form: a plain float model
 (:func:`train_digits` with no noise), then a noise-aware fine-tune that starts from it
 (``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). The
 clipping and weight noise are the shared hardware-aware layers of :mod:`harness.train.layers`

@@ -4,7 +4,7 @@ In the spirit of Brevitas' quantized layers, the hardware model is a set of part
 layer wrapper, not a fork of the network: :func:`convert` deep-copies any ``nn.Module`` and
 swaps every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` for a :class:`HardwareAwareLayer`
 that keeps the original layer (its weight and bias) and adds, per AnalogNets §4.2
-(REFERENCE §7; equation numbers are the paper's):
+(AnalogNets §4.2; equation numbers are the paper's):
 
 - **weight clipping** to ``±c`` with ``c = α·σ_W`` (Eq. 2), ``σ_W`` the std of the unclipped
   (latent) weights, refreshed every :data:`CLIP_UPDATE_STEPS` optimizer steps (stage 1) or

@@ -1,4 +1,4 @@
-"""Relative Gaussian weight noise on the analog layers, the robustness probe of REFERENCE §7.
+"""Relative Gaussian weight noise on the analog layers, the robustness probe of AnalogNets §4.2.
 
 Noise of coefficient ``eta`` on a layer is ``N(0, (eta · max|W_layer|)²)`` per weight, drawn
 independently for every weight; biases are digital and stay exact.

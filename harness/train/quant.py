@@ -27,7 +27,7 @@ import torch
 
 from harness.errors import ConfigError
 
-#: Supported ADC precisions (the DAC gets one bit more; REFERENCE §7, AnalogNets Eq. 3).
+#: Supported ADC precisions (the DAC gets one bit more; AnalogNets §4.2, Eq. 3).
 MIN_BITS, MAX_BITS = 2, 16
 
 

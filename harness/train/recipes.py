@@ -4,7 +4,7 @@
 - ``noise``: vanilla noise injection (Joshi et al. 2020): float stage, then a fine-tune with
   weight noise ``η`` and clipping to ``±α·σ_W`` that follows the weights (every 10 steps);
   no converter modelling.
-- ``hasgd``: HA-SGD (seed 004, Algorithm 1): as ``noise``, but every step's gradient is the
+- ``hasgd``: HA-SGD (the HA-SGD poster, Algorithm 1): as ``noise``, but every step's gradient is the
   average over ``L`` independent weight perturbations (``L = 1`` is exactly ``noise``).
 - ``analognets``: the full AnalogNets §4.2 method: stage 1 float with clipping refreshed
   every 10 steps; stage 2 from stage 1 with the clip fixed, weight noise, DAC/ADC quantizers

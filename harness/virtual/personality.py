@@ -7,7 +7,7 @@ missing keys and non-physical values raise :class:`~harness.errors.ConfigError` 
 line naming the file, the key and the limit.
 
 Shipped personalities (``harness/virtual/personalities/NAME.toml``): ``pcm-90nm`` (the
-default; the published model of Nandakumar et al. 2019 / Joshi et al. 2020, REFERENCE §1)
+default; the published model of Nandakumar et al. 2019 / Joshi et al. 2020, docs/references.md)
 and ``hermes-14nm`` (aihwkit's HermesNoiseModel constants). ``harness calibrate`` writes a
 fitted one. :func:`load_personality` takes a shipped name or a path.
 

@@ -3,7 +3,7 @@
 The constants come from a :class:`~harness.virtual.personality.Personality` (every function
 takes one as ``p``; ``None`` means the default, ``pcm-90nm``: the published model of
 Nandakumar et al., ICECS 2019 and Joshi et al., Nat. Commun. 11, 2473, 2020, also used by
-IBM aihwkit's ``PCMLikeNoiseModel``; see ``shared/REFERENCE.md`` §1). Time ``t_s`` is always counted from a device's last pulse.
+IBM aihwkit's ``PCMLikeNoiseModel``; see Nandakumar et al. ICECS 2019 and Joshi et al. Nat. Commun. 2020 in docs/references.md). Time ``t_s`` is always counted from a device's last pulse.
 Conductances in µS; ``x = G / g_max`` is the normalized state.
 """
 
@@ -94,7 +94,7 @@ def normalized(g_uS: npt.ArrayLike, g_max_uS: float | None = None) -> FloatArray
 
 
 def programming_noise_std(x: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
-    """σ_prog(x) = Σ c_k x^k in µS (REFERENCE §1; terms evaluated left to right, c_k·x·x…)."""
+    """σ_prog(x) = Σ c_k x^k in µS (Nandakumar 2019; Joshi 2020; terms evaluated left to right, c_k·x·x…)."""
     xa = np.asarray(x, dtype=np.float64)
     coeffs = _p(p).prog_noise_coeffs_uS
     out = coeffs[0] + 0.0 * xa
@@ -109,7 +109,7 @@ def programming_noise_std(x: npt.ArrayLike, p: Personality | None = None) -> Flo
 
 
 def drift_exponent_stats(x: npt.ArrayLike, p: Personality | None = None) -> tuple[FloatArray, FloatArray]:
-    """(μ_ν, σ_ν) of the drift exponent for normalized state ``x`` (REFERENCE §1)."""
+    """(μ_ν, σ_ν) of the drift exponent for normalized state ``x`` (Nandakumar 2019; Joshi 2020)."""
     p = _p(p)
     ln_x = np.log(np.maximum(np.asarray(x, dtype=np.float64), X_LOG_FLOOR))
     m, s = p.nu_mean, p.nu_std
@@ -153,13 +153,13 @@ def read_noise_time_factor(t_s: npt.ArrayLike, p: Personality | None = None) -> 
 def read_noise_std(
     g_uS: npt.ArrayLike, x_prog: npt.ArrayLike, t_s: npt.ArrayLike, p: Personality | None = None
 ) -> FloatArray:
-    """σ_read(t) = G(t)·Q_s(x)·sqrt(ln((t + t_read)/(2 t_read))) in µS (REFERENCE §1)."""
+    """σ_read(t) = G(t)·Q_s(x)·sqrt(ln((t + t_read)/(2 t_read))) in µS (Nandakumar 2019; Joshi 2020)."""
     return np.abs(np.asarray(g_uS, dtype=np.float64)) * read_noise_q(x_prog, p) * read_noise_time_factor(t_s, p)
 
 
 def relaxation_std(x: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
     """Std of the post-programming relaxation (µS), calibrated so that a device verified
-    ``T_VERIFY_S`` after its pulse and read at t0 shows the published σ_prog (REFERENCE §1).
+    ``T_VERIFY_S`` after its pulse and read at t0 shows the published σ_prog (Nandakumar 2019; Joshi 2020).
 
     The published σ_prog is a hardware measurement of closed-loop-programmed devices read
     at ~t0, so it already holds the verify read's noise (which limits the loop's
