@@ -2,7 +2,8 @@
 
 A link is the one thing a transport implements (serial port, VISA resource, a scripted
 exchange in tests). It moves bytes and nothing else: framing, integrity, retries and
-reconnects live in :mod:`drivers.client`, once, for every transport.
+reconnects live in :mod:`drivers.session` (under :mod:`drivers.client`), once, for every
+transport.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ except ImportError:  # pragma: no cover - Windows
     class TermiosError(Exception):  # type: ignore[no-redef]
         """Stand-in where the termios module does not exist."""
 
-from drivers.client import LinkSettings, RemoteChip
+from drivers.client import RemoteChip
+from drivers.link_settings import LinkSettings
 from drivers.protocol import Piece
 from harness.errors import ChipIOError, ChipTimeoutError, ConfigError
 from harness.chip.registry import ChipURI, take_params

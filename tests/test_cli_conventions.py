@@ -275,7 +275,7 @@ def test_visa_hint_names_the_package_of_the_library() -> None:
 
 
 def test_garbage_hint_mentions_baud_rate_only_on_serial() -> None:
-    from drivers.client import RemoteChip
+    from drivers.attempts import garbage_error
 
     class FakeLink:  # only .description (and .baudrate on serial) is read by the message
         description = "x"
@@ -283,11 +283,8 @@ def test_garbage_hint_mentions_baud_rate_only_on_serial() -> None:
     class SerialLike(FakeLink):
         baudrate = 9600
 
-    chip = RemoteChip.__new__(RemoteChip)
-    chip._link = FakeLink()  # type: ignore[attr-defined]
-    assert "baud" not in str(chip._garbage("READ", b"zz"))
-    chip._link = SerialLike()  # type: ignore[attr-defined]
-    assert "baud rate (now 9600)" in str(chip._garbage("READ", b"zz"))
+    assert "baud" not in str(garbage_error("READ", b"zz", FakeLink()))  # type: ignore[arg-type]
+    assert "baud rate (now 9600)" in str(garbage_error("READ", b"zz", SerialLike()))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- progress

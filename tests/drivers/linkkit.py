@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from drivers import protocol as p
-from drivers.client import LinkSettings, RemoteChip
+from drivers.client import RemoteChip
 from drivers.emulator import Emulator
+from drivers.link_settings import LinkSettings
 from drivers.server import ChipServer
 from harness.chip.protocol import Geometry
 

@@ -18,8 +18,9 @@ import pytest
 from clikit import invoke
 from linkkit import SCRIPT_IDN, SCRIPT_SESSION, SMALL, ScriptedLink, ServeFn, cmd, rep
 
-from drivers.client import LinkSettings, RemoteChip
+from drivers.client import RemoteChip
 from drivers.faults import FaultSpec
+from drivers.link_settings import LinkSettings
 from harness.chip.protocol import Geometry
 from harness.errors import ChipIOError
 from harness.programming.write_verify import program_cells

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from linkkit import LoopbackLink, command_frames
 
 from drivers import protocol as p
-from drivers.client import LinkSettings, RemoteChip
+from drivers.client import RemoteChip
 from drivers.emulator import default_identity
+from drivers.link_settings import LinkSettings
 from drivers.server import ChipServer
 from harness.chip.protocol import Geometry
 from harness.errors import ConfigError, SafetyLimitError

@@ -9,7 +9,7 @@ import pytest
 from linkkit import SCRIPT_IDN, SCRIPT_SESSION, cmd, expected_protocol, handshake, rep
 
 from drivers import protocol as p
-from drivers.client import LinkSettings
+from drivers.link_settings import LinkSettings
 from harness.errors import ChipIOError, ChipTimeoutError, IdentityError, ProtocolError, SafetyLimitError
 
 S = SCRIPT_SESSION
