@@ -55,6 +55,11 @@ def train_command(
     batch_size: int = typer.Option(100, "--batch-size", help="Minibatch size."),
     samples: int = typer.Option(4, "--samples", help="HA-SGD: weight perturbations per step (L)."),
     unipolar: bool = typer.Option(False, "--unipolar", help="uniform: push weights positive (single devices)."),
+    weight_levels: Optional[int] = typer.Option(
+        None, "--weight-levels", help="Discrete weight levels N per layer (3 ternary; 7/31: pairs of 2-/4-bit devices)."
+    ),
+    dac_levels: Optional[int] = typer.Option(None, "--dac-levels", help="DAC levels 2n+1 instead of --bits' (imec: 7)."),
+    adc_levels: Optional[int] = typer.Option(None, "--adc-levels", help="ADC levels 2n+1 instead of --bits' (imec: 15)."),
     from_stage: int = typer.Option(1, "--from-stage", help="Start at this stage (2: --model is a trained stage 1)."),
     to_stage: Optional[int] = typer.Option(None, "--to-stage", help="Stop after this stage (1: train stage 1 only)."),
     checkpoint_steps: int = typer.Option(200, "--checkpoint-steps", help="Checkpoint every N steps (and every epoch)."),
@@ -71,7 +76,10 @@ def train_command(
         from harness.train.engine import TrainOptions, check_shapes, train_model
         from harness.train.recipes import make_recipe
 
-        the_recipe = make_recipe(recipe, eta=eta, bits=bits, samples=samples, unipolar=unipolar)
+        the_recipe = make_recipe(
+            recipe, eta=eta, bits=bits, samples=samples, unipolar=unipolar, weight_levels=weight_levels,
+            dac_levels=dac_levels, adc_levels=adc_levels,
+        )
         options = TrainOptions(
             epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, checkpoint_steps=checkpoint_steps,
             first_stage=from_stage - 1, last_stage=None if to_stage is None else to_stage - 1,
@@ -116,6 +124,7 @@ def train_command(
             "ranges": {k: {"dac": v.dac_range, "adc": v.adc_range} for k, v in result.model.ranges.items()},
             "resumed_from": result.resumed_from,
             "epochs_run": len(result.history),
+            "weight_levels": {k: len(v) for k, v in result.model.weight_levels.items()},
         }
         if json_out:
             emit_json(summary)

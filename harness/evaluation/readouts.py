@@ -82,6 +82,13 @@ def check_model_matches_layout(model: Model, layout: Layout, where: str) -> None
                 f"layer {p.name!r} is {rec_kind} in {where} but {model_kind} in model {model.name!r}; "
                 "pass the model that was programmed with --model"
             )
+    levels = model.weight_levels
+    for p in layout.layers:  # a levelled layer's targets are its levels: the sets must agree
+        if tuple(p.levels) != tuple(levels.get(p.name, ())):
+            raise EvaluationError(
+                f"layer {p.name!r} has weight levels {list(p.levels) or 'none (continuous)'} in {where} but "
+                f"{list(levels.get(p.name, ())) or 'none (continuous)'} in model {model.name!r}; pass the model that was programmed"
+            )
     expected = map_model(model, layout.geometry)
     if not np.array_equal(expected.cells, layout.cells):
         raise EvaluationError(

@@ -12,7 +12,12 @@ shape-checked against the architecture before it is used:
 - group ``weights/``: one float32 dataset per tensor, named like the torch state-dict key of
   :meth:`Model.to_torch` (``fc1.weight`` ``(out, in)``, ``conv1.weight`` ``(out, in/groups, *k)``,
   ``bn1.running_var`` ``(C,)``, ``block1.body.conv.weight``…);
-- optional group ``ranges/<analog layer path>`` with float attributes ``dac_range``, ``adc_range``.
+- optional group ``ranges/<analog layer path>`` with float attributes ``dac_range``, ``adc_range``;
+- format version 3 only: root attribute ``weight_levels`` (JSON object: analog layer path →
+  ascending list of the values its weights take, e.g. ternary ``[-a, 0, a]``). A model with
+  discrete weights is written as version 3 and every other model as version 2, byte-identical
+  to before: a reader that predates levels refuses a version-3 file in one line (its
+  ``format_version`` check) instead of deploying the weights as continuous.
 
 The layer specs are described in :mod:`harness.models.spec`, the in-memory model in
 :mod:`harness.models.model`.
@@ -36,8 +41,10 @@ from harness.models.spec import V1_LAYER_TYPES, analyse_architecture, positive_i
 
 MODEL_FORMAT = "pcm-harness-model"
 MODEL_FORMAT_VERSION = 2
-#: Versions :func:`load_model` reads (version 1: the round-1 sequential format).
-READABLE_FORMAT_VERSIONS = (1, 2)
+#: The version of a model with discrete weight levels (``weight_levels``, issue 23).
+LEVELS_FORMAT_VERSION = 3
+#: Versions :func:`load_model` reads (version 1: the round-1 sequential format; 3: with levels).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 
 DEFAULT_MODEL_FILE = "digits_mlp.h5"
 NOISE_AWARE_MODEL_FILE = "digits_mlp_noise_aware.h5"
@@ -64,7 +71,7 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
     """
     with atomic_h5_file(path, what="model") as f:
         f.attrs["format"] = MODEL_FORMAT
-        f.attrs["format_version"] = MODEL_FORMAT_VERSION
+        f.attrs["format_version"] = LEVELS_FORMAT_VERSION if model.weight_levels else MODEL_FORMAT_VERSION
         f.attrs["name"] = model.name
         f.attrs["architecture"] = json.dumps(list(model.architecture))
         f.attrs["input_shape"] = np.asarray(model.input_shape, dtype=np.int64)
@@ -73,6 +80,8 @@ def save_model(model: Model, path: str | os.PathLike[str]) -> None:
         f.attrs["metadata"] = json.dumps(model.metadata, sort_keys=True)
         if model.unipolar_layers:  # absent means all differential: older files stay byte-identical
             f.attrs["unipolar_layers"] = json.dumps(list(model.unipolar_layers))
+        if model.weight_levels:
+            f.attrs["weight_levels"] = json.dumps({k: list(v) for k, v in model.weight_levels.items()})
         group = f.create_group("weights", track_order=True)
         for key, value in model.weights().items():
             # track_times=False: saving the same model twice gives byte-identical files.
@@ -137,6 +146,11 @@ def _read_model(f: h5py.File, path: Path) -> Model:
     unipolar = _attr_json(f, "unipolar_layers") if "unipolar_layers" in f.attrs else []
     if not isinstance(unipolar, list) or not all(isinstance(n, str) for n in unipolar):
         raise ModelError("attribute 'unipolar_layers' is not a JSON list of layer names")
+    if "weight_levels" in f.attrs and version < LEVELS_FORMAT_VERSION:
+        raise ModelError(f"attribute 'weight_levels' needs format_version {LEVELS_FORMAT_VERSION}; the file says {version}")
+    weight_levels = _attr_json(f, "weight_levels") if "weight_levels" in f.attrs else {}
+    if not isinstance(weight_levels, dict) or not all(isinstance(v, list) for v in weight_levels.values()):
+        raise ModelError("attribute 'weight_levels' is not a JSON object of level lists")
     raw_shape = np.asarray(f.attrs.get("input_shape"))
     if raw_shape.dtype.kind not in "iu" or raw_shape.ndim != 1:
         raise ModelError("attribute 'input_shape' is not a list of ints")
@@ -181,6 +195,7 @@ def _read_model(f: h5py.File, path: Path) -> Model:
         metadata=metadata,
         unipolar_layers=unipolar,
         path=path,
+        weight_levels=weight_levels,
     )
 
 

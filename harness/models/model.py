@@ -131,6 +131,11 @@ class Model:
             weight instead of a differential pair (:func:`harness.programming.mapping.map_model`); empty
             for an all-differential model. Their weights should be ``>= 0``: mapping refuses
             a negative one (``MappingError``), loading does not.
+        weight_levels: per analog layer path, the discrete set of values its weights take
+            (ascending floats, in weight units; e.g. ternary ``(-a, 0, a)``), written by
+            ``harness train --weight-levels N``; mapping programs exactly these levels. Empty:
+            continuous weights. Every weight of such a layer must be one of its levels, and a
+            unipolar layer's levels must be ``>= 0`` (ModelError otherwise).
         plan: the checked architecture as :class:`PlanStep` s with shapes.
     """
 
@@ -145,6 +150,7 @@ class Model:
         "_plan",
         "_ranges",
         "_unipolar",
+        "_weight_levels",
         "_weights",
     )
 
@@ -161,6 +167,7 @@ class Model:
         metadata: Mapping[str, Any] | None = None,
         unipolar_layers: Sequence[str] = (),
         path: str | os.PathLike[str] | None = None,
+        weight_levels: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ModelError(f"model name must be a non-empty string, got {name!r}")
@@ -191,6 +198,7 @@ class Model:
         self._ranges = _checked_ranges(ranges or {}, self._plan)
         self._metadata = _json_roundtrip(dict(metadata or {}), "metadata")
         self._unipolar = _checked_unipolar(unipolar_layers, self._plan)
+        self._weight_levels = _checked_weight_levels(weight_levels or {}, self._plan, self._weights, self._unipolar)
 
     # -- read-only attributes -------------------------------------------------------------
     @property
@@ -228,6 +236,11 @@ class Model:
     @property
     def unipolar_layers(self) -> tuple[str, ...]:
         return self._unipolar
+
+    @property
+    def weight_levels(self) -> dict[str, tuple[float, ...]]:
+        """Per analog layer with discrete weights, its ascending level set (empty: all continuous)."""
+        return dict(self._weight_levels)
 
     @property
     def plan(self) -> tuple[PlanStep, ...]:
@@ -293,7 +306,8 @@ class Model:
         return sum(layer.macs for layer in self.analog_layers())
 
     def with_weights(self, new: Mapping[str, npt.ArrayLike]) -> Model:
-        """A copy with some or all tensors replaced (same architecture, ranges, metadata, unipolar layers).
+        """A copy with some or all tensors replaced (same architecture, ranges, metadata, unipolar
+        layers, weight levels: new weights of a levelled layer must lie on its levels).
 
         ``new`` maps state-dict keys to arrays of exactly the stored shapes (conv weights in
         their torch shape); keys not given keep their values. The caller's arrays are copied,
@@ -318,6 +332,7 @@ class Model:
             ranges=self._ranges,
             metadata=self._metadata,
             unipolar_layers=self._unipolar,
+            weight_levels=self._weight_levels,
         )
 
     def to_torch(self) -> nn.Sequential:
@@ -377,6 +392,58 @@ def _checked_unipolar(names: Any, plan: tuple[PlanStep, ...]) -> tuple[str, ...]
     if unknown:
         raise ModelError(f"unipolar_layers {unknown!r:.80} are not analog layers of the model; analog layers: {analog}")
     return tuple(n for n in analog if n in set(wanted))
+
+
+#: Relative tolerance of "this weight is that level" (float32 weights against float levels).
+LEVEL_MATCH_RTOL = 1e-6
+
+
+def _checked_weight_levels(
+    levels: Mapping[str, Sequence[float]],
+    plan: tuple[PlanStep, ...],
+    weights: Mapping[str, FloatArray32],
+    unipolar: tuple[str, ...],
+) -> dict[str, tuple[float, ...]]:
+    """``levels`` as ``{analog layer: ascending float tuple}``; ModelError for an unknown layer,
+    fewer than 2 or repeated or non-finite levels, all-zero levels, negative levels on a unipolar
+    layer, or a weight that is not one of its layer's levels (never silently continuous)."""
+    if not isinstance(levels, Mapping):
+        raise ModelError(f"weight_levels must map analog layer names to level lists, got {levels!r:.60}")
+    analog = [s.path for s in iter_plan(plan) if s.spec["type"] in ANALOG_LAYER_TYPES]
+    out: dict[str, tuple[float, ...]] = {}
+    for name in analog:
+        if name not in levels:
+            continue
+        raw = levels[name]
+        try:
+            values = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ModelError(f"weight_levels[{name!r}] is not a list of numbers") from None
+        if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)):
+            raise ModelError(f"weight_levels[{name!r}] must list at least 2 finite levels, got {raw!r:.80}")
+        if np.any(np.diff(values) <= 0):
+            raise ModelError(f"weight_levels[{name!r}] must be strictly ascending (distinct levels), got {raw!r:.80}")
+        if not np.any(values):
+            raise ModelError(f"weight_levels[{name!r}] are all zero")
+        if name in unipolar and values[0] < 0:
+            raise ModelError(
+                f"layer {name!r} is unipolar (one device per weight, G = g_min + s·W) but its level set has "
+                f"negative levels (lowest {values[0]:.4g}); a single device cannot hold them"
+            )
+        w = np.asarray(weights[f"{name}.weight"], dtype=np.float64).ravel()
+        idx = np.clip(np.searchsorted(values, w), 1, values.size - 1)
+        nearest = np.where(np.abs(w - values[idx - 1]) <= np.abs(w - values[idx]), values[idx - 1], values[idx])
+        off = np.abs(w - nearest) > LEVEL_MATCH_RTOL * float(np.abs(values).max())
+        if np.any(off):
+            raise ModelError(
+                f"layer {name!r} has {int(off.sum())} weight(s) not on its {values.size} levels "
+                f"(e.g. {w[off][0]:.6g}); levels {values.tolist()!r:.80}"
+            )
+        out[name] = tuple(float(v) for v in values)
+    unknown = sorted(set(levels) - set(analog))
+    if unknown:
+        raise ModelError(f"weight_levels {unknown!r:.80} are not analog layers of the model; analog layers: {analog}")
+    return out
 
 
 def _json_roundtrip(value: Any, what: str) -> Any:

@@ -35,6 +35,7 @@ def from_torch(
     ranges: Mapping[str, LayerRanges] | None = None,
     metadata: Mapping[str, Any] | None = None,
     unipolar_layers: Sequence[str] = (),
+    weight_levels: Mapping[str, Sequence[float]] | None = None,
 ) -> Model:
     """Capture a ``torch.nn.Sequential`` built from the format's layer types as a :class:`Model`.
 
@@ -76,6 +77,7 @@ def from_torch(
         ranges=ranges,
         metadata=metadata,
         unipolar_layers=unipolar_layers,
+        weight_levels=weight_levels,
     )
 
 
@@ -89,11 +91,12 @@ def model_from_torch(
     ranges: Mapping[str, LayerRanges] | None = None,
     metadata: Mapping[str, Any] | None = None,
     unipolar_layers: Sequence[str] = (),
+    weight_levels: Mapping[str, Sequence[float]] | None = None,
 ) -> Model:
     """:func:`from_torch` with every argument by keyword (the round-1 signature)."""
     return from_torch(
         module, input_shape, name=name, n_classes=n_classes, dataset=dataset, ranges=ranges, metadata=metadata,
-        unipolar_layers=unipolar_layers,
+        unipolar_layers=unipolar_layers, weight_levels=weight_levels,
     )
 
 

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from harness.chip.protocol import CellArray, FloatArray, Geometry
 from harness.errors import MappingError
+from harness.programming.levels import checked_level_set, level_index
 
 if TYPE_CHECKING:
     from harness.models.model import Model
@@ -59,6 +60,10 @@ class LayerPlacement:
     transposed: bool = False
     pieces: tuple[tuple[int, int, int, int], ...] = ()
     unipolar: bool = False  # one device per weight (all >= 0): the G− devices are not used
+    # The layer's weight levels (ascending, weight units), empty for continuous weights; its
+    # scale is then g_span / max|level| (harness.programming.levels). Left out of a recording's
+    # layer list when empty, so older recordings and readers are unchanged.
+    levels: tuple[float, ...] = ()
 
     @property
     def n_devices(self) -> int:
@@ -67,6 +72,7 @@ class LayerPlacement:
 
     def __post_init__(self) -> None:  # JSON gives lists; keep equality with tuples
         object.__setattr__(self, "pieces", tuple(tuple(int(v) for v in p) for p in self.pieces))
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
 
     @property
     def n_rows(self) -> int:
@@ -266,6 +272,7 @@ def map_weights(
     geometry: Geometry,
     *,
     unipolar: Sequence[str] = (),
+    levels: Mapping[str, Sequence[float]] | None = None,
 ) -> Layout:
     """Map 2-D weight matrices ``(out, fan_in)`` (in order) to target conductances and a layout.
 
@@ -274,10 +281,14 @@ def map_weights(
     training recipe; Garcia-Redondo et al.) use single devices, ``G = g_min + s·W``: only
     the G+ device of each weight is programmed, half the devices of a differential layer
     (the packer still reserves the pair's columns; ``W = (G − g_min)/s``).
+    Layers named in ``levels`` (their weight level sets) are scaled by the level set,
+    ``s = span / max|level|``, so each weight goes to exactly its level's conductance
+    (:mod:`harness.programming.levels`); a weight off its levels is refused.
 
     Raises:
         MappingError: no layers, a non-2-D or non-finite weight, an all-zero layer, a
-            negative weight in a unipolar layer, an unknown unipolar name, or no room.
+            negative weight in a unipolar layer, an unknown unipolar name, or no room; a
+            level set with negative levels on a unipolar layer, a weight off its levels.
     """
     items = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
     if not items:
@@ -286,7 +297,14 @@ def map_weights(
     unknown = single - {name for name, _ in items}
     if unknown:
         raise MappingError(f"unipolar layers {sorted(unknown)} are not among the mapped layers")
+    level_sets = dict(levels or {})
+    unknown = set(level_sets) - {name for name, _ in items}
+    if unknown:
+        raise MappingError(f"weight levels given for {sorted(unknown)}, which are not among the mapped layers")
+    level_arrays = {n: checked_level_set(n, v, unipolar=n in single) for n, v in level_sets.items()}
     for name, w in items:
+        if name in level_arrays:
+            level_index(name, w, level_arrays[name])
         if name in single and np.min(w) < 0:
             n_neg = int(np.count_nonzero(np.asarray(w) < 0))
             raise MappingError(
@@ -310,10 +328,13 @@ def map_weights(
     g_span = geometry.g_max_uS - geometry.g_min_uS
     for i, ((name, w), shell) in enumerate(zip(mats, shells)):
         out_f, fan_in = w.shape
-        w_max = float(np.abs(w).max())
+        lv = level_arrays.get(name)
+        # A levelled layer is scaled by its level set: its top level is g_max even if unused.
+        w_max = float(np.abs(w).max()) if lv is None else float(np.abs(lv).max())
         scale = g_span / w_max
         place = LayerPlacement(
-            name, out_f, fan_in, shell.row0, shell.col0, w_max, scale, shell.transposed, shell.pieces, name in single
+            name, out_f, fan_in, shell.row0, shell.col0, w_max, scale, shell.transposed, shell.pieces, name in single,
+            () if lv is None else tuple(lv),
         )
         placements.append(place)
         o_grid, k_grid = np.meshgrid(np.arange(out_f), np.arange(fan_in), indexing="ij")
@@ -361,7 +382,8 @@ def map_model(model: Model, geometry: Geometry) -> Layout:
     """Map a model's analog layers (:meth:`Model.analog_layers`, in order) onto ``geometry``.
 
     Layers in ``model.unipolar_layers`` go on single devices, the others on differential
-    pairs (:func:`map_weights`). This is the one mapping every deployment path uses
+    pairs (:func:`map_weights`); layers in ``model.weight_levels`` are programmed to exactly
+    their levels' conductances. This is the one mapping every deployment path uses
     (``harness program``, ``session run``, ``evaluate``), so a recording's layout and a
     re-mapping of its model agree.
 
@@ -369,5 +391,6 @@ def map_model(model: Model, geometry: Geometry) -> Layout:
         MappingError: see :func:`map_weights` (e.g. a negative weight in a unipolar layer).
     """
     return map_weights(
-        [(layer.name, layer.weight) for layer in model.analog_layers()], geometry, unipolar=model.unipolar_layers
+        [(layer.name, layer.weight) for layer in model.analog_layers()], geometry, unipolar=model.unipolar_layers,
+        levels=model.weight_levels,
     )

@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from harness.chip.protocol import CellArray, Chip, FloatArray, check_cells
 from harness.errors import ProgrammingError
+from harness.programming.levels import check_layout_levels
 from harness.programming.mapping import Layout, map_model
 
 if TYPE_CHECKING:
@@ -269,7 +270,14 @@ def program_cells(
 def program_layout(
     chip: Chip, layout: Layout, params: ProgrammingParams | None = None, progress: ProgressCallback | None = None
 ) -> ProgrammingResult:
-    """Program every device of a mapped model."""
+    """Program every device of a mapped model.
+
+    Raises:
+        MappingError: a layer's weight levels are closer than the chip can separate given its
+            programming noise and the loop's tolerance (:func:`harness.programming.levels.check_layout_levels`),
+            checked before any pulse.
+    """
+    check_layout_levels(layout, chip, (params or ProgrammingParams()).tolerance_uS)
     return program_cells(chip, layout.cells, layout.target_uS, params, progress)
 
 

@@ -457,7 +457,8 @@ def _json_depth(value: Any) -> int:
 
 
 _LAYER_TYPES = {"name": str, "out_features": int, "fan_in": int, "row0": int, "col0": int,
-                "weight_max": float, "scale_uS": float, "transposed": bool, "pieces": list, "unipolar": bool}
+                "weight_max": float, "scale_uS": float, "transposed": bool, "pieces": list, "unipolar": bool,
+                "levels": tuple}  # tuple: a list of finite numbers (weight levels, issue 23)
 
 
 def _layer_ok(d: Any) -> None:
@@ -479,6 +480,10 @@ def _layer_ok(d: Any) -> None:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         elif kind is bool:
             ok = isinstance(v, bool)
+        elif kind is tuple:
+            ok = isinstance(v, list) and len(v) <= MAX_CELLS and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            )
         elif kind is list:
             ok = isinstance(v, list) and len(v) <= MAX_CELLS and all(
                 isinstance(p, list) and len(p) == 4

@@ -210,7 +210,8 @@ def train_model(
     (``r_ADC = |g|·r_DAC·W_max`` for every layer), and metadata: recipe, stages,
     hyper-parameters, the shared ADC gain, clip bounds, per-epoch history, accuracies. A
     unipolar recipe marks every analog layer in ``Model.unipolar_layers`` (deployed on
-    single devices by ``harness program`` / ``session run`` / ``evaluate``).
+    single devices by ``harness program`` / ``session run`` / ``evaluate``). With weight levels
+    the exported weights are exactly on each layer's levels, recorded in ``Model.weight_levels``.
 
     Raises:
         ConfigError: data/model shape mismatch, a bad option.
@@ -254,7 +255,8 @@ def train_model(
     with deterministic_torch(options.seed):
         shuffle_gen = torch.Generator().manual_seed(options.seed)
         noise_gen = torch.Generator().manual_seed(options.seed + 1_000_003)
-        hw = convert(model.to_torch(), stages[options.first_stage].hardware, generator=noise_gen)
+        level_steps = any(st.hardware.weight_levels is not None for st in stages[options.first_stage :])
+        hw = convert(model.to_torch(), stages[options.first_stage].hardware, generator=noise_gen, level_steps=level_steps)
         hw.train()
         pos = {"stage": options.first_stage, "epoch": 0, "batch": 0, "started": False, "steps": 0}
         order: torch.Tensor | None = None
@@ -306,6 +308,7 @@ def train_model(
             else:
                 hw.steps = 0
                 hw.refresh_clip()
+                hw.init_level_steps()  # no-op without weight levels; before the ranges see the weights
                 if stage.train_ranges:
                     hw.init_ranges(
                         x[:CALIBRATION_SAMPLES],
@@ -396,6 +399,9 @@ def train_model(
             else None,
             "clip_ranges": clip,
             "unipolar_layers": [n_ for n_, _ in hw.layers()] if final_config.unipolar else [],
+            "weight_levels": final_config.weight_levels,
+            "dac_levels": final_config.dac_levels,
+            "adc_levels": final_config.adc_levels,
             "history": history,
             "hardware_aware_test_accuracy": _accuracy(hw, x_test, y_test),
             "torch_version": torch.__version__,
@@ -406,11 +412,13 @@ def train_model(
     trained = model_from_torch(
         plain, name=out_name, input_shape=model.input_shape, n_classes=model.n_classes, dataset=data.name,
         ranges=ranges, metadata=metadata, unipolar_layers=metadata["unipolar_layers"],
+        weight_levels=hw.learned_levels(),
     )
     metadata["float_test_accuracy"] = float_accuracy(trained, data.x_test, data.y_test)
     trained = model_from_torch(
         plain, name=out_name, input_shape=model.input_shape, n_classes=model.n_classes, dataset=data.name,
         ranges=ranges, metadata=metadata, unipolar_layers=metadata["unipolar_layers"],
+        weight_levels=hw.learned_levels(),
     )
     return TrainResult(trained, history, resumed_from)
 

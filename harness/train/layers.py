@@ -44,10 +44,12 @@ from harness.errors import ConfigError
 from harness.train.quant import (
     attach_range_gradient,
     check_bits,
+    check_converter_levels,
     levels,
     quantize_with_noise,
     quantize_with_range_tangent,
 )
+from harness.train.weight_quant import check_weight_levels, export_weight, exported_levels, level_codes, mse_step, quantize_weight
 
 #: AnalogNets §4.2: stage-1 clip ranges follow σ_W, updated every 10 steps.
 CLIP_UPDATE_STEPS = 10
@@ -71,6 +73,10 @@ class HardwareConfig:
             to the latent weights, which the recipe's penalty pulls positive) and they are
             exported so (single-device mapping): training and its hardware-aware accuracy see
             the weights that get deployed.
+        weight_levels: ``N`` discrete weight levels per layer with a learned per-layer step
+            (:mod:`harness.train.weight_quant`; odd ``N`` for signed layers); ``None``: continuous.
+        dac_levels, adc_levels: level counts ``2n + 1`` of the DAC and ADC that override the ones
+            ``bits`` gives (imec: 7-level activations, 15-level accumulation); need ``bits``.
     """
 
     clip_sigma: float | None = None
@@ -80,6 +86,9 @@ class HardwareConfig:
     quant_noise_p: float = 1.0
     global_ranges: bool = False
     unipolar: bool = False
+    weight_levels: int | None = None
+    dac_levels: int | None = None
+    adc_levels: int | None = None
 
     def __post_init__(self) -> None:
         if self.clip_sigma is not None and not (math.isfinite(self.clip_sigma) and self.clip_sigma > 0):
@@ -90,6 +99,20 @@ class HardwareConfig:
             check_bits(self.bits)
         if not 0.0 <= self.quant_noise_p <= 1.0:
             raise ConfigError(f"quant_noise_p={self.quant_noise_p} must be in [0, 1]")
+        if self.weight_levels is not None:
+            check_weight_levels(self.weight_levels, unipolar=self.unipolar)
+        for key in ("dac_levels", "adc_levels"):
+            if getattr(self, key) is not None:
+                if self.bits is None:
+                    raise ConfigError(f"{key} needs converters (a stage with bits)")
+                check_converter_levels(getattr(self, key), key)
+
+    def converter_levels(self) -> tuple[int, int]:
+        """Positive levels ``(n_DAC, n_ADC)`` of the converters (``bits`` must be set)."""
+        assert self.bits is not None
+        n_dac = levels(self.bits + 1) if self.dac_levels is None else check_converter_levels(self.dac_levels, "dac_levels")
+        n_adc = levels(self.bits) if self.adc_levels is None else check_converter_levels(self.adc_levels, "adc_levels")
+        return n_dac, n_adc
 
 
 class HardwareAwareLayer(nn.Module):
@@ -118,6 +141,8 @@ class HardwareAwareLayer(nn.Module):
         self.gain = gain
         self.dac = dac
         self.register_buffer("clip", torch.tensor(math.inf))
+        # the learned step of the weight levels (weight_quant); registered by convert(level_steps=True)
+        self.level_step: nn.Parameter | None = None
         self.config = config
         self._generator = generator
         self.record: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # calibration capture
@@ -127,15 +152,33 @@ class HardwareAwareLayer(nn.Module):
         """``W_max`` (Eq. 1–2): the largest deployed ``|W|``, i.e. ``min(c, max|W|)`` with the
         clip bound ``c`` (= ``c`` whenever the clip bites, as the paper assumes), no gradient.
         It is what :mod:`harness.programming.mapping` maps to ``g_max``, so the ranges stored in the
-        model file satisfy ``r_ADC = |g|·r_DAC·max|W_deployed|`` exactly for the CiM."""
+        model file satisfy ``r_ADC = |g|·r_DAC·max|W_deployed|`` exactly for the CiM.
+        With weight levels it is the top level's magnitude ``|s|·k_hi``: the mapping scales the
+        level set, not the weights that happen to use it, to ``g_max``."""
+        if self._levels_on():
+            assert self.level_step is not None and self.config.weight_levels is not None
+            _, k_hi = level_codes(self.config.weight_levels, unipolar=self.config.unipolar)
+            return self.level_step.detach().abs() * k_hi
         w_max = self.inner.weight.detach().abs().max()
         if self.config.clip_sigma is not None:
             w_max = torch.minimum(w_max, self.clip)
         return w_max
 
+    def _levels_on(self) -> bool:
+        return self.config.weight_levels is not None and self.level_step is not None
+
     def effective_weight(self, w_max: torch.Tensor | None = None) -> torch.Tensor:
-        """Clipped (+ noisy in training) weight, passed straight through to the latent weight."""
+        """Clipped (+ noisy in training) weight, passed straight through to the latent weight.
+        With weight levels: the quantized weight (its own clip at the top level; LSQ gradient
+        to the step), plus the weight noise in training."""
         w = self.inner.weight
+        if self._levels_on():
+            assert self.level_step is not None and self.config.weight_levels is not None
+            q = quantize_weight(w, self.level_step, self.config.weight_levels, unipolar=self.config.unipolar)
+            if self.training and self.config.eta > 0.0:
+                sigma = self.config.eta * (self.weight_max() if w_max is None else w_max)
+                q = q + sigma * torch.randn(w.shape, generator=self._generator, dtype=w.dtype)
+            return q
         clipping = self.config.clip_sigma is not None
         noisy = self.training and self.config.eta > 0.0
         unipolar = self.config.unipolar
@@ -160,9 +203,9 @@ class HardwareAwareLayer(nn.Module):
         """``r_ADC,l = |g| · |d_l| · W_max,l`` (Eq. 5 with the Eq. 6 parameterization)."""
         return self.gain.abs() * self.dac.abs() * (self.weight_max() if w_max is None else w_max)
 
-    def _converter(self, x: torch.Tensor, r: torch.Tensor, bits: int) -> torch.Tensor:
+    def _converter(self, x: torch.Tensor, r: torch.Tensor, bits: int, n: int | None = None) -> torch.Tensor:
         p = self.config.quant_noise_p if self.training else 1.0
-        return quantize_with_noise(x, r, bits, p, self._generator)
+        return quantize_with_noise(x, r, bits, p, self._generator, n=n)
 
     def _linear_op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.inner, nn.Linear):
@@ -186,12 +229,13 @@ class HardwareAwareLayer(nn.Module):
         w_max = self.weight_max()
         tangent = None
         if bits is not None:
+            n_dac, n_adc = self.config.converter_levels()
             r_dac = self.dac_range()
             if x.requires_grad or not (torch.is_grad_enabled() and r_dac.requires_grad):
-                x = self._converter(x, r_dac, bits + 1)
+                x = self._converter(x, r_dac, bits + 1, n_dac)
             else:  # first analog layer: r_DAC's gradient by a forward product, not an input gradient
                 p = self.config.quant_noise_p if self.training else 1.0
-                x, tangent = quantize_with_range_tangent(x, r_dac.detach(), bits + 1, p, self._generator)
+                x, tangent = quantize_with_range_tangent(x, r_dac.detach(), bits + 1, p, self._generator, n=n_dac)
         w = self.effective_weight(w_max)
         y = self._linear_op(x, w)
         if tangent is not None:
@@ -199,7 +243,7 @@ class HardwareAwareLayer(nn.Module):
         if self.record is not None:
             self.record.append((x.detach(), y.detach()))
         if bits is not None:
-            y = self._converter(y, self.adc_range(w_max), bits)
+            y = self._converter(y, self.adc_range(w_max), bits, n_adc)
         bias = self.inner.bias
         if bias is not None:
             y = y + bias.view(1, -1, *([1] * (y.dim() - 2)))
@@ -209,6 +253,10 @@ class HardwareAwareLayer(nn.Module):
         """The weight that gets deployed: clipped, no noise (projected to >= 0 if unipolar)."""
         with torch.no_grad():
             w = self.inner.weight.detach().clone()
+            if self._levels_on():
+                assert self.level_step is not None and self.config.weight_levels is not None
+                step, n, uni = float(self.level_step.detach()), self.config.weight_levels, self.config.unipolar
+                return torch.from_numpy(export_weight(w.numpy(), step, n, unipolar=uni))
             if self.config.clip_sigma is not None and math.isfinite(float(self.clip)):
                 w.clamp_(-float(self.clip), float(self.clip))
             if self.config.unipolar:
@@ -222,7 +270,9 @@ class HardwareAwareNet(nn.Module):
 
     net: nn.Module
 
-    def __init__(self, net: nn.Module, config: HardwareConfig, generator: torch.Generator) -> None:
+    def __init__(
+        self, net: nn.Module, config: HardwareConfig, generator: torch.Generator, *, level_steps: bool = False
+    ) -> None:
         super().__init__()
         self.gain = nn.Parameter(torch.tensor(1.0))
         self.generator = generator
@@ -240,6 +290,9 @@ class HardwareAwareNet(nn.Module):
                         HardwareAwareLayer(child, gain=self.gain, dac=dac, config=config, generator=generator),
                     )
                     swapped += 1
+        if level_steps:  # one learned weight-level step per layer (weight_quant); trained with the ranges
+            for _, layer in self.layers():
+                layer.level_step = nn.Parameter(torch.tensor(1.0))
         if swapped == 0:
             raise ConfigError(
                 f"{type(net).__name__} has no layer of a supported type "
@@ -262,6 +315,8 @@ class HardwareAwareNet(nn.Module):
         (call :meth:`refresh_clip` to recompute them from the current weights)."""
         if config.global_ranges != self.config.global_ranges:
             raise ConfigError("global_ranges cannot change after conversion")
+        if config.weight_levels is not None and not self.has_level_steps:
+            raise ConfigError("weight levels need a network converted with level_steps=True")
         self.config = config
         for _, layer in self.layers():
             layer.config = config
@@ -297,12 +352,46 @@ class HardwareAwareNet(nn.Module):
     def steps(self, value: int) -> None:
         self._steps = int(value)
 
+    @property
+    def has_level_steps(self) -> bool:
+        return any(layer.level_step is not None for _, layer in self.layers())
+
     def range_parameters(self) -> list[nn.Parameter]:
-        """The converter parameters ``[g, d_1, …]`` (each once)."""
+        """The converter parameters ``[g, d_1, …]`` (each once), then the weight-level steps
+        if the network has them (trained like ranges: relative steps, in stages that train ranges)."""
         seen: dict[int, nn.Parameter] = {id(self.gain): self.gain}
         for _, layer in self.layers():
             seen.setdefault(id(layer.dac), layer.dac)
+        for _, layer in self.layers():
+            if layer.level_step is not None:
+                seen.setdefault(id(layer.level_step), layer.level_step)
         return list(seen.values())
+
+    @torch.no_grad()
+    def init_level_steps(self) -> None:
+        """Each layer's weight-level step to the least squared error on its current weights
+        (clipped to its clip bound; :func:`harness.train.weight_quant.mse_step`)."""
+        n = self.config.weight_levels
+        if n is None or not self.has_level_steps:
+            return
+        for _, layer in self.layers():
+            assert layer.level_step is not None
+            w = layer.inner.weight.detach()
+            if math.isfinite(float(layer.clip)):
+                w = w.clamp(-float(layer.clip), float(layer.clip))
+            layer.level_step.fill_(mse_step(w.numpy(), n, unipolar=self.config.unipolar))
+
+    def learned_levels(self) -> dict[str, tuple[float, ...]]:
+        """``{layer: level values}`` the exported weights take (empty without weight levels)."""
+        n = self.config.weight_levels
+        if n is None or not self.has_level_steps:
+            return {}
+        out = {}
+        for name, layer in self.layers():
+            assert layer.level_step is not None
+            values, _ = exported_levels(float(layer.level_step.detach()), n, unipolar=self.config.unipolar)
+            out[name] = tuple(float(v) for v in values)
+        return out
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other trainable parameter (weights, biases, batch-norm…)."""
@@ -325,7 +414,7 @@ class HardwareAwareNet(nn.Module):
         from harness.evaluation.cim import percentile_range
 
         saved = self.config
-        self.set_config(replace(saved, bits=None, eta=0.0))
+        self.set_config(replace(saved, bits=None, eta=0.0, dac_levels=None, adc_levels=None))
         was_training = self.training
         self.eval()
         layers = list(self.layers())
@@ -352,13 +441,15 @@ class HardwareAwareNet(nn.Module):
                 samples[name] = (_strided(ins), _strided(outs))
         gain = max(ratios)
         if bits is not None:
-            dac = {name: r * mse_optimal_fraction([samples[name][0] / r], bits + 1) for name, r in dac.items()}
+            n_dac = levels(bits + 1) if saved.dac_levels is None else check_converter_levels(saved.dac_levels, "dac_levels")
+            n_adc = levels(bits) if saved.adc_levels is None else check_converter_levels(saved.adc_levels, "adc_levels")
+            dac = {name: r * mse_optimal_fraction([samples[name][0] / r], bits + 1, n=n_dac) for name, r in dac.items()}
             if self.config.global_ranges:  # one range for all: the widest, as without bits
                 dac = dict.fromkeys(dac, max(dac.values()))
             # layer l's ADC range at gain g is g·r_DAC,l·W_max,l: in units of the percentile
             # gain's range, the candidates are the same fractions for every layer
             scaled = [samples[name][1] / (gain * dac[name] * float(layer.weight_max())) for name, layer in layers]
-            gain *= mse_optimal_fraction(scaled, bits)
+            gain *= mse_optimal_fraction(scaled, bits, n=n_adc)
         elif self.config.global_ranges:
             dac = dict.fromkeys(dac, max(dac.values()))
         for name, layer in layers:
@@ -383,13 +474,16 @@ class HardwareAwareNet(nn.Module):
         return out
 
 
-def convert(net: nn.Module, config: HardwareConfig, *, generator: torch.Generator | None = None) -> HardwareAwareNet:
-    """A hardware-aware copy of ``net``: every Linear/Conv1d/Conv2d wrapped (``net`` unchanged).
+def convert(
+    net: nn.Module, config: HardwareConfig, *, generator: torch.Generator | None = None, level_steps: bool = False
+) -> HardwareAwareNet:
+    """A hardware-aware copy of ``net``: every Linear/Conv1d/Conv2d wrapped (``net`` unchanged);
+    ``level_steps``: with a weight-level step per layer (for stages with ``weight_levels``).
 
     Raises:
         ConfigError: ``net`` has no supported layer.
     """
-    return HardwareAwareNet(net, config, generator if generator is not None else torch.Generator())
+    return HardwareAwareNet(net, config, generator if generator is not None else torch.Generator(), level_steps=level_steps)
 
 
 #: Values per layer kept for the quantization-error search of :meth:`HardwareAwareNet.init_ranges`.
@@ -404,13 +498,14 @@ def _strided(values: np.ndarray, n: int = MSE_SAMPLES) -> np.ndarray:
     return np.ascontiguousarray(values[::step], dtype=np.float64)
 
 
-def mse_optimal_fraction(groups: list[np.ndarray], bits: int) -> float:
+def mse_optimal_fraction(groups: list[np.ndarray], bits: int, *, n: int | None = None) -> float:
     """The fraction ``f`` of a unit range that minimises the summed, per-group relative mean
     squared error of a symmetric ``bits``-bit quantizer over ``±f`` (values in units of the
     unit range; each group's error divided by its mean square, so groups weigh alike).
 
-    A grid search over :data:`MSE_FRACTIONS`; the largest fraction wins ties."""
-    n = levels(bits)
+    A grid search over :data:`MSE_FRACTIONS`; the largest fraction wins ties. ``n`` (positive
+    levels) overrides ``levels(bits)``."""
+    n = levels(bits) if n is None else n
     total = np.zeros(MSE_FRACTIONS.size)
     for v in groups:
         power = float(np.mean(v * v))

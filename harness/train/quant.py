@@ -43,6 +43,17 @@ def levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def check_converter_levels(count: object, what: str) -> int:
+    """Positive levels ``n`` of a symmetric quantizer with ``count = 2n + 1`` levels (odd, >= 3:
+    imec's 7-level activations and 15-level accumulation); ConfigError (one line) otherwise."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 3 or count % 2 == 0 or count > 2**MAX_BITS - 1:
+        raise ConfigError(
+            f"{what}={count!r}: a symmetric converter has an odd number of levels 2n+1 in 3..{2**MAX_BITS - 1} "
+            "(e.g. 7 or 15)"
+        )
+    return (count - 1) // 2
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` forward, identity backward (straight-through estimator)."""
     return x + (torch.round(x) - x).detach()
@@ -148,7 +159,7 @@ def _draw_keep(x: torch.Tensor, p: float, generator: torch.Generator | None) -> 
 
 
 def quantize_with_noise(
-    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
+    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None, *, n: int | None = None
 ) -> torch.Tensor:
     """Fan et al. 2020: ``fake_quantize(x)`` on a random fraction ``p`` of blocks, ``x``
     elsewhere; ``p >= 1``: all quantized, no draw; ``p <= 0``: ``x`` unchanged.
@@ -157,14 +168,15 @@ def quantize_with_noise(
     conv activation ``(N, C, ...)``, one element for a linear one ``(N, F)`` — as Fan et al.
     drop quantization on blocks, not scalars. One Bernoulli draw per block from
     ``generator``: per-element draws of a conv activation cost more than the rest of the
-    quantizer (benchmarks/train.py)."""
+    quantizer (benchmarks/train.py). ``n`` (positive levels) overrides ``levels(bits)``: a
+    quantizer of ``2n + 1`` levels that no bit width gives (imec's 7-level activations: ``n = 3``)."""
     if p <= 0.0:
         return x
-    return _FakeQuantize.apply(x, r, levels(bits), _draw_keep(x, p, generator))
+    return _FakeQuantize.apply(x, r, levels(bits) if n is None else n, _draw_keep(x, p, generator))
 
 
 def quantize_with_range_tangent(
-    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None
+    x: torch.Tensor, r: torch.Tensor, bits: int, p: float, generator: torch.Generator | None, *, n: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(q, ∂q/∂r)`` without autograd, for an input ``x`` that needs no gradient (the first
     analog layer's): ``q`` is exactly :func:`quantize_with_noise`'s value (same draws from
@@ -179,7 +191,8 @@ def quantize_with_range_tangent(
     if p <= 0.0:
         return x, None
     with torch.no_grad():
-        out, pass_grad = _quantize(x, r, levels(bits), _draw_keep(x, p, generator), with_mask=True)
+        n_pos = levels(bits) if n is None else n
+        out, pass_grad = _quantize(x, r, n_pos, _draw_keep(x, p, generator), with_mask=True)
         assert pass_grad is not None
         tangent = torch.addcmul(out, pass_grad, x, value=-1.0).div_(float(r))
     return out, tangent

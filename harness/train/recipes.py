@@ -88,12 +88,21 @@ def make_recipe(
     quant_noise_p: float = DEFAULT_QUANT_NOISE_P,
     samples: int = DEFAULT_HASGD_SAMPLES,
     unipolar: bool = False,
+    weight_levels: int | None = None,
+    dac_levels: int | None = None,
+    adc_levels: int | None = None,
 ) -> Recipe:
     """The recipe ``name`` with its hyper-parameters.
 
+    ``weight_levels`` (issue 23, :mod:`harness.train.weight_quant`) quantizes the weights to
+    ``N`` levels in the recipe's last stage (the stage that trains for deployment; ``baseline``:
+    its only stage); ``dac_levels``/``adc_levels`` set the converters' level counts in the
+    stages that have converters (``analognets``, ``uniform``).
+
     Raises:
         ConfigError: unknown name, negative/non-finite ``eta``, ``bits`` outside 2..16,
-            ``samples < 1``, ``unipolar`` on a recipe other than ``uniform``.
+            ``samples < 1``, ``unipolar`` on a recipe other than ``uniform``, a bad level
+            count, converter levels on a recipe without converters.
     """
     if name not in RECIPE_NAMES:
         raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(RECIPE_NAMES)}")
@@ -104,6 +113,26 @@ def make_recipe(
         raise ConfigError(f"samples={samples!r} (HA-SGD perturbations per step) must be an int >= 1")
     if unipolar and name != "uniform":
         raise ConfigError("--unipolar applies to the 'uniform' recipe only")
+    if (dac_levels is not None or adc_levels is not None) and name not in ("analognets", "uniform"):
+        raise ConfigError(f"--dac-levels/--adc-levels need a recipe with converters (analognets, uniform), not {name!r}")
+    recipe = _make_recipe(name, eta, bits, clip_sigma, quant_noise_p, samples, unipolar)
+    if weight_levels is None and dac_levels is None and adc_levels is None:
+        return recipe
+    stages = list(recipe.stages)
+    for i, stage in enumerate(stages):
+        hw = stage.hardware
+        if hw.bits is not None:
+            hw = replace(hw, dac_levels=dac_levels, adc_levels=adc_levels)
+        if i == len(stages) - 1 and weight_levels is not None:
+            hw = replace(hw, weight_levels=weight_levels)
+        stages[i] = replace(stage, hardware=hw)
+    return Recipe(recipe.name, tuple(stages))
+
+
+def _make_recipe(
+    name: str, eta: float, bits: int, clip_sigma: float, quant_noise_p: float, samples: int, unipolar: bool
+) -> Recipe:
+    """:func:`make_recipe` without levels (arguments checked there)."""
     plain = Stage("float", HardwareConfig())
     if name == "baseline":
         return Recipe(name, (plain,))
