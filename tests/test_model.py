@@ -18,7 +18,7 @@ from torch import nn
 from harness.data import fixtures_dir, load_dataset
 from harness.errors import ConfigError, ModelError
 from harness.models.format import (
-    MODEL_FORMAT_VERSION,
+    READABLE_FORMAT_VERSIONS,
     default_model_path,
     load_model,
     noise_aware_model_path,
@@ -195,7 +195,7 @@ def _corruptions(tmp_path: Path) -> dict[str, tuple[Path, str]]:
             f["weights"].create_dataset(key, data=value)
         return edit
 
-    variant("version", set_attr("format_version", MODEL_FORMAT_VERSION + 1), "format_version")
+    variant("version", set_attr("format_version", max(READABLE_FORMAT_VERSIONS) + 1), "format_version")
     variant("format", set_attr("format", "some-other-format"), "not a pcm-harness model")
     variant("arch_garbage", set_attr("architecture", "{not json"), "not valid JSON")
     variant("arch_wrong", set_attr("architecture", json.dumps([{"type": "lstm"}])), "unknown type")

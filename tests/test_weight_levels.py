@@ -286,3 +286,19 @@ def test_the_recording_knows_the_level_set(tmp_path: Path) -> None:
         invoke("evaluate", "--recording", str(tmp_path / "p.h5"), "--model", str(tmp_path / "cont.h5"), "--bits", "8"),
         "weight levels",
     )
+
+
+# -- accelerator model ------------------------------------------------------------------------
+def test_cells_per_weight_follow_the_mapping() -> None:
+    from harness.accel.cells import cells_summary, model_cells
+
+    base = load_model(default_model_path())
+    ternary = model_cells(_levelled(base, 3, unipolar=False))
+    assert [(c.devices_per_weight, c.weight_levels, c.device_levels) for c in ternary] == [(2, 3, 2), (2, 3, 2)]
+    two_bit = cells_summary(_levelled(base, 4, unipolar=True))
+    assert two_bit["devices"] == two_bit["weights"] == base.n_array_weights()
+    assert two_bit["weight_storage_bits"] == 2 * base.n_array_weights()
+    cont = cells_summary(base)
+    assert cont["devices"] == 2 * base.n_array_weights() and cont["weight_storage_bits"] is None
+    pair_2bit = model_cells(_levelled(base, 7, unipolar=False))
+    assert {c.device_levels for c in pair_2bit} == {4}  # a pair of 2-bit devices gives 7 levels

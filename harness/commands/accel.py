@@ -79,6 +79,9 @@ def accel_command(
         for b in bit_list:
             hardware.cim_cycle_ns(b)
         workload, task = load_workload(model)
+        from harness.accel.cells import cells_for_spec
+
+        cells = cells_for_spec(model)  # devices per weight and weight levels of a model file
         report = analyze(workload, hardware, bit_list, split=split, max_gemm_cols=max_gemm_cols, task=task)
         pictures = []
         if png is not None:
@@ -105,10 +108,15 @@ def accel_command(
         if report.task in MCU_BASELINE_UJ:
             console.print(f"MCU/CiM: MicroNets on an MCU use {MCU_BASELINE_UJ[report.task] / 1e3:g} mJ/inference "
                           "for this task (AnalogNets §6.5)")
+        if cells is not None:
+            console.print(f"storage: {cells['weights']:,} weights on {cells['devices']:,} devices"
+                          + ("" if cells["weight_storage_bits"] is None
+                             else f", {cells['weight_storage_bits'] / 8:,.0f} B of discrete-level weights"))
         console.print(f"model time (tiling + cost at {len(bit_list)} bit-widths): {report.model_time_s * 1e3:.2f} ms")
         for p in pictures:
             console.print(f"wrote {p}")
         if json_out:
             out = report.as_json()
             out["pictures"] = pictures
+            out["cells"] = cells
             emit_json(out)

@@ -125,6 +125,7 @@ def device_counts(layout: Any) -> dict[str, Any]:
                 "unipolar": p.unipolar,
                 "devices": p.n_devices,
                 "placement": p.how,
+                "weight_levels": list(p.levels) or None,  # the level set programmed (None: continuous)
             }
             for p in layout.layers
         ],
