@@ -137,7 +137,9 @@ def test_train_cli_writes_a_levelled_model_and_refuses_bad_level_counts(tmp_path
 
 
 # -- the model file ---------------------------------------------------------------------------
-def test_levelled_model_file_is_format_3_and_older_readers_refuse_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_levelled_model_file_is_format_3_and_older_readers_refuse_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = load_model(default_model_path())
     model = _levelled(base, 3, unipolar=False)
     path = tmp_path / "t.h5"

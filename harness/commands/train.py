@@ -58,8 +58,12 @@ def train_command(
     weight_levels: Optional[int] = typer.Option(
         None, "--weight-levels", help="Discrete weight levels N per layer (3 ternary; 7/31: pairs of 2-/4-bit devices)."
     ),
-    dac_levels: Optional[int] = typer.Option(None, "--dac-levels", help="DAC levels 2n+1 instead of --bits' (imec: 7)."),
-    adc_levels: Optional[int] = typer.Option(None, "--adc-levels", help="ADC levels 2n+1 instead of --bits' (imec: 15)."),
+    dac_levels: Optional[int] = typer.Option(
+        None, "--dac-levels", help="DAC levels 2n+1 instead of --bits' (imec: 7)."
+    ),
+    adc_levels: Optional[int] = typer.Option(
+        None, "--adc-levels", help="ADC levels 2n+1 instead of --bits' (imec: 15)."
+    ),
     from_stage: int = typer.Option(1, "--from-stage", help="Start at this stage (2: --model is a trained stage 1)."),
     to_stage: Optional[int] = typer.Option(None, "--to-stage", help="Stop after this stage (1: train stage 1 only)."),
     checkpoint_steps: int = typer.Option(200, "--checkpoint-steps", help="Checkpoint every N steps (and every epoch)."),

@@ -87,7 +87,8 @@ def check_model_matches_layout(model: Model, layout: Layout, where: str) -> None
         if tuple(p.levels) != tuple(levels.get(p.name, ())):
             raise EvaluationError(
                 f"layer {p.name!r} has weight levels {list(p.levels) or 'none (continuous)'} in {where} but "
-                f"{list(levels.get(p.name, ())) or 'none (continuous)'} in model {model.name!r}; pass the model that was programmed"
+                f"{list(levels.get(p.name, ())) or 'none (continuous)'} in model {model.name!r}; "
+                "pass the model that was programmed"
             )
     expected = map_model(model, layout.geometry)
     if not np.array_equal(expected.cells, layout.cells):

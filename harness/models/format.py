@@ -147,7 +147,9 @@ def _read_model(f: h5py.File, path: Path) -> Model:
     if not isinstance(unipolar, list) or not all(isinstance(n, str) for n in unipolar):
         raise ModelError("attribute 'unipolar_layers' is not a JSON list of layer names")
     if "weight_levels" in f.attrs and version < LEVELS_FORMAT_VERSION:
-        raise ModelError(f"attribute 'weight_levels' needs format_version {LEVELS_FORMAT_VERSION}; the file says {version}")
+        raise ModelError(
+            f"attribute 'weight_levels' needs format_version {LEVELS_FORMAT_VERSION}; the file says {version}"
+        )
     weight_levels = _attr_json(f, "weight_levels") if "weight_levels" in f.attrs else {}
     if not isinstance(weight_levels, dict) or not all(isinstance(v, list) for v in weight_levels.values()):
         raise ModelError("attribute 'weight_levels' is not a JSON object of level lists")

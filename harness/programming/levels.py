@@ -50,7 +50,9 @@ def checked_level_set(name: str, levels: Sequence[float], *, unipolar: bool) -> 
     non-finite, repeated or all-zero levels, or a negative level on a unipolar layer."""
     values = np.asarray(levels, dtype=np.float64)
     if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0):
-        raise MappingError(f"layer {name!r}: level set {list(levels)!r:.80} must be >= 2 distinct ascending finite values")
+        raise MappingError(
+            f"layer {name!r}: level set {list(levels)!r:.80} must be >= 2 distinct ascending finite values"
+        )
     if not np.any(values):
         raise MappingError(f"layer {name!r}: level set is all zero")
     if unipolar and values[0] < 0:

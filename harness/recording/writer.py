@@ -198,7 +198,9 @@ def _write_header(
     lay = f.create_group("layout")
     lay.attrs["geometry_json"] = _dumps(asdict(layout.geometry))
     # "levels" only where a layer has them: continuous layouts stay as older readers know them
-    lay.attrs["layers_json"] = _dumps([{k: v for k, v in asdict(p).items() if k != "levels" or v} for p in layout.layers])
+    lay.attrs["layers_json"] = _dumps(
+        [{k: v for k, v in asdict(p).items() if k != "levels" or v} for p in layout.layers]
+    )
     n = layout.n_devices
     for name, arr in (
         ("cells", layout.cells),

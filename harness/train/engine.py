@@ -256,7 +256,8 @@ def train_model(
         shuffle_gen = torch.Generator().manual_seed(options.seed)
         noise_gen = torch.Generator().manual_seed(options.seed + 1_000_003)
         level_steps = any(st.hardware.weight_levels is not None for st in stages[options.first_stage :])
-        hw = convert(model.to_torch(), stages[options.first_stage].hardware, generator=noise_gen, level_steps=level_steps)
+        first_hw = stages[options.first_stage].hardware
+        hw = convert(model.to_torch(), first_hw, generator=noise_gen, level_steps=level_steps)
         hw.train()
         pos = {"stage": options.first_stage, "epoch": 0, "batch": 0, "started": False, "steps": 0}
         order: torch.Tensor | None = None

@@ -49,7 +49,14 @@ from harness.train.quant import (
     quantize_with_noise,
     quantize_with_range_tangent,
 )
-from harness.train.weight_quant import check_weight_levels, export_weight, exported_levels, level_codes, mse_step, quantize_weight
+from harness.train.weight_quant import (
+    check_weight_levels,
+    export_weight,
+    exported_levels,
+    level_codes,
+    mse_step,
+    quantize_weight,
+)
 
 #: AnalogNets §4.2: stage-1 clip ranges follow σ_W, updated every 10 steps.
 CLIP_UPDATE_STEPS = 10
@@ -110,9 +117,7 @@ class HardwareConfig:
     def converter_levels(self) -> tuple[int, int]:
         """Positive levels ``(n_DAC, n_ADC)`` of the converters (``bits`` must be set)."""
         assert self.bits is not None
-        n_dac = levels(self.bits + 1) if self.dac_levels is None else check_converter_levels(self.dac_levels, "dac_levels")
-        n_adc = levels(self.bits) if self.adc_levels is None else check_converter_levels(self.adc_levels, "adc_levels")
-        return n_dac, n_adc
+        return _converter_levels(self.bits, self.dac_levels, self.adc_levels)
 
 
 class HardwareAwareLayer(nn.Module):
@@ -441,8 +446,7 @@ class HardwareAwareNet(nn.Module):
                 samples[name] = (_strided(ins), _strided(outs))
         gain = max(ratios)
         if bits is not None:
-            n_dac = levels(bits + 1) if saved.dac_levels is None else check_converter_levels(saved.dac_levels, "dac_levels")
-            n_adc = levels(bits) if saved.adc_levels is None else check_converter_levels(saved.adc_levels, "adc_levels")
+            n_dac, n_adc = _converter_levels(bits, saved.dac_levels, saved.adc_levels)
             dac = {name: r * mse_optimal_fraction([samples[name][0] / r], bits + 1, n=n_dac) for name, r in dac.items()}
             if self.config.global_ranges:  # one range for all: the widest, as without bits
                 dac = dict.fromkeys(dac, max(dac.values()))
@@ -483,7 +487,15 @@ def convert(
     Raises:
         ConfigError: ``net`` has no supported layer.
     """
-    return HardwareAwareNet(net, config, generator if generator is not None else torch.Generator(), level_steps=level_steps)
+    gen = generator if generator is not None else torch.Generator()
+    return HardwareAwareNet(net, config, gen, level_steps=level_steps)
+
+
+def _converter_levels(bits: int, dac_levels: int | None, adc_levels: int | None) -> tuple[int, int]:
+    """Positive levels ``(n_DAC, n_ADC)``: from ``bits`` (DAC ``bits + 1``) unless a count overrides."""
+    n_dac = levels(bits + 1) if dac_levels is None else check_converter_levels(dac_levels, "dac_levels")
+    n_adc = levels(bits) if adc_levels is None else check_converter_levels(adc_levels, "adc_levels")
+    return n_dac, n_adc
 
 
 #: Values per layer kept for the quantization-error search of :meth:`HardwareAwareNet.init_ranges`.

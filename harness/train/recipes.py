@@ -114,7 +114,9 @@ def make_recipe(
     if unipolar and name != "uniform":
         raise ConfigError("--unipolar applies to the 'uniform' recipe only")
     if (dac_levels is not None or adc_levels is not None) and name not in ("analognets", "uniform"):
-        raise ConfigError(f"--dac-levels/--adc-levels need a recipe with converters (analognets, uniform), not {name!r}")
+        raise ConfigError(
+            f"--dac-levels/--adc-levels need a recipe with converters (analognets, uniform), not {name!r}"
+        )
     recipe = _make_recipe(name, eta, bits, clip_sigma, quant_noise_p, samples, unipolar)
     if weight_levels is None and dac_levels is None and adc_levels is None:
         return recipe
