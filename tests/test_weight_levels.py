@@ -304,3 +304,12 @@ def test_cells_per_weight_follow_the_mapping() -> None:
     assert cont["devices"] == 2 * base.n_array_weights() and cont["weight_storage_bits"] is None
     pair_2bit = model_cells(_levelled(base, 7, unipolar=False))
     assert {c.device_levels for c in pair_2bit} == {4}  # a pair of 2-bit devices gives 7 levels
+
+
+def test_a_noise_probe_of_a_levelled_model_is_continuous() -> None:
+    from harness.train.noise import perturb_weights
+
+    model = _levelled(load_model(default_model_path()), 3, unipolar=False)
+    noisy = perturb_weights(model, 0.05, np.random.default_rng(0))
+    assert noisy.weight_levels == {} and model.weight_levels
+    assert np.unique(noisy.weights()["fc1.weight"]).size > 3

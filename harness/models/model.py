@@ -305,9 +305,10 @@ class Model:
         """Multiply-accumulates of the analog layers per inference (see :attr:`AnalogLayer.macs`)."""
         return sum(layer.macs for layer in self.analog_layers())
 
-    def with_weights(self, new: Mapping[str, npt.ArrayLike]) -> Model:
+    def with_weights(self, new: Mapping[str, npt.ArrayLike], *, keep_levels: bool = True) -> Model:
         """A copy with some or all tensors replaced (same architecture, ranges, metadata, unipolar
-        layers, weight levels: new weights of a levelled layer must lie on its levels).
+        layers, weight levels: new weights of a levelled layer must lie on its levels, unless
+        ``keep_levels=False`` makes the copy continuous, e.g. a noise-perturbed copy).
 
         ``new`` maps state-dict keys to arrays of exactly the stored shapes (conv weights in
         their torch shape); keys not given keep their values. The caller's arrays are copied,
@@ -332,7 +333,7 @@ class Model:
             ranges=self._ranges,
             metadata=self._metadata,
             unipolar_layers=self._unipolar,
-            weight_levels=self._weight_levels,
+            weight_levels=self._weight_levels if keep_levels else None,
         )
 
     def to_torch(self) -> nn.Sequential:

@@ -29,7 +29,7 @@ def perturb_weights(model: Model, eta: float, rng: np.random.Generator) -> Model
         w = weights[key]
         sigma = eta * float(np.max(np.abs(w)))
         noisy[key] = (w.astype(np.float64) + rng.normal(0.0, sigma, size=w.shape)).astype(np.float32)
-    return model.with_weights(noisy)
+    return model.with_weights(noisy, keep_levels=False)  # noisy weights are off any level set
 
 
 def noisy_accuracies(
