@@ -29,6 +29,7 @@ from typing import Any
 import typer
 from rich.console import Console, ConsoleDimensions
 
+from harness.commands import interrupts
 from harness.errors import ConfigError, HarnessError
 from harness.units import format_duration
 
@@ -78,7 +79,13 @@ def fail(message: str, code: int = 1) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn HarnessError (and OS errors on user-given paths) into one line and exit 1."""
+    """Turn HarnessError (and OS errors on user-given paths) into one line and exit 1.
+
+    Ctrl-C (:mod:`harness.commands.interrupts`): a ``KeyboardInterrupt`` in the block is
+    ``error: interrupted`` and exit 130; the block is the command's work, so when it ends
+    normally a later SIGINT no longer raises, and one that arrived but was swallowed on the
+    way (or arrives after) gives exit 130 with a line saying the output is complete."""
+    interrupts.arm()
     try:
         yield
     except HarnessError as exc:
@@ -86,7 +93,10 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
-        fail("interrupted", code=130)
+        interrupts.disarm()
+        fail("interrupted", code=interrupts.EXIT_INTERRUPTED)
+    interrupts.disarm()
+    interrupts.complete_but_interrupted()
 
 
 def _json_default(obj: Any) -> Any:
