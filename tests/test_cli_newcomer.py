@@ -103,3 +103,66 @@ def test_sigint_after_the_work_is_exit_130_with_a_line_not_minus_2(tmp_path: Pat
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "output is whole" in stderr and "Traceback" not in stderr
+
+
+# ----------------------------------------------------------------------------- checks first
+
+
+def test_session_run_with_a_chip_too_small_fails_before_any_output(tmp_path: Path) -> None:
+    """Before: the session header went to stdout, then the error."""
+    r = invoke("session", "run", str(ROOT / "sessions" / "demo-short.toml"), "--chip", "virtual?rows=8&cols=8",
+               "--out", str(tmp_path / "a.h5"))
+    assert_one_line_error(r, "8x8")
+    assert r.stdout == "" and not (tmp_path / "a.h5").exists()
+
+
+def test_session_run_with_a_missing_model_fails_before_any_output(tmp_path: Path) -> None:
+    r = invoke("session", "run", str(ROOT / "sessions" / "demo-short.toml"), "--model", str(tmp_path / "bad.h5"),
+               "--out", str(tmp_path / "a.h5"))
+    assert_one_line_error(r, "does not exist")
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("cmd", [("program",), ("session", "run", str(ROOT / "sessions" / "demo-short.toml"))])
+def test_a_replay_chip_is_refused_before_any_output(tmp_path: Path, cmd: tuple[str, ...]) -> None:
+    """Before: ``program`` printed "programming …" and then the replay chip refused the pulses."""
+    r = invoke(*cmd, "--chip", f"replay:{DEMO_RECORDING}", "--out", str(tmp_path / "b.h5"))
+    assert_one_line_error(r, "read-only")
+    assert r.stdout == ""
+
+
+def test_calibrate_checks_the_out_suffix(tmp_path: Path) -> None:
+    """Before: TOML was written into c.json and the exit status was 0."""
+    r = invoke("calibrate", str(DEMO_RECORDING), "--out", str(tmp_path / "c.json"))
+    assert_one_line_error(r, "supported: .toml")
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_train_data_that_is_not_a_dataset_says_why() -> None:
+    r = invoke("train", "--model", "digits", "--data", str(ROOT / "README.md"), "--recipe", "baseline",
+               "--out", "runs/never.h5")
+    assert_one_line_error(r, "not an HDF5 file")
+
+
+def test_accel_hw_errors_name_the_flag(tmp_path: Path) -> None:
+    r = invoke("accel", "--model", "analognet-kws", "--hw", str(tmp_path / "nosuch.toml"))
+    assert_one_line_error(r, "--hw ")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("x = 1\n")
+    r = invoke("accel", "--model", "analognet-kws", "--hw", str(bad))
+    assert_one_line_error(r, "--hw ")
+
+
+def test_sweep_with_an_unreachable_scheduler_leaves_no_scaffold(tmp_path: Path) -> None:
+    """Before: ``_sweep.json``, ``_lock`` and ``_failed/`` stayed in the new folder."""
+    pytest.importorskip("distributed")
+    grid = tmp_path / "s.toml"
+    grid.write_text('[sweep]\nname = "s"\nseed = 1\nruns = 1\n[grid]\nmodels = ["default"]\n'
+                    'times = ["25s"]\nbits = [8]\ngdc = [true]\n')
+    out = tmp_path / "o"
+    r = invoke("sweep", str(grid), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1")
+    assert_one_line_error(r, "scheduler")
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    out.mkdir()  # a folder the user made stays, empty
+    r = invoke("sweep", str(grid), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1")
+    assert r.exit_code == 1 and out.is_dir() and list(out.iterdir()) == []

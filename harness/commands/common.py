@@ -114,6 +114,16 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def check_programmable_uri(uri: str, *, option: str = "--chip") -> None:
+    """Refuse, before any output, a chip URI that cannot be programmed (``replay:`` answers
+    reads from a recording and refuses every pulse)."""
+    if uri.split(":", 1)[0].strip().lower() == "replay":
+        raise ConfigError(
+            f"{option} {uri}: a replay chip is read-only and cannot be programmed; "
+            "give a virtual or real chip (a recording is evaluated with 'evaluate --recording')"
+        )
+
+
 # ----------------------------------------------------------------------------- output paths
 
 

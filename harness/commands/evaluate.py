@@ -10,6 +10,7 @@ import typer
 from harness.commands.common import (
     PLOT_SUFFIXES,
     check_output,
+    check_programmable_uri,
     console_for,
     emit_json,
     progress_bar,
@@ -114,6 +115,7 @@ def evaluate_command(
             from harness.chip.registry import check_uri
 
             check_uri(chip)
+            check_programmable_uri(chip)
         elif not Path(str(recording)).is_file():
             raise ConfigError(f"--recording {recording} does not exist")
         from harness.evaluation.evaluate import evaluate_chip, evaluate_recording

@@ -11,6 +11,7 @@ import typer
 from harness.commands.common import (
     RECORDING_SUFFIXES,
     check_output,
+    check_programmable_uri,
     console_for,
     default_output_path,
     emit_json,
@@ -45,6 +46,7 @@ def program_command(
 
         chip_uri = with_seed(chip, seed)
         check_uri(chip_uri)
+        check_programmable_uri(chip_uri)
         out_path = check_output(
             out if out is not None else default_output_path("program"),
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,

@@ -16,6 +16,7 @@ from rich.table import Table
 from harness.commands.common import (
     RECORDING_SUFFIXES,
     check_output,
+    check_programmable_uri,
     console_for,
     default_output_path,
     emit_json,
@@ -85,6 +86,7 @@ def run_command(
             resolve_model_path(spec)  # a bad --model fails here, before any chip is touched
         chip = with_seed(chip, seed)
         check_uri(chip)
+        check_programmable_uri(chip)
         if dry_run:
             rows = timetable(spec)
             if json_out:
@@ -104,10 +106,14 @@ def run_command(
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
         from harness.chip.registry import open_chip
+        from harness.models.format import load_model
+        from harness.programming.mapping import map_model
         from harness.sessions.runner import run_session
 
+        net = load_model(resolve_model_path(spec))  # a missing or bad model fails before any output
         the_chip = open_chip(chip)
         try:
+            map_model(net, the_chip.geometry)  # so does a model that does not fit the chip
             console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
             try:
                 with session_progress() as progress:
