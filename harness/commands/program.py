@@ -78,10 +78,10 @@ def program_command(
             placed = [f"{p.name} {p.how}" for p in layout.layers if p.how != "normal"]
             if placed:
                 console.print(f"blocks stored {', '.join(placed)} (recorded in the layout)")
-            with progress_bar("write-verify", total=params.max_iterations) as update:
+            with progress_bar("write-verify", total=params.max_iterations, unit="rounds") as update:
 
                 def on_progress(p: ProgrammingProgress) -> None:
-                    update(p.iteration, description=f"write-verify: {p.n_converged}/{p.n_cells} converged")
+                    update(p.iteration, description=f"write-verify ({p.n_converged}/{p.n_cells} devices converged)")
 
                 result = program_layout(the_chip, layout, params, on_progress)
                 update(params.max_iterations)

@@ -40,9 +40,10 @@ app = typer.Typer(
 @contextmanager
 def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress], None]]:
     """Turn runner callbacks into :func:`progress_bar` updates on stderr: a bar on a
-    terminal, otherwise one line per event (every readout, so logs of unattended sessions
-    show each one) with elapsed time and ETA."""
-    with progress_bar("session", total=None, enabled=enabled, min_interval_s=0.0) as update:
+    terminal, otherwise plain lines with elapsed time and ETA, at most one a second (the first
+    and the last always; a wall-clock session's readouts are seconds apart or more, so its
+    log still shows each one, while a simulated-clock session does not print 400 lines)."""
+    with progress_bar("session", total=None, enabled=enabled) as update:
 
         def on_progress(p: SessionProgress) -> None:
             if p.phase == "programming":
@@ -50,12 +51,12 @@ def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress
                 if pp is None:
                     update(0, description="programming", total=None)
                 else:
-                    update(pp.iteration, description=f"programming ({pp.n_converged}/{pp.n_cells} converged)",
-                           total=pp.max_iterations)
+                    update(pp.iteration, description=f"programming ({pp.n_converged}/{pp.n_cells} devices converged)",
+                           total=pp.max_iterations, unit="rounds")
             elif p.phase in ("readout", "done"):
                 nxt = f", next at {format_duration(p.t_next_s)}" if p.t_next_s is not None else ""
                 at = f" (last at {format_duration(p.t_s)}{nxt})" if p.t_s is not None else ""
-                update(p.done, description=f"readouts{at}", total=p.total)
+                update(p.done, description=f"session{at}", total=p.total, unit="readouts")
 
         yield on_progress
 
