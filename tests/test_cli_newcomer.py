@@ -166,3 +166,110 @@ def test_sweep_with_an_unreachable_scheduler_leaves_no_scaffold(tmp_path: Path) 
     out.mkdir()  # a folder the user made stays, empty
     r = invoke("sweep", str(grid), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1")
     assert r.exit_code == 1 and out.is_dir() and list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- what was asked, shown
+
+
+def test_evaluate_bits_0_is_ideal_converters_as_in_sweeps() -> None:
+    """docs/sweeps.md: bits 0 = ideal converters. Before: evaluate refused --bits 0."""
+    import json
+
+    r = invoke("evaluate", "--recording", str(DEMO_RECORDING), "--bits", "0,8", "--times", "25s", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["bits"][0] in (None, "ideal")
+
+
+def test_evaluate_says_what_it_changed_in_times_and_bits() -> None:
+    """Before: --times 1h,25s was reordered and --bits 8,8 de-duplicated silently."""
+    r = invoke("evaluate", "--recording", str(DEMO_RECORDING), "--bits", "8,8", "--times", "1h,25s")
+    assert r.exit_code == 0, r.stderr
+    assert "note: --bits has repeats; evaluating each once: 8" in r.stderr
+    assert "note: --times evaluated in increasing order without repeats: 25s,1h" in r.stderr
+
+
+def test_a_single_run_shows_no_plus_minus() -> None:
+    r = invoke("evaluate", "--recording", str(DEMO_RECORDING), "--bits", "8", "--times", "25s")
+    assert r.exit_code == 0, r.stderr
+    assert "±" not in r.stdout and "one run" in " ".join(r.stdout.split())
+
+
+# ----------------------------------------------------------------------------- progress text
+
+
+def test_progress_counts_are_integers_of_a_named_unit_and_the_first_eta_is_not_a_guess(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "0.00649351/1 (1%), elapsed 3.5e-05s, ETA 0.0054s" (train), and a first ETA
+    extrapolated from start-up ("11min" for 20 s jobs). Now: integer counts with their unit,
+    no ETA before a rate is known, then the rate from the first step on (start-up excluded)."""
+    from harness.commands import common
+
+    clock = {"t": 100.0}
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock["t"])  # the simulated clock of this test
+    with common.progress_bar("train", total=None, unit="steps", min_interval_s=0.0) as update:
+        clock["t"] += 600.0  # ten minutes of start-up before the first step
+        update(1, total=10)
+        clock["t"] += 2.0
+        update(2)
+        clock["t"] += 2.0
+        update(3)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "train: 1/10 steps (10%), elapsed 10min"
+    assert lines[1] == "train: 2/10 steps (20%), elapsed 10min, ETA 16s"  # 2 s per step, 8 left
+    assert lines[2].endswith("ETA 14s")
+
+
+def test_progress_announces_a_long_first_step_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.commands.common import progress_bar
+
+    with progress_bar("evaluate", total=None) as update:
+        update(0, description="chips", total=3, unit="chips")
+        update(0, description="CiM inference (chip 1, 8-bit)", total=3, unit="bit-widths", announce=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["CiM inference (chip 1, 8-bit): 0/3 bit-widths, started"]
+
+
+def test_session_progress_off_a_terminal_is_at_most_one_line_a_second() -> None:
+    """Before: one line per readout (400 lines for a 400-point session)."""
+    from harness.commands.session import session_progress
+    from harness.sessions.runner import SessionProgress
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), session_progress() as progress:
+        for i in range(1, 401):
+            progress(SessionProgress("readout", i, 400, t_next_s=float(i + 1), t_s=float(i)))
+    lines = err.getvalue().strip().splitlines()
+    assert 2 <= len(lines) < 20, lines[:5]
+    assert "1/400 readouts" in lines[0] and "400/400 readouts (100%)" in lines[-1]
+
+
+# ----------------------------------------------------------------------------- torch warning
+
+
+def test_kws_models_run_without_the_padding_same_warning() -> None:
+    """Before: torch warned "Using padding='same' with even kernel lengths …" on every KWS
+    forward (evaluate, train). The explicit pad gives the same output without the warning."""
+    import warnings
+
+    import torch
+
+    from harness.models import resolve_model_path
+    from harness.models.format import load_model
+    from harness.models.micronet_kws import micronet_kws_s
+
+    net = load_model(resolve_model_path("analognet-kws")).to_torch().eval()
+    reference = torch.nn.Conv2d(1, 84, (10, 4), padding="same", bias=False)
+    reference.load_state_dict(net.conv1.state_dict())
+    x = torch.randn(2, 1, 49, 10, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(x)
+        micronet_kws_s().eval()(x)
+        ours = net.conv1(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(ours, reference(x))

@@ -294,6 +294,10 @@ def _plain_progress(
     yield update
 
 
+def _elapsed(t_s: float) -> str:
+    return "0s" if t_s < 0.05 else format_duration(t_s, digits=2)  # not "2.4e-05s"
+
+
 def _count(x: float) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.3g}"
 
@@ -306,9 +310,9 @@ def _plain_line(
         return f"{desc}: 0/{_count(total)}{units}, started"
     if total is None or total <= 0:
         count = f": {_count(done)}{units}" if done else ""
-        return f"{desc}{count}, elapsed {format_duration(elapsed_s, digits=2)}"
+        return f"{desc}{count}, elapsed {_elapsed(elapsed_s)}"
     frac = min(max(done / total, 0.0), 1.0)
-    text = f"{desc}: {_count(done)}/{_count(total)}{units} ({100 * frac:.0f}%), elapsed {format_duration(elapsed_s, digits=2)}"
+    text = f"{desc}: {_count(done)}/{_count(total)}{units} ({100 * frac:.0f}%), elapsed {_elapsed(elapsed_s)}"
     if done >= total:
         return f"{text}, ETA 0s"
     if rate_per_s:
