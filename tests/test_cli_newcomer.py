@@ -273,3 +273,22 @@ def test_kws_models_run_without_the_padding_same_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.equal(ours, reference(x))
+
+
+# ----------------------------------------------------------------------------- report text
+
+
+def test_report_provenance_keeps_multi_line_text_and_shows_paths_a_reader_can_use(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a session's TOML was collapsed onto one line and model paths were absolute
+    temporary paths of the machine that made the report."""
+    from harness.report.html import _dl, shown_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    html = _dl({"session_toml": "[session]\nname = \"x\"\n", "model": "/tmp/pytest-of-x/abc/kws-4b.h5",
+                "recording": str(tmp_path / "runs" / "a.h5"), "chip": "virtual?rows=8"})
+    assert "<pre>[session]\nname = &quot;x&quot;</pre>" in html
+    assert "<dd>kws-4b.h5</dd>" in html and "/tmp/pytest-of-x" not in html
+    assert "<dd>runs/a.h5</dd>" in html
+    assert shown_path("virtual?rows=8") == "virtual?rows=8"
