@@ -292,3 +292,30 @@ def test_report_provenance_keeps_multi_line_text_and_shows_paths_a_reader_can_us
     assert "<dd>kws-4b.h5</dd>" in html and "/tmp/pytest-of-x" not in html
     assert "<dd>runs/a.h5</dd>" in html
     assert shown_path("virtual?rows=8") == "virtual?rows=8"
+
+
+def test_sigint_during_a_sweep_exits_130_and_keeps_finished_tasks_for_resume(tmp_path: Path) -> None:
+    """SIGINT after the first task finished (its progress line is on stderr): exit 130 with
+    one line; finished tasks stay (a rerun resumes them), no half-written part file."""
+    pytest.importorskip("distributed")
+    grid = tmp_path / "s.toml"
+    grid.write_text('[sweep]\nname = "s"\nseed = 1\nruns = 6\n[grid]\nmodels = ["default"]\n'
+                    'times = ["25s", "1y"]\nbits = [8, 4]\ngdc = [true]\n')
+    out = tmp_path / "o"
+    proc = _popen(PROGRAM_CODE, "sweep", str(grid), "--out", str(out), cwd=tmp_path)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("sweep s") and " 1/6 tasks" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=300)
+    err = "".join(seen) + rest
+    if proc.returncode == 0:  # the last tasks finished before the signal was handled
+        pytest.skip("the sweep finished before SIGINT arrived")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
+    assert "Traceback" not in err
+    parts = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith("_")]
+    assert parts and not any(".tmp" in p.name or ".partial" in p.name for p in parts), parts
