@@ -43,7 +43,9 @@ def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
         "Top-1 accuracy vs time since programming, mean ± std over runs (bands); dashed: float baseline.",
         "accuracy vs time per bit-width",
     )
-    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f} ± {curves[b][1][j] * 100:.2f}" for b in bits] for j, lab in enumerate(labels)]
+    one_run = doc.get("runs") == 1  # no spread to show
+    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f}" + ("" if one_run else f" ± {curves[b][1][j] * 100:.2f}") for b in bits]
+            for j, lab in enumerate(labels)]
     s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows, f"float baseline {digital * 100:.2f} %")
     return s
 
@@ -133,8 +135,8 @@ def _ablation(sub: Any) -> tuple[list[str], list[list[str]]]:
         row = [str(model), f"{mdf['digital_accuracy'].iloc[0] * 100:.2f}"]
         for b in bits:
             r = by_b.loc[b]
-            std = 0.0 if r["std"] != r["std"] else r["std"]
-            row.append(f"{r['mean'] * 100:.2f} ± {std * 100:.2f}")
+            single = r["std"] != r["std"]  # NaN std: one run, no spread to show
+            row.append(f"{r['mean'] * 100:.2f}" if single else f"{r['mean'] * 100:.2f} ± {r['std'] * 100:.2f}")
         rows.append(row)
     return header, rows
 
