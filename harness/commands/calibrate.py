@@ -27,6 +27,7 @@ def calibrate_command(
         from harness.calibration.calibrate import calibrate_recording
         from harness.calibration.result import save_personality
 
+        check_output(out, option="--out", suffixes=(".toml",), overwrite=overwrite)
         save_personality(None, out, overwrite=overwrite, check_only=True)
         if png is not None:
             check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
