@@ -41,16 +41,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from harness.errors import CalibrationError
+from harness.chip.registry import parse_uri
+from harness.errors import CalibrationError, ConfigError
 from harness.recording import Recording
 from harness.virtual import physics as ph
-from harness.virtual.personality import Personality, load_personality
-from harness.calibration.data import RESET_TARGET_MAX_US, load_data
+from harness.virtual.personality import ClippedLog, Personality, load_personality, shipped_personalities
+from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, load_data
 from harness.calibration.fits import fit_clipped_log, fit_reset_mean, fit_t0, loglog_lines, poly_fit
 from harness.calibration.goodness import HOLDOUT_FRACTION, held_out_goodness
 from harness.calibration.levels import MIN_LEVEL_DEVICES, N_LEVELS, level_index, level_nu, level_ratio, level_sigma
@@ -63,8 +66,16 @@ FloatArray = npt.NDArray[np.float64]
 X_DRIFT_MIN = 0.05
 #: Read-noise levels enter the Q_s law only while Q_s·f(t_last) stays below this.
 MAX_REL_READ_NOISE = 0.3
-#: Parametric-bootstrap replicates for the confidence intervals (95 %).
+#: Parametric-bootstrap replicates of the per-stage intervals (level values → law).
 N_BOOTSTRAP = 400
+#: Default number of simulated re-recordings of the fitted chip (the whole-pipeline bootstrap
+#: behind the bias correction and the reported intervals; ``--bootstrap``).
+N_SIMULATIONS = 8
+#: Devices of each simulated re-recording at most (a seeded subsample of the layout; the
+#: spread is scaled back to the recording's device count).
+SIM_MAX_DEVICES = 32_768
+#: ``base="recorded"``: start from the personality the recording names.
+RECORDED_BASE = "recorded"
 
 
 
@@ -77,30 +88,89 @@ def calibrate_recording(
     prog_degree: int | None = None,
     readouts: FloatArray | None = None,
     progress: Callable[[str], None] | None = None,
+    bootstrap: int = N_SIMULATIONS,
 ) -> CalibrationResult:
     """Fit a personality to ``rec`` (see the module docstring for the method).
 
     Args:
         base: personality that supplies the constants the data cannot identify
-            (default ``pcm-90nm``).
+            (default ``pcm-90nm``); ``"recorded"``: the personality the recording names
+            (see :func:`recorded_personality`).
         name: the fitted personality's name (default ``fitted-<recording stem>``).
-        seed: seeds the hold-out split and the bootstrap.
+        seed: seeds the hold-out split, the bootstrap and the simulations.
         prog_degree: degree of the σ_prog polynomial (None: chosen by BIC among 1..3).
         readouts: the recording's readouts if already in memory (``rec.readouts()``).
         progress: called with a short message before each stage.
+        bootstrap: simulated re-recordings of the fitted chip (parametric bootstrap of the
+            whole pipeline) behind the bias correction and the 95 % intervals; 0 gives the
+            uncorrected fit with the per-stage intervals only (docs/calibration.md).
 
     Raises:
         CalibrationError: fewer than two readouts, no programming outcome, all programmed
-            devices at one level, too few devices, no readout after t0.
+            devices at one level, too few devices, no readout after t0; ``bootstrap`` < 0
+            or 1; ``base="recorded"`` and the recorded personality cannot be found.
     """
     say = progress or (lambda _msg: None)
-    base_p = load_personality(base)
+    if bootstrap < 0 or bootstrap == 1:
+        raise CalibrationError(f"bootstrap = {bootstrap}: give 0 (off) or at least 2 simulations")
+    base_p = recorded_personality(rec) if isinstance(base, str) and base == RECORDED_BASE else load_personality(base)
     rng = np.random.default_rng(seed)
     where = str(rec.path)
     say("reading readouts")
     d = load_data(rec, readouts)
-    warnings: list[str] = []
+    fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP)
+    warnings = list(fit.warnings)
+    consts = list(fit.constants)
+    pers = fit.personality
+    if bootstrap:
+        consts, pers, notes = _simulation_bootstrap(d, fit, base_p, bootstrap, rng, rec, say)
+        warnings += notes
+    geo = rec.geometry
+    fitted = pers.with_updates(
+        name=name or f"fitted-{Path(where).stem}",
+        description=f"fitted by harness calibrate to {Path(where).name} ({fit.method} read noise)",
+        source=f"harness calibrate {Path(where).name}; base {base_p.label()}; docs/calibration.md",
+        g_max_uS=geo.g_max_uS,
+        adc_bits=geo.adc_bits,
+        adc_min_uS=geo.adc_min_uS,
+        adc_max_uS=geo.adc_max_uS,
+    )
 
+    # -- goodness of fit on held-out devices, and data vs fit per level
+    say("goodness of fit")
+    per_time, goodness = held_out_goodness(d, fitted, fit.level_all, fit.holdout, fit.prog_mask, fit.verify_bias, rng)
+    levels = LevelTable(**fit.levels, **per_time)
+    data = dict(fit.data, readouts=int(rec.n_readouts), recording=where, bootstrap_simulations=int(bootstrap))
+    return CalibrationResult(
+        personality=fitted, base=base_p, constants=tuple(consts), levels=levels, read_noise_method=fit.method,
+        goodness=goodness, data=data, warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """One pass of the fit over a recording's data (no goodness of fit)."""
+
+    personality: Personality
+    constants: tuple[FittedConstant, ...]
+    degree: int
+    method: str
+    level_all: npt.NDArray[np.int64]
+    holdout: npt.NDArray[np.bool_]
+    prog_mask: npt.NDArray[np.bool_]
+    verify_bias: FloatArray
+    levels: dict[str, Any]
+    data: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def _fit_data(
+    d: CalibrationData, base_p: Personality, rng: np.random.Generator, *, where: str, prog_degree: int | None,
+    say: Callable[[str], None], n_boot: int,
+) -> _Fit:
+    """Every stage of the fit but the goodness of fit (module docstring, steps 1-5);
+    ``n_boot`` draws behind the per-stage intervals (0: none, the values only)."""
+    warnings: list[str] = []
     n_all = d.target_uS.size
     holdout = rng.random(n_all) < HOLDOUT_FRACTION
     is_reset = d.target_uS <= RESET_TARGET_MAX_US
@@ -193,7 +263,7 @@ def calibrate_recording(
     lq_se = q_se[okq] / q_lvl[okq]
     coef, cov, _ = poly_fit(np.log(x_lvl[okq]), lq, lq_se, 1)
     q_coef, q_exp = float(math.exp(coef[0])), float(-coef[1])
-    draws = rng.multivariate_normal(coef, cov, N_BOOTSTRAP)
+    draws = rng.multivariate_normal(coef, cov, max(n_boot, 2))
     q_coef_ci = np.percentile(np.exp(draws[:, 0]), [2.5, 97.5])
     q_exp_ci = np.percentile(-draws[:, 1], [2.5, 97.5])
     x_min_obs = float(x_lvl[okq].min())
@@ -219,8 +289,8 @@ def calibrate_recording(
     if ok_nu.sum() < 2:
         raise CalibrationError(f"{where}: fewer than 2 levels with {MIN_LEVEL_DEVICES}+ devices above x = {X_DRIFT_MIN}")
     lnx_nu = np.log(x_lvl[ok_nu])
-    nu_mean_law, nu_mean_ci = fit_clipped_log(lnx_nu, nu_m[ok_nu], nu_m_se[ok_nu], base_p.nu_mean, N_BOOTSTRAP, rng)
-    nu_std_law, nu_std_ci = fit_clipped_log(lnx_nu, nu_s[ok_nu], nu_s_se[ok_nu], base_p.nu_std, N_BOOTSTRAP, rng)
+    nu_mean_law, nu_mean_ci = fit_clipped_log(lnx_nu, nu_m[ok_nu], nu_m_se[ok_nu], base_p.nu_mean, n_boot, rng)
+    nu_std_law, nu_std_ci = fit_clipped_log(lnx_nu, nu_s[ok_nu], nu_s_se[ok_nu], base_p.nu_std, n_boot, rng)
     pers_nu = pers_q.with_updates(nu_mean=nu_mean_law, nu_std=nu_std_law)
 
     # -- programming noise at t0 (relative to each device's last verify read)
@@ -246,7 +316,7 @@ def calibrate_recording(
     fits = {deg: poly_fit(x_lvl[ok_p], sp[ok_p], sp_se[ok_p], deg) for deg in degrees}
     deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(ok_p.sum()))
     p_coef, p_cov, _ = fits[deg]
-    p_draws = rng.multivariate_normal(p_coef, p_cov, N_BOOTSTRAP)
+    p_draws = rng.multivariate_normal(p_coef, p_cov, max(n_boot, 2))
     p_ci = np.percentile(p_draws, [2.5, 97.5], axis=0)
     grid = np.linspace(0, 1, 201)
     if np.any(np.polynomial.polynomial.polyval(grid, p_coef) < 0):
@@ -263,7 +333,8 @@ def calibrate_recording(
     if idx_r.size >= MIN_LEVEL_DEVICES:
         yr = d.mean[g1, idx_r]
         p_reset = pers_p.with_updates(g_max_uS=d.g_max_uS)
-        reset_mean, se_m = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng)
+        reset_mean, se_m = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng,
+                                          with_se=n_boot > 0)
         constants_reset = [
             FittedConstant("reset.g_mean_uS", reset_mean, max(reset_mean - 1.96 * se_m, 0.0), reset_mean + 1.96 * se_m,
                            True, f"forward model matched to the mean and spread of {idx_r.size} RESET partners at "
@@ -273,27 +344,14 @@ def calibrate_recording(
         ]
     else:
         warnings.append("fewer than 30 RESET devices: RESET level kept from the base personality")
-    geo = rec.geometry
-    fitted = pers_p.with_updates(
-        name=name or f"fitted-{Path(where).stem}",
-        description=f"fitted by harness calibrate to {Path(where).name} ({method} read noise)",
-        source=f"harness calibrate {Path(where).name}; base {base_p.label()}; docs/calibration.md",
-        g_max_uS=geo.g_max_uS,
-        reset_g_mean_uS=reset_mean,
-        reset_g_std_uS=reset_std,
-        adc_bits=geo.adc_bits,
-        adc_min_uS=geo.adc_min_uS,
-        adc_max_uS=geo.adc_max_uS,
-    )
-
-    # -- goodness of fit on held-out devices, and data vs fit per level
-    say("goodness of fit")
-    per_time, goodness = held_out_goodness(d, fitted, level_all, holdout, prog_mask, verify_bias, rng)
-    levels = LevelTable(
+    geo = d.geometry
+    fitted = pers_p.with_updates(reset_g_mean_uS=reset_mean, reset_g_std_uS=reset_std, g_max_uS=geo.g_max_uS,
+                                 adc_bits=geo.adc_bits, adc_min_uS=geo.adc_min_uS, adc_max_uS=geo.adc_max_uS)
+    levels = dict(
         verify_bias_uS=verify_bias,
         x=x_lvl, n_devices=np.bincount(level_all[prog_mask], minlength=N_LEVELS).astype(np.int64),
         sigma_prog_uS=sp, sigma_prog_se=sp_se, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
-        q_s=q_lvl, q_s_se=q_se, **per_time,
+        q_s=q_lvl, q_s_se=q_se,
     )
 
     consts: list[FittedConstant] = [
@@ -305,9 +363,8 @@ def calibrate_recording(
                                      f"σ_prog polynomial degree {deg}"))
     for label, law, cis in (("nu_mean", nu_mean_law, nu_mean_ci), ("nu_std", nu_std_law, nu_std_ci)):
         for key in ("ln_coef", "offset", "min", "max"):
-            lo_, hi_, ident = cis[key]
-            consts.append(FittedConstant(f"drift.{label}.{key}", float(getattr(law, key)), lo_, hi_, ident,
-                                         "" if ident else "clip not reached in the observed x range"))
+            lo_, hi_, ident, note = cis[key]
+            consts.append(FittedConstant(f"drift.{label}.{key}", float(getattr(law, key)), lo_, hi_, ident, note))
     consts += [
         FittedConstant("read_noise.q_coef", q_coef, float(q_coef_ci[0]), float(q_coef_ci[1]), True, f"from {method}"),
         FittedConstant("read_noise.q_exp", q_exp, float(q_exp_ci[0]), float(q_exp_ci[1]), True, f"from {method}"),
@@ -316,13 +373,149 @@ def calibrate_recording(
         *constants_reset,
     ]
     data = {
-        "recording": where, "devices": int(n_all), "programmed_converged": int(prog_mask.sum()),
+        "devices": int(n_all), "programmed_converged": int(prog_mask.sum()),
         "reset_devices": int(is_reset.sum()), "held_out_devices": int(holdout.sum()),
-        "drift_devices": int(idx_d.size), "readouts": int(rec.n_readouts), "times": int(t_g.size),
+        "drift_devices": int(idx_d.size), "times": int(t_g.size),
         "repeats": d.repeats, "times_after_t0": n_after, "t_first_s": float(t_g[0]), "t_last_s": float(t_g[-1]),
         "x_drift_min": X_DRIFT_MIN, "fixed_from_base": ["t_read_s", "pulse.*", "q_x_floor"],
     }
-    return CalibrationResult(
-        personality=fitted, base=base_p, constants=tuple(consts), levels=levels, read_noise_method=method,
-        goodness=goodness, data=data, warnings=tuple(warnings),
+    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, method=method, level_all=level_all,
+                holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels, data=data,
+                warnings=tuple(warnings))
+
+
+#: Constants that are never negative (their intervals are floored at 0).
+_NON_NEGATIVE = ("t0_s", "read_noise.q_coef", "read_noise.q_exp", "reset.g_mean_uS", "drift.nu_mean.min",
+                 "drift.nu_mean.max", "drift.nu_std.min", "drift.nu_std.max")
+
+
+def _t975(dof: int) -> float:
+    """Student-t 0.975 quantile (dof >= 1): the interval from a spread estimated on few simulations."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+             2.045, 2.042)
+    return table[dof - 1] if dof <= len(table) else 1.96 + 2.4 / dof
+
+
+def _with_constants(p: Personality, values: dict[str, float]) -> Personality:
+    """``p`` with the named constants (as calibration names them) replaced."""
+    coeffs = list(p.prog_noise_coeffs_uS)
+    laws = {"nu_mean": dict(p.nu_mean.__dict__), "nu_std": dict(p.nu_std.__dict__)}
+    simple: dict[str, float] = {}
+    keys = {"t0_s": "t0_s", "read_noise.q_coef": "q_coef", "read_noise.q_exp": "q_exp",
+            "reset.g_mean_uS": "reset_g_mean_uS"}
+    for name, v in values.items():
+        if name.startswith("programming_noise.c"):
+            coeffs[int(name.rsplit("c", 1)[1])] = v
+        elif name.startswith("drift.nu_"):
+            _, law, key = name.split(".")
+            laws[law][key] = v
+        elif name in keys:
+            simple[keys[name]] = v
+    return p.with_updates(prog_noise_coeffs_uS=tuple(coeffs), nu_mean=ClippedLog(**laws["nu_mean"]),
+                          nu_std=ClippedLog(**laws["nu_std"]), **simple)
+
+
+def _simulation_bootstrap(
+    d: CalibrationData, fit: _Fit, base_p: Personality, n_sim: int, rng: np.random.Generator, rec: Recording,
+    say: Callable[[str], None],
+) -> tuple[list[FittedConstant], Personality, list[str]]:
+    """Whole-pipeline parametric bootstrap: the recorded experiment is simulated ``n_sim``
+    times on a virtual chip of the fitted personality (:mod:`~harness.calibration.simulate`,
+    at most SIM_MAX_DEVICES devices each) and every simulation is fitted like the recording
+    (σ_prog degree held). Per identified constant θ̂ with simulated fits θ*_1..m:
+    bias = mean θ* − θ̂ is removed (θ̂ − bias), and the 95 % interval is the corrected value
+    ± t(m−1)·sd(θ*)·sqrt(r + 1/m), r = simulated/recorded devices (the recording's own
+    sampling spread, plus that of the estimated bias). Returns (constants, personality,
+    warnings)."""
+    from harness.calibration.simulate import simulate_data
+
+    n = d.target_uS.size
+    n_sub = min(n, SIM_MAX_DEVICES)
+    devices = np.arange(n) if n_sub == n else np.sort(rng.choice(n, n_sub, replace=False))
+    ratio = n_sub / n
+    sims: dict[str, list[float]] = {c.name: [] for c in fit.constants}
+    params = dict(getattr(rec.programming, "params", {}) or {})
+    notes: list[str] = []
+    failed = 0
+    for b in range(n_sim):
+        say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
+        sim = simulate_data(fit.personality, d, devices, int(rng.integers(2**31)), params)
+        try:
+            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
+                          say=lambda _msg: None, n_boot=0)
+        except CalibrationError:
+            failed += 1
+            continue
+        for c in f.constants:
+            sims.setdefault(c.name, []).append(c.value)
+    if failed:
+        notes.append(f"{failed} of {n_sim} simulated re-recordings could not be fitted; intervals rest on the rest")
+    corrected: dict[str, float] = {}
+    out: list[FittedConstant] = []
+    for c in fit.constants:
+        vals = np.asarray(sims.get(c.name, []), dtype=np.float64)
+        if not c.identified or vals.size < 2:
+            out.append(c)
+            continue
+        m = vals.size
+        bias = float(vals.mean()) - c.value
+        half = _t975(m - 1) * float(vals.std(ddof=1)) * math.sqrt(ratio + 1 / m)
+        if c.name == "t0_s":
+            # t0 lives on the profile's candidate grid: simulations often all return the same
+            # candidate (zero spread), so its interval keeps the likelihood-ratio one as well
+            value, lo, hi = c.value, min(c.ci_low, c.value - half), max(c.ci_high, c.value + half)
+            note = f"{c.note}; interval: likelihood ratio joined with {m} simulated re-recordings".lstrip("; ")
+        else:
+            value = c.value - bias
+            lo, hi = value - half, value + half
+            corrected[c.name] = value
+            note = (f"{c.note}; " if c.note else "") + (
+                f"bias {bias:+.3g} removed, 95 % interval from {m} simulated re-recordings")
+        if c.name in _NON_NEGATIVE:
+            value, lo = max(value, 0.0), max(lo, 0.0)
+            if c.name in corrected:
+                corrected[c.name] = value
+        out.append(FittedConstant(c.name, value, lo, hi, True, note))
+    try:
+        pers = _with_constants(fit.personality, corrected)
+    except ConfigError as exc:
+        notes.append(f"bias-corrected constants are not physical ({exc}); the uncorrected fit is kept")
+        return [c for c in fit.constants], fit.personality, notes
+    return out, pers, notes
+
+
+def recorded_personality(rec: Recording) -> Personality:
+    """The personality a recording names (provenance ``personality``: name and content hash):
+    a shipped personality of that name, or the file its chip URI names (``personality=PATH``),
+    whichever has the recorded content hash.
+
+    Raises:
+        CalibrationError: the recording names no personality (not a virtual chip), or neither
+            candidate has the recorded hash (the file changed, or it is not on this machine).
+    """
+    prov = rec.provenance
+    named = prov.get("personality") if isinstance(prov, dict) else None
+    if not isinstance(named, dict) or "hash" not in named:
+        raise CalibrationError(f"{rec.path} records no chip personality (not a virtual chip); pass --base NAME|PATH")
+    want, name = str(named["hash"]), str(named.get("name", ""))
+    candidates: list[str] = []
+    if name in shipped_personalities():
+        candidates.append(name)
+    try:
+        path = parse_uri(str(prov.get("chip_uri", ""))).params.get("personality")
+    except ConfigError:
+        path = None
+    if path:
+        candidates.append(path)
+    for cand in candidates:
+        try:
+            p = load_personality(cand)
+        except ConfigError:
+            continue
+        if p.content_hash == want:
+            return p
+    raise CalibrationError(
+        f"{rec.path} was recorded with personality {name}@{want}, but {' nor '.join(candidates) or 'no candidate'} "
+        "has that content hash (changed, or not on this machine); pass --base NAME|PATH"
     )
