@@ -420,68 +420,97 @@ def _simulation_bootstrap(
     d: CalibrationData, fit: _Fit, base_p: Personality, n_sim: int, rng: np.random.Generator, rec: Recording,
     say: Callable[[str], None],
 ) -> tuple[list[FittedConstant], Personality, list[str]]:
-    """Whole-pipeline parametric bootstrap: the recorded experiment is simulated ``n_sim``
-    times on a virtual chip of the fitted personality (:mod:`~harness.calibration.simulate`,
+    """Whole-pipeline parametric bootstrap with an iterated bias correction.
+
+    The recorded experiment is simulated on virtual chips (:mod:`~harness.calibration.simulate`,
     at most SIM_MAX_DEVICES devices each) and every simulation is fitted like the recording
-    (σ_prog degree held). Per identified constant θ̂ with simulated fits θ*_1..m:
-    bias = mean θ* − θ̂ is removed (θ̂ − bias), and the 95 % interval is the corrected value
-    ± t(m−1)·sd(θ*)·sqrt(r + 1/m), r = simulated/recorded devices (the recording's own
-    sampling spread, plus that of the estimated bias). Returns (constants, personality,
-    warnings)."""
+    (σ_prog degree held). Round 1: ⌊n_sim/2⌋ simulations of the fitted personality θ̂, whose
+    mean fit F₁ gives the one-step correction θ₁ = θ̂ − (F₁ − θ̂). Round 2: the rest, of θ₁,
+    mean fit F₂. A bias that changes with the constant (the write-verify loop truncates the
+    RESET level more, the higher it is) is then solved for the θ whose expected fit is θ̂,
+    per constant by the secant through (θ̂, F₁) and (θ₁, F₂) (used when its slope lies in
+    [0.5, 2]; otherwise θ̂ − (F₂ − θ₁), the bias measured at θ₁). 95 % interval: θ ± t(m−2)·s·sqrt(r + 1/m₂),
+    s the pooled within-round spread, r = simulated/recorded devices (the recording's own
+    sampling spread plus that of the estimated bias). Returns (constants, personality, warnings)."""
     from harness.calibration.simulate import simulate_data
 
     n = d.target_uS.size
     n_sub = min(n, SIM_MAX_DEVICES)
     devices = np.arange(n) if n_sub == n else np.sort(rng.choice(n, n_sub, replace=False))
     ratio = n_sub / n
-    sims: dict[str, list[float]] = {c.name: [] for c in fit.constants}
     params = dict(getattr(rec.programming, "params", {}) or {})
     notes: list[str] = []
     failed = 0
-    for b in range(n_sim):
-        say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
-        sim = simulate_data(fit.personality, d, devices, int(rng.integers(2**31)), params)
-        try:
-            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
-                          say=lambda _msg: None, n_boot=0)
-        except CalibrationError:
-            failed += 1
-            continue
-        for c in f.constants:
-            sims.setdefault(c.name, []).append(c.value)
+
+    def simulate(p: Personality, count: int, first: int) -> dict[str, list[float]]:
+        nonlocal failed
+        vals: dict[str, list[float]] = {}
+        for b in range(first, first + count):
+            say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
+            sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
+            try:
+                f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
+                              say=lambda _msg: None, n_boot=0)
+            except CalibrationError:
+                failed += 1
+                continue
+            for c in f.constants:
+                vals.setdefault(c.name, []).append(c.value)
+        return vals
+
+    n1 = n_sim // 2
+    round1 = simulate(fit.personality, n1, 0)
+    step1: dict[str, float] = {}
+    for c in fit.constants:
+        v = np.asarray(round1.get(c.name, []), dtype=np.float64)
+        if c.identified and c.name != "t0_s" and v.size >= 1:
+            step1[c.name] = max(2 * c.value - float(v.mean()), 0.0) if c.name in _NON_NEGATIVE else 2 * c.value - float(v.mean())
+    try:
+        p1 = _with_constants(fit.personality, step1)
+    except ConfigError:
+        p1, step1 = fit.personality, {}
+    round2 = simulate(p1, n_sim - n1, n1)
     if failed:
         notes.append(f"{failed} of {n_sim} simulated re-recordings could not be fitted; intervals rest on the rest")
+
     corrected: dict[str, float] = {}
     out: list[FittedConstant] = []
     for c in fit.constants:
-        vals = np.asarray(sims.get(c.name, []), dtype=np.float64)
-        if not c.identified or vals.size < 2:
+        v1 = np.asarray(round1.get(c.name, []), dtype=np.float64)
+        v2 = np.asarray(round2.get(c.name, []), dtype=np.float64)
+        if not c.identified or v1.size + v2.size < 3 or v2.size < 1:
             out.append(c)
             continue
-        m = vals.size
-        bias = float(vals.mean()) - c.value
-        half = _t975(m - 1) * float(vals.std(ddof=1)) * math.sqrt(ratio + 1 / m)
+        dev = np.concatenate([v1 - v1.mean() if v1.size else v1, v2 - v2.mean()])
+        groups = int(v1.size > 0) + 1
+        s_pooled = float(np.sqrt(np.sum(dev * dev) / max(dev.size - groups, 1)))
+        half = _t975(max(dev.size - groups, 1)) * s_pooled * math.sqrt(ratio + 1 / v2.size)
+        f2 = float(v2.mean())
         if c.name == "t0_s":
             # t0 lives on the profile's candidate grid: simulations often all return the same
             # candidate (zero spread), so its interval keeps the likelihood-ratio one as well
             value, lo, hi = c.value, min(c.ci_low, c.value - half), max(c.ci_high, c.value + half)
-            note = f"{c.note}; interval: likelihood ratio joined with {m} simulated re-recordings".lstrip("; ")
-        else:
-            value = c.value - bias
-            lo, hi = value - half, value + half
-            corrected[c.name] = value
-            note = (f"{c.note}; " if c.note else "") + (
-                f"bias {bias:+.3g} removed, 95 % interval from {m} simulated re-recordings")
+            note = f"{c.note}; interval: likelihood ratio joined with {v1.size + v2.size} simulated re-recordings"
+            out.append(FittedConstant(c.name, value, max(lo, 0.0), hi, True, note.lstrip("; ")))
+            continue
+        theta1 = step1.get(c.name, c.value)
+        value = c.value - (f2 - theta1)  # one more step of the iterated correction
+        if v1.size and theta1 != c.value:
+            slope = (f2 - float(v1.mean())) / (theta1 - c.value)
+            if 0.5 <= slope <= 2.0:  # the secant: expected fit θ̂ at θ
+                value = theta1 + (c.value - f2) / slope
+        lo, hi = value - half, value + half
         if c.name in _NON_NEGATIVE:
             value, lo = max(value, 0.0), max(lo, 0.0)
-            if c.name in corrected:
-                corrected[c.name] = value
+        corrected[c.name] = value
+        note = (f"{c.note}; " if c.note else "") + (
+            f"bias {c.value - value:+.3g} removed, 95 % interval from {v1.size + v2.size} simulated re-recordings")
         out.append(FittedConstant(c.name, value, lo, hi, True, note))
     try:
         pers = _with_constants(fit.personality, corrected)
     except ConfigError as exc:
         notes.append(f"bias-corrected constants are not physical ({exc}); the uncorrected fit is kept")
-        return [c for c in fit.constants], fit.personality, notes
+        return list(fit.constants), fit.personality, notes
     return out, pers, notes
 
 
