@@ -10,9 +10,9 @@ are about Binomial(52, 0.05): 2.6 ± 1.6; 8 or more (pooled coverage below 85 %)
 probability of 0.005 for independent pairs (the constants of one chip are correlated, which
 widens this somewhat). A constant whose interval sits beside the truth (a bias larger than
 the interval) misses on most chips: none may miss on more than half of them. Measured with
-this seed: 90 % pooled (47/52), every constant >= 75 %; the intervals before the
-whole-pipeline bootstrap (per-stage, biased estimators): 77 % pooled, q_exp covered on 1 of
-4 chips (seed 19: 90 % and 96 % vs 77 %, q_exp 1/4, RESET mean 0/4).
+this seed: 96 % pooled (50/52), every constant >= 75 %; the intervals before the
+whole-pipeline bootstrap (per-stage, biased estimators; the code before issue 18): 77 %
+pooled, q_exp covered on 1 of 4 chips, so both conditions fail there.
 """
 
 from __future__ import annotations
