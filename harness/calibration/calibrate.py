@@ -22,7 +22,12 @@ intervals, and writes them as a :class:`~harness.virtual.personality.Personality
    around each device's last verify read, minus the read-noise and drift-spread terms the
    virtual chip adds separately, plus the read noise at t0 the published σ_prog includes;
    then a polynomial σ_prog(x) (degree by BIC, 1..3).
-6. **Goodness of fit**: a seeded 20 % of the devices is held out of every fit; their
+6. **Bias correction and intervals** (``bootstrap`` > 0): the recorded experiment is re-run
+   on virtual chips of the fitted personality and of its one-step correction
+   (:mod:`~harness.calibration.simulate`) and fitted the same way; each constant is moved to
+   the value whose expected fit is the observed one, with a 95 % interval from the
+   simulations' spread (a parametric bootstrap of the whole pipeline, Efron 1993).
+7. **Goodness of fit**: a seeded 20 % of the devices is held out of every fit; their
    readouts are compared with draws from the fitted model's predictive distribution
    (two-sample Kolmogorov-Smirnov, per readout time and per level).
 
