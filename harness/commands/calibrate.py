@@ -50,7 +50,7 @@ def calibrate_command(
         table.add_column(col)
     for c in summary["constants"]:
         lo, hi = c["ci95"]
-        table.add_row(c["name"], f"{c['value']:.5g}", f"[{lo:.4g}, {hi:.4g}]", "yes" if c["identified"] else "no (base)",
+        table.add_row(c["name"], f"{c['value']:.5g}", f"[{lo:.4g}, {hi:.4g}]", "yes" if c["identified"] else "no (see note)",
                       c["note"])
     console.print(table)
     g = summary["goodness_of_fit"]
