@@ -322,6 +322,26 @@ def test_unreached_clip_bounds_say_where_their_value_comes_from() -> None:
         assert not cis["max"][2] and cis["max"][3].endswith("base value")
 
 
+def test_a_law_flat_over_the_observed_range_does_not_claim_its_line() -> None:
+    """μ_ν clipped at its floor over all but two levels (a high floor): the levels are flat,
+    the line's slope and offset are not identified, and the flags say so (issue 18: a slope of
+    ~0 with a tiny interval was reported as identified, far from the truth)."""
+    from harness.calibration.fits import fit_clipped_log
+
+    ln_x = np.linspace(-3.0, 0.0, 15)
+    truth = ClippedLog(ln_coef=-0.0163, offset=0.0186, min=0.062, max=0.1)
+    y = np.clip(truth.ln_coef * ln_x + truth.offset, truth.min, truth.max)  # on the line only below x = 0.07
+    se = np.full_like(y, 4e-4)
+    y = y + se * np.random.default_rng(1).standard_normal(y.size)
+    _, cis = fit_clipped_log(ln_x, y, se, load_personality("pcm-90nm").nu_mean, 50, np.random.default_rng(0))
+    assert not cis["ln_coef"][2] and not cis["offset"][2], cis
+    assert "not identified" in cis["ln_coef"][3]
+    # a law with a clear slope over the range keeps its line
+    y2 = truth.ln_coef * ln_x + 0.02 + se * np.random.default_rng(2).standard_normal(y.size)
+    _, cis2 = fit_clipped_log(ln_x, y2, se, load_personality("pcm-90nm").nu_mean, 50, np.random.default_rng(0))
+    assert cis2["ln_coef"][2] and cis2["offset"][2]
+
+
 def test_base_recorded_starts_from_the_recorded_personality(tmp_path: Path) -> None:
     pattern = save_calibration_pattern(tmp_path / "pattern.h5", 64, 128, seed=2)
     truth, _ = scaled_personality(seed=3)

@@ -123,9 +123,20 @@ def fit_clipped_log(
         return (f"clip not reached in the observed x range: the base value {base_value:.4g} would cut the fitted "
                 f"line, so the bound sits at the line's end of the observed range ({max(edge, 0.0):.4g})")
 
+    # The line is identified only where the data show it: a linear segment of MIN_CLIP_LEVELS
+    # levels or more whose slope differs from 0 by 3 SE (scaled by its excess scatter). A law
+    # clipped over nearly all the observed range otherwise fits as a flat "line" at the clip.
+    uu, ww = u[i:j], w[i:j]
+    s_uw = float(np.sum(ww * (uu - np.average(uu, weights=ww)) ** 2)) if j - i >= 2 else 0.0
+    resid = float(np.sum(ww * (v[i:j] - (a * uu + b)) ** 2))
+    se_a = math.sqrt(max(1.0, resid / max(j - i - 2, 1)) / s_uw) if s_uw > 0 else math.inf
+    id_line = j - i >= MIN_CLIP_LEVELS and abs(a) >= 3 * se_a
+    line_note = "" if id_line else (
+        f"the observed levels show no slope ({j - i} level(s) on the line, slope {a:.3g} ± {se_a:.2g}): the law is "
+        "flat over the observed range, so its line is not identified (value: the fit's flat line, not the base's)")
     cis = {
-        "ln_coef": (float(q[0, 0]), float(q[1, 0]), True, ""),
-        "offset": (float(q[0, 1]), float(q[1, 1]), True, ""),
+        "ln_coef": (float(q[0, 0]), float(q[1, 0]), id_line, line_note),
+        "offset": (float(q[0, 1]), float(q[1, 1]), id_line, line_note),
         "min": (float(q[0, 2]), float(q[1, 2]), id_lo, "" if id_lo else unreached("min", lo, base.min)),
         "max": (float(q[0, 3]), float(q[1, 3]), id_hi, "" if id_hi else unreached("max", hi, base.max)),
     }
