@@ -38,6 +38,7 @@ from drivers.bulk import BulkTransfer
 from drivers.link import Link
 from drivers.link_quality import ChunkSizer
 from drivers.link_settings import LinkSettings, LinkStats, Sleeper
+from drivers.link_watch import LinkWatch
 from drivers.session import LinkSession
 from harness.chip.protocol import CellArray, ChipBackend, FloatArray, Geometry, check_cells
 from harness.errors import ConfigError, IdentityError, ProtocolError
@@ -81,6 +82,12 @@ class RemoteChip(ChipBackend):
     def stats(self) -> LinkStats:
         """What the link cost so far (cumulative)."""
         return self._session.stats
+
+    @property
+    def link_watch(self) -> LinkWatch:
+        """Throughput lines and the stall bound of this link (set ``link_watch.notice`` to
+        redirect its lines; default stderr)."""
+        return self._session.watch
 
     @property
     def sizer(self) -> ChunkSizer:
