@@ -230,7 +230,9 @@ class RemoteChip(ChipBackend):
 
     # --- command helpers -------------------------------------------------------------------
     def _query(self, header: str, args: list[str] | None = None, n: int | None = None) -> list[p.Arg]:
+        self._session.watch.begin()
         reply = self._session.exchange(lambda: p.build_body(header, args or []), what=header)
+        self._session.watch.done()
         return self._ok_args(reply, header, n)
 
     def _ok_args(self, reply: p.Reply, what: str, n: int | None) -> list[p.Arg]:
@@ -246,6 +248,7 @@ class RemoteChip(ChipBackend):
     ) -> p.Reply:
         """Run a side-effecting command once: one tag for every retry, data inline or staged
         (uploaded once; again only when the chip says the staged bytes do not match)."""
+        self._session.watch.begin()
         tag = self._session.next_tag()
         if tag_box is not None:
             tag_box.append(tag)
@@ -272,4 +275,6 @@ class RemoteChip(ChipBackend):
             self._session.stats.failures += 1
             staged[0] = False
         self._session.stats.transactions += 1
+        # progress for the stall bound; a READ's fetch that follows is bounded from here
+        self._session.watch.done()
         return reply

@@ -5,7 +5,8 @@ corruption went 10 % in 300 s without a word about the link, and 1 % corruption 
 drops + frequent hang-ups printed no progress line in 300 s. Now the driver's
 :class:`~drivers.link_watch.LinkWatch` prints a line with the measured frame error rate
 while frames fail, and raises one ``ChipTimeoutError`` naming the link quality when
-nothing got through for ``stall=`` seconds (URI; default 120 s). A session that stalls
+a command has not completed for ``stall=`` seconds (URI; default 120 s), even if
+a frame gets through now and then. A session that stalls
 keeps every readout it committed and resumes.
 
 The real-link tests use a 0.4 s stall bound on a loopback emulator whose line is made
@@ -52,13 +53,14 @@ def test_watch_reports_the_frame_error_rate_and_gives_up_after_the_stall_bound()
         clock.t += 0.125
         if i % 10 == 0:
             watch.passed()
+            watch.done()  # a command completed
         else:
             watch.failed("CELL:READ?", reconnects=2)
     assert len(lines) == 1 and "frame error rate 90.0 % (72 of 80 frames failed), 2 reconnects" in lines[0], lines
-    for _ in range(950):  # then nothing gets through: the last frame passed at 8.875 s
+    for _ in range(950):  # then nothing gets through: the last command completed at 8.875 s
         clock.t += 0.125
         watch.failed("CELL:READ?", reconnects=3)
-    with pytest.raises(ChipTimeoutError, match=r"made no progress for 120 s \(CELL:READ\?\): frame error rate") as e:
+    with pytest.raises(ChipTimeoutError, match=r"made no progress for 120 s \(CELL:READ\? not done\): frame error rate") as e:
         clock.t += 0.125
         watch.failed("CELL:READ?", reconnects=3)
     assert "stall=" in str(e.value) and "\n" not in str(e.value)
@@ -67,12 +69,26 @@ def test_watch_reports_the_frame_error_rate_and_gives_up_after_the_stall_bound()
     assert "100.0 %" in lines[-1]
 
 
+def test_frames_that_get_through_without_finishing_a_command_are_no_progress() -> None:
+    """The 'hang-up every 40 commands' case: windows get answers, the READ never completes."""
+    clock = Clock()
+    watch = LinkWatch("x", stall_s=2.0, notice_s=0.5, notice=lambda line: None, clock=clock)
+    watch.begin()
+    with pytest.raises(ChipTimeoutError, match="made no progress for 2 s"):
+        for _ in range(100):
+            clock.t += 0.25
+            watch.passed(5)
+            watch.failed("DATA:FETC?", reconnects=1)
+
+
 def test_a_clean_link_prints_nothing() -> None:
     clock, lines = Clock(), []
     watch = LinkWatch("x", stall_s=1.0, notice_s=0.25, notice=lines.append, clock=clock)
     for _ in range(1000):
         clock.t += 0.1
+        watch.begin()
         watch.passed()
+        watch.done()
         watch.check("READ", 0)
     assert not lines
 
