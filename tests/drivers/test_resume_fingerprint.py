@@ -27,24 +27,18 @@ from pathlib import Path
 
 import pytest
 from clikit import assert_one_line_error, invoke
+from test_resume_chip import interrupted_session  # the demo session, interrupted after a readout
 
 from drivers.emulator import Emulator, default_identity
 from harness.chip.protocol import Geometry
 from harness.chip.registry import open_chip
 from harness.recording import open_recording
-from harness.sessions.runner import SessionProgress, run_session
-from harness.sessions.schedule import load_session
 from harness.virtual.chip import VirtualPCMChip
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "sessions" / "demo-short.toml"  # 10 log-spaced readouts, 25 s .. 1 day
+# the demo session (sessions/demo-short.toml): 10 log-spaced readouts, 25 s .. 1 day
 GEOMETRY = Geometry(rows=64, cols=256)  # the default model fits: ~2,500-3,000 programmed cells checked
 SEED = 7
 EARLY, LATE = 2, 9
-
-
-class Interrupt(KeyboardInterrupt):
-    pass
 
 
 @pytest.fixture
@@ -63,15 +57,6 @@ def start(started: list[Emulator], seed: int, kind: str = "tcp", identity: str |
     else:
         emulator.start_tcp("127.0.0.1", 0)
     return emulator
-
-
-def interrupted_session(uri: str, out: Path, after: int) -> None:
-    def progress(p: SessionProgress) -> None:
-        if p.phase == "readout" and p.done == after:
-            raise Interrupt
-
-    with open_chip(uri) as chip, pytest.raises(Interrupt):
-        run_session(load_session(DEMO), chip, out, progress=progress)
 
 
 def program(uri: str, out: Path) -> None:
