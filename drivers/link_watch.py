@@ -96,8 +96,7 @@ class LinkWatch:
             raise ChipTimeoutError(
                 f"link to {self.description} made no progress for {stalled_s:.0f} s ({what} not done): "
                 f"{self._quality(self.total_ok, self.total_failed, reconnects)}; the link is too poor to use "
-                f"(measured limits: docs/protocol.md §7); fix the cable or line, or raise stall= in the chip URI "
-                "(nothing recorded is lost)"
+                f"(measured limits: docs/protocol.md §7); fix the cable or line, or raise stall= in the chip URI"
             )
         if self._failed and now - self._window_t >= self.notice_s:
             self.lines += 1
