@@ -284,7 +284,9 @@ def verify_chip(
             )
     check = None
     if plan.check_cells.size:
-        t_now = chip.now() - t_origin
+        # time since programming on the chip's own clock (what its physics saw), unless that
+        # clock restarted: then the wall-time mapping
+        t_now = chip.now() - (t_origin if clock_problem else plan.t_end_s)
         g_now = chip.read(plan.check_cells)
         g_again = chip.read(plan.check_cells)  # the fingerprint's own-noise reference
         if restorable:

@@ -22,9 +22,11 @@ passes them. A third test, the **fingerprint**, compares the programming noise i
   relaxation shift every level by its own amount), is taken in the reference readout
   ("then") and in two back-to-back check reads ("now", "now again");
 * the correlation across cells of then with now, ``ρ_then,now``, must reach
-  ``FINGERPRINT_FRACTION · ρ_now,now − FINGERPRINT_SIGMAS / √n``: ``ρ_now,now`` measures
-  how much of the deviation is the chip's own (not read noise) on the chip being checked,
-  so the bound needs no noise model. The same chip gives a ratio ``ρ_then,now / ρ_now,now``
+  ``FINGERPRINT_FRACTION · k · ρ_now,now − FINGERPRINT_SIGMAS / √n``: ``ρ_now,now``
+  measures how much of the deviation is the chip's own (not read noise) on the chip being
+  checked, so the bound needs no noise model; ``k = sqrt(1 − V_drift/V_now)`` discounts
+  the part drift added since then (per-cell spread ``G·σ_ν·ln T``, ``σ_ν`` the
+  personality's ceiling), so a long gap makes it inconclusive instead of refusing. The same chip gives a ratio ``ρ_then,now / ρ_now,now``
   near 1 (0.88–1.05 measured on the 64×256 emulator at interruptions from 62 s to 9.7 h,
   ~2,500 cells); another chip of the same design programmed alike ~0 (|ρ| < 0.03). A chip
   reprogrammed with the same model and read before it has aged as long as the recording
@@ -179,9 +181,18 @@ def _corr(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
 
 
 def fingerprint(
-    target_uS: npt.ArrayLike, g_ref_uS: npt.ArrayLike, g_now_uS: npt.ArrayLike, g_again_uS: npt.ArrayLike
+    target_uS: npt.ArrayLike,
+    g_ref_uS: npt.ArrayLike,
+    g_now_uS: npt.ArrayLike,
+    g_again_uS: npt.ArrayLike,
+    drift_sd: float = 0.0,
 ) -> tuple[float, float, float]:
-    """(ρ then/now, ρ now/now, least ρ then/now the same chip gives; nan where inconclusive)."""
+    """(ρ then/now, ρ now/now, least ρ then/now the same chip gives; nan where inconclusive).
+
+    ``drift_sd``: spread of the drift between the two times, as a fraction of G
+    (``σ_ν · ln T``): that much of the deviation now is new since then, so the bound is
+    lowered by ``sqrt(1 − V_drift / V_now)`` (a long gap makes the fingerprint inconclusive
+    rather than refuse the same chip)."""
     t = np.asarray(target_uS, dtype=np.float64)
     n = t.size
     if n < FINGERPRINT_MIN_CELLS:
@@ -190,7 +201,10 @@ def fingerprint(
     now = residuals(np.asarray(g_now_uS, dtype=np.float64), t)
     again = residuals(np.asarray(g_again_uS, dtype=np.float64), t)
     rho_tn, rho_nn = _corr(ref, now), _corr(now, again)
-    rho_min = FINGERPRINT_FRACTION * rho_nn - FINGERPRINT_SIGMAS / math.sqrt(n)
+    v_now = float(now.var())
+    v_drift = float(np.mean((np.asarray(g_ref_uS, dtype=np.float64) * drift_sd) ** 2))
+    kept = math.sqrt(max(0.0, 1.0 - v_drift / v_now)) if v_now > 0 else 0.0
+    rho_min = FINGERPRINT_FRACTION * kept * rho_nn - FINGERPRINT_SIGMAS / math.sqrt(n)
     return rho_tn, rho_nn, (rho_min if rho_min > 0.0 else math.nan)
 
 
@@ -241,7 +255,7 @@ def check_against(
     ratio = float(np.exp(np.median(np.log(np.maximum(now, 1e-6) / ref)))) if ref.size else math.nan
     fp = (math.nan,) * 3
     if target_uS is not None and g_again_uS is not None:
-        fp = fingerprint(target_uS, ref, now, g_again_uS)
+        fp = fingerprint(target_uS, ref, now, g_again_uS, drift_sd=p.nu_std.max * ln_t)
     return ChipCheck(
         n_checked=int(ref.size),
         n_agree=int(ok.sum()),

@@ -130,3 +130,17 @@ def test_issue_scenario_serial_restart_program_resume_is_refused(
     refused(out, again.uri, "refusing to resume")
     with open_recording(out) as rec:
         assert rec.n_readouts == EARLY
+
+
+def test_the_same_chip_resumed_after_a_long_gap_is_not_refused(emulators: list[Emulator], tmp_path: Path) -> None:
+    """Drift since the interruption adds deviation the recording never saw: the fingerprint
+    discounts it (and goes inconclusive) rather than refuse the same chip."""
+    first = start(emulators, SEED)
+    out = tmp_path / "s.h5"
+    interrupted_session(first.uri, out, 4)  # t = 378 s
+    with open_recording(out) as rec:
+        t_last = rec.programming.t_end_s + float(rec.times_s[rec.n_readouts - 1])
+    advance_clock(first.uri, 100 * t_last)  # resumed after 100× as long on the chip's clock
+    r = invoke("session", "resume", str(out), "--chip", first.uri, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["chip_check"]["check"]["agrees"]
