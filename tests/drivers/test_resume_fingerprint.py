@@ -91,8 +91,7 @@ def test_only_the_same_chip_resumes_without_accept_chip(emulators: list[Emulator
     r = invoke("session", "resume", str(copies["a"]), "--chip", first.uri, "--json")
     assert r.exit_code == 0, r.stderr
     check = json.loads(r.stdout)["chip_check"]["check"]
-    assert check["agrees"] and check["fingerprint"]["conclusive"], check
-    assert check["cells_checked"] >= 2000
+    assert check["agrees"] and check["cells_checked"] >= 2000
     first.close()
 
     # (c) restarted, blank
@@ -113,6 +112,8 @@ def test_only_the_same_chip_resumes_without_accept_chip(emulators: list[Emulator
     program(other.uri, tmp_path / "q.h5")
     advance_clock(other.uri, t_last + 1.0)
     refused(copies["d"], other.uri, "programming noise does not match")
+
+    assert check["fingerprint"]["conclusive"], check  # (a) was a real test, not a pass by default
 
 
 @pytest.mark.parametrize("kind", ["pty", "tcp"])
