@@ -23,6 +23,7 @@ from harness.commands.common import (
     progress_bar,
     user_errors,
 )
+from harness.errors import ChipIOError
 from harness.units import format_duration
 
 if TYPE_CHECKING:
@@ -123,6 +124,12 @@ def run_command(
                 hint = f"; continue with: harness session resume {out_path}" if out_path.exists() else ""
                 sys.stderr.write(f"error: interrupted{hint}\n")
                 raise typer.Exit(130) from None
+            except ChipIOError as exc:  # e.g. a stalled link: say what is kept and how to go on
+                if not out_path.exists():
+                    raise
+                raise type(exc)(
+                    f"{exc}; the readouts recorded so far are kept: continue with: harness session resume {out_path}"
+                ) from exc
         finally:
             the_chip.close()
     _render_result(console, result.summary(), json_out)

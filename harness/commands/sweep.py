@@ -16,21 +16,30 @@ def sweep_command(
     sweep_file: Path = typer.Argument(..., help="Sweep definition (TOML): models, chips, runs, times, bits, gdc, read_noise."),
     out: Path = typer.Option(..., "--out", help="Results folder (Parquet, one file per task; pandas.read_parquet reads it)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local Dask workers: 1 (default) runs in this process, N starts a LocalCluster."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786. Trust boundary: Dask exchanges pickles (code execution) with it and its workers; use only a scheduler on a host and network you trust (a non-loopback address prints a warning)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of another sweep in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
     """Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes.
 
     Re-running the same sweep into the same folder skips the tasks already done.
+
+    Trust boundary: with --scheduler, Dask sends pickles to and from the scheduler and its
+    workers, and unpickling runs code, so whoever controls that host (or reaches its port)
+    can run code as you. Use only schedulers you trust; see docs/sweeps.md.
     """
     with user_errors():
-        from harness.sweeps.runner import SweepProgress, check_results_folder, dask_available, load_results, run_sweep, summarize
+        from harness.sweeps.runner import (
+            SweepProgress, check_results_folder, dask_available, load_results, run_sweep, scheduler_warning, summarize,
+        )
         from harness.sweeps.spec import load_sweep
 
         spec = load_sweep(sweep_file)
         check_results_folder(out, spec, overwrite=overwrite)
         dask_available(workers, scheduler)
+        warning = scheduler_warning(scheduler)
+        if warning:
+            sys.stderr.write(warning + "\n")
         total = len(spec.models) * len(spec.chips) * spec.runs
         console = console_for(json_out)
         with progress_bar(f"sweep {spec.name}", total=total, unit="tasks") as update:

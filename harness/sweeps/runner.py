@@ -356,6 +356,43 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- executor
 
 
+#: What a scheduler on another host is trusted with (``harness sweep --help``, docs/sweeps.md).
+SCHEDULER_TRUST = (
+    "Dask exchanges pickles with the scheduler and its workers, and unpickling runs code: "
+    "whoever controls that host, or can reach its port, can run code as you"
+)
+
+
+def scheduler_warning(scheduler: str | None) -> str | None:
+    """The one warning line for a ``--scheduler`` not on this machine (None: loopback or none).
+
+    Decided from the address alone (no name lookup): an IP literal must be loopback, a name
+    must be ``localhost``; ``inproc://`` is this process."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if scheduler is None:
+        return None
+    text = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    parts = urlsplit(text)
+    if parts.scheme == "inproc":
+        return None
+    try:
+        host = parts.hostname or ""
+    except ValueError:
+        host = ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host.lower() == "localhost"
+    if local:
+        return None
+    return (
+        f"warning: --scheduler {scheduler} is not on this machine: {SCHEDULER_TRUST}; "
+        "use only a scheduler on a host and network you trust (docs/sweeps.md, Trust boundary)"
+    )
+
+
 def dask_available(workers: int | None = None, scheduler: str | None = None) -> None:
     """Check the executor arguments and that Dask is importable, before any work starts.
 
