@@ -72,7 +72,7 @@ def render_table(result: EvaluationResult) -> Table:
     spread = "mean ± std [95 % interval]" if result.runs > 1 else "[95 % Wilson interval]"
     title = (
         f"{result.model} on {result.location}: top-1 accuracy (%), {spread} over {result.runs} run(s), "
-        f"GDC {'on' if result.gdc else 'off'}{', per-read noise' if result.read_noise else ''}\n{_ranges_line(result)}"
+        f"GDC {'on' if result.gdc else 'off'}{', per-read noise' if result.read_noise else ''}"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("time", justify="right")
@@ -95,15 +95,19 @@ def render_table(result: EvaluationResult) -> Table:
     return table
 
 
+def difference_title(diff: dict[str, Any], result: EvaluationResult) -> str:
+    return (
+        f"{diff['model']} − {diff['baseline']}: paired accuracy difference (points) [95 % interval, "
+        f"paired bootstrap over chips and test examples], same {result.runs} run(s)"
+    )
+
+
 def render_difference(diff: dict[str, Any], result: EvaluationResult) -> Table:
-    """Rows: times; columns: the paired difference (points) per bit-width with its 95 % interval."""
+    """Rows: times; columns: the paired difference (points) per bit-width with its 95 % interval
+    (the title: :func:`difference_title`, printed above it so it never wraps)."""
     from rich.table import Table
 
-    table = Table(
-        title=f"{diff['model']} − {diff['baseline']}: paired accuracy difference (points) [95 % interval, "
-        f"paired bootstrap over chips and test examples], same {result.runs} run(s)",
-        title_justify="left",
-    )
+    table = Table()
     table.add_column("time", justify="right")
     for b in diff["difference"]:
         table.add_column("ideal" if b == "ideal" else f"{b}-bit", justify="right")
@@ -203,6 +207,8 @@ def evaluate_command(
             emit_json(summary)
             return
         for result in results:
+            # the ranges line is part of the table's header, printed unwrapped above it
+            console.print(_ranges_line(result), soft_wrap=True)
             console.print(render_table(result))
             t = result.timing
             console.print(
@@ -210,6 +216,7 @@ def evaluate_command(
                 f"CiM inference {format_duration(t.inference_s)})"
             )
         for diff in diffs:
+            console.print(difference_title(diff, results[0]), soft_wrap=True)
             console.print(render_difference(diff, results[0]))
         if png is not None:
             console.print(f"plot: {png}")
