@@ -160,3 +160,11 @@ def test_training_range_init_is_the_same_implementation() -> None:
     for n, (_, r_dac) in zip(names, r.dac_range):
         assert trained[n][0] == pytest.approx(r_dac, rel=1e-5)
     assert float(hw.gain.detach().abs()) == pytest.approx(r.adc_norm_range, rel=1e-5)
+
+
+def test_cli_repeats_the_library_defaults() -> None:
+    from harness.commands import evaluate as cmd
+    from harness.evaluation import ranges
+
+    assert cmd.RANGE_POLICIES == ranges.RANGE_POLICIES
+    assert cmd.DEFAULT_CALIBRATION_SAMPLES == ranges.DEFAULT_CALIBRATION_SAMPLES

@@ -116,3 +116,20 @@ def test_cli_one_run_shows_no_zero_spread_and_names_the_ranges() -> None:
     assert_one_line_error(
         invoke("evaluate", "--recording", str(FIXTURE), "--model", "digits_mlp", "--model", "digits_mlp"), "need --chip"
     )
+
+
+def test_report_shows_intervals_ranges_and_paired_differences(tmp_path: Path) -> None:
+    from harness.evaluation.paired import paired_differences
+    from harness.report import build_report
+
+    result = evaluate_recording(FIXTURE, times_s=[25.0, 3600.0], bits=[8, 4])
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(result.to_dict()))
+    pair = tmp_path / "pair.json"
+    pair.write_text(json.dumps({"models": [result.to_dict()] * 2, "differences": [paired_differences(result, result)]}))
+    html = build_report([single, pair])
+    lo, hi = result.interval()[1, 0] * 100
+    assert f"[{lo:.1f}, {hi:.1f}]" in html  # the 4-bit, 25 s interval in the table
+    assert "± 0.00" not in html  # one run: no spread column
+    assert "DAC/ADC ranges: policy auto → trained" in html
+    assert "paired accuracy difference" in html and "+0.00 [+0.00, +0.00]" in html
