@@ -4,9 +4,8 @@ An accuracy averaged over ``C`` chips and ``n`` test examples varies for two rea
 set of chips (chip-to-chip spread) and another test sample of the same size (test-set
 sampling; at 90 % on 960 clips alone about ±1.9 points). Both are in the intervals here.
 
-**Accuracy** (:func:`accuracy_interval`): a Wilson score interval (Wilson 1927; Brown, Cai &
-DasGupta 2001) on the pooled accuracy ``p̂`` with the *effective* sample size
-``n_eff = p̂(1 − p̂) / V̂`` (Kish's design effect, as for clustered survey proportions), where
+**Accuracy** (:func:`accuracy_interval`): a Wilson score interval (Wilson 1927; Brown 2001) on
+the pooled accuracy ``p̂`` with the *effective* sample size ``n_eff = p̂(1 − p̂) / V̂`` (the design effect of clustered samples, Kish 1965), where
 
     V̂ = s²(a_c) / C  +  s²₀(m_i) / n
 
@@ -18,8 +17,8 @@ p̂(1 − p̂)/n``, ``n_eff = n`` and the interval *is* the binomial Wilson inte
 ``n_eff`` is capped at ``C·n`` (every observation independent).
 
 **Paired difference** of two models on the same chips and test examples
-(:func:`paired_difference`): a paired two-way percentile bootstrap — each resample draws
-chips and test examples with replacement and takes the same ones for both models —
+(:func:`paired_difference`): a paired two-way percentile bootstrap (Efron 1993) — each
+resample draws chips and test examples with replacement and takes the same ones for both models —
 :data:`BOOTSTRAP_RESAMPLES` resamples under a fixed seed. A model against itself gives
 exactly 0 with a zero-width interval.
 """
