@@ -306,23 +306,12 @@ class CimSimulator:
         return self._forward(xs, diffs, bits, alpha, noise_var, generator)
 
     def accuracy(
-        self,
-        x: torch.Tensor | npt.ArrayLike,
-        y: torch.Tensor | npt.ArrayLike,
-        g_uS: torch.Tensor | npt.ArrayLike,
-        *,
-        bits: int | None,
-        g_ref_uS: torch.Tensor | npt.ArrayLike | None = None,
-        read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
-        g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
-        generator: torch.Generator | None = None,
+        self, x: torch.Tensor | npt.ArrayLike, y: torch.Tensor | npt.ArrayLike, g_uS: torch.Tensor | npt.ArrayLike,
+        **options: Any,
     ) -> torch.Tensor:
-        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`
-        (the mean over samples of :meth:`correct`)."""
-        return self.correct(
-            x, y, g_uS, bits=bits, g_ref_uS=g_ref_uS, read_noise_t_s=read_noise_t_s, g_prog_uS=g_prog_uS,
-            generator=generator,
-        ).to(torch.float64).mean(dim=1)
+        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set: the mean over samples of
+        :meth:`correct` (same keyword arguments: ``bits``, ``g_ref_uS``, …)."""
+        return self.correct(x, y, g_uS, **options).to(torch.float64).mean(dim=1)
 
     def correct(
         self,

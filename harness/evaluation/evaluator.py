@@ -9,6 +9,7 @@ converter ranges, float accuracy, the simulator of :mod:`harness.evaluation.cim`
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -117,21 +118,10 @@ class ReadoutEvaluator:
         """``(len(bits), T)`` accuracy of one chip's readouts."""
         return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
 
-    def accuracy_batch(
-        self,
-        chips: Sequence[ChipReadouts],
-        *,
-        bits: Sequence[int | None],
-        gdc: bool,
-        read_noise: bool,
-        seed: int,
-        repeats: int = 1,
-        on_bits: Callable[[int, int | None], None] | None = None,
-    ) -> npt.NDArray[np.float64]:
-        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
-        correct = self.correct_batch(chips, bits=bits, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
-                                     on_bits=on_bits)
-        return correct.mean(axis=3, dtype=np.float64)
+    def accuracy_batch(self, chips: Sequence[ChipReadouts], **options: Any) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors: the
+        mean over test examples of :meth:`correct_batch` (same keyword arguments)."""
+        return self.correct_batch(chips, **options).mean(axis=3, dtype=np.float64)
 
     def correct_batch(
         self,
