@@ -168,3 +168,16 @@ def test_cli_repeats_the_library_defaults() -> None:
 
     assert cmd.RANGE_POLICIES == ranges.RANGE_POLICIES
     assert cmd.DEFAULT_CALIBRATION_SAMPLES == ranges.DEFAULT_CALIBRATION_SAMPLES
+
+
+def test_sweep_spec_takes_one_range_policy() -> None:
+    from harness.errors import ConfigError
+    from harness.sweeps.spec import parse_sweep
+
+    grid = '[grid]\nmodels = ["default"]\ntimes = ["25s"]\n'
+    auto = parse_sweep(grid)
+    pct = parse_sweep('[sweep]\nranges = "percentile"\n' + grid)
+    assert auto.ranges == "auto" and pct.ranges == "percentile"
+    assert auto.digest() != pct.digest()  # another policy is another results folder
+    with pytest.raises(ConfigError, match="ranges"):
+        parse_sweep('[sweep]\nranges = "best"\n' + grid)
