@@ -26,15 +26,14 @@ dimension ``B``), given the :class:`~harness.programming.mapping.Layout` they we
    MVM is computed without converter quantization or read noise (a calibration may average).
 6. Bias, ReLU, flatten: digital, in float32.
 
-``bits=None`` means ideal converters (no quantization). Converter ranges come from the
-model's trained ranges or, when it has none, from a calibration batch
-(:func:`converter_ranges`). All arithmetic is float32; every random draw comes from an
+``bits=None`` means ideal converters (no quantization). Converter ranges (trained, calibrated
+per bit width, or the percentile heuristic) come from :mod:`harness.evaluation.ranges`. All arithmetic is float32; every random draw comes from an
 explicit ``torch.Generator``.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,14 +44,19 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import EvaluationError
+# The converter ranges live in ranges.py; these names stay importable from here.
+from harness.evaluation.ranges import (
+    HEURISTIC_RANGE_PERCENTILE,
+    ConverterRanges,
+    calibrate_ranges,
+    converter_ranges,
+    percentile_range,
+)
 from harness.programming.mapping import Layout
-from harness.models.model import LayerRanges, Model
+from harness.models.model import Model
 from harness.models.spec import ANALOG_LAYER_TYPES, ConvGeometry, PlanStep, conv_geometry, iter_plan
 from harness.virtual import physics as ph
 
-#: Percentile of |signal| the heuristic converter ranges cover when a model carries no
-#: trained ranges (AnalogNets Appendix C: the 99.995th percentile of each layer's inputs).
-HEURISTIC_RANGE_PERCENTILE = 99.995
 #: Supported activation precisions (ADC bits; the DAC gets one more).
 MIN_BITS, MAX_BITS = 2, 16
 #: Floor on the calibration response Σ|y_cal(t)| (in weight units) so a dead layer gives a
@@ -61,166 +65,6 @@ GDC_MIN_RESPONSE = 1e-12
 #: Upper bound on float32 elements of one activation tensor; larger batches are evaluated
 #: in chunks of conductance sets (memory stays bounded, results are identical).
 MAX_ACTIVATION_ELEMENTS = 1 << 25
-#: Range calibration runs the float model in batches of this many samples and keeps at most
-#: this many |values| per layer and batch (a strided subsample beyond it).
-CALIBRATION_BATCH = 256
-CALIBRATION_VALUES_PER_BATCH = 1 << 16
-
-
-@dataclass(frozen=True)
-class ConverterRanges:
-    """DAC ranges per analog layer and the one ADC gain shared by all layers.
-
-    Attributes:
-        dac_range: ``((layer name, r_DAC), ...)`` in forward order; ``r_DAC`` is the largest
-            ``|input|`` the layer's DAC represents (model float units).
-        adc_norm_range: ``ρ``: every layer's ADC covers ``±ρ · r_DAC,i · W_max,i`` (``W_max,i``
-            the layer's largest ``|W|``, which maps to ``g_max``). One ``ρ`` for all layers is
-            one fixed analog ADC gain (AnalogNets §3.2.3).
-        source: ``"trained"`` (from the model's ranges) or ``"calibrated"`` (heuristic from
-            calibration data, AnalogNets Appendix C).
-    """
-
-    dac_range: tuple[tuple[str, float], ...]
-    adc_norm_range: float
-    source: str
-
-    def __post_init__(self) -> None:
-        for name, r in self.dac_range:
-            if not (math.isfinite(r) and r > 0):
-                raise EvaluationError(f"DAC range {r!r} of layer {name!r} must be a finite number > 0")
-        if not (math.isfinite(self.adc_norm_range) and self.adc_norm_range > 0):
-            raise EvaluationError(f"normalized ADC range {self.adc_norm_range!r} must be a finite number > 0")
-
-    def dac(self, layer: str) -> float:
-        """``r_DAC`` of ``layer``."""
-        for name, r in self.dac_range:
-            if name == layer:
-                return r
-        raise EvaluationError(f"no DAC range for layer {layer!r}; known: {[n for n, _ in self.dac_range]}")
-
-    def adc(self, layer: str, weight_max: float) -> float:
-        """``r_ADC`` of ``layer`` (model float units of ``W·x``) for its largest weight ``weight_max``."""
-        return self.adc_norm_range * self.dac(layer) * weight_max
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
-
-
-def percentile_range(values: npt.ArrayLike, percentile: float) -> float:
-    """The ``percentile`` of ``|values|``; if that is 0 (mostly-zero data), the maximum; else 1
-    (an all-zero signal: any positive range represents it exactly)."""
-    mags = np.abs(np.asarray(values, dtype=np.float64).ravel())
-    for candidate in (np.percentile(mags, percentile), mags.max(initial=0.0)):
-        if candidate > 0.0:
-            return float(candidate)
-    return 1.0
-
-
-def calibrate_ranges(
-    model: Model, x: npt.ArrayLike, *, percentile: float = HEURISTIC_RANGE_PERCENTILE
-) -> dict[str, LayerRanges]:
-    """The Appendix C heuristic: per analog layer, ``r_DAC`` = the ``percentile`` of ``|input|``
-    and ``r_ADC`` = the same percentile of ``|W·x|`` (the pre-bias MVM) over calibration
-    inputs ``x`` (use training data), so rare outliers saturate instead of widening the
-    converter step for everybody. Part of the CiM side: evaluation never imports training.
-
-    Returns:
-        ``{layer name: LayerRanges}`` for every analog layer (conv inputs: every activation
-        element; conv outputs: before bias).
-
-    Raises:
-        EvaluationError: bad percentile, empty or mis-shaped ``x``.
-    """
-    if not 0.0 < percentile <= 100.0:
-        raise EvaluationError(f"percentile={percentile} must be in (0, 100]")
-    xs = np.array(x, dtype=np.float32)  # writable copy: torch.from_numpy needs one
-    if xs.ndim == 0 or xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
-        raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
-    net = model.to_torch()
-    analog = [a.name for a in model.analog_layers()]
-    inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
-
-    def keep(values: torch.Tensor) -> np.ndarray:
-        # |values| of one batch, strided down to at most CALIBRATION_VALUES_PER_BATCH (an
-        # estimate of the percentile for large conv activations; small layers keep every value).
-        flat = values.detach().abs().reshape(-1)
-        step = -(-flat.numel() // CALIBRATION_VALUES_PER_BATCH)
-        return flat[::step].numpy().copy()
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            inputs[name].append(keep(args[0]))
-            bias = getattr(module, "bias", None)
-            if bias is not None:  # the pre-bias MVM result
-                out = out - bias.reshape((-1,) + (1,) * (out.ndim - 2))
-            outputs[name].append(keep(out))
-
-        return record
-
-    # Hooks on every analog module (nested ones included), in batches of CALIBRATION_BATCH.
-    handles = [net.get_submodule(name).register_forward_hook(hook(name)) for name in analog]
-    try:
-        with torch.no_grad():
-            for start in range(0, xs.shape[0], CALIBRATION_BATCH):
-                net(torch.from_numpy(xs[start : start + CALIBRATION_BATCH]))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {
-        name: LayerRanges(
-            dac_range=percentile_range(np.concatenate(inputs[name]), percentile),
-            adc_range=percentile_range(np.concatenate(outputs[name]), percentile),
-        )
-        for name in analog
-    }
-
-
-def _weight_max(model: Model) -> dict[str, float]:
-    return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
-
-
-def converter_ranges(
-    model: Model,
-    calibration_x: npt.ArrayLike | None = None,
-    *,
-    percentile: float = HEURISTIC_RANGE_PERCENTILE,
-) -> ConverterRanges:
-    """The DAC ranges and the shared ADC gain to evaluate ``model`` with.
-
-    With trained ranges (every analog layer in ``model.ranges``): ``r_DAC,i`` as trained,
-    and ``ρ = max_i r_ADC,i / (r_DAC,i · W_max,i)`` — the one gain under which no layer's
-    ADC covers less than its trained range (a model trained without the shared-gain
-    constraint gets the most conservative common gain).
-
-    Without trained ranges (AnalogNets Appendix C heuristic): ``r_DAC,i`` = the
-    ``percentile`` of ``|input|`` of layer ``i`` over ``calibration_x`` (use training data),
-    ``r_ADC,i`` likewise of ``|W·x|``, combined into ``ρ`` as above.
-
-    Raises:
-        EvaluationError: ranges missing for some layers only; no ranges and no
-            ``calibration_x``; bad calibration data or percentile.
-    """
-    names = [layer.name for layer in model.analog_layers()]
-    wmax = _weight_max(model)
-    trained = model.ranges
-    if trained and set(trained) != set(names):
-        missing = sorted(set(names) - set(trained))
-        raise EvaluationError(
-            f"model {model.name!r} has trained ranges for some analog layers but not for {missing}; "
-            "retrain or recalibrate its ranges"
-        )
-    source = "trained"
-    if not trained:
-        if calibration_x is None:
-            raise EvaluationError(
-                f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
-            )
-        trained = calibrate_ranges(model, calibration_x, percentile=percentile)
-        source = "calibrated"
-    rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
-    return ConverterRanges(tuple((n, float(trained[n].dac_range)) for n in names), float(rho), source)
 
 
 def check_bits(bits: int | None) -> int | None:
@@ -346,6 +190,15 @@ class CimSimulator:
                 raise EvaluationError(f"unsupported layer type {kind!r} in model {self.model.name!r}")
         return tuple(ops)
 
+    def with_ranges(self, ranges: ConverterRanges) -> CimSimulator:
+        """This simulator with other converter ranges (e.g. another bit width's), sharing the
+        compiled layers: a shallow copy, no weights or layout work repeated."""
+        for p in self.layout.layers:
+            ranges.dac(p.name)  # raises for a missing layer
+        other = copy.copy(self)
+        other.ranges = ranges
+        return other
+
     # -- conductances → weights ---------------------------------------------------------------
     def _pairs(self, g: torch.Tensor, k: int, reference: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(G+, G−) of layer ``k``; a unipolar layer's G− is the constant ``reference``
@@ -453,6 +306,14 @@ class CimSimulator:
         return self._forward(xs, diffs, bits, alpha, noise_var, generator)
 
     def accuracy(
+        self, x: torch.Tensor | npt.ArrayLike, y: torch.Tensor | npt.ArrayLike, g_uS: torch.Tensor | npt.ArrayLike,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set: the mean over samples of
+        :meth:`correct` (same keyword arguments: ``bits``, ``g_ref_uS``, …)."""
+        return self.correct(x, y, g_uS, **options).to(torch.float64).mean(dim=1)
+
+    def correct(
         self,
         x: torch.Tensor | npt.ArrayLike,
         y: torch.Tensor | npt.ArrayLike,
@@ -464,7 +325,9 @@ class CimSimulator:
         g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
+        """Per conductance set and sample, whether the top-1 prediction is right: bool ``(B, N)``
+        (what the accuracy intervals of :mod:`harness.evaluation.uncertainty` need); arguments
+        as :meth:`logits`.
 
         Large batches are evaluated in chunks of conductance sets, and of samples when one
         set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
@@ -488,14 +351,14 @@ class CimSimulator:
             sl = slice(s, s + chunk)
             r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
             pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
-            correct = torch.zeros(g[sl].shape[0], dtype=torch.float64)
+            hits = []
             for k in range(0, xs.shape[0], samples):
                 logits = self.logits(
                     xs[k : k + samples], g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl],
                     g_prog_uS=pr, generator=generator,
                 )
-                correct += top1_correct(logits, ys[k : k + samples]).to(torch.float64).sum(dim=1)
-            out.append(correct / xs.shape[0])
+                hits.append(top1_correct(logits, ys[k : k + samples]))
+            out.append(torch.cat(hits, dim=1))
         return torch.cat(out)
 
     # -- internals ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from harness.errors import EvaluationError
 from harness.evaluation.evaluator import ReadoutEvaluator, evaluate_readouts
 from harness.evaluation.live import read_live_chip, virtual_chip_uris
+from harness.evaluation.ranges import DEFAULT_CALIBRATION_SAMPLES
 from harness.evaluation.readouts import ChipReadouts, model_of_recording, readouts_from_recording
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
 from harness.evaluation.settings import (
@@ -82,6 +83,8 @@ def evaluate_chip(
     params: ProgrammingParams | None = None,
     match: str = "nearest",
     progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
 ) -> EvaluationResult:
     """Program ``model`` (default: the bundled default model) on the chip(s) named by
     ``chip_uri``, read them at ``times_s`` and evaluate (see the module docstring).
@@ -89,6 +92,8 @@ def evaluate_chip(
     ``runs``: simulated chips for a ``virtual`` URI (default 25); for any other chip,
     evaluations of its one set of readouts (default 1; > 1 needs ``read_noise``). A
     ``replay:FILE`` URI evaluates that recording (:func:`evaluate_recording`).
+    ``range_policy``, ``calibration_samples``: the converter ranges
+    (:class:`harness.evaluation.evaluator.ReadoutEvaluator`).
 
     Raises:
         EvaluationError / ConfigError / HarnessError: bad arguments or from the chip.
@@ -99,7 +104,8 @@ def evaluate_chip(
     if parsed.scheme == "replay":
         return evaluate_recording(
             parsed.path, model, times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise,
-            seed=seed, match=str(parsed.params.get("match", match)), progress=progress,
+            seed=seed, match=str(parsed.params.get("match", match)), progress=progress, range_policy=range_policy,
+            calibration_samples=calibration_samples,
         )
     wall0 = time.perf_counter()
     times = normalize_times(times_s)
@@ -118,6 +124,7 @@ def evaluate_chip(
     return _evaluate_chips_streaming(
         chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
         repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0,
+        evaluator=ReadoutEvaluator(the_model, range_policy=range_policy, calibration_samples=calibration_samples),
     )
 
 
@@ -150,6 +157,7 @@ def _evaluate_chips_streaming(
     params: ProgrammingParams | None,
     progress: ProgressCallback | None,
     wall0: float,
+    evaluator: ReadoutEvaluator,
 ) -> EvaluationResult:
     """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
     :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
@@ -157,7 +165,7 @@ def _evaluate_chips_streaming(
 
     scheme = parse_uri(chip_uri).scheme
     uris = virtual_chip_uris(chip_uri, n_chips) if scheme == "virtual" else [chip_uri]
-    evaluator = ReadoutEvaluator(model)
+    used = evaluator.ranges(bits)
     acc_parts: list[npt.NDArray[np.float64]] = []
     t_parts: list[npt.NDArray[np.float64]] = []
     labels: list[str] = []
@@ -168,7 +176,7 @@ def _evaluate_chips_streaming(
         nonlocal inference_s
         t_inf = time.perf_counter()
         which = f"chip {last + 1}" if len(batch) == 1 else f"chips {last + 2 - len(batch)}–{last + 1}"
-        acc_parts.append(evaluator.accuracy_batch(
+        acc_parts.append(evaluator.correct_batch(
             batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
             on_bits=(lambda k, b: progress(EvaluationProgress(
                 "inference", k, len(bits), f"{which}, {EvaluationResult.bits_label(b)}-bit")))
@@ -206,11 +214,14 @@ def _evaluate_chips_streaming(
         bits=bits,
         times_s=times,
         read_times_s=np.stack(t_parts),
-        accuracy=np.concatenate(acc_parts, axis=2),
+        accuracy=np.concatenate(acc_parts, axis=2).mean(axis=3, dtype=np.float64),
         gdc=gdc,
         read_noise=read_noise,
         seed=int(seed),
-        ranges=evaluator.ranges,
+        ranges=used,
+        correct=np.concatenate(acc_parts, axis=2),
+        chance_accuracy=evaluator.chance_accuracy,
+        dataset=evaluator.dataset,
         timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=inference_s, total_s=total_s),
     )
 
@@ -227,6 +238,8 @@ def evaluate_recording(
     seed: int = 0,
     match: str = "nearest",
     progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
 ) -> EvaluationResult:
     """Evaluate the readouts recorded in ``path`` (time matching: :func:`harness.evaluation.readouts.match_times`).
 
@@ -256,7 +269,8 @@ def evaluate_recording(
     load_s = time.perf_counter() - wall0
     return evaluate_readouts(
         the_model, [chip], times_s=times, bits=bits_t, gdc=gdc, read_noise=read_noise, repeats=n_runs, seed=seed,
-        source="recording", location=str(path), progress=progress,
+        source="recording", location=str(path), progress=progress, range_policy=range_policy,
+        calibration_samples=calibration_samples,
         timing=EvaluationTiming(load_s=load_s, total_s=load_s),
     )
 

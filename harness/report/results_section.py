@@ -18,7 +18,27 @@ ABLATION_TIME_S = DAY_S
 
 
 def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
-    """An evaluation JSON object (``harness evaluate --json``)."""
+    """An evaluation JSON object (``harness evaluate --json``); several models evaluated on the
+    same chips (``{"models": [...], "differences": [...]}``) give one section with each model
+    and the paired differences."""
+    if "models" in doc and "differences" in doc:
+        return _comparison_section(path, doc)
+    s = _new_section(path, doc)
+    _evaluation_body(s, path, doc)
+    return s
+
+
+def _new_section(path: Path, doc: dict[str, Any]) -> Section:
+    where = doc.get("chip") or doc.get("recording") or ""
+    return Section(
+        title=f"Evaluation {path.name}",
+        anchor=f"eval-{abs(hash(str(path))) % 10**8}",
+        lead=f"model {doc.get('model')!r} on {where}: {doc.get('runs')} run(s), GDC {'on' if doc.get('gdc') else 'off'}",
+        provenance={k: doc[k] for k in ("model", "model_path", "source", "chip", "recording", "runs", "seed", "gdc", "read_noise") if k in doc},
+    )
+
+
+def _evaluation_body(s: Section, path: Path, doc: dict[str, Any]) -> None:
     try:
         bits = list(doc["bits"])
         times_s = [float(t) for t in doc["times_s"]]
@@ -28,25 +48,71 @@ def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
             b: (np.array([table[b][lab]["mean"] for lab in labels]), np.array([table[b][lab]["std"] for lab in labels]))
             for b in bits
         }
+        # the 95 % intervals (older files without them: mean ± std)
+        bands = {
+            b: np.array([table[b][lab].get("ci95") or [table[b][lab]["mean"] - table[b][lab]["std"],
+                                                       table[b][lab]["mean"] + table[b][lab]["std"]] for lab in labels])
+            for b in bits
+        }
         digital = float(doc["digital_accuracy"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: not an evaluation result of harness evaluate --json ({exc!r} missing or malformed)") from exc
-    where = doc.get("chip") or doc.get("recording") or ""
-    s = Section(
-        title=f"Evaluation {path.name}",
-        anchor=f"eval-{abs(hash(str(path))) % 10**8}",
-        lead=f"model {doc.get('model')!r} on {where}: {doc.get('runs')} run(s), GDC {'on' if doc.get('gdc') else 'off'}",
-        provenance={k: doc[k] for k in ("model", "model_path", "source", "chip", "recording", "runs", "seed", "gdc", "read_noise") if k in doc},
-    )
+    has_ci = all("ci95" in table[b][lab] for b in bits for lab in labels)
+    runs = int(doc.get("runs") or 0)
+    ranges = doc.get("ranges") or {}
+    if ranges:
+        s.paragraph(_ranges_text(ranges))
     s.figure(
-        _accuracy_figure(times_s, {f"{b}-bit" if b != "ideal" else "ideal": c for b, c in curves.items()}, digital, str(doc.get("model"))),
-        "Top-1 accuracy vs time since programming, mean ± std over runs (bands); dashed: float baseline.",
+        _accuracy_figure(times_s, {f"{b}-bit" if b != "ideal" else "ideal": (curves[b][0], bands[b]) for b in bits}, digital,
+                         str(doc.get("model")), chance=doc.get("chance_accuracy")),
+        "Top-1 accuracy vs time since programming: mean, "
+        + ("95 % interval (chip-to-chip spread and test-set sampling)" if has_ci else "± std over runs")
+        + " as bands; dashed: float baseline; dotted: chance.",
         "accuracy vs time per bit-width",
     )
-    one_run = doc.get("runs") == 1  # no spread to show
-    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f}" + ("" if one_run else f" ± {curves[b][1][j] * 100:.2f}") for b in bits]
-            for j, lab in enumerate(labels)]
-    s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows, f"float baseline {digital * 100:.2f} %")
+
+    def cell(b: str, j: int) -> str:
+        c = table[b][labels[j]]
+        text = f"{c['mean'] * 100:.2f}"
+        if runs > 1:
+            text += f" ± {c['std'] * 100:.2f}"
+        if "ci95" in c:
+            text += f" [{c['ci95'][0] * 100:.1f}, {c['ci95'][1] * 100:.1f}]"
+        return text
+
+    rows = [[lab] + [cell(b, j) for b in bits] for j, lab in enumerate(labels)]
+    what = ("mean ± std " if runs > 1 else "mean ") + ("[95 % interval]" if has_ci else "")
+    s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows,
+            f"{doc.get('model')}: accuracy (%), {what.strip()}; float baseline {digital * 100:.2f} %")
+
+
+def _ranges_text(ranges: dict[str, Any]) -> str:
+    """The converter-range policy and, per bit width, the shared ADC gain and DAC ranges."""
+    cal = ranges.get("calibration")
+    data = f" from {cal['samples']} training examples (seed {cal['seed']})" if cal else ""
+    parts = []
+    for b, r in (ranges.get("bits") or {}).items():
+        dac = ", ".join(f"{n} {v:.3g}" for n, v in r.get("dac_range", {}).items())
+        parts.append(f"{b}-bit: {r.get('source')}, ρ {r.get('adc_norm_range', float('nan')):.3g}, r_DAC {dac}")
+    return f"DAC/ADC ranges: policy {ranges.get('policy', '?')} → {ranges.get('source')}{data}. " + "; ".join(parts)
+
+
+def _comparison_section(path: Path, doc: dict[str, Any]) -> Section:
+    models = doc["models"]
+    s = _new_section(path, models[0])
+    s.lead = f"{len(models)} models on the same chips: " + ", ".join(str(m.get("model")) for m in models)
+    for m in models:
+        s.heading(str(m.get("model")))
+        _evaluation_body(s, path, m)
+    for diff in doc["differences"]:
+        s.heading(f"{diff['model']} − {diff['baseline']}")
+        table = diff["difference"]
+        bits = list(table)
+        labels = list(next(iter(table.values()))) if table else []
+        rows = [[lab] + [f"{table[b][lab]['mean'] * 100:+.2f} [{table[b][lab]['ci95'][0] * 100:+.2f}, "
+                         f"{table[b][lab]['ci95'][1] * 100:+.2f}]" for b in bits] for lab in labels]
+        s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows,
+                "paired accuracy difference (points) on the same chips and test examples, 95 % paired-bootstrap interval")
     return s
 
 
@@ -141,16 +207,26 @@ def _ablation(sub: Any) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _accuracy_figure(times_s: Sequence[float], curves: dict[str, tuple[np.ndarray, np.ndarray]], digital: float, title: str) -> bytes:
+def _accuracy_figure(
+    times_s: Sequence[float],
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    digital: float,
+    title: str,
+    *,
+    chance: float | None = None,
+) -> bytes:
+    """``curves``: label → (mean, band ``(T, 2)``: low, high), fractions."""
     from matplotlib.figure import Figure
 
     t = np.asarray(times_s, dtype=np.float64)
-    fig = Figure(figsize=(8.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    for label, (mean, std) in curves.items():
+    for label, (mean, band) in curves.items():
         (line,) = ax.plot(t, mean * 100, "o-", ms=4, label=label)
-        ax.fill_between(t, (mean - std) * 100, (mean + std) * 100, color=line.get_color(), alpha=0.2, lw=0)
+        ax.fill_between(t, band[:, 0] * 100, band[:, 1] * 100, color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(digital * 100, ls="--", color="grey", lw=1, label=f"float {digital * 100:.1f} %")
+    if chance is not None:
+        ax.axhline(chance * 100, ls=":", color="grey", lw=1, label=f"chance {chance * 100:.1f} %")
     ax.set_xscale("log")
     ax.set_xticks(t, [format_duration(float(x)) for x in t])
     ax.minorticks_off()
@@ -158,5 +234,5 @@ def _accuracy_figure(times_s: Sequence[float], curves: dict[str, tuple[np.ndarra
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return figure_png(fig)

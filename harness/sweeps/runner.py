@@ -150,7 +150,7 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical whatever the worker's cores; no oversubscription
     try:
-        evaluator = _evaluator(task.model)
+        evaluator = _evaluator(task.model, spec.ranges)
         uri = seeded_chip_uri(task.chip, task.chip_seed)
         with contextlib.closing(open_chip(uri)) as chip:
             readouts = evaluator.read_chip(chip, spec.times_s)
@@ -177,19 +177,20 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
         torch.set_num_threads(threads)
 
 
-_EVALUATORS: dict[str, Any] = {}
+_EVALUATORS: dict[tuple[str, str], Any] = {}
 
 
-def _evaluator(model_ref: str) -> Any:
-    """One prepared evaluator per model and worker process: the model, its test data, its
-    converter ranges and its float accuracy are the same for every chip, so they are made once."""
+def _evaluator(model_ref: str, ranges: str = "auto") -> Any:
+    """One prepared evaluator per model, range policy and worker process: the model, its test
+    data, its converter ranges and its float accuracy are the same for every chip, so they are
+    made once."""
     from harness.evaluation.evaluate import resolve_model
     from harness.evaluation.evaluator import ReadoutEvaluator
 
-    ev = _EVALUATORS.get(model_ref)
+    ev = _EVALUATORS.get((model_ref, ranges))
     if ev is None:
-        ev = ReadoutEvaluator(resolve_model(model_ref))
-        _EVALUATORS[model_ref] = ev
+        ev = ReadoutEvaluator(resolve_model(model_ref), range_policy=ranges)
+        _EVALUATORS[(model_ref, ranges)] = ev
     return ev
 
 
@@ -496,7 +497,7 @@ def run_sweep(
                 # Load every model (and its data, ranges, simulator) once on every worker up
                 # front: the first tasks then cost what later ones do, and a model that cannot
                 # load fails here, once, instead of in every task.
-                client.run(_warm_worker, list(spec.models))
+                client.run(_warm_worker, list(spec.models), spec.ranges)
                 t_submit = time.perf_counter()
                 startup_s = t_submit - t_start
                 n_slots = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
@@ -537,9 +538,9 @@ def run_sweep(
         )
 
 
-def _warm_worker(models: list[str]) -> None:
+def _warm_worker(models: list[str], ranges: str = "auto") -> None:
     for ref in models:
-        _evaluator(ref)
+        _evaluator(ref, ranges)
 
 
 def _check_model(ref: str) -> None:

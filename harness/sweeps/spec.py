@@ -7,6 +7,7 @@ activation bit-widths × drift times, each cell the mean ± std over simulated c
     name = "kws-ablation"          # optional; default: the file's stem
     seed = 0                       # seeds every task (see task_seed)
     runs = 25                      # simulated chips per (model, chip)
+    ranges = "auto"                # converter ranges: auto, trained, calibrated, percentile
 
     [grid]
     models = ["default", "fixtures/models/digits_mlp_noise_aware.h5"]
@@ -44,9 +45,11 @@ from harness.units import format_duration, parse_duration
 #: Guard against a typo turning into a million-task grid.
 MAX_TASKS = 1_000_000
 MAX_RUNS = 100_000
+#: harness.evaluation.ranges.RANGE_POLICIES, repeated so that parsing a sweep imports no torch.
+RANGE_POLICIES = ("auto", "trained", "calibrated", "percentile")
 
 _TABLES: dict[str, frozenset[str]] = {
-    "sweep": frozenset({"name", "seed", "runs"}),
+    "sweep": frozenset({"name", "seed", "runs", "ranges"}),
     "grid": frozenset({"models", "chips", "personalities", "times", "bits", "gdc", "read_noise"}),
 }
 
@@ -81,6 +84,7 @@ class SweepSpec:
     gdc: tuple[bool, ...]
     read_noise: tuple[bool, ...]
     source: str = "<string>"
+    ranges: str = "auto"
 
     def canonical(self) -> dict[str, Any]:
         """Everything that determines the results (not the name or where it came from)."""
@@ -93,6 +97,7 @@ class SweepSpec:
             "bits": [0 if b is None else b for b in self.bits],
             "gdc": list(self.gdc),
             "read_noise": list(self.read_noise),
+            "ranges": self.ranges,
         }
 
     def digest(self) -> str:
@@ -166,6 +171,9 @@ def parse_sweep(
         raise ConfigError(f"{source}: [sweep] name must be a non-empty string")
     seed = _int(sweep.get("seed", 0), "[sweep] seed", source, 0, 2**31 - 1)
     runs = _int(sweep.get("runs", 25), "[sweep] runs", source, 1, MAX_RUNS)
+    ranges = sweep.get("ranges", "auto")
+    if ranges not in RANGE_POLICIES:
+        raise ConfigError(f"{source}: [sweep] ranges = {ranges!r}; use one of {', '.join(RANGE_POLICIES)}")
 
     models = tuple(_resolve_model(m, base_dir) for m in _str_list(grid, "models", source))
     chips = list(_str_list(grid, "chips", source, required=False))
@@ -186,7 +194,7 @@ def parse_sweep(
     _no_duplicates(read_noise, "read_noise", source)
     spec = SweepSpec(
         name=name.strip(), seed=seed, runs=runs, models=models, chips=tuple(chips), times_s=times,
-        bits=bits, gdc=gdc, read_noise=read_noise, source=source,
+        bits=bits, gdc=gdc, read_noise=read_noise, source=source, ranges=ranges,
     )
     n_tasks = len(models) * len(chips) * runs
     if n_tasks > MAX_TASKS:

@@ -317,12 +317,13 @@ class HardwareAwareNet(nn.Module):
         than its percentile range). Converters are bypassed while measuring.
 
         With ``bits`` (the ADC bits; the DAC gets one more), the ranges are then narrowed to
-        minimise the quantization error at that precision (:func:`mse_optimal_fraction`):
+        minimise the quantization error at that precision
+        (:func:`harness.evaluation.ranges.shared_gain_ranges`, shared with the evaluation):
         each ``r_DAC,l`` to the fraction of its percentile range with the least mean squared
         DAC error, then the shared ``|g|`` to the fraction of its percentile value with the
         least ADC error summed over layers (each layer's error relative to its output's mean
         square). At 4 bits the percentile ranges leave most outputs in the zero bin."""
-        from harness.evaluation.cim import percentile_range
+        from harness.evaluation.ranges import shared_gain_ranges
 
         saved = self.config
         self.set_config(replace(saved, bits=None, eta=0.0))
@@ -340,27 +341,14 @@ class HardwareAwareNet(nn.Module):
                 layer.record = None
             self.train(was_training)
             self.set_config(saved)
-        dac: dict[str, float] = {}
-        ratios = []
-        samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name, layer in layers:
-            ins = np.concatenate([a.reshape(-1).numpy() for a, _ in records[name]])
-            outs = np.concatenate([b.reshape(-1).numpy() for _, b in records[name]])
-            dac[name] = percentile_range(ins, percentile)
-            ratios.append(percentile_range(outs, percentile) / (dac[name] * float(layer.weight_max())))
-            if bits is not None:
-                samples[name] = (_strided(ins), _strided(outs))
-        gain = max(ratios)
-        if bits is not None:
-            dac = {name: r * mse_optimal_fraction([samples[name][0] / r], bits + 1) for name, r in dac.items()}
-            if self.config.global_ranges:  # one range for all: the widest, as without bits
-                dac = dict.fromkeys(dac, max(dac.values()))
-            # layer l's ADC range at gain g is g·r_DAC,l·W_max,l: in units of the percentile
-            # gain's range, the candidates are the same fractions for every layer
-            scaled = [samples[name][1] / (gain * dac[name] * float(layer.weight_max())) for name, layer in layers]
-            gain *= mse_optimal_fraction(scaled, bits)
-        elif self.config.global_ranges:
-            dac = dict.fromkeys(dac, max(dac.values()))
+        # One implementation with the evaluation's post-training calibration
+        # (harness.evaluation.ranges): the percentile start, then minimum-MSE narrowing.
+        dac, gain = shared_gain_ranges(
+            {name: np.concatenate([a.reshape(-1).numpy() for a, _ in records[name]]) for name, _ in layers},
+            {name: np.concatenate([b.reshape(-1).numpy() for _, b in records[name]]) for name, _ in layers},
+            {name: float(layer.weight_max()) for name, layer in layers},
+            bits=bits, percentile=percentile, global_dac=self.config.global_ranges,
+        )
         for name, layer in layers:
             layer.dac.fill_(dac[name])
         self.gain.fill_(gain)
@@ -390,35 +378,3 @@ def convert(net: nn.Module, config: HardwareConfig, *, generator: torch.Generato
         ConfigError: ``net`` has no supported layer.
     """
     return HardwareAwareNet(net, config, generator if generator is not None else torch.Generator())
-
-
-#: Values per layer kept for the quantization-error search of :meth:`HardwareAwareNet.init_ranges`.
-MSE_SAMPLES = 262_144
-#: Candidate fractions of the percentile range (geometric, 1/64 … 1).
-MSE_FRACTIONS = np.geomspace(1.0 / 64.0, 1.0, 49)
-
-
-def _strided(values: np.ndarray, n: int = MSE_SAMPLES) -> np.ndarray:
-    """At most ``n`` of ``values``, evenly strided (deterministic, no random draw)."""
-    step = max(1, -(-values.size // n))
-    return np.ascontiguousarray(values[::step], dtype=np.float64)
-
-
-def mse_optimal_fraction(groups: list[np.ndarray], bits: int) -> float:
-    """The fraction ``f`` of a unit range that minimises the summed, per-group relative mean
-    squared error of a symmetric ``bits``-bit quantizer over ``±f`` (values in units of the
-    unit range; each group's error divided by its mean square, so groups weigh alike).
-
-    A grid search over :data:`MSE_FRACTIONS`; the largest fraction wins ties."""
-    n = levels(bits)
-    total = np.zeros(MSE_FRACTIONS.size)
-    for v in groups:
-        power = float(np.mean(v * v))
-        if not power > 0.0:
-            continue
-        for i, f in enumerate(MSE_FRACTIONS):
-            step = f / n
-            q = np.clip(np.round(v / step), -n, n) * step
-            total[i] += float(np.mean((q - v) ** 2)) / power
-    best = np.flatnonzero(total <= total.min() * (1 + 1e-12))
-    return float(MSE_FRACTIONS[best[-1]])
