@@ -415,6 +415,7 @@ class Recording:
                 raise RecordingError(
                     f"{self.path}: readout #{i + 1} is corrupted (its checksum does not match its data); "
                     "the file was damaged after it was written"
+                    + (", or the readout was copied from another recording" if self.manifest is not None else "")
                 )
         if self.encoding == "adc_code" and row.size and int(row.max()) >= 2**self.geometry.adc_bits:
             raise RecordingError(

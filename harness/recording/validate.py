@@ -479,6 +479,8 @@ def _layer_ok(d: Any) -> None:
             )
         else:
             ok = v is None or isinstance(v, (str, int, float, bool))
+        if ok and key in ("weight_max", "scale_uS"):
+            ok = v > 0  # mapping refuses all-zero layers, so both are positive; W = ΔG / scale_uS
         if not ok:
             raise _Bad(f"layer placement {key} is {v!r:.40}")
 
@@ -502,6 +504,12 @@ def _geometry(lay: h5py.Group) -> Geometry:
         geometry = Geometry(**d)
     except HarnessError as exc:
         raise _Bad(f"the geometry is invalid: {exc}") from None
+    if not (math.isfinite(geometry.adc_lsb_uS) and geometry.adc_lsb_uS > 0
+            and math.isfinite(geometry.adc_max_uS - geometry.adc_min_uS)):
+        raise _Bad(
+            f"the geometry's ADC range {geometry.adc_min_uS:g}..{geometry.adc_max_uS:g} µS has no finite step "
+            f"over {geometry.adc_bits} bits"
+        )
     if geometry.n_cells > MAX_CELLS:
         raise _Bad(f"the geometry declares {geometry.rows}x{geometry.cols} cells, more than {MAX_CELLS}")
     return geometry

@@ -184,17 +184,19 @@ def _drift(summary: dict[str, Any]) -> bytes:
     t0 = float(summary["t0_s"])
     fig = Figure(figsize=(8.5, 4.4), layout="constrained")
     ax = fig.subplots()
+    positive = False  # a dead chip's readouts (all zero) have no ratio a log axis can show
     for lv in summary["levels"]:
         if lv["reset_level"]:
             continue
         r = np.array([np.nan if v is None else v for v in lv["mean_ratio"]], dtype=np.float64)
+        positive = positive or bool(np.any(r > 0))
         (pts,) = ax.plot(t, r, "o", ms=4, label=f"{lv['lo_uS']:.0f}–{lv['hi_uS']:.0f} µS")
         nu = lv["nu_fit"]
         if nu is not None and t0 > 0:
             tt = np.geomspace(t0, t.max(), 50)
             ax.plot(tt, (tt / t0) ** (-nu), "-", color=pts.get_color(), lw=1, label=f"  fit ν = {nu:.3f}")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set_yscale("log" if positive else "linear")
     ax.set_xlabel("time since programming (s)")
     ax.set_ylabel("mean G(t) / G(t₀)")
     ax.grid(True, which="both", alpha=0.3)

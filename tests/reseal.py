@@ -1,0 +1,58 @@
+"""Test helper: recompute a version-4 recording's integrity manifest after an edit.
+
+What a writer that legitimately recorded the edited content would have written (a dead chip's
+all-zero readouts, a write-verify that converged nowhere, ...), or what a deliberate forger
+would do: the manifest then no longer tells the edit apart, so such files test the checks
+*behind* the manifest (structure, the consumers' own guards).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+
+from harness.recording import integrity
+from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum
+
+
+def reseal(path: Path, *, rows: bool = False) -> bool:
+    """Recompute ``path``'s manifest (and, with ``rows``, every readout's checksum); False if
+    the file is not a version-4 recording h5py can open for writing (left as it is)."""
+    try:
+        with h5py.File(path, "r+") as f:
+            if f["commit"].shape != (integrity.COMMIT_LEN,) or f["writer"].shape != (integrity.WRITER_LEN,):
+                return False
+            header = integrity.header_digest(f)
+            c = f["commit"][...]
+            n, tags = int(c[0]), [int(c[1]), int(c[2])]
+            meta_ds = f["readouts/meta"]
+            meta = meta_ds[: min(n, meta_ds.shape[0])]
+            if rows and CHECKSUM_COLUMN in (meta.dtype.names or ()):
+                g = f["readouts/g"]
+                for i in range(meta.size):
+                    meta[i][CHECKSUM_COLUMN] = readout_checksum(g[i], meta[i], integrity.row_seed(header, i))
+                meta_ds[: meta.size] = meta
+            slots = [0, 0]
+            if "chip_state" in f:
+                for s in (0, 1):
+                    if tags[s] >= 0:
+                        slots[s] = integrity.stored_slot_digest(f, s)
+            resumes = f.attrs.get(integrity.RESUME_LOG)
+            m = integrity.Manifest(header, integrity.chain(0, meta), slots,
+                                   integrity.text_crc(None if resumes is None else str(resumes)))
+            f["commit"][...] = m.record(n, tags)
+            w = f["writer"][...]
+            f["writer"][...] = integrity.writer_record(header, int(w[0]), int(w[1]), int(w[2]))
+        return True
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        return False
+
+
+def copy_readouts(src: Path, dst: Path) -> None:
+    """Replace ``dst``'s readout rows and records by ``src``'s (same layout, another chip),
+    checksums included, as a careless copy would."""
+    with h5py.File(src, "r") as s, h5py.File(dst, "r+") as d:
+        n = min(s["readouts/meta"].shape[0], d["readouts/meta"].shape[0])
+        d["readouts/g"][:n] = s["readouts/g"][:n]
+        d["readouts/meta"][:n] = s["readouts/meta"][:n]
