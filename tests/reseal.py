@@ -22,7 +22,7 @@ except ImportError:  # a harness before format version 4 (the "fails on old main
 def reseal(path: Path, *, rows: bool = False) -> bool:
     """Recompute ``path``'s manifest (and, with ``rows``, every readout's checksum); False if
     the file is not a version-4 recording h5py can open for writing (left as it is)."""
-    if integrity is None:
+    if integrity is None or not h5py.is_hdf5(path):
         return False
     try:
         with h5py.File(path, "r+") as f:
@@ -50,7 +50,7 @@ def reseal(path: Path, *, rows: bool = False) -> bool:
             w = f["writer"][...]
             f["writer"][...] = integrity.writer_record(header, int(w[0]), int(w[1]), int(w[2]))
         return True
-    except (OSError, KeyError, ValueError, TypeError, IndexError):
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError):
         return False
 
 

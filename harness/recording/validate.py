@@ -111,11 +111,6 @@ def _validate(f: h5py.File) -> Header:
     static_bytes = check_objects(f)
     geometry = _geometry(f["layout"])
     n_cells = geometry.n_cells
-    if static_bytes > STATIC_BYTES_PER_CELL * n_cells + STATIC_BYTES_EXTRA:
-        raise _Bad(
-            f"its header arrays declare {static_bytes} bytes, more than a {geometry.rows}x{geometry.cols} chip's "
-            f"recording holds ({STATIC_BYTES_PER_CELL} bytes per cell + {STATIC_BYTES_EXTRA >> 20} MiB)"
-        )
 
     provenance = _json_attr(f["provenance"], "json", dict, "provenance")
     resumes = _json_attr(f, "resumes_json", list, "resume log") if "resumes_json" in f.attrs else []
@@ -248,6 +243,12 @@ def _validate(f: h5py.File) -> Header:
                 present = _dataset(grp, "present")
                 if present.shape != (len(keys),) or present.dtype.kind not in "biu":
                     raise _Bad(f"chip_state/{part}/present has shape {present.shape}, expected ({len(keys)},)")
+    # Every array was read above only within its own bound; before hashing them all, their sum.
+    if static_bytes > STATIC_BYTES_PER_CELL * n_cells + STATIC_BYTES_EXTRA:
+        raise _Bad(
+            f"its header arrays declare {static_bytes} bytes, more than a {geometry.rows}x{geometry.cols} chip's "
+            f"recording holds ({STATIC_BYTES_PER_CELL} bytes per cell + {STATIC_BYTES_EXTRA >> 20} MiB)"
+        )
     # Last, once the structure is known to be sound: the integrity manifest (version 4), or
     # the absence of one (older versions).
     try:
