@@ -61,3 +61,28 @@ def copy_readouts(src: Path, dst: Path) -> None:
         n = min(s["readouts/meta"].shape[0], d["readouts/meta"].shape[0])
         d["readouts/g"][:n] = s["readouts/g"][:n]
         d["readouts/meta"][:n] = s["readouts/meta"][:n]
+
+
+def as_older_version(path: Path, version: int) -> None:
+    """Rewrite a version-4 recording as the harness wrote version ``version`` (1-3): 3-entry
+    commit and writer records, no manifest, unseeded per-readout checksums (version 3) or
+    none (1, 2)."""
+    import numpy as np
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = version
+        for name in ("commit", "writer"):
+            head = f[name][:3]
+            del f[name]
+            f.create_dataset(name, data=head)
+        meta = f["readouts/meta"][...]
+        names = [n for n in meta.dtype.names if version >= 3 or n != CHECKSUM_COLUMN]
+        new = np.zeros(meta.shape, dtype=[(n, meta.dtype[n]) for n in names])
+        for n in names:
+            new[n] = meta[n]
+        if version >= 3:
+            for i in range(new.size):
+                new[i][CHECKSUM_COLUMN] = readout_checksum(f["readouts/g"][i], new[i])
+        chunks = f["readouts/meta"].chunks
+        del f["readouts/meta"]
+        f.create_dataset("readouts/meta", data=new, maxshape=(None,), chunks=chunks)
