@@ -90,8 +90,9 @@ def main() -> None:
             failed = []
             for r in results:
                 lines = r["stderr"].strip().splitlines()
-                ok = (r["code"] != 0 and len(lines) == 1 and lines[0].startswith("error: ")
-                      and by_id[r["case"]].fragment in lines[0])
+                case = by_id[r["case"]]
+                named = case.fragment in lines[0] or (case.alt is not None and case.alt in lines[0]) if lines else False
+                ok = r["code"] != 0 and len(lines) == 1 and lines[0].startswith("error: ") and named
                 if not ok:
                     failed.append(r["case"])
             worst = max(results, key=lambda r: r["elapsed"])

@@ -12,21 +12,24 @@ from pathlib import Path
 
 import h5py
 
+from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum
+
 try:
     from harness.recording import integrity
-    from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum
-except ImportError:  # a harness before format version 4 (the "fails on old main" runs): nothing to reseal
+except ImportError:  # a harness before format version 4 (the "fails on old main" runs): no manifest
     integrity = None  # type: ignore[assignment]
 
 
 def reseal(path: Path, *, rows: bool = False) -> bool:
     """Recompute ``path``'s manifest (and, with ``rows``, every readout's checksum); False if
     the file is not a version-4 recording h5py can open for writing (left as it is)."""
-    if integrity is None or not h5py.is_hdf5(path):
+    if not h5py.is_hdf5(path):
         return False
     try:
         with h5py.File(path, "r+") as f:
-            if f["commit"].shape != (integrity.COMMIT_LEN,) or f["writer"].shape != (integrity.WRITER_LEN,):
+            if integrity is None or f["commit"].shape != (integrity.COMMIT_LEN,):
+                return _reseal_v3(f) if rows else False
+            if f["writer"].shape != (integrity.WRITER_LEN,):
                 return False
             header = integrity.header_digest(f)
             c = f["commit"][...]
@@ -52,6 +55,19 @@ def reseal(path: Path, *, rows: bool = False) -> bool:
         return True
     except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError):
         return False
+
+
+def _reseal_v3(f: h5py.File) -> bool:
+    """Version 3: recompute every committed readout's (unseeded) checksum."""
+    meta_ds = f["readouts/meta"]
+    if CHECKSUM_COLUMN not in (meta_ds.dtype.names or ()):
+        return True
+    n = min(int(f["commit"][0]), meta_ds.shape[0])
+    meta = meta_ds[:n]
+    for i in range(n):
+        meta[i][CHECKSUM_COLUMN] = readout_checksum(f["readouts/g"][i], meta[i])
+    meta_ds[:n] = meta
+    return True
 
 
 def copy_readouts(src: Path, dst: Path) -> None:

@@ -99,6 +99,8 @@ def create_recording(
     cells = np.array(readout_cells, dtype=np.int64).ravel()
     if cells.size and (cells.min() < 0 or cells.max() >= geometry.n_cells):
         raise RecordingError(f"readout cells must be on the {geometry.rows}x{geometry.cols} array")
+    if np.unique(cells).size != cells.size:
+        raise RecordingError("readout cells must name each cell once")
     extra_specs = _extra_specs(extras)
     own_lock = lock is None
     the_lock = RecordingLock.acquire(final) if lock is None else lock
