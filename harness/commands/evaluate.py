@@ -55,12 +55,44 @@ def parse_bits(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _estimate_line(first_chip_s: float, n_chips: int) -> None:
+    """One line on stderr before the long part: the whole run, extrapolated from the first
+    chip (model load, programming, readouts and its CiM inference; later chips share the
+    model and are evaluated in batches, so this errs long)."""
+    import sys
+
+    sys.stderr.write(
+        f"estimate: {n_chips} chips × {format_duration(first_chip_s, digits=2)} (the first chip) ≈ "
+        f"{format_duration(n_chips * first_chip_s, digits=2)} at most; choose the number of chips with --runs\n"
+    )
+    sys.stderr.flush()
+
+
+def _note_normalised(bits: tuple[int | None, ...], times_s: tuple[float, ...] | None) -> None:
+    """Say on stderr when the evaluation will not use the lists exactly as given: times are
+    evaluated in increasing order without repeats, bit-widths without repeats."""
+    import sys
+
+    kept_bits = tuple(dict.fromkeys(bits))
+    if kept_bits != bits:
+        shown = ",".join("0" if b is None else str(b) for b in kept_bits)
+        sys.stderr.write(f"note: --bits has repeats; evaluating each once: {shown}\n")
+    if times_s is not None:
+        kept = tuple(sorted(set(times_s)))
+        if kept != tuple(times_s):
+            sys.stderr.write(
+                "note: --times evaluated in increasing order without repeats: "
+                + ",".join(format_duration(t) for t in kept) + "\n"
+            )
+
+
 def render_table(result: EvaluationResult) -> Table:
     """Rows: times; columns: float baseline and mean ± std (%) per bit-width."""
     from rich.table import Table
 
+    spread = f"mean ± std over {result.runs} runs" if result.runs > 1 else "one run"
     title = (
-        f"{result.model} on {result.location}: top-1 accuracy (%), mean ± std over {result.runs} run(s), "
+        f"{result.model} on {result.location}: top-1 accuracy (%), {spread}, "
         f"GDC {'on' if result.gdc else 'off'}{', per-read noise' if result.read_noise else ''}"
     )
     table = Table(title=title, title_justify="left")
@@ -77,7 +109,10 @@ def render_table(result: EvaluationResult) -> Table:
         if show_read:
             row.append(format_duration(float(result.read_times_s[:, j].mean())))
         row.append(f"{result.digital_accuracy * 100:.2f}")
-        row += [f"{mean[i, j]:.2f} ± {std[i, j]:.2f}" for i in range(len(result.bits))]
+        if result.runs > 1:
+            row += [f"{mean[i, j]:.2f} ± {std[i, j]:.2f}" for i in range(len(result.bits))]
+        else:  # one run has no spread to show
+            row += [f"{mean[i, j]:.2f}" for i in range(len(result.bits))]
         table.add_row(*row)
     return table
 
@@ -88,7 +123,7 @@ def evaluate_command(
     model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (its shipped baseline) or model file. Default: the bundled model (chip) or the recorded one."),
     times: Optional[str] = typer.Option(None, "--times", help=f"Times since programming. Default: {_DEFAULT_TIMES} (chip), every readout (recording)."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Simulated chips (virtual URI, default 25); else repeated read-noise draws (default 1)."),
-    bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more)."),
+    bits: str = typer.Option(_DEFAULT_BITS, "--bits", help="Activation precisions: ADC bits (the DAC gets one more); 0 = ideal converters."),
     gdc: bool = typer.Option(True, "--gdc/--no-gdc", help="Global drift compensation per layer."),
     read_noise: bool = typer.Option(False, "--read-noise/--no-read-noise", help="Fresh 1/f read noise on every MVM."),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-read noise draws."),
@@ -102,8 +137,10 @@ def evaluate_command(
     with user_errors():
         if (chip is None) == (recording is None):
             raise ConfigError("give exactly one of --chip URI or --recording FILE.h5")
-        bits_t = parse_bits(bits)
+        # --bits 0 means ideal converters (None), as in a sweep's grid (docs/sweeps.md).
+        bits_t = tuple(None if b == 0 else b for b in parse_bits(bits))
         times_s = parse_durations(times) if times is not None else None
+        _note_normalised(bits_t, times_s)
         if match not in MATCH_MODES:
             raise ConfigError(f"unknown time matching --match {match!r}; use one of {', '.join(MATCH_MODES)}")
         if runs is not None and runs < 1:
@@ -120,13 +157,19 @@ def evaluate_command(
 
         # Progress always goes to stderr (a bar on a terminal, plain lines in logs): it never
         # touches stdout, so --json output stays one object.
+        import time
+
+        t_start = time.perf_counter()
         with progress_bar("evaluate", total=None) as update:
 
             def on_progress(p: EvaluationProgress) -> None:
                 if p.phase == "chip":
-                    update(p.done, description="chips programmed and read", total=p.total)
+                    if p.done == 1 and p.total > 1:
+                        _estimate_line(time.perf_counter() - t_start, p.total)
+                    update(p.done, description="chips programmed and read", total=p.total, unit="chips")
                 elif p.phase == "inference":  # reported as each bit-width starts
-                    update(p.done, description="CiM inference", total=p.total)
+                    update(p.done, description=f"CiM inference ({p.label})", total=p.total, unit="bit-widths",
+                           announce=True)
 
             if chip is not None:
                 result = evaluate_chip(
@@ -138,7 +181,7 @@ def evaluate_command(
                     Path(str(recording)), model, times_s=times_s, runs=runs, bits=bits_t, gdc=gdc, read_noise=read_noise,
                     seed=seed, match=match, progress=on_progress,
                 )
-            update(len(result.bits), description="evaluated", total=len(result.bits))
+            update(len(result.bits), description="CiM inference", total=len(result.bits), unit="bit-widths")
         if png is not None:
             from harness.evaluation.plots import plot_accuracy
 

@@ -33,7 +33,7 @@ def sweep_command(
         dask_available(workers, scheduler)
         total = len(spec.models) * len(spec.chips) * spec.runs
         console = console_for(json_out)
-        with progress_bar(f"sweep {spec.name}", total=total) as update:
+        with progress_bar(f"sweep {spec.name}", total=total, unit="tasks") as update:
 
             def on_progress(p: SweepProgress) -> None:
                 update(p.done, description=f"sweep {spec.name} ({p.running} running, {p.failed} failed)")
@@ -69,7 +69,7 @@ def _render(table: Any) -> Any:
 
     from harness.units import format_duration
 
-    out = Table(title="accuracy (%), mean ± std over runs", title_justify="left")
+    out = Table(title="accuracy (%), mean ± std over runs (one run: the value alone)", title_justify="left")
     for name in ("model", "chip", "bits", "gdc", "read noise"):
         out.add_column(name)
     times = sorted(table["t_s"].unique())
@@ -82,8 +82,12 @@ def _render(table: Any) -> Any:
         cells = []
         for t in times:
             r = by_t.get(float(t))
-            std = 0.0 if r is None or r.std != r.std else r.std  # NaN std for a single run
-            cells.append("" if r is None else f"{r.mean * 100:.2f} ± {std * 100:.2f}")
+            if r is None:
+                cells.append("")
+            elif r.std != r.std:  # NaN std: a single run has no spread to show
+                cells.append(f"{r.mean * 100:.2f}")
+            else:
+                cells.append(f"{r.mean * 100:.2f} ± {r.std * 100:.2f}")
         model, chip, bits, gdc, rn = key
         out.add_row(str(model), str(chip), "ideal" if bits == 0 else str(bits), "on" if gdc else "off", "on" if rn else "off", *cells)
     return out

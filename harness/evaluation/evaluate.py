@@ -164,11 +164,15 @@ def _evaluate_chips_streaming(
     batch: list[ChipReadouts] = []
     inference_s = 0.0
 
-    def flush() -> None:
+    def flush(last: int) -> None:
         nonlocal inference_s
         t_inf = time.perf_counter()
+        which = f"chip {last + 1}" if len(batch) == 1 else f"chips {last + 2 - len(batch)}–{last + 1}"
         acc_parts.append(evaluator.accuracy_batch(
             batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
+            on_bits=(lambda k, b: progress(EvaluationProgress(
+                "inference", k, len(bits), f"{which}, {EvaluationResult.bits_label(b)}-bit")))
+            if progress else None,
         ))
         inference_s += time.perf_counter() - t_inf
         for c in batch:
@@ -182,12 +186,14 @@ def _evaluate_chips_streaming(
         for i, uri in enumerate(uris):
             with contextlib.closing(open_chip(uri)) as chip:
                 batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
-            if len(batch) == CHIP_BATCH:
-                flush()
+            # The first chip is evaluated alone: its time (program, read and CiM inference) is
+            # what the CLI's one-line estimate of the whole run rests on.
+            if len(batch) == CHIP_BATCH or (i == 0 and len(uris) > 1):
+                flush(i)
             if progress:
                 progress(EvaluationProgress("chip", i + 1, len(uris), uri))
         if batch:
-            flush()
+            flush(len(uris) - 1)
     total_s = time.perf_counter() - wall0
     return EvaluationResult(
         model=model.name,

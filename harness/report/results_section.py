@@ -43,7 +43,9 @@ def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
         "Top-1 accuracy vs time since programming, mean ± std over runs (bands); dashed: float baseline.",
         "accuracy vs time per bit-width",
     )
-    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f} ± {curves[b][1][j] * 100:.2f}" for b in bits] for j, lab in enumerate(labels)]
+    one_run = doc.get("runs") == 1  # no spread to show
+    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f}" + ("" if one_run else f" ± {curves[b][1][j] * 100:.2f}") for b in bits]
+            for j, lab in enumerate(labels)]
     s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows, f"float baseline {digital * 100:.2f} %")
     return s
 
@@ -63,25 +65,57 @@ def sweep_section(path: Path) -> Section:
             f"mean ± std over runs"
         ),
         provenance={"folder": str(path), "digest": meta.get("digest"), "seed": meta.get("spec", {}).get("seed"),
-                    "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}))},
+                    "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}), indent=1)},
     )
     options = summary[["chip", "gdc", "read_noise"]].drop_duplicates().itertuples(index=False)
+    # One y-range for every sweep figure, so that panels (and GDC on vs off) compare by eye.
+    lo = float(np.nanmin(summary["mean"] - np.nan_to_num(summary["std"]))) * 100
+    hi = max(float(np.nanmax(summary["mean"] + np.nan_to_num(summary["std"]))), float(summary["digital_accuracy"].max())) * 100
+    ylim = (max(0.0, lo - 0.05 * (hi - lo)), min(100.0, hi + 0.05 * (hi - lo)))
     for chip, gdc, rn in options:
         sub = summary[(summary.chip == chip) & (summary.gdc == gdc) & (summary.read_noise == rn)]
         tag = f"{chip}, GDC {'on' if gdc else 'off'}{', read noise' if rn else ''}"
-        for model, mdf in sub.groupby("model", sort=True):
-            times = sorted(mdf["t_s"].unique())
-            curves = {}
-            for b, bdf in sorted(mdf.groupby("bits"), key=lambda kv: -kv[0] if kv[0] else -1e9):
-                bdf = bdf.set_index("t_s").loc[times]
-                curves["ideal" if b == 0 else f"{b}-bit"] = (bdf["mean"].to_numpy(), np.nan_to_num(bdf["std"].to_numpy()))
-            digital = float(mdf["digital_accuracy"].iloc[0])
-            s.figure(_accuracy_figure(times, curves, digital, f"{model} — {tag}"),
-                     f"{model} on {tag}: accuracy vs time, mean ± std over {int(mdf['count'].max())} chips.",
-                     f"accuracy vs time for {model}")
+        s.figure(_sweep_overlay(sub, ylim, tag),
+                 f"{tag}: the compared models overlaid, one panel per activation precision (same y-range in every "
+                 f"sweep figure); mean ± std over {int(sub['count'].max())} chips (bands), dashed: each model's float "
+                 "baseline.", f"models compared, {tag}")
         s.heading(f"Ablation at {format_duration(_nearest(sub['t_s'].unique(), ABLATION_TIME_S))} — {tag}")
         s.table(*_ablation(sub))
     return s
+
+
+def _sweep_overlay(sub: Any, ylim: tuple[float, float], tag: str) -> bytes:
+    """Accuracy vs time with every model of the sweep overlaid, one panel per bit-width."""
+    from matplotlib.figure import Figure
+
+    bits = sorted(sub["bits"].unique(), key=lambda b: -b if b else -1e9)
+    fig = Figure(figsize=(4.2 * len(bits) + 1.5, 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(bits), sharey=True))
+    models = sorted(sub["model"].unique())
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for ax, b in zip(axes, bits, strict=True):
+        at = sub[sub.bits == b]
+        times = sorted(at["t_s"].unique())
+        t = np.asarray(times, dtype=np.float64)
+        for model in models:
+            mdf = at[at.model == model].set_index("t_s").reindex(times)
+            mean = mdf["mean"].to_numpy() * 100
+            std = np.nan_to_num(mdf["std"].to_numpy()) * 100
+            ax.plot(t, mean, "o-", ms=3.5, color=colors[model], label=str(model))
+            ax.fill_between(t, mean - std, mean + std, color=colors[model], alpha=0.18, lw=0)
+            ax.axhline(float(at[at.model == model]["digital_accuracy"].iloc[0]) * 100, ls="--", lw=0.8,
+                       color=colors[model])
+        ax.set_xscale("log")
+        ax.set_xticks(t, [format_duration(float(x), digits=2) for x in t])
+        ax.minorticks_off()
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("time since programming")
+        ax.set_title("ideal converters" if b == 0 else f"{b}-bit activations", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[-1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(tag, fontsize=10)
+    return figure_png(fig)
 
 
 def _nearest(times: Sequence[float], t: float) -> float:
@@ -101,8 +135,8 @@ def _ablation(sub: Any) -> tuple[list[str], list[list[str]]]:
         row = [str(model), f"{mdf['digital_accuracy'].iloc[0] * 100:.2f}"]
         for b in bits:
             r = by_b.loc[b]
-            std = 0.0 if r["std"] != r["std"] else r["std"]
-            row.append(f"{r['mean'] * 100:.2f} ± {std * 100:.2f}")
+            single = r["std"] != r["std"]  # NaN std: one run, no spread to show
+            row.append(f"{r['mean'] * 100:.2f}" if single else f"{r['mean'] * 100:.2f} ± {r['std'] * 100:.2f}")
         rows.append(row)
     return header, rows
 

@@ -207,6 +207,8 @@ def _results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> Itera
     if check_results_folder(out_dir, spec, overwrite=overwrite):
         with _lock(out_dir):
             shutil.rmtree(out_dir)
+    created = not out_dir.exists()
+    fresh = created or not any(out_dir.iterdir())
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "_failed").mkdir(exist_ok=True)
@@ -220,7 +222,32 @@ def _results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> Itera
                 "digest": spec.digest(), "spec": spec.canonical(), "source": spec.source,
             }
             _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-        yield out_dir
+        try:
+            yield out_dir
+        except BaseException:
+            # A sweep that fails (or is interrupted) before any task finished leaves the folder
+            # as it found it: no _sweep.json, _lock or _failed/ that would claim it for a sweep.
+            if fresh and not _holds_results(out_dir):
+                _remove_scaffold(out_dir, remove_folder=created)
+            raise
+
+
+_SCAFFOLD = ("_sweep.json", "_lock", "_failed")
+
+
+def _holds_results(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds any finished or failed task (anything but the scaffold)."""
+    failed = out_dir / "_failed"
+    return any(p.name not in _SCAFFOLD for p in out_dir.iterdir()) or (failed.is_dir() and any(failed.iterdir()))
+
+
+def _remove_scaffold(out_dir: Path, *, remove_folder: bool) -> None:
+    with contextlib.suppress(OSError):
+        (out_dir / "_sweep.json").unlink(missing_ok=True)
+        (out_dir / "_failed").rmdir()
+        (out_dir / "_lock").unlink(missing_ok=True)
+        if remove_folder:
+            out_dir.rmdir()
 
 
 def check_results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> bool:
