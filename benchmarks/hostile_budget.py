@@ -3,7 +3,7 @@ against every consumer, with the worst time and the peak RSS per consumer.
 
 The cases and consumers are those of ``tests/test_hostile_recordings.py`` (its table is the
 one list). For each consumer one fresh driver process (the test's driver: CLI and torch
-imported first) runs every case's file in turn; its peak RSS (``wait4``) bounds every case
+imported first) runs every case's file in turn; its own peak RSS (VmHWM) bounds every case
 of that consumer, and each command's wall time is measured in the driver. A baseline driver
 runs the consumer on the good file only, so the cost of the imports is visible. Printed: per
 consumer the cases run, the failures (exit 0, more than one line, or a traceback), the worst
@@ -41,10 +41,10 @@ def drive(plan: list, work: Path, name: str) -> tuple[list[dict], float]:
         [sys.executable, "-c", table.DRIVER.format(tests=str(REPO / "tests")), str(work / f"{name}.json"), str(log)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     results = [json.loads(x) for x in log.read_text().splitlines() if "start" not in json.loads(x)]
-    return results, usage.ru_maxrss / 1024
+    # the driver's own VmHWM (ru_maxrss of a child would include this process's RSS at fork)
+    return results, max(r["peak_mb"] or 0.0 for r in results)
 
 
 def main() -> None:

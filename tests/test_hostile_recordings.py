@@ -646,6 +646,11 @@ DRIVER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import harness.evaluation.evaluate
     from clikit import invoke
+    def hwm_mb():  # this process's own peak RSS (VmHWM: unlike ru_maxrss, not inherited at fork)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
     plan = json.load(open(sys.argv[1]))
     with open(sys.argv[2], "w", buffering=1) as log:
         for case, consumer, argv in plan:
@@ -653,7 +658,8 @@ DRIVER = textwrap.dedent(
             t0 = time.perf_counter()
             r = invoke(*argv)
             log.write(json.dumps({{"case": case, "consumer": consumer, "code": r.exit_code,
-                                  "stderr": r.stderr, "elapsed": time.perf_counter() - t0}}) + "\\n")
+                                  "stderr": r.stderr, "elapsed": time.perf_counter() - t0,
+                                  "peak_mb": hwm_mb()}}) + "\\n")
     """
 )
 #: The driver is killed after this long (imports included): a case hung.
@@ -666,7 +672,7 @@ SUBPROCESS = [pytest.param(c, k, id=f"{c.id}-{k}") for c in CASES if c.subproces
 @pytest.fixture(scope="module")
 def driver_results(crafted: Callable[[Case, Path], Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every dangerous (case, consumer) run once in one driver process: its results by
-    (case id, consumer), and the driver's peak RSS (MB) under key "peak_mb"."""
+    (case id, consumer), and the driver's own peak RSS (MB, imports included) under "peak_mb"."""
     tmp = tmp_path_factory.mktemp("driver")
     plan = []
     for consumer, argv in CONSUMERS.items():
@@ -675,7 +681,6 @@ def driver_results(crafted: Callable[[Case, Path], Path], tmp_path_factory: pyte
             plan.append((case.id, consumer, argv(str(crafted(case, tmp / consumer)))))
     (tmp / "plan.json").write_text(json.dumps(plan))
     log = tmp / "log.jsonl"
-    rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER.format(tests=str(Path(__file__).parent)), str(tmp / "plan.json"), str(log)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -696,9 +701,8 @@ def driver_results(crafted: Callable[[Case, Path], Path], tmp_path_factory: pyte
         res = json.loads(line)
         if "start" not in res:
             out[(res["case"], res["consumer"])] = res
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    # ru_maxrss of children is the largest child so far: valid for the driver only if it grew
-    out["peak_mb"] = peak if peak > rss_before else None
+    peaks = [r["peak_mb"] for k, r in out.items() if isinstance(k, tuple) and r.get("peak_mb") is not None]
+    out["peak_mb"] = max(peaks) if peaks else None  # None: no /proc (not Linux)
     return out
 
 
