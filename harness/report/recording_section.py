@@ -241,10 +241,12 @@ def _drift(summary: dict[str, Any]) -> bytes:
 
     handles: list[Any] = []
     labels: list[str] = []
+    positive = False  # a dead chip's readouts (all zero) have no ratio a log axis can show
     for lv in summary["levels"]:
         if lv["reset_level"]:
             continue
         r = np.array([np.nan if v is None else v for v in lv["mean_ratio"]], dtype=np.float64)
+        positive = positive or bool(np.any(r > 0))
         (pts,) = ax.plot(t, r, "o", ms=4)
         name = f"{lv['lo_uS']:.0f}–{lv['hi_uS']:.0f} µS"
         nu = lv["nu_fit"]
@@ -261,7 +263,7 @@ def _drift(summary: dict[str, Any]) -> bytes:
 
     from harness.sessions.replay_plots import time_axis
 
-    ax.set_yscale("log")
+    ax.set_yscale("log" if positive else "linear")
     time_axis(ax, t)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 0.9, not 9×10⁻¹
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
