@@ -19,6 +19,7 @@ from harness.chip.protocol import Chip
 from harness.data import check_dataset_fits, load_dataset
 from harness.errors import EvaluationError
 from harness.evaluation.cim import CimSimulator, ConverterRanges, converter_ranges
+from harness.evaluation.compensation import Compensation
 from harness.evaluation.readouts import ChipReadouts
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
 from harness.evaluation.settings import DEFAULT_BITS, MAX_RUNS, normalize_bits, normalize_times
@@ -100,8 +101,10 @@ class ReadoutEvaluator:
         seed: int,
         repeats: int = 1,
         on_bits: Callable[[int, int | None], None] | None = None,
+        compensation: Compensation | None = None,
     ) -> npt.NDArray[np.float64]:
-        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors.
+        A ``compensation`` (:mod:`harness.evaluation.compensation`) replaces ``gdc``."""
         layout = chips[0].layout
         sim = self.simulator(layout)
         n_t = chips[0].times_s.shape[0]
@@ -116,9 +119,10 @@ class ReadoutEvaluator:
         for i, b in enumerate(bits):
             if on_bits:
                 on_bits(i, b)
+            corr = None if compensation is None else compensation.correction(sim, g_t, ref_t, b)
             a = sim.accuracy(
-                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
-                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc and compensation is None else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator, correction=corr,
             )
             acc[i] = a.numpy().reshape(n_runs, n_t).T
         return acc
@@ -139,6 +143,7 @@ def evaluate_readouts(
     location: str = "",
     progress: ProgressCallback | None = None,
     timing: EvaluationTiming | None = None,
+    compensation: Compensation | None = None,
 ) -> EvaluationResult:
     """CiM accuracy of ``model`` on every chip's readouts, batched over chips × times.
 
@@ -181,7 +186,7 @@ def evaluate_readouts(
     acc = evaluator.accuracy_batch(
         chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
         on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
-        if progress else None,
+        if progress else None, compensation=compensation,
     )
     inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
@@ -197,7 +202,7 @@ def evaluate_readouts(
         times_s=times,
         read_times_s=t_read.reshape(len(labels), n_t),
         accuracy=acc,
-        gdc=gdc,
+        gdc=gdc if compensation is None else compensation.uses_gdc,
         read_noise=read_noise,
         seed=int(seed),
         ranges=ranges,
@@ -207,6 +212,7 @@ def evaluate_readouts(
             inference_s=inference_s,
             total_s=base.total_s + (time.perf_counter() - wall0),
         ),
+        compensation="" if compensation is None else compensation.name,
     )
 
 

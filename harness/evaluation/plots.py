@@ -37,7 +37,8 @@ def plot_accuracy(results: EvaluationResult | Sequence[EvaluationResult], path: 
         t_plot = np.where(t > 0, t, np.nan)  # t = 0 has no place on a log axis
         all_t += [float(x) for x in t if x > 0]
         mean, std = res.mean() * 100, res.std() * 100
-        tag = f"{res.model}, GDC {'on' if res.gdc else 'off'}: " if several else ""
+        how = res.compensation or f"GDC {'on' if res.gdc else 'off'}"  # the drift compensation method, if named
+        tag = f"{res.model}, {how}: " if several else ""
         for i, b in enumerate(res.bits):
             label = f"{tag}{'ideal converters' if b is None else f'{b}-bit'}"
             ax.errorbar(t_plot, mean[i], yerr=std[i], marker=markers[i % len(markers)], ms=4, capsize=3, label=label,

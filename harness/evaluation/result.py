@@ -80,6 +80,8 @@ class EvaluationResult:
     seed: int
     ranges: ConverterRanges
     timing: EvaluationTiming = field(default_factory=EvaluationTiming)
+    #: the drift compensation method (:mod:`harness.evaluation.compensation`), "" when only ``gdc`` says.
+    compensation: str = ""
 
     def __post_init__(self) -> None:
         for arr in (self.read_times_s, self.accuracy):
@@ -150,6 +152,7 @@ class EvaluationResult:
             "accuracy": table,
             "ranges": self.ranges.to_dict(),
             "timing_s": dataclasses.asdict(self.timing),
+            **({"compensation": self.compensation} if self.compensation else {}),
         }
 
 
