@@ -64,7 +64,8 @@ def run_compensation(
     calibration_examples: int,
 ) -> None:
     """Evaluate under each method of ``methods`` and print the table (or ``--json``); ``png``: plot."""
-    from harness.evaluation.compensation import comparison_dict, evaluate_compensations, parse_methods
+    from harness.evaluation.compensated import comparison_dict, evaluate_compensations
+    from harness.evaluation.compensation import parse_methods
     from harness.evaluation.settings import DEFAULT_TIMES_S
 
     parse_methods(methods)

@@ -86,10 +86,13 @@ class ReadoutEvaluator:
         )
 
     def accuracy(
-        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int,
+        compensation: Compensation | None = None,
     ) -> npt.NDArray[np.float64]:
         """``(len(bits), T)`` accuracy of one chip's readouts."""
-        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+        return self.accuracy_batch(
+            [readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed, compensation=compensation
+        )[:, :, 0]
 
     def accuracy_batch(
         self,
