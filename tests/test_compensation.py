@@ -281,3 +281,14 @@ def test_cli_compensate_from_a_recording_json_table_and_plot(tmp_path: Path) -> 
 )
 def test_cli_compensate_bad_input_one_line(args: tuple[str, ...], fragment: str) -> None:
     assert_one_line_error(invoke("evaluate", "--recording", str(DEMO), "--times", "1h", *args), fragment)
+
+
+def test_report_shows_a_comparison(tmp_path: Path) -> None:
+    r = invoke("evaluate", "--recording", str(DEMO), "--times", "25s,1h", "--bits", "4", "--compensate", "gdc,column",
+               "--calibration-examples", "64", "--json")
+    assert r.exit_code == 0, r.stderr
+    (tmp_path / "c.json").write_text(r.stdout)
+    out = invoke("report", str(tmp_path / "c.json"), "--html", str(tmp_path / "c.html"))
+    assert out.exit_code == 0, out.stderr
+    html = (tmp_path / "c.html").read_text()
+    assert "column 4-bit" in html and "column − gdc 4-bit" in html and "<img" in html

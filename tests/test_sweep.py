@@ -268,6 +268,9 @@ def test_compensate_axis_reuses_the_readouts_and_matches_the_gdc_axis(serial_tab
         assert list(new["accuracy"]) == list(ref["accuracy"]), name
     assert set(serial_table["compensate"]) == {"gdc", "none"}
     assert "compensate" in summarize(df).columns
+    report = invoke("report", str(tmp_path / "c"), "--html", str(tmp_path / "c.html"))
+    assert report.exit_code == 0, report.stderr
+    assert "virtual, column" in (tmp_path / "c.html").read_text()
 
 
 @pytest.mark.parametrize(

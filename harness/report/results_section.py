@@ -65,10 +65,12 @@ def sweep_section(path: Path) -> Section:
         provenance={"folder": str(path), "digest": meta.get("digest"), "seed": meta.get("spec", {}).get("seed"),
                     "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}))},
     )
-    options = summary[["chip", "gdc", "read_noise"]].drop_duplicates().itertuples(index=False)
+    how = "compensate" if "compensate" in summary else "gdc"  # a compensate grid has several methods with GDC
+    options = summary[["chip", how, "read_noise"]].drop_duplicates().itertuples(index=False)
     for chip, gdc, rn in options:
-        sub = summary[(summary.chip == chip) & (summary.gdc == gdc) & (summary.read_noise == rn)]
-        tag = f"{chip}, GDC {'on' if gdc else 'off'}{', read noise' if rn else ''}"
+        sub = summary[(summary.chip == chip) & (summary[how] == gdc) & (summary.read_noise == rn)]
+        method = {"gdc": "GDC on", "none": "GDC off"}.get(gdc, gdc) if how == "compensate" else f"GDC {'on' if gdc else 'off'}"
+        tag = f"{chip}, {method}{', read noise' if rn else ''}"
         for model, mdf in sub.groupby("model", sort=True):
             times = sorted(mdf["t_s"].unique())
             curves = {}
