@@ -167,6 +167,8 @@ def evaluate_command(
     png: Optional[Path] = typer.Option(None, "--png", help=f"Write a plot of accuracy vs time ({', '.join(PLOT_SUFFIXES)})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
+    compensate: Optional[str] = typer.Option(None, "--compensate", help="Drift compensation methods to compare on the same reads: none,gdc,adabs,column (docs/compensation.md)."),
+    calibration_examples: int = typer.Option(256, "--calibration-examples", help="Unlabeled training-split examples for adabs/column."),
 ) -> None:
     """Accuracy of a model vs time since programming, from a live chip or a recording."""
     console = console_for(json_out)
@@ -196,6 +198,17 @@ def evaluate_command(
             check_uri(chip)
         elif not Path(str(recording)).is_file():
             raise ConfigError(f"--recording {recording} does not exist")
+        if compensate is not None:
+            from harness.commands.evaluate_compensation import run_compensation
+
+            if not gdc:
+                raise ConfigError("--no-gdc does not combine with --compensate; name the methods (e.g. --compensate none,gdc)")
+            run_compensation(
+                compensate, chip=chip, recording=recording, model=model, times_s=times_s, runs=runs, bits=bits_t,
+                read_noise=read_noise, seed=seed, match=match, png=png, json_out=json_out,
+                calibration_examples=calibration_examples, range_policy=ranges, calibration_samples=calibration_samples,
+            )
+            return
         from harness.evaluation.evaluate import evaluate_chip, evaluate_recording
 
         # Progress always goes to stderr (a bar on a terminal, plain lines in logs): it never

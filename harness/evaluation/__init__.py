@@ -15,6 +15,8 @@
 - :mod:`harness.evaluation.evaluate` — ``evaluate_chip`` (chips streamed in batches) /
   ``evaluate_recording``, ``resolve_model``.
 - :mod:`harness.evaluation.plots` — the accuracy-vs-time figure.
+- :mod:`harness.evaluation.compensation` — drift compensation methods (none, gdc, adabs, column)
+  behind one interface; :mod:`harness.evaluation.compensated` compares them on the same reads.
 
 May import: sessions, recording, programming, models, data, virtual, the chip seam, the basics.
 """
@@ -58,6 +60,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["ReadoutEvaluator", "evaluate_readouts"], "evaluator"),
     **dict.fromkeys(["evaluate_chip", "evaluate_recording", "resolve_model"], "evaluate"),
     "plot_accuracy": "plots",
+    **dict.fromkeys(["Compensation", "make_compensations", "parse_methods"], "compensation"),
+    **dict.fromkeys(["comparison_dict", "evaluate_compensations"], "compensated"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

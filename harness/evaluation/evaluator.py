@@ -27,6 +27,7 @@ from harness.evaluation.ranges import (
     RangeCalibrator,
     RangesUsed,
 )
+from harness.evaluation.compensation import Compensation
 from harness.evaluation.readouts import ChipReadouts
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
 from harness.evaluation.settings import DEFAULT_BITS, MAX_RUNS, normalize_bits, normalize_times
@@ -113,10 +114,13 @@ class ReadoutEvaluator:
         )
 
     def accuracy(
-        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int,
+        compensation: Compensation | None = None,
     ) -> npt.NDArray[np.float64]:
         """``(len(bits), T)`` accuracy of one chip's readouts."""
-        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+        return self.accuracy_batch(
+            [readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed, compensation=compensation
+        )[:, :, 0]
 
     def accuracy_batch(self, chips: Sequence[ChipReadouts], **options: Any) -> npt.NDArray[np.float64]:
         """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors: the
@@ -133,9 +137,11 @@ class ReadoutEvaluator:
         seed: int,
         repeats: int = 1,
         on_bits: Callable[[int, int | None], None] | None = None,
+        compensation: Compensation | None = None,
     ) -> npt.NDArray[np.bool_]:
         """``(len(bits), T, len(chips)·repeats, n_test)``: whether each test example is
-        classified right, per bit width, time and run (what the intervals need)."""
+        classified right, per bit width, time and run (what the intervals need). A
+        ``compensation`` (:mod:`harness.evaluation.compensation`) replaces ``gdc``."""
         layout = chips[0].layout
         n_t = chips[0].times_s.shape[0]
         g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
@@ -149,9 +155,11 @@ class ReadoutEvaluator:
         for i, b in enumerate(bits):
             if on_bits:
                 on_bits(i, b)
-            hits = self.simulator(layout, b).correct(
-                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
-                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+            sim = self.simulator(layout, b)
+            corr = None if compensation is None else compensation.correction(sim, g_t, ref_t, b)
+            hits = sim.correct(
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc and compensation is None else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator, correction=corr,
             )
             out[i] = hits.numpy().reshape(n_runs, n_t, self.n_test).transpose(1, 0, 2)
         return out
@@ -174,6 +182,7 @@ def evaluate_readouts(
     location: str = "",
     progress: ProgressCallback | None = None,
     timing: EvaluationTiming | None = None,
+    compensation: Compensation | None = None,
 ) -> EvaluationResult:
     """CiM accuracy of ``model`` on every chip's readouts, batched over chips × times.
 
@@ -216,7 +225,7 @@ def evaluate_readouts(
     correct = evaluator.correct_batch(
         chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
         on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
-        if progress else None,
+        if progress else None, compensation=compensation,
     )
     inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
@@ -232,7 +241,7 @@ def evaluate_readouts(
         times_s=times,
         read_times_s=t_read.reshape(len(labels), n_t),
         accuracy=correct.mean(axis=3, dtype=np.float64),
-        gdc=gdc,
+        gdc=gdc if compensation is None else compensation.uses_gdc,
         read_noise=read_noise,
         seed=int(seed),
         ranges=used,
@@ -245,6 +254,7 @@ def evaluate_readouts(
             inference_s=inference_s,
             total_s=base.total_s + (time.perf_counter() - wall0),
         ),
+        compensation="" if compensation is None else compensation.name,
     )
 
 

@@ -42,7 +42,8 @@ def plot_accuracy(results: EvaluationResult | Sequence[EvaluationResult], path: 
         t_plot = np.where(t > 0, t, np.nan)  # t = 0 has no place on a log axis
         all_t += [float(x) for x in np.asarray(res.times_s) if x > 0]
         mean, ci = res.mean() * 100, res.interval() * 100
-        tag = f"{res.model}, GDC {'on' if res.gdc else 'off'}: " if several else ""
+        how = res.compensation or f"GDC {'on' if res.gdc else 'off'}"  # the drift compensation method, if named
+        tag = f"{res.model}, {how}: " if several else ""
         for i, b in enumerate(res.bits):
             label = f"{tag}{'ideal converters' if b is None else f'{b}-bit'}"
             (line,) = ax.plot(t_plot, mean[i], marker=markers[i % len(markers)], ms=4, label=label,

@@ -88,6 +88,8 @@ class EvaluationResult:
     correct: npt.NDArray[np.bool_] | None = None
     chance_accuracy: float | None = None
     dataset: str | None = None
+    #: the drift compensation method (:mod:`harness.evaluation.compensation`), "" when only ``gdc`` says.
+    compensation: str = ""
 
     def __post_init__(self) -> None:
         for arr in (self.read_times_s, self.accuracy, self.correct):
@@ -174,6 +176,7 @@ class EvaluationResult:
             "accuracy": table,
             "ranges": self.ranges.to_dict(),
             "timing_s": dataclasses.asdict(self.timing),
+            **({"compensation": self.compensation} if self.compensation else {}),
         }
 
 

@@ -133,14 +133,16 @@ def sweep_section(path: Path) -> Section:
         provenance={"folder": str(path), "digest": meta.get("digest"), "seed": meta.get("spec", {}).get("seed"),
                     "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}), indent=1)},
     )
-    options = summary[["chip", "gdc", "read_noise"]].drop_duplicates().itertuples(index=False)
+    how = "compensate" if "compensate" in summary else "gdc"  # a compensate grid has several methods with GDC
+    options = summary[["chip", how, "read_noise"]].drop_duplicates().itertuples(index=False)
     # One y-range for every sweep figure, so that panels (and GDC on vs off) compare by eye.
     lo = float(np.nanmin(summary["mean"] - np.nan_to_num(summary["std"]))) * 100
     hi = max(float(np.nanmax(summary["mean"] + np.nan_to_num(summary["std"]))), float(summary["digital_accuracy"].max())) * 100
     ylim = (max(0.0, lo - 0.05 * (hi - lo)), min(100.0, hi + 0.05 * (hi - lo)))
     for chip, gdc, rn in options:
-        sub = summary[(summary.chip == chip) & (summary.gdc == gdc) & (summary.read_noise == rn)]
-        tag = f"{chip}, GDC {'on' if gdc else 'off'}{', read noise' if rn else ''}"
+        sub = summary[(summary.chip == chip) & (summary[how] == gdc) & (summary.read_noise == rn)]
+        method = {"gdc": "GDC on", "none": "GDC off"}.get(gdc, gdc) if how == "compensate" else f"GDC {'on' if gdc else 'off'}"
+        tag = f"{chip}, {method}{', read noise' if rn else ''}"
         s.figure(_sweep_overlay(sub, ylim, tag),
                  f"{tag}: the compared models overlaid, one panel per activation precision (same y-range in every "
                  f"sweep figure); mean ± std over {int(sub['count'].max())} chips (bands), dashed: each model's float "

@@ -53,7 +53,7 @@ MAX_WORKERS = 1024
 #: Columns of the results table, in order (``bits`` 0 = ideal converters).
 COLUMNS = (
     "sweep", "model", "chip", "run", "task_id", "chip_seed", "noise_seed",
-    "t_s", "t_read_s", "bits", "gdc", "read_noise", "accuracy", "digital_accuracy", "n_test",
+    "t_s", "t_read_s", "bits", "gdc", "read_noise", "accuracy", "digital_accuracy", "n_test", "compensate",
 )
 
 
@@ -155,10 +155,13 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
         with contextlib.closing(open_chip(uri)) as chip:
             readouts = evaluator.read_chip(chip, spec.times_s)
         cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        for gdc in spec.gdc:
+        # (gdc, method) pairs: the compensate list when given (each method says whether it uses
+        # GDC), else the gdc axis (named "gdc" / "none" in the compensate column).
+        methods = _compensations(spec, task.model) if spec.compensate else [None] * len(spec.gdc)
+        for gdc, method in zip(spec.gdc if not spec.compensate else [m.uses_gdc for m in methods], methods):
             for read_noise in spec.read_noise:
                 acc = evaluator.accuracy(
-                    readouts, bits=spec.bits, gdc=gdc, read_noise=read_noise, seed=task.noise_seed
+                    readouts, bits=spec.bits, gdc=gdc, read_noise=read_noise, seed=task.noise_seed, compensation=method,
                 )  # (bits, T)
                 for i, b in enumerate(spec.bits):
                     for j, t in enumerate(spec.times_s):
@@ -168,6 +171,7 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
                             "t_s": float(t), "t_read_s": float(readouts.times_s[j]), "bits": 0 if b is None else int(b),
                             "gdc": gdc, "read_noise": read_noise, "accuracy": float(acc[i, j]),
                             "digital_accuracy": evaluator.digital_accuracy, "n_test": evaluator.n_test,
+                            "compensate": method.name if method is not None else ("gdc" if gdc else "none"),
                         }
                         for k, v in row.items():
                             cols[k].append(v)
@@ -178,6 +182,18 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
 
 
 _EVALUATORS: dict[tuple[str, str], Any] = {}
+_COMPENSATIONS: dict[tuple[str, tuple[str, ...], int], list[Any]] = {}
+
+
+def _compensations(spec: SweepSpec, model_ref: str) -> list[Any]:
+    """The sweep's drift compensation methods for a model, made once per worker (their
+    calibration examples are drawn from the training split, seeded by the sweep seed)."""
+    from harness.evaluation.compensation import make_compensations
+
+    key = (model_ref, spec.compensate, spec.seed)
+    if key not in _COMPENSATIONS:
+        _COMPENSATIONS[key] = make_compensations(spec.compensate, _evaluator(model_ref).model, seed=spec.seed)
+    return _COMPENSATIONS[key]
 
 
 def _evaluator(model_ref: str, ranges: str = "auto") -> Any:
@@ -347,7 +363,7 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over runs) of accuracy per model × chip × time × bits × gdc × read noise."""
-    keys = ["model", "chip", "t_s", "bits", "gdc", "read_noise"]
+    keys = ["model", "chip", "t_s", "bits", "gdc", "read_noise"] + (["compensate"] if "compensate" in df else [])
     g = df.groupby(keys, sort=True)
     out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
     out["digital_accuracy"] = g["digital_accuracy"].first().to_numpy()
