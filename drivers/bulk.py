@@ -105,13 +105,19 @@ class BulkTransfer:
                 todo = merged(todo, window.values())
                 if budget.spent(fail):
                     raise fail.error from fail.error.__cause__
+                session.watch.failed(what, session.stats.reconnects)
                 continue
             todo = merged(todo, (window[t] for t in window if t not in answered))
             if answered:
                 budget.progress()
+                session.watch.passed(len(answered))
+                if len(answered) < len(window):
+                    for _ in range(len(window) - len(answered)):
+                        session.watch.failed(what, session.stats.reconnects)
                 continue
             silent = AttemptFailed(integrity_error(what, session.link), reopen=False, alive=True, damaged=True)
             session.stats.failures += 1
+            session.watch.failed(what, session.stats.reconnects)
             session.after_failure(silent)
             if budget.spent(silent):
                 raise ProtocolError(

@@ -38,6 +38,7 @@ from drivers.bulk import BulkTransfer
 from drivers.link import Link
 from drivers.link_quality import ChunkSizer
 from drivers.link_settings import LinkSettings, LinkStats, Sleeper
+from drivers.link_watch import LinkWatch
 from drivers.session import LinkSession
 from harness.chip.protocol import CellArray, ChipBackend, FloatArray, Geometry, check_cells
 from harness.errors import ConfigError, IdentityError, ProtocolError
@@ -81,6 +82,12 @@ class RemoteChip(ChipBackend):
     def stats(self) -> LinkStats:
         """What the link cost so far (cumulative)."""
         return self._session.stats
+
+    @property
+    def link_watch(self) -> LinkWatch:
+        """Throughput lines and the stall bound of this link (set ``link_watch.notice`` to
+        redirect its lines; default stderr)."""
+        return self._session.watch
 
     @property
     def sizer(self) -> ChunkSizer:
@@ -223,7 +230,9 @@ class RemoteChip(ChipBackend):
 
     # --- command helpers -------------------------------------------------------------------
     def _query(self, header: str, args: list[str] | None = None, n: int | None = None) -> list[p.Arg]:
+        self._session.watch.begin()
         reply = self._session.exchange(lambda: p.build_body(header, args or []), what=header)
+        self._session.watch.done()
         return self._ok_args(reply, header, n)
 
     def _ok_args(self, reply: p.Reply, what: str, n: int | None) -> list[p.Arg]:
@@ -239,6 +248,7 @@ class RemoteChip(ChipBackend):
     ) -> p.Reply:
         """Run a side-effecting command once: one tag for every retry, data inline or staged
         (uploaded once; again only when the chip says the staged bytes do not match)."""
+        self._session.watch.begin()
         tag = self._session.next_tag()
         if tag_box is not None:
             tag_box.append(tag)
@@ -265,4 +275,6 @@ class RemoteChip(ChipBackend):
             self._session.stats.failures += 1
             staged[0] = False
         self._session.stats.transactions += 1
+        # progress for the stall bound; a READ's fetch that follows is bounded from here
+        self._session.watch.done()
         return reply

@@ -118,6 +118,10 @@ class Emulator:
             raise ConfigError(f"idle timeout {idle_timeout_s} s must be in (0, 86400] s")
         self.chip = chip
         self.server = ChipServer(chip, identity or default_identity(chip), session_base)
+        # a wait may not outlast the idle timeout, and over TCP it never blocks the loop
+        self.server.max_wait_s = idle_timeout_s
+        #: (seconds to hold, reply pieces) of a wait the frame just handled asked for
+        self._held: tuple[float, list[p.Piece]] | None = None
         self.faults = FaultInjector(faults or FaultSpec())
         self.idle_timeout_s = idle_timeout_s
         self.connections = 0
@@ -246,12 +250,23 @@ class Emulator:
     ) -> bool:
         """Process received bytes and send the replies in one write (one wake-up of the
         client); False when the link must drop now (hang-up fault, or a frame ``admit``
-        refused: another client owns the chip).
+        refused: another client owns the chip). A ``TIME:WAIT`` on a wall clock stops the
+        batch: its reply is left in ``self._held`` with how long to hold it, and the frames
+        after it stay in ``parser`` for :meth:`_process` once the reply is out.
 
         Bytes that are not a readable command get one NAK per batch read, and only when
         nothing in the batch was a command: a client waiting for one reply resends at
         once, and a client streaming many frames is not flooded with NAKs."""
         parser.feed(self.faults.mangle(data))
+        return self._process(parser, send, admit)
+
+    def _process(
+        self,
+        parser: p.FrameParser,
+        send: Callable[[bytes], None],
+        admit: Callable[[p.Frame], bool] = lambda frame: True,
+    ) -> bool:
+        """Answer the frames buffered in ``parser`` (see :meth:`_on_bytes`)."""
         out: list[p.Piece] = []
         first_garbled: p.Garbled | None = None
         answered = False
@@ -276,6 +291,12 @@ class Emulator:
                 if out:
                     send(self._outbound(out))
                 return False
+            due = self.server.due_s
+            if due is not None:
+                if out:
+                    send(self._outbound(out))
+                self._held = (max(0.0, due - self.chip.now()), reply)
+                return keep
             if self.faults.spec.delay_s:
                 if out:
                     send(self._outbound(out))
@@ -365,7 +386,19 @@ class Emulator:
                 raise
             last_rx = time.monotonic()
             heard = True
-            if not self._on_bytes(parser, data, self._send_pty):
+            keep = self._on_bytes(parser, data, self._send_pty)
+            while keep and self._held is not None:
+                # one device, one client: hold its wait here (bounded by the idle timeout,
+                # cut short by close()), then answer the frames that came after it
+                hold_s, reply = self._held
+                self._held = None
+                if self._stop.wait(hold_s):
+                    return
+                self._send_pty(self._outbound(reply))
+                keep = self._process(parser, self._send_pty)
+                last_rx = time.monotonic()
+            if not keep:
+                self._held = None
                 self._hang_up_pty()
                 parser = self._parser()
                 heard = False
@@ -390,6 +423,7 @@ class Emulator:
         if self._listener is None:
             raise RuntimeError("start_tcp() first")
         listener = self._listener
+        self.server.defer_waits = True  # held per client below, so no wait blocks the loop
         clients: dict[int, _Client] = {}
         owner: list[_Client | None] = [None]
 
@@ -406,19 +440,23 @@ class Emulator:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                wake = [c.last_rx + self.idle_timeout_s for c in clients.values()]
-                wake += [c.last_rx + FRAME_GAP_S for c in clients.values() if c.parser.buffered]
+                wake = [c.idle_at(self.idle_timeout_s) for c in clients.values()]
+                wake += [c.last_rx + FRAME_GAP_S for c in clients.values() if c.parser.buffered and c.held is None]
+                wake += [c.held[0] for c in clients.values() if c.held is not None]
                 timeout = max(0.0, min(wake) - now) if wake else None
                 ready, _, _ = select.select([listener.fileno(), self._wake_r, *clients], [], [], timeout)
                 if self._wake_r in ready:
                     return
                 now = time.monotonic()
                 for client in list(clients.values()):
+                    if client.held is not None and now >= client.held[0]:
+                        self._release(client, owner, drop)
+                        continue
                     if client.sock.fileno() in ready:
                         continue
-                    if client.parser.buffered and now >= client.last_rx + FRAME_GAP_S:
+                    if client.held is None and client.parser.buffered and now >= client.last_rx + FRAME_GAP_S:
                         self._gap_nak(client.parser, client.send)
-                    if now >= client.last_rx + self.idle_timeout_s:
+                    if now >= client.idle_at(self.idle_timeout_s):
                         self.idle_hangups += 1
                         drop(client)
                 for fd in ready:
@@ -431,20 +469,50 @@ class Emulator:
                     except OSError:
                         data = b""
                     if not data:
-                        drop(client)
+                        drop(client)  # a held wait goes with it: nothing is sent to a vanished client
                         continue
                     client.last_rx = time.monotonic()
+                    if client.held is not None:  # answered in order, once its wait is over
+                        client.parser.feed(self.faults.mangle(data))
+                        continue
 
                     def admit(frame: p.Frame, client: _Client = client) -> bool:
                         return self._admit(client, owner, frame, drop)
 
-                    if not self._on_bytes(client.parser, data, client.send, admit) or client.failed:
+                    keep = self._on_bytes(client.parser, data, client.send, admit)
+                    self._hold(client)
+                    if not keep or client.failed:
                         drop(client, abort=owner[0] is client or client.failed)
                 if listener.fileno() in ready:  # after the reads: a new socket may reuse a closed fd
                     self._accept(listener, clients, owner[0], drop)
         finally:
             for client in list(clients.values()):
                 drop(client)
+
+    def _hold(self, client: _Client) -> None:
+        """Park the wait reply the last batch left in ``self._held`` on ``client``: the loop
+        serves everyone else meanwhile and sends it when due."""
+        if self._held is not None:
+            hold_s, reply = self._held
+            self._held = None
+            client.held = (time.monotonic() + hold_s, reply)
+
+    def _release(
+        self, client: _Client, owner: list[_Client | None], drop: Callable[[_Client, bool], None]
+    ) -> None:
+        """Send a held wait reply that is due, then answer what the client sent meanwhile."""
+        assert client.held is not None
+        reply = client.held[1]
+        client.held = None
+        client.send(self._outbound(reply))
+
+        def admit(frame: p.Frame) -> bool:
+            return self._admit(client, owner, frame, drop)
+
+        keep = self._process(client.parser, client.send, admit)
+        self._hold(client)
+        if not keep or client.failed:
+            drop(client, owner[0] is client or client.failed)
 
     def _accept(
         self,
@@ -492,6 +560,12 @@ class _Client:
     last_rx: float
     sessions: set[int] = field(default_factory=set)
     failed: bool = False
+    #: a wait reply held until a monotonic time: (when, reply pieces)
+    held: tuple[float, list[p.Piece]] | None = None
+
+    def idle_at(self, idle_timeout_s: float) -> float:
+        """When this client counts as idle: silent that long, not counting a held wait."""
+        return max(self.last_rx, self.held[0] if self.held is not None else 0.0) + idle_timeout_s
 
     def send(self, data: bytes) -> None:
         try:

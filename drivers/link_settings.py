@@ -18,6 +18,12 @@ from harness.errors import ConfigError
 #: At 2 % damaged bytes a 130-byte exchange passes 7 % of the time: 576 attempts fail in a
 #: row with probability 1e-18.
 NOISY_ATTEMPTS_PER_RETRY = 64
+#: Default of ``stall=`` (s): a link on which nothing got through for this long is given
+#: up on with one line naming its quality (docs/protocol.md §7).
+STALL_S = 120.0
+#: Longest interval between link-quality lines while the link is failing (s); a quarter
+#: of the stall bound when that is shorter.
+NOTICE_S = 10.0
 
 
 class Sleeper:
@@ -40,14 +46,19 @@ class LinkSettings:
             attempts have a budget of ``NOISY_ATTEMPTS_PER_RETRY * (retries + 1)``.
         max_chunk: largest bulk payload per frame (bytes).
         min_chunk: smallest chunk the adaptive sizing shrinks to (bytes).
+        stall_s: longest time without any command or bulk window getting through before
+            the link is given up on (``ChipTimeoutError`` naming its frame error rate).
     """
 
     timeout_s: float = 2.0
     retries: int = 8
     max_chunk: int = 16 * 2**20
     min_chunk: int = 16
+    stall_s: float = STALL_S
 
     def __post_init__(self) -> None:
+        if not (0.0 < self.stall_s <= 86400.0):
+            raise ConfigError(f"stall bound {self.stall_s} s must be in (0, 86400] s; fix stall= in the chip URI")
         if not (0.0 < self.timeout_s <= 3600.0):
             raise ConfigError(f"link timeout {self.timeout_s} s must be in (0, 3600] s")
         if not 0 <= self.retries <= 1000:
@@ -63,6 +74,10 @@ class LinkSettings:
     @property
     def noisy_attempts(self) -> int:
         return NOISY_ATTEMPTS_PER_RETRY * (self.retries + 1)
+
+    @property
+    def notice_s(self) -> float:
+        return min(NOTICE_S, self.stall_s / 4)
 
 
 @dataclass

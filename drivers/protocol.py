@@ -96,6 +96,7 @@ class ErrorCode(IntEnum):
     UNKNOWN_SESSION = 105  # a session this chip never issued (it restarted: state is lost)
     TOO_LARGE = 106  # a request larger than this chip could ever need (bounded by its size)
     BUSY = 107  # another client owns the chip: one owner at a time
+    WAIT_TOO_LONG = 108  # TIME:WAIT asked to block longer than the chip lets one client hold it
 
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:

@@ -135,13 +135,14 @@ def _posix_fd(ser: serial.Serial) -> int | None:
 
 
 def settings_from(params: dict[str, object]) -> LinkSettings:
-    """LinkSettings from the ``timeout``/``retries``/``chunk`` URI parameters."""
+    """LinkSettings from the ``timeout``/``retries``/``chunk``/``stall`` URI parameters."""
     chunk = int(params["chunk"])  # type: ignore[call-overload]
     return LinkSettings(
         timeout_s=float(params["timeout"]),  # type: ignore[arg-type]
         retries=int(params["retries"]),  # type: ignore[call-overload]
         max_chunk=chunk,
         min_chunk=min(LinkSettings.min_chunk, chunk),
+        stall_s=float(params["stall"]),  # type: ignore[arg-type]
     )
 
 
@@ -150,6 +151,7 @@ LINK_PARAMS = {
     "timeout": (float, LinkSettings.timeout_s),
     "retries": (int, LinkSettings.retries),
     "chunk": (int, LinkSettings.max_chunk),
+    "stall": (float, LinkSettings.stall_s),
 }
 
 

@@ -17,6 +17,7 @@ count by the number of cells, kept READ results by ``READ_RESULTS_KEPT`` per ses
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -86,6 +87,13 @@ class ChipServer:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._errors: deque[tuple[int, str]] = deque(maxlen=ERROR_QUEUE_LEN)
         self.executed = 0  # transactions executed on the chip (not answered from cache)
+        #: longest ``TIME:WAIT`` block a client may ask for (s); longer is refused (108)
+        self.max_wait_s = math.inf
+        #: when True a wall-clock ``TIME:WAIT`` does not sleep: :attr:`due_s` says when its
+        #: reply may go out, and the transport holds it until then (serving others meanwhile)
+        self.defer_waits = False
+        #: chip time the reply of the frame just handled is due at (None: now)
+        self.due_s: float | None = None
         g = chip.geometry
         #: largest staged upload and command body this chip can need (bytes)
         self.max_staging = p.max_payload(g.n_cells)
@@ -117,7 +125,8 @@ class ChipServer:
 
     # --- frames ----------------------------------------------------------------------------
     def handle(self, frame: p.Frame) -> list[p.Piece]:
-        """The reply frame (as pieces) to one command frame."""
+        """The reply frame (as pieces) to one command frame (see :attr:`due_s`)."""
+        self.due_s = None
         return p.encode_frame(p.REPLY, frame.tag, self._handle_body(frame.tag, frame.body))
 
     def nak(self, garbled: p.Garbled) -> list[p.Piece]:
@@ -331,10 +340,22 @@ class ChipServer:
             raise ProtocolError(f"{p.TIME_WAIT} takes <t_s>,<max block s>")
         t = p.parse_float(args[0], "target time")
         max_block = p.parse_float(args[1], "max block time")
+        if not max_block <= self.max_wait_s:
+            # refused before anything happens: one client may not hold the chip (and, in a
+            # server without deferral, every other client) longer than it may stay silent
+            raise _Refused(
+                p.ErrorCode.WAIT_TOO_LONG,
+                f"a wait may block at most {self.max_wait_s:g} s here, not {max_block:g} s; repeat shorter waits",
+            )
         if getattr(self.chip, "clock_kind", "wall") == "sim":
             self.chip.wait_until(t)  # a simulated clock jumps: nothing blocks
-        else:
-            self.chip.wait_until(min(t, self.chip.now() + max(0.0, max_block)))
+            return _Result(args=[p.fmt_float(self.chip.now())])
+        now = self.chip.now()
+        until = min(t, now + max(0.0, max_block))
+        if self.defer_waits and until > now:
+            self.due_s = until  # answered by the transport once the clock is there
+            return _Result(args=[p.fmt_float(until)])
+        self.chip.wait_until(until)
         return _Result(args=[p.fmt_float(self.chip.now())])
 
     def _error_queue(self, sess: _Session, seq: int, args: list[p.Arg]) -> _Result:

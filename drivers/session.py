@@ -34,6 +34,7 @@ from drivers.attempts import (
 from drivers.link import Link
 from drivers.link_quality import ChunkSizer, GapClock, copies, quiet_s
 from drivers.link_settings import LinkSettings, LinkStats
+from drivers.link_watch import LinkWatch
 from harness.errors import ChipBusyError, ChipIOError, IdentityError, ProtocolError, SafetyLimitError
 
 #: Sessions a chip keeps (the emulator's ``drivers.server.MAX_SESSIONS``), for messages.
@@ -62,6 +63,8 @@ class LinkSession:
         self.stats = LinkStats()
         self.sizer = ChunkSizer(settings.min_chunk, settings.max_chunk)
         self._gaps = GapClock(settings.timeout_s)
+        #: throughput lines and the stall bound (``stall=``); ``watch.notice`` is where lines go
+        self.watch = LinkWatch(link.description, settings.stall_s, settings.notice_s)
         self._session_id = p.NO_SESSION
         self._seq = 0
         self._open = False
@@ -184,8 +187,10 @@ class LinkSession:
                 self.after_failure(fail)
                 if budget.spent(fail):
                     raise fail.error from fail.error.__cause__
+                self.watch.failed(what or "opening the link", self.stats.reconnects)
                 continue
             self.stats.exchanges += 1
+            self.watch.passed()
             return reply
 
     def _attempt(self, tag: int, pieces: list[p.Piece], what: str, expect: int = 0) -> p.Reply:

@@ -41,6 +41,8 @@ COMMANDS: dict[str, LazyCommand] = {
                              "Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."),
     "compare": LazyCommand("harness.commands.compare:compare_command",
                            "Drift, read noise and write-verify convergence per target level, A vs B; KS per readout time."),
+    "finetune": LazyCommand("harness.commands.finetune:finetune_command",
+                            "Program MODEL onto CHIP layer by layer, fine-tuning the rest on the measured weights; write OUT."),
 }
 
 

@@ -293,3 +293,68 @@ def test_closing_the_loop_accuracy_on_recording_and_fitted_chip_agree(tmp_path: 
     assert np.all(np.abs(on_rec.mean()[0] - on_fit.mean()[0]) <= 3 * spread + one_sample), (on_rec.mean(), on_fit.mean())
     se_diff = np.sqrt(on_fit.std()[0] ** 2 + on_truth.std()[0] ** 2) / np.sqrt(runs)
     assert np.all(np.abs(on_fit.mean()[0] - on_truth.mean()[0]) <= 3 * se_diff + one_sample)
+
+
+# ----------------------------------------------------------------------------- issue 18: flags, --base recorded
+
+
+def test_unreached_clip_bounds_say_where_their_value_comes_from() -> None:
+    """A clip bound the data never reach is flagged as not identified, and its note tells the
+    truth: 'base value' only when the value is the base's; otherwise (the base would cut the
+    fitted line) the bound sits at the line's end and the note says so."""
+    from harness.calibration.fits import fit_clipped_log
+
+    ln_x = np.linspace(-3.0, -1.0, 12)
+    y = -0.0125 * ln_x - 0.0059  # a falling line, 0.0316 .. 0.0066, no clip anywhere
+    se = np.full_like(y, 1e-4)
+    rng = np.random.default_rng(0)
+    for base_min, from_base in ((0.004, True), (0.02, False)):
+        base = ClippedLog(ln_coef=-0.0125, offset=-0.0059, min=base_min, max=0.045)
+        law, cis = fit_clipped_log(ln_x, y, se, base, 50, rng)
+        lo, hi, ident, note = cis["min"]
+        assert not ident
+        assert bool(law.min == base_min) == from_base, (law.min, base_min)
+        if from_base:
+            assert note.endswith("base value")
+        else:
+            assert "line's end" in note and not note.endswith("base value")
+            assert law.min == pytest.approx(float(y.min()), rel=1e-3)  # does not cut the data
+        assert not cis["max"][2] and cis["max"][3].endswith("base value")
+
+
+def test_a_law_flat_over_the_observed_range_does_not_claim_its_line() -> None:
+    """μ_ν clipped at its floor over all but two levels (a high floor): the levels are flat,
+    the line's slope and offset are not identified, and the flags say so (issue 18: a slope of
+    ~0 with a tiny interval was reported as identified, far from the truth)."""
+    from harness.calibration.fits import fit_clipped_log
+
+    ln_x = np.linspace(-3.0, 0.0, 15)
+    truth = ClippedLog(ln_coef=-0.0163, offset=0.0186, min=0.062, max=0.1)
+    y = np.clip(truth.ln_coef * ln_x + truth.offset, truth.min, truth.max)  # on the line only below x = 0.07
+    se = np.full_like(y, 4e-4)
+    y = y + se * np.random.default_rng(1).standard_normal(y.size)
+    _, cis = fit_clipped_log(ln_x, y, se, load_personality("pcm-90nm").nu_mean, 50, np.random.default_rng(0))
+    assert not cis["ln_coef"][2] and not cis["offset"][2], cis
+    assert "not identified" in cis["ln_coef"][3]
+    # a law with a clear slope over the range keeps its line
+    y2 = truth.ln_coef * ln_x + 0.02 + se * np.random.default_rng(2).standard_normal(y.size)
+    _, cis2 = fit_clipped_log(ln_x, y2, se, load_personality("pcm-90nm").nu_mean, 50, np.random.default_rng(0))
+    assert cis2["ln_coef"][2] and cis2["offset"][2]
+
+
+def test_base_recorded_starts_from_the_recorded_personality(tmp_path: Path) -> None:
+    pattern = save_calibration_pattern(tmp_path / "pattern.h5", 64, 128, seed=2)
+    truth, _ = scaled_personality(seed=3)
+    toml = tmp_path / "truth.toml"
+    toml.write_text(truth.with_updates(t_read_s=1e-7).to_toml())  # a constant the data cannot identify
+    rec_path = record(tmp_path / "r.h5", open_chip(f"virtual?rows=64&cols=128&seed=4&personality={toml}"),
+                      session_text(pattern, repeats=2, points=8))
+    with open_recording(rec_path) as rec:
+        result = calibrate_recording(rec, base="recorded", bootstrap=0)
+        default = calibrate_recording(rec, bootstrap=0)
+    assert result.base.content_hash == load_personality(toml).content_hash
+    assert result.personality.t_read_s == 1e-7 and default.personality.t_read_s == load_personality("pcm-90nm").t_read_s
+    # the file changed since the recording: refused in one line, not silently replaced
+    toml.write_text(truth.to_toml())
+    out = invoke("calibrate", str(rec_path), "--out", str(tmp_path / "f.toml"), "--base", "recorded", "--bootstrap", "0")
+    assert_one_line_error(out, "content hash")

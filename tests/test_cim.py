@@ -96,7 +96,7 @@ def test_conv_model_matches_torch() -> None:
     lay = map_weights([(a.name, a.weight) for a in net.analog_layers()], Geometry(rows=64, cols=64))
     x = rng.uniform(0, 1, size=(7, 1, 8, 8)).astype(np.float32)
     ranges = converter_ranges(net, rng.uniform(0, 1, size=(50, 1, 8, 8)))
-    assert ranges.source == "calibrated"
+    assert ranges.source == "percentile"
     out = CimSimulator(net, lay, ranges).logits(x, np.stack([lay.target_uS] * 2), bits=None)
     ref = _torch_logits(net, x)
     assert torch.allclose(out, ref.expand_as(out), atol=1e-4 * float(ref.abs().max()))
@@ -243,7 +243,7 @@ def test_heuristic_ranges_without_trained_ones(model: Model, data) -> None:  # t
     with pytest.raises(EvaluationError, match="no DAC/ADC ranges"):
         converter_ranges(bare)
     r = converter_ranges(bare, data.x_train)
-    assert r.source == "calibrated"
+    assert r.source == "percentile"
     assert r.dac("fc1") == pytest.approx(np.percentile(np.abs(data.x_train), cim.HEURISTIC_RANGE_PERCENTILE))
     with pytest.raises(EvaluationError):
         ConverterRanges((("fc1", 0.0),), 1.0, "trained")

@@ -81,7 +81,7 @@ def test_depthwise_gemm_split() -> None:
         (("--model", "resnet-50"), "unknown model 'resnet-50'"),
         (("--model", "analognet-kws", "--bits", "5"), "does not support 5-bit activations"),
         (("--model", "analognet-kws", "--bits", "8,x"), "bit-width 'x' is not an integer"),
-        (("--model", "analognet-kws", "--hw", "/nonexistent/hw.toml"), "No such file"),
+        (("--model", "analognet-kws", "--hw", "/nonexistent/hw.toml"), "--hw /nonexistent/hw.toml: no such hardware file"),
     ],
 )
 def test_bad_input_is_one_line(args: tuple[str, ...], fragment: str) -> None:

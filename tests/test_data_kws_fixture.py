@@ -29,6 +29,7 @@ import pytest
 from harness.data import fixtures_dir, load_dataset
 from harness.data.audio import standardize
 from harness.data.speech_commands import KWS_CLASSES
+from tests.tools import skip_unless_tool
 
 SCRIPT = fixtures_dir() / "build_kws_dataset.py"
 
@@ -75,8 +76,8 @@ def test_labels_and_speakers_equal_the_script_plan(script, kws) -> None:  # type
     assert kws.metadata["generator"]["seed"] == script.SEED
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
 def test_script_regenerates_a_subset_bit_for_bit(script, kws) -> None:  # type: ignore[no-untyped-def]
+    skip_unless_tool(shutil.which("espeak-ng"), "needs espeak-ng (apt-get install espeak-ng)")
     pytest.importorskip("librosa", reason="the audio extra")
     plan = script.plan()
     first = script.clip_audio(plan[0])

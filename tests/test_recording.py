@@ -342,3 +342,92 @@ def test_provenance_and_session_are_stored_as_json_and_toml(tmp_path: Path) -> N
         assert np.array_equal(rec.scheduled_times_s, spec.schedule.as_array())
         assert rec.n_scheduled == 10 and not rec.is_complete
         assert json.loads(rec._f["provenance"].attrs["json"])["chip_identity"] == chip.identity
+
+
+def _all_objects(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every dataset path (one per object) and every (object path, attribute name) of a file."""
+    datasets: list[str] = []
+    attrs: list[tuple[str, str]] = []
+    seen: set[object] = set()
+    with h5py.File(path, "r") as f:
+        attrs += [("/", a) for a in f.attrs]
+
+        def visit(name: str, obj: object) -> None:
+            if obj.id in seen:  # type: ignore[attr-defined]
+                return
+            seen.add(obj.id)  # type: ignore[attr-defined]
+            attrs.extend((name, a) for a in obj.attrs)  # type: ignore[attr-defined]
+            if isinstance(obj, h5py.Dataset) and obj.size:
+                datasets.append(name)
+
+        f.visititems(visit)
+    return datasets, attrs
+
+
+def test_v4_manifest_covers_every_dataset_and_attribute(tmp_path: Path) -> None:
+    """Issue 19, item 1: one changed value anywhere -- any dataset (committed data), any
+    attribute -- is refused on open, or (a readout row) when that readout is read."""
+    path = tmp_path / "r.h5"
+    record(path, n=4)
+    datasets, attrs = _all_objects(path)
+    assert {"layout/target_uS", "programming/final_uS", "chip_state/base/g_prog_uS", "commit", "writer",
+            "readouts/meta", "readouts/g"} <= set(datasets)
+    assert ("/", "format_version") in attrs and ("layout", "geometry_json") in attrs
+    missed = []
+    for name in datasets:
+        bad = tmp_path / "bad.h5"
+        bad.write_bytes(path.read_bytes())
+        with h5py.File(bad, "r+") as f:
+            ds = f[name]
+            with open_recording(path) as rec:
+                n = rec.n_readouts
+            if name.startswith("chip_state/slot"):  # only the committed slot is live
+                c = f["commit"][...]
+                if int(c[1 + int(name[len("chip_state/slot")])]) != int(c[0]):
+                    continue
+            a = np.array(ds[...], ndmin=1)
+            raw = a.view(np.uint8).reshape(-1)
+            # a byte of committed data: the last committed readout's row or record, else the start
+            k = 0 if name not in ("readouts/g", "readouts/meta") else (n - 1) * (raw.size // ds.shape[0])
+            raw[k] ^= 0x01
+            ds[...] = a.reshape(ds.shape)
+        try:
+            with open_recording(bad) as rec:
+                rec.readouts()
+                rec.chip_state()
+            missed.append(name)
+        except RecordingError:
+            pass
+    for obj, attr in attrs:
+        bad = tmp_path / "bad.h5"
+        bad.write_bytes(path.read_bytes())
+        with h5py.File(bad, "r+") as f:
+            v = f[obj].attrs[attr]
+            f[obj].attrs[attr] = (v + "\n") if isinstance(v, str) else v + 1
+        try:
+            open_recording(bad).close()
+            missed.append(f"{obj}@{attr}")
+        except RecordingError:
+            pass
+    assert missed == []
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_v4_file_rewritten_as_an_older_version_is_refused(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "r.h5"
+    record(path, n=2)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = version
+    with pytest.raises(RecordingError, match="carries a version-4 integrity manifest"):
+        open_recording(path)
+
+
+def test_a_readout_copied_between_positions_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    record(path, n=3)
+    with h5py.File(path, "r+") as f:  # row 0 (and its record, checksum included) over row 1
+        f["readouts/g"][1] = f["readouts/g"][0]
+        f["readouts/meta"][1] = f["readouts/meta"][0]
+    with pytest.raises(RecordingError, match="integrity"):
+        open_recording(path)
+

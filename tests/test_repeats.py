@@ -17,6 +17,7 @@ from harness.sessions.resume import resume_session
 from harness.sessions.runner import SessionProgress, run_session
 from harness.sessions.status import session_status
 from harness.virtual.chip import READ_OP_TIME_S
+from reseal import as_older_version
 
 URI = "virtual?rows=64&cols=160&seed=4"
 
@@ -81,8 +82,8 @@ def test_resume_in_the_middle_of_a_group_matches_uninterrupted(tmp_path: Path) -
 def test_format_version_1_file_still_reads(tmp_path: Path) -> None:
     out = tmp_path / "v1.h5"
     run(out, session(1, 3))
-    with h5py.File(out, "r+") as f:  # what the harness wrote before repeats existed
-        f.attrs["format_version"] = 1
+    as_older_version(out, 1)  # what the harness wrote before repeats existed
+    with h5py.File(out, "r+") as f:
         del f["session"].attrs["readout_repeats"]
     with open_recording(out) as rec:
         assert rec.format_version == 1 and rec.readout_repeats == 1

@@ -11,6 +11,7 @@ import pytest
 
 from harness.report import build_report
 from tests.clikit import assert_one_line_error, invoke
+from tests.tools import skip_unless_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "fixtures" / "recordings" / "demo.h5"
@@ -134,8 +135,8 @@ def test_report_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None
     """Opened from disk in a real browser: no console errors, every image decoded, and a
     screenshot written (look at it: tests/…/report.png under the pytest tmp dir)."""
     chromium = _chromium()
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    skip_unless_tool(chromium, "Chromium is not installed (Debian: apt-get install chromium)")
+    assert chromium is not None
     sync_api = pytest.importorskip("playwright.sync_api")
     errors: list[str] = []
     with sync_api.sync_playwright() as p:

@@ -284,7 +284,7 @@ def test_cli_run_human_output(tmp_path: Path) -> None:
                "--out", str(tmp_path / "h.h5"))
     assert r.exit_code == 0, r.stderr
     assert "10/10 readouts recorded" in flat(r.stdout)
-    assert "readouts (last at 1d): 10/10 (100%)" in r.stderr and "ETA" in r.stderr  # plain lines when not a tty
+    assert "session (last at 1d): 10/10 readouts (100%)" in r.stderr and "ETA" in r.stderr  # plain lines when not a tty
     with open_recording(tmp_path / "h.h5") as rec:
         assert rec.provenance["seed"] == 4
 

@@ -245,3 +245,42 @@ def test_cli_bad_input_is_one_line(tmp_path, case):
     assert_one_line_error(r, WORDS[case])
     if case == "out-is-file":
         assert out.read_text() == "precious"
+
+
+# ----------------------------------------------------------------------------- drift compensation axis
+
+
+def test_compensate_axis_reuses_the_readouts_and_matches_the_gdc_axis(serial_table, tmp_path):
+    """``compensate`` replaces the gdc axis on the same chips (same task seeds): its gdc and
+    none rows equal the gdc = true / false rows of the same sweep without it."""
+    text = SMALL.replace("bits = [8, 4]", "bits = [4]").replace("gdc = [true, false]", 'compensate = ["none", "gdc", "column"]')
+    spec = parse_sweep(text, source="comp.toml")
+    assert spec.rows_per_task == 3 * 1 * 3
+    result = run_sweep(spec, tmp_path / "c", workers=1)
+    assert result.complete
+    df = load_results(tmp_path / "c")
+    assert set(df["compensate"]) == {"none", "gdc", "column"}
+    key = ["task_id", "t_s"]
+    old = serial_table[serial_table.bits == 4]
+    for name, gdc in (("gdc", True), ("none", False)):
+        new = df[df.compensate == name].sort_values(key).reset_index(drop=True)
+        ref = old[old.gdc == gdc].sort_values(key).reset_index(drop=True)
+        assert list(new["accuracy"]) == list(ref["accuracy"]), name
+    assert set(serial_table["compensate"]) == {"gdc", "none"}
+    assert "compensate" in summarize(df).columns
+    report = invoke("report", str(tmp_path / "c"), "--html", str(tmp_path / "c.html"))
+    assert report.exit_code == 0, report.stderr
+    assert "virtual, column" in (tmp_path / "c.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "grid, fragment",
+    [
+        ('compensate = ["gdc", "magic"]', "unknown drift compensation 'magic'"),
+        ('compensate = ["gdc"]\ngdc = [true]', "gdc and compensate do not combine"),
+    ],
+)
+def test_bad_compensate_grid(grid, fragment):
+    text = SMALL.replace("gdc = [true, false]", grid)
+    with pytest.raises(ConfigError, match=fragment):
+        parse_sweep(text, source="bad.toml")

@@ -10,12 +10,8 @@ from torch import nn
 
 from harness.errors import ConfigError
 from harness.train.engine import TrainOptions, _optimizer, _set_lrs
-from harness.train.layers import (
-    MSE_FRACTIONS,
-    HardwareConfig,
-    convert,
-    mse_optimal_fraction,
-)
+from harness.evaluation.ranges import MSE_FRACTIONS, mse_optimal_fraction
+from harness.train.layers import HardwareConfig, convert
 from harness.train.recipes import RANGE_LR_START, make_recipe
 
 
@@ -40,7 +36,8 @@ def test_the_chosen_fraction_minimises_the_summed_relative_error_over_the_grid()
     groups = [rng.laplace(size=50_000) / 12.0, rng.standard_normal(50_000) / 3.0]
     best = mse_optimal_fraction(groups, 5)
     errors = [sum(_relative_mse(g, f, 5) for g in groups) for f in MSE_FRACTIONS]
-    assert errors[int(np.flatnonzero(MSE_FRACTIONS == best)[0])] == pytest.approx(min(errors))
+    # the refinement between the best grid point's neighbours can only lower the error
+    assert sum(_relative_mse(g, best, 5) for g in groups) <= min(errors) * (1 + 1e-12)
     # at high precision nothing is gained by clipping values that fill the range uniformly
     assert mse_optimal_fraction([rng.uniform(-1, 1, 50_000)], 12) == 1.0
 

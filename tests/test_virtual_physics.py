@@ -46,21 +46,6 @@ def test_converged_fraction_with_defaults_is_at_least_99_percent(programmed) -> 
     assert stats[22.0].converged_fraction < stats[0.0].converged_fraction
 
 
-def test_programming_error_at_t0_matches_sigma_prog_at_every_level(programmed) -> None:
-    # ~4,600 converged devices per level: the relative standard error of a std estimate is
-    # 1/sqrt(2N) ≈ 1%, so the ±15% band of the issue is a 15σ bound for a correct model and
-    # fails for any model off by more than ~15%.
-    chip, cells, target, result = programmed
-    chip.wait_until(result.t_end_s + P90.t0_s)
-    g_read = chip.read(cells)
-    for level in LEVELS_US:
-        m = (target == level) & result.converged
-        assert m.sum() > 4000
-        measured = float(np.std(g_read[m] - level))
-        expected = float(ph.programming_noise_std(level / P90.g_max_uS))
-        assert measured == pytest.approx(expected, rel=0.15), f"G_T={level} µS"
-
-
 def test_nu_is_folded_normal_with_state_dependent_parameters(programmed) -> None:
     # Probability integral transform: F(ν_i; μ(x_i), σ(x_i)) must be Uniform(0, 1).
     # KS critical value at α = 0.001 for N = 32,768 is 1.95/sqrt(N) ≈ 0.011.
@@ -193,3 +178,92 @@ def test_weak_devices_exist_at_the_documented_fraction() -> None:
     weak = g_sat < P90.weak_g_sat_max_uS
     # Binomial(200k, 0.003): mean 600, std 24.5; normal devices below 16 µS are a 8σ event.
     assert abs(weak.sum() - 600) < 5 * 24.5
+
+
+# ----------------------------------------------------------------------------- the published values
+# The laws as printed in Joshi 2020 (Methods, "PCM model"; the model of Nandakumar 2019), written
+# out here with their literal coefficients, so that these tests do not compare the chip with the
+# law functions it uses itself (harness.virtual.physics): a wrong coefficient in the personality
+# or in physics.py fails them. x = G_T / g_max with g_max = 25 µS; t0 = 20 s; t_read = 250 ns.
+
+PUB_G_MAX_US = 25.0
+PUB_T_READ_S = 250e-9
+
+
+def published_sigma_prog_uS(x: np.ndarray | float) -> np.ndarray:
+    return np.maximum(-1.1731 * np.square(x) + 1.9650 * np.asarray(x) + 0.2635, 0.0)
+
+
+def published_nu_mu_sigma(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lx = np.log(np.maximum(x, 1e-12))
+    mu = np.clip(-0.0155 * lx + 0.0244, 0.049, 0.1)
+    sigma = np.clip(-0.0125 * lx - 0.0059, 0.008, 0.045)
+    return mu, sigma
+
+
+def published_sigma_read_uS(g_uS: np.ndarray, x: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    q_s = np.minimum(0.0088 / np.power(np.maximum(x, 1e-12), 0.65), 0.2)
+    return np.abs(g_uS) * q_s * np.sqrt(np.log((t_s + PUB_T_READ_S) / (2 * PUB_T_READ_S)))
+
+
+def test_sigma_prog_matches_the_published_polynomial_at_seven_levels(programmed) -> None:
+    """Std of G(t0) − G_T per level vs σ_prog(x) as published. ~4,600 converged devices per
+    level: the relative standard error of a std estimate is 1/sqrt(2N) ≈ 1.0%, so the bound
+    is 5 of those (≈ 5.2%); the chip is 0.1–2.9% off at the seven levels with this seed."""
+    chip, cells, target, result = programmed
+    chip.wait_until(result.t_end_s + 20.0)
+    g_read = chip.read(cells)
+    for level in LEVELS_US:
+        m = (target == level) & result.converged
+        n = int(m.sum())
+        assert n > 4000
+        measured = float(np.std(g_read[m] - level))
+        expected = float(published_sigma_prog_uS(level / PUB_G_MAX_US))
+        assert measured == pytest.approx(expected, rel=5 / math.sqrt(2 * n)), f"G_T={level} µS"
+
+
+def test_drift_exponent_moments_match_the_published_law_at_seven_levels(programmed) -> None:
+    """ν = |N(μ_ν(x), σ_ν(x))| with μ_ν, σ_ν as published, x the device's as-programmed state.
+    Per level (N ≈ 4,700): the mean within 5 standard errors (5·sd/sqrt(N)), the std within
+    5 relative standard errors (5/sqrt(2N) ≈ 5.2%); expectations are the folded-normal moments
+    averaged over the level's devices."""
+    from math import erf, sqrt
+
+    chip, cells, target, _ = programmed
+    nu = chip.drift_exponents(cells)
+    x = chip.as_programmed_uS(cells) / PUB_G_MAX_US
+    mu, sigma = published_nu_mu_sigma(x)
+    phi = 0.5 * (1 + np.vectorize(erf)(-mu / (sigma * sqrt(2))))  # Φ(−μ/σ)
+    mean_fold = sigma * np.sqrt(2 / np.pi) * np.exp(-(mu**2) / (2 * sigma**2)) + mu * (1 - 2 * phi)
+    for level in LEVELS_US:
+        m = target == level
+        n = int(m.sum())
+        exp_mean = float(mean_fold[m].mean())
+        exp_std = math.sqrt(float(np.mean(mu[m] ** 2 + sigma[m] ** 2)) - exp_mean**2)
+        assert abs(nu[m].mean() - exp_mean) < 5 * exp_std / math.sqrt(n), f"G_T={level} µS"
+        assert nu[m].std() == pytest.approx(exp_std, rel=5 / math.sqrt(2 * n)), f"G_T={level} µS"
+
+
+@pytest.mark.parametrize("t_s", [20.0, DAY, YEAR])
+def test_read_noise_matches_the_published_law_at_seven_levels(t_s: float) -> None:
+    """Residuals of one read, standardised by the published σ_read(t), have unit std at each
+    level: N ≈ 2,300 devices per level, relative SE of a std 1/sqrt(2N) ≈ 1.5%, bound 5 SE.
+    A 16-bit ADC keeps quantization negligible (LSB 0.6 nS)."""
+    chip, cells, target, result = programmed_chip(rows=64, cols=256, seed=8, adc_bits=16, adc_max_uS=40.0)
+    t_read = result.t_end_s + t_s + READ_OP_TIME_S  # a read samples at the end of its op time
+    chip.wait_until(result.t_end_s + t_s)
+    g_true = chip.conductance_uS(cells, t_read)
+    g_read = chip.read(cells)
+    tau = t_read - chip.last_pulse_s(cells)
+    sigma = published_sigma_read_uS(g_true, chip.as_programmed_uS(cells) / PUB_G_MAX_US, tau)
+    for level in LEVELS_US:
+        keep = (target == level) & result.converged & (sigma > 0.01)
+        n = int(keep.sum())
+        assert n > 2000, level
+        z = (g_read[keep] - g_true[keep]) / sigma[keep]
+        assert z.std() == pytest.approx(1.0, abs=5 / math.sqrt(2 * n)), f"G_T={level} µS"
+        assert abs(z.mean()) < 5 / math.sqrt(n), f"G_T={level} µS"
+    # All levels together (N ≈ 16,000): 5 SE ≈ 2.8%, so a Q_s coefficient off by ~5% fails here.
+    keep = result.converged & (sigma > 0.01)
+    z = (g_read[keep] - g_true[keep]) / sigma[keep]
+    assert z.std() == pytest.approx(1.0, abs=5 / math.sqrt(2 * z.size))

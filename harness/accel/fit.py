@@ -42,10 +42,23 @@ def energy_targets_J(model: str, bits: int, ops: int) -> float:
     return from_tops_w
 
 
+#: The four Table 2 targets the fit solves, in the order of :func:`fit_system`'s rows.
+FIT_CASES: tuple[tuple[str, int], ...] = (("analognet-kws", 8), ("analognet-vww", 8), ("analognet-kws", 4), ("analognet-vww", 4))
+
+
 def fit_energies(hw: Hardware | None = None) -> dict[str, float]:
     """Solve for the four fitted energies (file units) given ``hw``'s other constants."""
+    A, b = fit_system(hw)
+    x = np.linalg.solve(A, b)
+    return dict(zip(FITTED, (float(v) for v in x), strict=True))
+
+
+def fit_system(hw: Hardware | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The linear system behind the fit: ``A @ energies = b``, one row per :data:`FIT_CASES`
+    target (J per inference), one column per :data:`FITTED` energy (file units); ``b`` is the
+    target less the known (SRAM, static) terms."""
     hw = hw or load_hardware()
-    cases = [("analognet-kws", 8), ("analognet-vww", 8), ("analognet-kws", 4), ("analognet-vww", 4)]
+    cases = FIT_CASES
     unit_hw = {}
     for key in FITTED:
         energies = dataclasses.replace(
@@ -62,8 +75,7 @@ def fit_energies(hw: Hardware | None = None) -> dict[str, float]:
         for j, key in enumerate(FITTED):
             A[i, j] = evaluate(placement, unit_hw[key], bits).energy_J[_COMPONENT[key]]
         b[i] = energy_targets_J(model, bits, wl.macs * 2) - known
-    x = np.linalg.solve(A, b)
-    return dict(zip(FITTED, (float(v) for v in x), strict=True))
+    return A, b
 
 
 def main() -> None:

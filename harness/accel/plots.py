@@ -29,14 +29,24 @@ def placement_png(report: AccelReport, path: str | Path) -> Path:
     pl = report.placement
     fig, ax = plt.subplots(figsize=(5.2, 8.4))
     cmap = plt.get_cmap("tab20")
+    n_small = 0
     for t in pl.tiles:
         color = cmap(t.layer % 20)
         ax.add_patch(plt.Rectangle((t.col0, t.row0), t.cols, t.rows, facecolor=color, edgecolor="black",
                                    linewidth=0.6, alpha=0.35 if t.nonzero < t.rows * t.cols else 0.85,
                                    hatch="//" if t.nonzero < t.rows * t.cols else None))
-        big = t.rows * t.cols >= 0.002 * pl.rows * pl.cols
-        ax.text(t.col0 + t.cols / 2, t.row0 + t.rows / 2, f"{t.label}\n{t.rows}×{t.cols}" if big else t.label,
-                ha="center", va="center", fontsize=6 if big else 4, rotation=90 if t.rows > 2 * t.cols else 0)
+        big = t.rows * t.cols >= 0.01 * pl.rows * pl.cols
+        if big:
+            ax.text(t.col0 + t.cols / 2, t.row0 + t.rows / 2, f"{t.label}\n{t.rows}×{t.cols}",
+                    ha="center", va="center", fontsize=6, rotation=90 if t.rows > 2 * t.cols else 0)
+        else:  # too small for its name (an FC layer's 84×12 block): label it beside, with a leader line
+            # Labels stack in the bottom-right corner, which layer-serial placement (left to
+            # right, top down) fills last, with a leader line to the tile.
+            ax.annotate(f"{t.label} {t.rows}×{t.cols}", (t.col0 + t.cols / 2, t.row0 + t.rows / 2),
+                        xytext=(0.62 * pl.cols, (0.80 + 0.045 * n_small) * pl.rows), textcoords="data",
+                        fontsize=7, arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.3"},
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.9})
+            n_small += 1
     adc = report.hardware.array.adcs
     for x in range(adc, pl.cols, adc):
         ax.axvline(x, color="grey", linewidth=0.5, linestyle=":")
@@ -78,6 +88,38 @@ def _shape_limit(report: AccelReport, bits: int) -> tuple[list[int], list[float]
     return sizes, [best[s][0] for s in sizes], [best[s][1] for s in sizes]
 
 
+def _plain(v: float) -> str:
+    return f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"
+
+
+def plain_log_ticks(ax) -> None:  # type: ignore[no-untyped-def]
+    """Log axes labelled 0.1, 2, 5, 10k … instead of ``2×10⁰``-style mathtext: 1-2-5 steps on
+    y, decades on x (layer sizes span four, so 1-2-5 labels would collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plain = FuncFormatter(lambda v, _pos: _plain(v))
+    for axis, subs in ((ax.xaxis, (1.0,)), (ax.yaxis, (1.0, 2.0, 5.0))):
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
+
+
+def label_points(ax, xs, ys, names) -> None:  # type: ignore[no-untyped-def]
+    """Name each point; points that coincide (within 3 % on both log axes) share one label
+    ("conv4, conv5"), so labels do not print over one another."""
+    groups: list[tuple[float, float, list[str]]] = []
+    for x, y, name in zip(xs, ys, names, strict=True):
+        for gx, gy, members in groups:
+            if abs(x / gx - 1) < 0.03 and abs(y / gy - 1) < 0.03:
+                members.append(name)
+                break
+        else:
+            groups.append((float(x), float(y), [name]))
+    for x, y, members in groups:
+        ax.annotate(", ".join(members), (x, y), xytext=(5, -3 if len(members) > 1 else 3),
+                    textcoords="offset points", fontsize=6.5)
+
+
 def figure8_png(report: AccelReport, path: str | Path) -> Path:
     """Per-layer TOPS and TOPS/W vs layer size (cells), marker area ∝ MACs, colour = rows/cols
     (log), the whole model as a star, the best-shape limit dotted; one row per bit-width."""
@@ -92,7 +134,7 @@ def figure8_png(report: AccelReport, path: str | Path) -> Path:
         size = np.array([x.size for x in cost.layers], dtype=float)
         macs = np.array([x.macs for x in cost.layers], dtype=float)
         aspect = np.log2([x.rows / x.cols for x in cost.layers])
-        marker = 15 + 400 * macs / max_macs
+        marker = 8 + 110 * macs / max_macs  # small enough that neighbouring layers stay apart
         all_s, all_t, all_e = _shape_limit(report, cost.bits)
         keep = [i for i, v in enumerate(all_s) if v >= size.min() / 4]
         lim_s = [all_s[i] for i in keep]
@@ -108,11 +150,14 @@ def figure8_png(report: AccelReport, path: str | Path) -> Path:
             if dw:
                 ax.scatter(size[dw], np.array(values)[dw], s=marker[dw] * 1.8, facecolors="none",
                            edgecolors="red", linewidths=0.9, label="depthwise (dense form)")
-            ax.scatter([size.sum()], [whole], marker="*", s=260, color="gold", edgecolors="black",
-                       label=f"whole model: {whole:.3g}")
+            label_points(ax, size, values, [layer.name for layer in cost.layers])
+            # The whole model occupies every layer's cells at once (layer-serial: all stay placed).
+            ax.scatter([size.sum()], [whole], marker="*", s=160, color="gold", edgecolors="black",
+                       label=f"whole model: {whole:.3g} (x: all its cells)")
             ax.plot(lim_s, lim, linestyle=":", color="grey", label="best shape of that size")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            plain_log_ticks(ax)
             ax.set_xlabel("layer size (cells, rows × cols)", fontsize=8)
             ax.set_ylabel(label)
             ax.set_title(f"{report.workload.name}, {cost.bits}-bit activations: per-layer {label}", fontsize=9)

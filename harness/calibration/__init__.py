@@ -9,9 +9,11 @@
 - :mod:`harness.calibration.result` — ``CalibrationResult`` and its parts; ``save_personality``.
 - :mod:`harness.calibration.compare` — two recordings of one layout side by side.
 - :mod:`harness.calibration.pattern` — the calibration-pattern model (known levels to program).
+- :mod:`harness.calibration.simulate` — a recording's experiment re-run on a virtual chip (the bootstrap).
+- :mod:`harness.calibration.coverage` — coverage of the intervals on random synthetic chips.
 - :mod:`harness.calibration.plots` — the calibration figure.
 
-May import: recording, virtual (physics, personalities), models, the chip seam, the basics.
+May import: sessions, recording, programming, virtual (physics, personalities, chip), models, the chip seam, the basics.
 """
 
 from harness._exports import lazy_exports

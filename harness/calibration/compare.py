@@ -116,8 +116,8 @@ def compare_recordings(a: Recording, b: Recording, *, levels: int = COMPARE_LEVE
     centers = np.exp((edges[:-1] + edges[1:]) / 2) * da.g_max_uS
     out: dict[str, Any] = {"a": sa, "b": sb, "level_target_uS": finite_list(centers)}
     same_times = da.t_g.size == db.t_g.size and np.allclose(da.t_g, db.t_g, rtol=1e-3, atol=1e-3)
-    if same_times:
-        p = np.flatnonzero(programmed & da.converged & db.converged)
+    p = np.flatnonzero(programmed & da.converged & db.converged)
+    if same_times and p.size:  # no device converged in both: no distribution to compare
         ks = [ks_two_sample(da.mean[g, p], db.mean[g, p]) for g in range(da.t_g.size)]
         out["ks"] = {
             "times_s": finite_list(da.t_g),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +34,7 @@ T0_PROFILE_DEVICES = 30_000
 
 def fit_clipped_log(
     ln_x: FloatArray, y: FloatArray, se: FloatArray, base: ClippedLog, n_boot: int, rng: np.random.Generator
-) -> tuple[ClippedLog, dict[str, tuple[float, float, bool]]]:
+) -> tuple[ClippedLog, dict[str, tuple[float, float, bool, str]]]:
     """Weighted fit of clip(a·ln x + b, lo, hi) to per-level values.
 
     The levels (sorted by ln x) are split into [clipped | linear | clipped] by enumerating
@@ -41,7 +42,9 @@ def fit_clipped_log(
     wins; a clipped segment needs MIN_CLIP_LEVELS levels). A clip bound with no level in its segment is not identified: it is set to the
     base value, moved outward if needed so that it does not cut the fitted line over the
     observed range. CIs: parametric bootstrap of the level values, split held fixed.
-    Returns the law and ``{name: (ci_low, ci_high, identified)}``.
+    ``n_boot`` = 0: no bootstrap (NaN intervals). Returns the law and ``{name: (ci_low,
+    ci_high, identified, note)}``; a bound not identified says whether its value is the
+    base's or the line's end.
     """
     order = np.argsort(ln_x)
     u, v, w = ln_x[order], y[order], 1.0 / np.maximum(se[order], 1e-12) ** 2
@@ -102,16 +105,40 @@ def fit_clipped_log(
         return a, b, max(lo, 0.0), max(hi, lo, 0.0)
 
     a, b, lo, hi = law(v)
-    boot = np.array([law(v + rng.standard_normal(k) / np.sqrt(w)) for _ in range(n_boot)])
-    q = np.percentile(boot, [2.5, 97.5], axis=0)
+    if n_boot > 0:
+        boot = np.array([law(v + rng.standard_normal(k) / np.sqrt(w)) for _ in range(n_boot)])
+        q = np.percentile(boot, [2.5, 97.5], axis=0)
+    else:
+        q = np.full((2, 4), math.nan)
     falling = a <= 0
     id_lo = (j < k) if falling else (i > 0)
     id_hi = (i > 0) if falling else (j < k)
+    line_ends = (a * u[0] + b, a * u[-1] + b)
+
+    def unreached(key: str, value: float, base_value: float) -> str:
+        """The note of a clip bound not reached: say where its value comes from."""
+        if value == base_value:
+            return "clip not reached in the observed x range: base value"
+        edge = min(line_ends) if key == "min" else max(line_ends)
+        return (f"clip not reached in the observed x range: the base value {base_value:.4g} would cut the fitted "
+                f"line, so the bound sits at the line's end of the observed range ({max(edge, 0.0):.4g})")
+
+    # The line is identified only where the data show it: a linear segment of MIN_CLIP_LEVELS
+    # levels or more whose slope differs from 0 by 3 SE (scaled by its excess scatter). A law
+    # clipped over nearly all the observed range otherwise fits as a flat "line" at the clip.
+    uu, ww = u[i:j], w[i:j]
+    s_uw = float(np.sum(ww * (uu - np.average(uu, weights=ww)) ** 2)) if j - i >= 2 else 0.0
+    resid = float(np.sum(ww * (v[i:j] - (a * uu + b)) ** 2))
+    se_a = math.sqrt(max(1.0, resid / max(j - i - 2, 1)) / s_uw) if s_uw > 0 else math.inf
+    id_line = j - i >= MIN_CLIP_LEVELS and abs(a) >= 3 * se_a
+    line_note = "" if id_line else (
+        f"the observed levels show no slope ({j - i} level(s) on the line, slope {a:.3g} ± {se_a:.2g}): the law is "
+        "flat over the observed range, so its line is not identified (value: the fit's flat line, not the base's)")
     cis = {
-        "ln_coef": (float(q[0, 0]), float(q[1, 0]), True),
-        "offset": (float(q[0, 1]), float(q[1, 1]), True),
-        "min": (float(q[0, 2]), float(q[1, 2]), id_lo),
-        "max": (float(q[0, 3]), float(q[1, 3]), id_hi),
+        "ln_coef": (float(q[0, 0]), float(q[1, 0]), id_line, line_note),
+        "offset": (float(q[0, 1]), float(q[1, 1]), id_line, line_note),
+        "min": (float(q[0, 2]), float(q[1, 2]), id_lo, "" if id_lo else unreached("min", lo, base.min)),
+        "max": (float(q[0, 3]), float(q[1, 3]), id_hi, "" if id_hi else unreached("max", hi, base.max)),
     }
     return ClippedLog(ln_coef=a, offset=b, min=lo, max=hi), cis
 
@@ -170,17 +197,49 @@ def fit_t0(
     return float(cands[best]), (lo_ci, hi_ci), True
 
 
+def _solve_increasing(fn: Callable[[float], float], lo: float, hi: float, tol: float) -> float:
+    """Root of an increasing ``fn`` in [lo, hi] by the Illinois (modified regula falsi) method;
+    an end of the bracket if ``fn`` has no sign change there. A few evaluations where
+    bisection needs a dozen (each one here is a Monte Carlo forward model)."""
+    f_lo, f_hi = fn(lo), fn(hi)
+    if f_lo >= 0:
+        return lo
+    if f_hi <= 0:
+        return hi
+    side, x_prev = 0, math.inf
+    for _ in range(40):
+        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if hi - lo <= tol or abs(x - x_prev) <= tol / 4:
+            break
+        x_prev = x
+        fx = fn(x)
+        if fx > 0:
+            hi, f_hi = x, fx
+            if side == -1:
+                f_lo /= 2
+            side = -1
+        else:
+            lo, f_lo = x, fx
+            if side == 1:
+                f_hi /= 2
+            side = 1
+        if abs(fx) == 0.0:
+            return x
+    return (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+
+
 def fit_reset_mean(
     y_obs: FloatArray, p: Personality, t1_s: float, reads: float, geometry: Geometry, g_std_uS: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator, *, with_se: bool = True,
 ) -> tuple[float, float]:
     """RESET mean m such that the forward model reproduces the RESET partners' readouts at t1.
 
     Forward model (the virtual chip's): |N(m, s)| plus a relaxation N(0, s_r²) floored at 0,
     drifted to t1, read ``reads`` times through the ADC. The relaxation of a RESET device
     (σ_prog near x = 0) dominates its spread and pushes the floored mean up, so m and s_r
-    are solved together from the readouts' mean and variance (bisection in s_r outside, in
-    m inside, with common random numbers). Returns (m, SE of m)."""
+    are solved together from the readouts' mean and variance (regula falsi in s_r outside, in
+    m inside, with common random numbers). Returns (m, SE of m); ``with_se=False`` skips the
+    SE (NaN), which costs as much again."""
     n = int(min(max(4 * y_obs.size, 20_000), 50_000))
     z = rng.standard_normal((3, n))
     z_read = rng.standard_normal((max(int(reads), 1), n))
@@ -199,23 +258,16 @@ def fit_reset_mean(
     target_m, target_v = float(y_obs.mean()), float(y_obs.var())
 
     def m_for(s_r: float) -> float:
-        lo, hi = 0.0, max(1.0, 4 * target_m)
-        if moments(lo, s_r)[0] >= target_m:
+        hi = max(1.0, 4 * target_m)
+        if moments(0.0, s_r)[0] >= target_m:
             return 0.0
-        for _ in range(14):  # 1e-4 of the bracket: far below the SE of m
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if moments(mid, s_r)[0] < target_m else (lo, mid)
-        return (lo + hi) / 2
+        return _solve_increasing(lambda m: moments(m, s_r)[0] - target_m, 0.0, hi, 2.5e-4 * hi)
 
-    s_lo, s_hi = 0.0, max(2.0 * math.sqrt(target_v), 0.05)
-    for _ in range(11):
-        s_mid = (s_lo + s_hi) / 2
-        if moments(m_for(s_mid), s_mid)[1] < target_v:
-            s_lo = s_mid
-        else:
-            s_hi = s_mid
-    s_r = (s_lo + s_hi) / 2
+    s_hi = max(2.0 * math.sqrt(target_v), 0.05)
+    s_r = _solve_increasing(lambda s: moments(m_for(s), s)[1] - target_v, 0.0, s_hi, 1e-3 * s_hi)
     m = m_for(s_r)
+    if not with_se:
+        return m, math.nan
     # SE from the sampling error of the observed mean and variance, propagated numerically
     se_mean = math.sqrt(target_v / y_obs.size)
     se_var = target_v * math.sqrt(2.0 / max(y_obs.size - 1, 1))

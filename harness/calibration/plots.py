@@ -59,14 +59,18 @@ def plot_calibration(result: CalibrationResult, path: str | Path) -> Path:
     picks = np.flatnonzero(ok)
     picks = picks[np.unique(np.linspace(0, picks.size - 1, min(TIME_PANEL_LEVELS, picks.size)).round().astype(int))]
     for j in picks:
-        (line,) = ax.plot(lv.times_s, lv.mean_g_uS[j], "o", ms=3, label=f"x={lv.x[j]:.3g}")
-        ax.plot(lv.times_s, lv.fit_g_uS[j], "-", color=line.get_color(), lw=1)
+        # Log y: the levels span 0.05–25 µS; on a linear axis the low ones lie flat at 0.
+        data = np.where(lv.mean_g_uS[j] > 0, lv.mean_g_uS[j], np.nan)
+        shown = "" if np.isfinite(data).any() else " (mean ≤ 0: not shown)"
+        (line,) = ax.plot(lv.times_s, data, "o", ms=3, label=f"x={lv.x[j]:.3g}{shown}")
+        ax.plot(lv.times_s, np.where(lv.fit_g_uS[j] > 0, lv.fit_g_uS[j], np.nan), "-", color=line.get_color(), lw=1)
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("time since programming (s)")
-    ax.set_ylabel("mean conductance (µS)")
+    ax.set_ylabel("mean conductance (µS, log)")
     ax.set_title("held-out devices per level: data (o) vs fitted model (—)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)  # off the data
 
     ax = axes[1, 2]
     g = result.goodness

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harness.commands.common import PLOT_SUFFIXES, check_output, console_for, emit_json, user_errors
 from harness.commands.evaluate import parse_bits
+from harness.errors import ConfigError
 
 
 def _layer_table(report, cost) -> Table:  # type: ignore[no-untyped-def]
@@ -75,7 +76,12 @@ def accel_command(
             check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
             check_output(png.with_name(png.stem + "-placement" + png.suffix), option="--png (placement map)",
                          suffixes=PLOT_SUFFIXES, overwrite=overwrite)
-        hardware = load_hardware(hw)
+        if hw is not None and not hw.is_file():
+            raise ConfigError(f"--hw {hw}: no such hardware file (a TOML like the shipped hw/aon-cim-14nm.toml)")
+        try:
+            hardware = load_hardware(hw)
+        except ConfigError as exc:
+            raise ConfigError(f"--hw {exc}" if hw is not None else str(exc)) from exc
         for b in bit_list:
             hardware.cim_cycle_ns(b)
         workload, task = load_workload(model)

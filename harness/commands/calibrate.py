@@ -14,9 +14,12 @@ def calibrate_command(
     recording: Path = typer.Argument(..., help="A recording (HDF5) of a session: targets, write-verify outcome, readouts."),
     out: Path = typer.Option(..., "--out", help="Personality file (TOML) to write; load it with virtual?personality=PATH."),
     png: Path | None = typer.Option(None, "--png", help="Also plot data vs fit per level into this PNG."),
-    base: str = typer.Option("pcm-90nm", "--base", help="Personality supplying the constants the data cannot identify."),
+    base: str = typer.Option("pcm-90nm", "--base", help="Personality supplying the constants the data cannot identify "
+                             "(a name or TOML path; 'recorded': the one the recording names, hash-checked)."),
     name: str | None = typer.Option(None, "--name", help="Name of the fitted personality (default fitted-<recording>)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out split and the bootstrap."),
+    bootstrap: int = typer.Option(8, "--bootstrap", help="Simulated re-recordings behind the bias correction and the "
+                                  "95% intervals (0: off, per-stage intervals only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
 ) -> None:
@@ -27,11 +30,12 @@ def calibrate_command(
         from harness.calibration.calibrate import calibrate_recording
         from harness.calibration.result import save_personality
 
+        check_output(out, option="--out", suffixes=(".toml",), overwrite=overwrite)
         save_personality(None, out, overwrite=overwrite, check_only=True)
         if png is not None:
             check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         with reading(recording) as rec:
-            result = calibrate_recording(rec, base=base, name=name, seed=seed)
+            result = calibrate_recording(rec, base=base, name=name, seed=seed, bootstrap=bootstrap)
         save_personality(result.personality, out, overwrite=overwrite)
         summary = result.to_dict()
         summary["out"] = str(out)
@@ -47,7 +51,7 @@ def calibrate_command(
         table.add_column(col)
     for c in summary["constants"]:
         lo, hi = c["ci95"]
-        table.add_row(c["name"], f"{c['value']:.5g}", f"[{lo:.4g}, {hi:.4g}]", "yes" if c["identified"] else "no (base)",
+        table.add_row(c["name"], f"{c['value']:.5g}", f"[{lo:.4g}, {hi:.4g}]", "yes" if c["identified"] else "no (see note)",
                       c["note"])
     console.print(table)
     g = summary["goodness_of_fit"]

@@ -10,7 +10,7 @@ Conventions (see docs/architecture.md, "Conventions for new commands"):
 * Check every argument and every output path (:func:`check_output`) before touching a chip.
 * Durations are shown with :func:`harness.units.format_duration`, nowhere else.
 * Progress goes through :func:`progress_bar`: always on stderr, a rich bar on a terminal,
-  one plain line per step (with elapsed time and ETA) otherwise.
+  otherwise plain lines (integer counts of a named unit, elapsed time, ETA), at most one a second.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import typer
 from rich.console import Console, ConsoleDimensions
 
+from harness.commands import interrupts
 from harness.errors import ConfigError, HarnessError
 from harness.units import format_duration
 
@@ -78,7 +79,13 @@ def fail(message: str, code: int = 1) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn HarnessError (and OS errors on user-given paths) into one line and exit 1."""
+    """Turn HarnessError (and OS errors on user-given paths) into one line and exit 1.
+
+    Ctrl-C (:mod:`harness.commands.interrupts`): a ``KeyboardInterrupt`` in the block is
+    ``error: interrupted`` and exit 130; the block is the command's work, so when it ends
+    normally a later SIGINT no longer raises, and one that arrived but was swallowed on the
+    way (or arrives after) gives exit 130 with a line saying the output is complete."""
+    interrupts.arm()
     try:
         yield
     except HarnessError as exc:
@@ -86,7 +93,10 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
-        fail("interrupted", code=130)
+        interrupts.disarm()
+        fail("interrupted", code=interrupts.EXIT_INTERRUPTED)
+    interrupts.disarm()
+    interrupts.complete_but_interrupted()
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,6 +112,16 @@ def emit_json(obj: Any) -> None:
     """Write ``obj`` as one JSON object on stdout (the only thing stdout carries with --json)."""
     sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def check_programmable_uri(uri: str, *, option: str = "--chip") -> None:
+    """Refuse, before any output, a chip URI that cannot be programmed (``replay:`` answers
+    reads from a recording and refuses every pulse)."""
+    if uri.split(":", 1)[0].strip().lower() == "replay":
+        raise ConfigError(
+            f"{option} {uri}: a replay chip is read-only and cannot be programmed; "
+            "give a virtual or real chip (a recording is evaluated with 'evaluate --recording')"
+        )
 
 
 # ----------------------------------------------------------------------------- output paths
@@ -165,26 +185,32 @@ def _is_default_dir(parent: Path) -> bool:
 
 @contextlib.contextmanager
 def progress_bar(
-    description: str, total: float | None, enabled: bool = True, *, min_interval_s: float = 1.0
+    description: str, total: float | None, enabled: bool = True, *, min_interval_s: float = 1.0, unit: str = ""
 ) -> Iterator[Callable[..., None]]:
-    """Progress on stderr; yields ``update(completed, description=None, total=None)``.
+    """Progress on stderr; yields ``update(completed, description=None, total=None, unit=None,
+    announce=False)`` (``announce``: print the line even with nothing done yet, for a long
+    first step that starts after every check).
 
-    On a terminal: a rich bar. Otherwise (logs, pipes, --json runs under a scheduler): one
-    plain line per step, ``description: 3/25 (12%), elapsed 4.1s, ETA 30s``, at most one
-    per ``min_interval_s`` (0: every step) except that the first and the last step are
-    always printed; nothing while no step is done (so a command that fails at the start
-    still prints only its one ``error:`` line). ``enabled=False`` is for library-internal callers only; commands keep
-    progress on (it never touches stdout, so --json output stays one object).
+    On a terminal: a rich bar. Otherwise (logs, pipes, --json runs under a scheduler): plain
+    lines, ``description: 3/25 chips (12%), elapsed 4.1s, ETA 30s`` — integer counts of the
+    named ``unit`` — at most one per ``min_interval_s`` (0: every step) except that the first
+    and the last step are always printed; nothing while no step is done (so a command that
+    fails at the start still prints only its one ``error:`` line). The ETA is the rate from the
+    first step to the latest, so start-up before the first step (a cluster, a model load)
+    does not inflate it; the first line, with no rate yet, has none. ``enabled=False`` is for
+    library-internal callers only; commands keep progress on (it never touches stdout, so
+    --json output stays one object).
     """
     if not enabled:
         yield lambda *a, **k: None
         return
     if not err_console.is_terminal:
-        with _plain_progress(description, total, min_interval_s) as update:
+        with _plain_progress(description, total, min_interval_s, unit) as update:
             yield update
         return
     from rich.progress import (
         BarColumn,
+        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
@@ -194,16 +220,22 @@ def progress_bar(
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
     ) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(description, total=total, unit=unit)
 
-        def update(completed: float, description: str | None = None, total: float | None = None) -> None:
+        def update(
+            completed: float, description: str | None = None, total: float | None = None, unit: str | None = None,
+            announce: bool = False,
+        ) -> None:
             kwargs: dict[str, Any] = {"completed": completed}
+            if unit is not None:
+                kwargs["unit"] = unit
             if description is not None:
                 kwargs["description"] = description
             if total is not None:
@@ -214,24 +246,45 @@ def progress_bar(
 
 
 @contextlib.contextmanager
-def _plain_progress(description: str, total: float | None, min_interval_s: float) -> Iterator[Callable[..., None]]:
-    state: dict[str, Any] = {"desc": description, "total": total, "t0": time.monotonic(), "last": None, "line": ""}
+def _plain_progress(
+    description: str, total: float | None, min_interval_s: float, unit: str = ""
+) -> Iterator[Callable[..., None]]:
+    state: dict[str, Any] = {
+        "desc": description, "total": total, "t0": time.monotonic(), "last": None, "line": "", "first": None,
+        "unit": unit,
+    }
 
-    def update(completed: float, description: str | None = None, total: float | None = None) -> None:
+    def update(
+        completed: float, description: str | None = None, total: float | None = None, unit: str | None = None,
+        announce: bool = False,
+    ) -> None:
         now = time.monotonic()
+        if unit is not None:
+            state["unit"] = unit
         if description is not None:
             state["desc"] = description
         if total is not None and total != state["total"]:
             if state["total"] is not None:
-                state["t0"] = now  # a new phase: elapsed time and ETA start again
+                # a new phase: elapsed time and ETA start again, and its first step is shown
+                state["t0"], state["first"], state["last"] = now, None, None
             state["total"] = total
         tot = state["total"]
         if completed <= 0:
+            if announce:  # a long step starts (after every check): say so, once
+                line = _plain_line(state["desc"], 0, tot, now - state["t0"], unit=state["unit"])
+                if line != state["line"]:
+                    state["line"] = line
+                    sys.stderr.write(line + "\n")
+                    sys.stderr.flush()
             return  # nothing done yet: say nothing (an error at the start stays the only line)
+        if state["first"] is None:
+            state["first"] = (now, completed)
         last_step = tot is not None and completed >= tot
         if state["last"] is not None and not last_step and now - state["last"] < min_interval_s:
             return
-        line = _plain_line(state["desc"], completed, tot, now - state["t0"])
+        t_first, done_first = state["first"]
+        rate = (completed - done_first) / (now - t_first) if completed > done_first and now > t_first else None
+        line = _plain_line(state["desc"], completed, tot, now - state["t0"], unit=state["unit"], rate_per_s=rate)
         if line == state["line"]:
             return
         state["last"], state["line"] = now, line
@@ -241,12 +294,27 @@ def _plain_progress(description: str, total: float | None, min_interval_s: float
     yield update
 
 
-def _plain_line(desc: str, done: float, total: float | None, elapsed_s: float) -> str:
+def _elapsed(t_s: float) -> str:
+    return "0s" if t_s < 0.05 else format_duration(t_s, digits=2)  # not "2.4e-05s"
+
+
+def _count(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.3g}"
+
+
+def _plain_line(
+    desc: str, done: float, total: float | None, elapsed_s: float, *, unit: str = "", rate_per_s: float | None = None
+) -> str:
+    units = f" {unit}" if unit else ""
+    if total is not None and total > 0 and done <= 0:
+        return f"{desc}: 0/{_count(total)}{units}, started"
     if total is None or total <= 0:
-        count = f": {done:g}" if done else ""
-        return f"{desc}{count}, elapsed {format_duration(elapsed_s, digits=2)}"
+        count = f": {_count(done)}{units}" if done else ""
+        return f"{desc}{count}, elapsed {_elapsed(elapsed_s)}"
     frac = min(max(done / total, 0.0), 1.0)
-    eta = f"{format_duration(elapsed_s * (1 - frac) / frac, digits=2)}" if frac > 0 else "?"
-    return (
-        f"{desc}: {done:g}/{total:g} ({100 * frac:.0f}%), elapsed {format_duration(elapsed_s, digits=2)}, ETA {eta}"
-    )
+    text = f"{desc}: {_count(done)}/{_count(total)}{units} ({100 * frac:.0f}%), elapsed {_elapsed(elapsed_s)}"
+    if done >= total:
+        return f"{text}, ETA 0s"
+    if rate_per_s:
+        return f"{text}, ETA {format_duration((total - done) / rate_per_s, digits=2)}"
+    return text

@@ -24,14 +24,15 @@ class _LazyProgress(contextlib.ExitStack):
     """A progress bar that appears at the first update, so that input errors found before
     any work starts are the only line on stderr."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, unit: str = "") -> None:
         super().__init__()
         self._description = description
+        self._unit = unit
         self._update: Callable[..., None] | None = None
 
     def __call__(self, done: int, total: int) -> None:
         if self._update is None:
-            self._update = self.enter_context(progress_bar(self._description, total=total))
+            self._update = self.enter_context(progress_bar(self._description, total=total, unit=self._unit))
         self._update(done, total=total)
 
 
@@ -58,7 +59,7 @@ def kws_command(
         check_output(out, option="--out", suffixes=(".h5", ".hdf5"), overwrite=overwrite)
         from harness.data.speech_commands import build_speech_commands
 
-        with _LazyProgress("MFCC features") as progress:
+        with _LazyProgress("MFCC features", unit="clips") as progress:
             counts = build_speech_commands(
                 speech_commands,
                 out,
@@ -81,7 +82,7 @@ def vww_command(
     with user_errors():
         from harness.data.vww import build_vww
 
-        with _LazyProgress("images") as progress:
+        with _LazyProgress("images", unit="images") as progress:
             counts = build_vww(images, out, size=size, progress=progress)
         _report("vww", out, counts, json_out)
 

@@ -38,7 +38,7 @@ def emulate_command(
     fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault generator."),
     duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0: run until Ctrl-C)."),
     idle_timeout_s: float = typer.Option(
-        60.0, "--idle-timeout", help="Hang up on a client silent this long (s), freeing the chip for the next."
+        60.0, "--idle-timeout", help="Hang up on a client silent this long (s), freeing the chip for the next; also the longest TIME:WAIT a client may ask for (longer is refused, error 108)."
     ),
 ) -> None:
     """Serve a virtual chip over a pty or loopback TCP, speaking the serial/VISA wire protocol."""

@@ -21,6 +21,8 @@ from typing import Any, ClassVar, NamedTuple
 import typer
 import typer.core
 
+from harness.commands import interrupts
+
 # typer >= 0.24 vendors click as typer._click; older typer uses click itself.
 _click: Any = getattr(typer.core, "_click", None) or importlib.import_module("click")
 _exceptions: Any = importlib.import_module(f"{_click.__name__}.exceptions")
@@ -87,6 +89,15 @@ class LazyGroup(typer.core.TyperGroup):
     ) -> Any:
         """Run the CLI; usage errors become one ``error:`` line on stderr and exit code 2."""
         standalone = standalone_mode
+        with interrupts.guard():
+            rv = self._main(args, prog_name, standalone, **extra)
+            if standalone and rv in (0, None):  # a failure already said what happened
+                interrupts.complete_but_interrupted()
+        if not standalone:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _main(self, args: Sequence[str] | None, prog_name: str | None, standalone: bool, **extra: Any) -> Any:
         try:
             rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
         except _exceptions.NoArgsIsHelpError as exc:
@@ -104,14 +115,15 @@ class LazyGroup(typer.core.TyperGroup):
                 raise
             sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
             sys.exit(exc.exit_code)
-        except typer.Abort:
+        except typer.Abort as exc:
             if not standalone:
                 raise
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C before the command's work
+                sys.stderr.write("error: interrupted\n")
+                sys.exit(interrupts.EXIT_INTERRUPTED)
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
-        if not standalone:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
 
 
 def usage_error_line(exc: Any) -> str:

@@ -11,6 +11,7 @@ import typer
 from harness.commands.common import (
     RECORDING_SUFFIXES,
     check_output,
+    check_programmable_uri,
     console_for,
     default_output_path,
     emit_json,
@@ -45,6 +46,7 @@ def program_command(
 
         chip_uri = with_seed(chip, seed)
         check_uri(chip_uri)
+        check_programmable_uri(chip_uri)
         out_path = check_output(
             out if out is not None else default_output_path("program"),
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
@@ -76,10 +78,10 @@ def program_command(
             placed = [f"{p.name} {p.how}" for p in layout.layers if p.how != "normal"]
             if placed:
                 console.print(f"blocks stored {', '.join(placed)} (recorded in the layout)")
-            with progress_bar("write-verify", total=params.max_iterations) as update:
+            with progress_bar("write-verify", total=params.max_iterations, unit="rounds") as update:
 
                 def on_progress(p: ProgrammingProgress) -> None:
-                    update(p.iteration, description=f"write-verify: {p.n_converged}/{p.n_cells} converged")
+                    update(p.iteration, description=f"write-verify ({p.n_converged}/{p.n_cells} devices converged)")
 
                 result = program_layout(the_chip, layout, params, on_progress)
                 update(params.max_iterations)

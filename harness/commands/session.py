@@ -16,12 +16,14 @@ from rich.table import Table
 from harness.commands.common import (
     RECORDING_SUFFIXES,
     check_output,
+    check_programmable_uri,
     console_for,
     default_output_path,
     emit_json,
     progress_bar,
     user_errors,
 )
+from harness.errors import ChipIOError
 from harness.units import format_duration
 
 if TYPE_CHECKING:
@@ -39,9 +41,10 @@ app = typer.Typer(
 @contextmanager
 def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress], None]]:
     """Turn runner callbacks into :func:`progress_bar` updates on stderr: a bar on a
-    terminal, otherwise one line per event (every readout, so logs of unattended sessions
-    show each one) with elapsed time and ETA."""
-    with progress_bar("session", total=None, enabled=enabled, min_interval_s=0.0) as update:
+    terminal, otherwise plain lines with elapsed time and ETA, at most one a second (the first
+    and the last always; a wall-clock session's readouts are seconds apart or more, so its
+    log still shows each one, while a simulated-clock session does not print 400 lines)."""
+    with progress_bar("session", total=None, enabled=enabled) as update:
 
         def on_progress(p: SessionProgress) -> None:
             if p.phase == "programming":
@@ -49,12 +52,12 @@ def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress
                 if pp is None:
                     update(0, description="programming", total=None)
                 else:
-                    update(pp.iteration, description=f"programming ({pp.n_converged}/{pp.n_cells} converged)",
-                           total=pp.max_iterations)
+                    update(pp.iteration, description=f"programming ({pp.n_converged}/{pp.n_cells} devices converged)",
+                           total=pp.max_iterations, unit="rounds")
             elif p.phase in ("readout", "done"):
                 nxt = f", next at {format_duration(p.t_next_s)}" if p.t_next_s is not None else ""
                 at = f" (last at {format_duration(p.t_s)}{nxt})" if p.t_s is not None else ""
-                update(p.done, description=f"readouts{at}", total=p.total)
+                update(p.done, description=f"session{at}", total=p.total, unit="readouts")
 
         yield on_progress
 
@@ -85,6 +88,7 @@ def run_command(
             resolve_model_path(spec)  # a bad --model fails here, before any chip is touched
         chip = with_seed(chip, seed)
         check_uri(chip)
+        check_programmable_uri(chip)
         if dry_run:
             rows = timetable(spec)
             if json_out:
@@ -104,10 +108,14 @@ def run_command(
             option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite,
         )
         from harness.chip.registry import open_chip
+        from harness.models.format import load_model
+        from harness.programming.mapping import map_model
         from harness.sessions.runner import run_session
 
+        net = load_model(resolve_model_path(spec))  # a missing or bad model fails before any output
         the_chip = open_chip(chip)
         try:
+            map_model(net, the_chip.geometry)  # so does a model that does not fit the chip
             console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
             try:
                 with session_progress() as progress:
@@ -116,6 +124,12 @@ def run_command(
                 hint = f"; continue with: harness session resume {out_path}" if out_path.exists() else ""
                 sys.stderr.write(f"error: interrupted{hint}\n")
                 raise typer.Exit(130) from None
+            except ChipIOError as exc:  # e.g. a stalled link: say what is kept and how to go on
+                if not out_path.exists():
+                    raise
+                raise type(exc)(
+                    f"{exc}; the readouts recorded so far are kept: continue with: harness session resume {out_path}"
+                ) from exc
         finally:
             the_chip.close()
     _render_result(console, result.summary(), json_out)

@@ -16,24 +16,33 @@ def sweep_command(
     sweep_file: Path = typer.Argument(..., help="Sweep definition (TOML): models, chips, runs, times, bits, gdc, read_noise."),
     out: Path = typer.Option(..., "--out", help="Results folder (Parquet, one file per task; pandas.read_parquet reads it)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local Dask workers: 1 (default) runs in this process, N starts a LocalCluster."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786. Trust boundary: Dask exchanges pickles (code execution) with it and its workers; use only a scheduler on a host and network you trust (a non-loopback address prints a warning)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of another sweep in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
     """Monte Carlo grid of simulated chips (models × chips × times × bits) on Dask; resumes.
 
     Re-running the same sweep into the same folder skips the tasks already done.
+
+    Trust boundary: with --scheduler, Dask sends pickles to and from the scheduler and its
+    workers, and unpickling runs code, so whoever controls that host (or reaches its port)
+    can run code as you. Use only schedulers you trust; see docs/sweeps.md.
     """
     with user_errors():
-        from harness.sweeps.runner import SweepProgress, check_results_folder, dask_available, load_results, run_sweep, summarize
+        from harness.sweeps.runner import (
+            SweepProgress, check_results_folder, dask_available, load_results, run_sweep, scheduler_warning, summarize,
+        )
         from harness.sweeps.spec import load_sweep
 
         spec = load_sweep(sweep_file)
         check_results_folder(out, spec, overwrite=overwrite)
         dask_available(workers, scheduler)
+        warning = scheduler_warning(scheduler)
+        if warning:
+            sys.stderr.write(warning + "\n")
         total = len(spec.models) * len(spec.chips) * spec.runs
         console = console_for(json_out)
-        with progress_bar(f"sweep {spec.name}", total=total) as update:
+        with progress_bar(f"sweep {spec.name}", total=total, unit="tasks") as update:
 
             def on_progress(p: SweepProgress) -> None:
                 update(p.done, description=f"sweep {spec.name} ({p.running} running, {p.failed} failed)")
@@ -69,7 +78,7 @@ def _render(table: Any) -> Any:
 
     from harness.units import format_duration
 
-    out = Table(title="accuracy (%), mean ± std over runs", title_justify="left")
+    out = Table(title="accuracy (%), mean ± std over runs (one run: the value alone)", title_justify="left")
     for name in ("model", "chip", "bits", "gdc", "read noise"):
         out.add_column(name)
     times = sorted(table["t_s"].unique())
@@ -82,8 +91,12 @@ def _render(table: Any) -> Any:
         cells = []
         for t in times:
             r = by_t.get(float(t))
-            std = 0.0 if r is None or r.std != r.std else r.std  # NaN std for a single run
-            cells.append("" if r is None else f"{r.mean * 100:.2f} ± {std * 100:.2f}")
+            if r is None:
+                cells.append("")
+            elif r.std != r.std:  # NaN std: a single run has no spread to show
+                cells.append(f"{r.mean * 100:.2f}")
+            else:
+                cells.append(f"{r.mean * 100:.2f} ± {r.std * 100:.2f}")
         model, chip, bits, gdc, rn = key
         out.add_row(str(model), str(chip), "ideal" if bits == 0 else str(bits), "on" if gdc else "off", "on" if rn else "off", *cells)
     return out

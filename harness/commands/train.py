@@ -97,15 +97,16 @@ def train_command(
 
             def on_progress(event: dict[str, Any]) -> None:
                 if not bar:
-                    bar.append(stack.enter_context(progress_bar(the_recipe.name, total=1.0)))
+                    bar.append(stack.enter_context(progress_bar(the_recipe.name, total=None, unit="steps")))
                 acc = "" if event["accuracy"] is None else f" acc {event['accuracy'] * 100:.1f}%"
                 gain = "" if event["gain"] is None else f" gain {event['gain']:.3g}"
                 last = len(the_recipe.stages) if options.last_stage is None else options.last_stage + 1
-                done = (event["stage_index"] - options.first_stage + event["step"] / event["steps"]) / (
-                    last - options.first_stage
-                )
+                # Integer training steps over the stages this run trains (each stage has the
+                # same number of steps: epochs x batches).
+                stages_done = event["stage_index"] - options.first_stage
                 bar[0](
-                    done,
+                    stages_done * event["steps"] + event["step"],
+                    total=(last - options.first_stage) * event["steps"],
                     description=(
                         f"{event['stage']} ep {event['epoch']}/{event['epochs']} loss {event['loss']:.3f}{acc}{gain}"
                     ),

@@ -224,6 +224,12 @@ def load_dataset(name_or_path: str | os.PathLike[str] = "digits") -> Dataset:
         hint = _REBUILD_HINT.get(os.fspath(name_or_path))
         what = f"; run `{hint}` to rebuild it" if hint else ""
         raise DatasetError(f"dataset file {path} does not exist{what}")
+    with open(path, "rb") as head:
+        if head.read(8) != b"\x89HDF\r\n\x1a\n":  # the HDF5 signature (at offset 0 in every file we write)
+            raise DatasetError(
+                f"{path} is not a dataset: it is not an HDF5 file (datasets are .h5 files written by "
+                "'harness data kws|vww|har', or a bundled name: " + ", ".join(sorted(BUNDLED_DATASETS)) + ")"
+            )
     try:
         with h5py.File(path, "r") as f:
             return _read_dataset(f, path)

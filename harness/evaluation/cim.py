@@ -26,14 +26,15 @@ dimension ``B``), given the :class:`~harness.programming.mapping.Layout` they we
    MVM is computed without converter quantization or read noise (a calibration may average).
 6. Bias, ReLU, flatten: digital, in float32.
 
-``bits=None`` means ideal converters (no quantization). Converter ranges come from the
-model's trained ranges or, when it has none, from a calibration batch
-(:func:`converter_ranges`). All arithmetic is float32; every random draw comes from an
+``bits=None`` means ideal converters (no quantization). Converter ranges (trained, calibrated
+per bit width, or the percentile heuristic) come from :mod:`harness.evaluation.ranges`. All arithmetic is float32; every random draw comes from an
 explicit ``torch.Generator``.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,14 +46,19 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import EvaluationError
+# The converter ranges live in ranges.py; these names stay importable from here.
+from harness.evaluation.ranges import (
+    HEURISTIC_RANGE_PERCENTILE,
+    ConverterRanges,
+    calibrate_ranges,
+    converter_ranges,
+    percentile_range,
+)
 from harness.programming.mapping import Layout
-from harness.models.model import LayerRanges, Model
+from harness.models.model import Model
 from harness.models.spec import ANALOG_LAYER_TYPES, ConvGeometry, PlanStep, conv_geometry, iter_plan
 from harness.virtual import physics as ph
 
-#: Percentile of |signal| the heuristic converter ranges cover when a model carries no
-#: trained ranges (AnalogNets Appendix C: the 99.995th percentile of each layer's inputs).
-HEURISTIC_RANGE_PERCENTILE = 99.995
 #: Supported activation precisions (ADC bits; the DAC gets one more).
 MIN_BITS, MAX_BITS = 2, 16
 #: Floor on the calibration response Σ|y_cal(t)| (in weight units) so a dead layer gives a
@@ -61,166 +67,6 @@ GDC_MIN_RESPONSE = 1e-12
 #: Upper bound on float32 elements of one activation tensor; larger batches are evaluated
 #: in chunks of conductance sets (memory stays bounded, results are identical).
 MAX_ACTIVATION_ELEMENTS = 1 << 25
-#: Range calibration runs the float model in batches of this many samples and keeps at most
-#: this many |values| per layer and batch (a strided subsample beyond it).
-CALIBRATION_BATCH = 256
-CALIBRATION_VALUES_PER_BATCH = 1 << 16
-
-
-@dataclass(frozen=True)
-class ConverterRanges:
-    """DAC ranges per analog layer and the one ADC gain shared by all layers.
-
-    Attributes:
-        dac_range: ``((layer name, r_DAC), ...)`` in forward order; ``r_DAC`` is the largest
-            ``|input|`` the layer's DAC represents (model float units).
-        adc_norm_range: ``ρ``: every layer's ADC covers ``±ρ · r_DAC,i · W_max,i`` (``W_max,i``
-            the layer's largest ``|W|``, which maps to ``g_max``). One ``ρ`` for all layers is
-            one fixed analog ADC gain (AnalogNets §3.2.3).
-        source: ``"trained"`` (from the model's ranges) or ``"calibrated"`` (heuristic from
-            calibration data, AnalogNets Appendix C).
-    """
-
-    dac_range: tuple[tuple[str, float], ...]
-    adc_norm_range: float
-    source: str
-
-    def __post_init__(self) -> None:
-        for name, r in self.dac_range:
-            if not (math.isfinite(r) and r > 0):
-                raise EvaluationError(f"DAC range {r!r} of layer {name!r} must be a finite number > 0")
-        if not (math.isfinite(self.adc_norm_range) and self.adc_norm_range > 0):
-            raise EvaluationError(f"normalized ADC range {self.adc_norm_range!r} must be a finite number > 0")
-
-    def dac(self, layer: str) -> float:
-        """``r_DAC`` of ``layer``."""
-        for name, r in self.dac_range:
-            if name == layer:
-                return r
-        raise EvaluationError(f"no DAC range for layer {layer!r}; known: {[n for n, _ in self.dac_range]}")
-
-    def adc(self, layer: str, weight_max: float) -> float:
-        """``r_ADC`` of ``layer`` (model float units of ``W·x``) for its largest weight ``weight_max``."""
-        return self.adc_norm_range * self.dac(layer) * weight_max
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "dac_range": dict(self.dac_range), "adc_norm_range": self.adc_norm_range}
-
-
-def percentile_range(values: npt.ArrayLike, percentile: float) -> float:
-    """The ``percentile`` of ``|values|``; if that is 0 (mostly-zero data), the maximum; else 1
-    (an all-zero signal: any positive range represents it exactly)."""
-    mags = np.abs(np.asarray(values, dtype=np.float64).ravel())
-    for candidate in (np.percentile(mags, percentile), mags.max(initial=0.0)):
-        if candidate > 0.0:
-            return float(candidate)
-    return 1.0
-
-
-def calibrate_ranges(
-    model: Model, x: npt.ArrayLike, *, percentile: float = HEURISTIC_RANGE_PERCENTILE
-) -> dict[str, LayerRanges]:
-    """The Appendix C heuristic: per analog layer, ``r_DAC`` = the ``percentile`` of ``|input|``
-    and ``r_ADC`` = the same percentile of ``|W·x|`` (the pre-bias MVM) over calibration
-    inputs ``x`` (use training data), so rare outliers saturate instead of widening the
-    converter step for everybody. Part of the CiM side: evaluation never imports training.
-
-    Returns:
-        ``{layer name: LayerRanges}`` for every analog layer (conv inputs: every activation
-        element; conv outputs: before bias).
-
-    Raises:
-        EvaluationError: bad percentile, empty or mis-shaped ``x``.
-    """
-    if not 0.0 < percentile <= 100.0:
-        raise EvaluationError(f"percentile={percentile} must be in (0, 100]")
-    xs = np.array(x, dtype=np.float32)  # writable copy: torch.from_numpy needs one
-    if xs.ndim == 0 or xs.shape[0] == 0 or xs.shape[1:] != model.input_shape:
-        raise EvaluationError(f"calibration inputs {xs.shape} do not fit input shape {model.input_shape}")
-    net = model.to_torch()
-    analog = [a.name for a in model.analog_layers()]
-    inputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in analog}
-
-    def keep(values: torch.Tensor) -> np.ndarray:
-        # |values| of one batch, strided down to at most CALIBRATION_VALUES_PER_BATCH (an
-        # estimate of the percentile for large conv activations; small layers keep every value).
-        flat = values.detach().abs().reshape(-1)
-        step = -(-flat.numel() // CALIBRATION_VALUES_PER_BATCH)
-        return flat[::step].numpy().copy()
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            inputs[name].append(keep(args[0]))
-            bias = getattr(module, "bias", None)
-            if bias is not None:  # the pre-bias MVM result
-                out = out - bias.reshape((-1,) + (1,) * (out.ndim - 2))
-            outputs[name].append(keep(out))
-
-        return record
-
-    # Hooks on every analog module (nested ones included), in batches of CALIBRATION_BATCH.
-    handles = [net.get_submodule(name).register_forward_hook(hook(name)) for name in analog]
-    try:
-        with torch.no_grad():
-            for start in range(0, xs.shape[0], CALIBRATION_BATCH):
-                net(torch.from_numpy(xs[start : start + CALIBRATION_BATCH]))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {
-        name: LayerRanges(
-            dac_range=percentile_range(np.concatenate(inputs[name]), percentile),
-            adc_range=percentile_range(np.concatenate(outputs[name]), percentile),
-        )
-        for name in analog
-    }
-
-
-def _weight_max(model: Model) -> dict[str, float]:
-    return {layer.name: float(np.abs(layer.weight).max()) for layer in model.analog_layers()}
-
-
-def converter_ranges(
-    model: Model,
-    calibration_x: npt.ArrayLike | None = None,
-    *,
-    percentile: float = HEURISTIC_RANGE_PERCENTILE,
-) -> ConverterRanges:
-    """The DAC ranges and the shared ADC gain to evaluate ``model`` with.
-
-    With trained ranges (every analog layer in ``model.ranges``): ``r_DAC,i`` as trained,
-    and ``ρ = max_i r_ADC,i / (r_DAC,i · W_max,i)`` — the one gain under which no layer's
-    ADC covers less than its trained range (a model trained without the shared-gain
-    constraint gets the most conservative common gain).
-
-    Without trained ranges (AnalogNets Appendix C heuristic): ``r_DAC,i`` = the
-    ``percentile`` of ``|input|`` of layer ``i`` over ``calibration_x`` (use training data),
-    ``r_ADC,i`` likewise of ``|W·x|``, combined into ``ρ`` as above.
-
-    Raises:
-        EvaluationError: ranges missing for some layers only; no ranges and no
-            ``calibration_x``; bad calibration data or percentile.
-    """
-    names = [layer.name for layer in model.analog_layers()]
-    wmax = _weight_max(model)
-    trained = model.ranges
-    if trained and set(trained) != set(names):
-        missing = sorted(set(names) - set(trained))
-        raise EvaluationError(
-            f"model {model.name!r} has trained ranges for some analog layers but not for {missing}; "
-            "retrain or recalibrate its ranges"
-        )
-    source = "trained"
-    if not trained:
-        if calibration_x is None:
-            raise EvaluationError(
-                f"model {model.name!r} carries no DAC/ADC ranges; give calibration inputs to derive them"
-            )
-        trained = calibrate_ranges(model, calibration_x, percentile=percentile)
-        source = "calibrated"
-    rho = max(trained[n].adc_range / (trained[n].dac_range * wmax[n]) for n in names)
-    return ConverterRanges(tuple((n, float(trained[n].dac_range)) for n in names), float(rho), source)
 
 
 def check_bits(bits: int | None) -> int | None:
@@ -256,6 +102,12 @@ class _DigitalOp:
     shift: torch.Tensor | None = None
     pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
     sizes: tuple[int, ...] | None = None
+    # batch norm only: its place among the model's batch norms and (γ, β, eps), which
+    # :class:`OutputCorrection` / :meth:`CimSimulator.batchnorm_statistics` need.
+    bn_index: int = -1
+    gamma: torch.Tensor | None = None
+    beta: torch.Tensor | None = None
+    eps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +116,44 @@ class _ResidualOp:
 
 
 _Op = _AnalogOp | _DigitalOp | _ResidualOp
+
+
+@dataclass(frozen=True)
+class OutputCorrection:
+    """Per-set digital corrections applied inside the forward pass (the hook of the drift
+    compensations of :mod:`harness.evaluation.compensation`; ``B`` conductance sets).
+
+    Attributes:
+        gain: per analog layer, ``(B, 1)`` (one factor per layer, GDC) or ``(B, out)`` (per
+            output column) multiplying the ADC output; None: 1.
+        offset: per analog layer, ``(B, out)`` added after the gain (model units, before the
+            bias) or None; None: no offsets.
+        batchnorm: per batch-norm layer (forward order), ``(scale, shift)`` each ``(B, C)``
+            replacing the layer's eval-mode affine map; None: the model's own statistics.
+    """
+
+    gain: tuple[torch.Tensor, ...] | None = None
+    offset: tuple[torch.Tensor | None, ...] | None = None
+    batchnorm: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+
+    def take(self, sl: slice) -> OutputCorrection:
+        """The correction of the conductance sets ``sl`` (for chunked evaluation)."""
+        return OutputCorrection(
+            gain=None if self.gain is None else tuple(g[sl] for g in self.gain),
+            offset=None if self.offset is None else tuple(None if o is None else o[sl] for o in self.offset),
+            batchnorm=None if self.batchnorm is None else tuple((a[sl], b[sl]) for a, b in self.batchnorm),
+        )
+
+
+class _Pass:
+    """What one forward pass carries besides the activations: the per-set correction, and
+    (for :meth:`CimSimulator.batchnorm_statistics`) the list the batch norms' per-set input
+    statistics are appended to, which also makes every batch norm normalize with them
+    (train-mode semantics)."""
+
+    def __init__(self, correction: OutputCorrection | None, capture: list[tuple[torch.Tensor, torch.Tensor]] | None):
+        self.correction = correction
+        self.capture = capture
 
 
 class CimSimulator:
@@ -295,6 +185,8 @@ class CimSimulator:
         bias = {a.name: None if a.bias is None else torch.from_numpy(a.bias.copy()) for a in analog}
         weights = model.weights()
         counter = iter(range(len(analog)))
+        #: The model's batch-norm layers in forward order (names).
+        self.batchnorm_layers: list[str] = []
         self._ops = self._compile(model.plan, weights, bias, counter)
         # Elements of the largest per-sample tensor (activation or im2col matrix): bounds chunks.
         self._width = max(
@@ -328,7 +220,10 @@ class CimSimulator:
                 a = w["weight"] / np.sqrt(w["running_var"] + float(spec["eps"]))
                 b = w["bias"] - w["running_mean"] * a
                 ops.append(_DigitalOp("batchnorm", scale=torch.from_numpy(a.astype(np.float32)),
-                                      shift=torch.from_numpy(b.astype(np.float32))))
+                                      shift=torch.from_numpy(b.astype(np.float32)), bn_index=len(self.batchnorm_layers),
+                                      gamma=torch.from_numpy(w["weight"].astype(np.float32)),
+                                      beta=torch.from_numpy(w["bias"].astype(np.float32)), eps=float(spec["eps"])))
+                self.batchnorm_layers.append(step.path)
             elif kind == "flatten":
                 ops.append(_DigitalOp("flatten", dim=int(spec.get("start_dim", 1)) + 1))
             elif kind == "unflatten":
@@ -345,6 +240,15 @@ class CimSimulator:
             else:
                 raise EvaluationError(f"unsupported layer type {kind!r} in model {self.model.name!r}")
         return tuple(ops)
+
+    def with_ranges(self, ranges: ConverterRanges) -> CimSimulator:
+        """This simulator with other converter ranges (e.g. another bit width's), sharing the
+        compiled layers: a shallow copy, no weights or layout work repeated."""
+        for p in self.layout.layers:
+            ranges.dac(p.name)  # raises for a missing layer
+        other = copy.copy(self)
+        other.ranges = ranges
+        return other
 
     # -- conductances → weights ---------------------------------------------------------------
     def _pairs(self, g: torch.Tensor, k: int, reference: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,6 +317,7 @@ class CimSimulator:
         read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
         g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
         generator: torch.Generator | None = None,
+        correction: OutputCorrection | None = None,
     ) -> torch.Tensor:
         """Outputs ``(B, N, n_classes)`` for inputs ``x`` ``(N, *input_shape)`` on ``B`` conductance sets.
 
@@ -428,6 +333,7 @@ class CimSimulator:
                 whose normalized state sets the read-noise amplitude ``Q_s(x)``; default
                 ``g_ref_uS``, else ``g_uS``.
             generator: seeded source of the read-noise draws (required with read noise).
+            correction: per-set digital corrections (drift compensation), composed with GDC.
 
         Raises:
             EvaluationError: shapes that do not match the model or layout, a bad bit-width,
@@ -450,9 +356,78 @@ class CimSimulator:
                 raise EvaluationError("per-read noise needs an explicit torch.Generator (seeded)")
             prog = g_prog_uS if g_prog_uS is not None else g_ref_uS
             noise_var = self._read_noise_var(g, prog, read_noise_t_s)
-        return self._forward(xs, diffs, bits, alpha, noise_var, generator)
+        return self._forward(xs, diffs, bits, alpha, noise_var, generator, _Pass(correction, None))
+
+    def batchnorm_statistics(
+        self,
+        x: torch.Tensor | npt.ArrayLike,
+        g_uS: torch.Tensor | npt.ArrayLike,
+        *,
+        bits: int | None,
+        correction: OutputCorrection | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per batch-norm layer (forward order), the per-set mean and (biased) variance
+        ``(B, C)`` of its input over the batch ``x`` (and spatial positions), with every batch
+        norm normalizing by these statistics as it goes: a train-mode forward of the chip,
+        the statistics AdaBS (Joshi 2020) re-estimates. No read noise, no chunking (the
+        statistics are of the whole batch); ``correction``'s batch norms are ignored."""
+        bits = check_bits(bits)
+        xs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        g = self._as_batch(g_uS)
+        capture: list[tuple[torch.Tensor, torch.Tensor]] = []
+        base = None if correction is None else OutputCorrection(correction.gain, correction.offset, None)
+        self._forward(xs.to(torch.float32), self._differences(g), bits, None, None, None, _Pass(base, capture))
+        return capture
+
+    @property
+    def sample_elements(self) -> int:
+        """Elements of the largest per-sample tensor of a forward pass (bounds memory chunks)."""
+        return self._width
+
+    def batchnorm_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
+        """``(γ, β, eps)`` of every batch norm, in forward order (:attr:`batchnorm_layers`)."""
+        found: list[_DigitalOp] = []
+
+        def walk(ops: Sequence[_Op]) -> None:
+            for op in ops:
+                if isinstance(op, _ResidualOp):
+                    walk(op.body)
+                elif isinstance(op, _DigitalOp) and op.kind == "batchnorm":
+                    found.append(op)
+
+        walk(self._ops)
+        found.sort(key=lambda op: op.bn_index)
+        return ([op.gamma for op in found if op.gamma is not None], [op.beta for op in found if op.beta is not None],
+                [op.eps for op in found])
+
+    def layer_mvm(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The ideal MVM of analog layer ``k`` (no converters, no noise): shared inputs ``x``
+        ``(N, *layer input)`` against per-set weights ``w`` ``(B, out, fan_in)`` (model units)
+        → ``(B, N, out, *spatial)``; a conv runs at every output position."""
+        op = self._analog_op(k, self._ops)
+        if op is None:
+            raise EvaluationError(f"no analog layer {k}")
+        return self._mvm(x.unsqueeze(0), w, None, op, None)
+
+    def _analog_op(self, k: int, ops: Sequence[_Op]) -> _AnalogOp | None:
+        for op in ops:
+            if isinstance(op, _AnalogOp) and op.index == k:
+                return op
+            if isinstance(op, _ResidualOp):
+                hit = self._analog_op(k, op.body)
+                if hit is not None:
+                    return hit
+        return None
 
     def accuracy(
+        self, x: torch.Tensor | npt.ArrayLike, y: torch.Tensor | npt.ArrayLike, g_uS: torch.Tensor | npt.ArrayLike,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set: the mean over samples of
+        :meth:`correct` (same keyword arguments: ``bits``, ``g_ref_uS``, …)."""
+        return self.correct(x, y, g_uS, **options).to(torch.float64).mean(dim=1)
+
+    def correct(
         self,
         x: torch.Tensor | npt.ArrayLike,
         y: torch.Tensor | npt.ArrayLike,
@@ -463,8 +438,11 @@ class CimSimulator:
         read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
         g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
         generator: torch.Generator | None = None,
+        correction: OutputCorrection | None = None,
     ) -> torch.Tensor:
-        """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
+        """Per conductance set and sample, whether the top-1 prediction is right: bool ``(B, N)``
+        (what the accuracy intervals of :mod:`harness.evaluation.uncertainty` need); arguments
+        as :meth:`logits`.
 
         Large batches are evaluated in chunks of conductance sets, and of samples when one
         set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
@@ -488,14 +466,14 @@ class CimSimulator:
             sl = slice(s, s + chunk)
             r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
             pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
-            correct = torch.zeros(g[sl].shape[0], dtype=torch.float64)
+            hits = []
             for k in range(0, xs.shape[0], samples):
                 logits = self.logits(
                     xs[k : k + samples], g[sl], bits=bits, g_ref_uS=r, read_noise_t_s=None if t is None else t[sl],
-                    g_prog_uS=pr, generator=generator,
+                    g_prog_uS=pr, generator=generator, correction=None if correction is None else correction.take(sl),
                 )
-                correct += top1_correct(logits, ys[k : k + samples]).to(torch.float64).sum(dim=1)
-            out.append(correct / xs.shape[0])
+                hits.append(top1_correct(logits, ys[k : k + samples]))
+            out.append(torch.cat(hits, dim=1))
         return torch.cat(out)
 
     # -- internals ------------------------------------------------------------------------------
@@ -540,6 +518,7 @@ class CimSimulator:
         alpha: torch.Tensor | None,
         noise_var: Sequence[torch.Tensor] | None,
         generator: torch.Generator | None,
+        pass_: _Pass | None = None,
     ) -> torch.Tensor:
         """The layer loop over ``diffs`` (``G+ − G−`` in µS per layer, ``(B, out, fan_in)``,
         consumed: scaled in place). The layer scale, the DAC step and the ADC step are folded
@@ -553,7 +532,8 @@ class CimSimulator:
         adc_levels = None if bits is None else 2 ** (bits - 1) - 1
         act = _Lazy(x.unsqueeze(0), owned=False)  # (1 | B, N, *features): shared by every set
         with torch.no_grad():
-            return self._run(self._ops, act, diffs, dac_levels, adc_levels, alpha, noise_var, generator).value()
+            return self._run(self._ops, act, diffs, dac_levels, adc_levels, alpha, noise_var, generator,
+                             pass_ or _Pass(None, None)).value()
 
     def _run(
         self,
@@ -565,15 +545,23 @@ class CimSimulator:
         alpha: torch.Tensor | None,
         noise_var: Sequence[torch.Tensor] | None,
         generator: torch.Generator | None,
+        pass_: _Pass,
     ) -> _Lazy:
+        corr = pass_.correction
         for op in ops:
             if isinstance(op, _DigitalOp):
-                act = _digital(op, act)
+                if op.kind == "batchnorm" and pass_.capture is not None:
+                    act = _batchnorm_by_batch(op, act, pass_.capture)
+                elif op.kind == "batchnorm" and corr is not None and corr.batchnorm is not None:
+                    scale, shift = corr.batchnorm[op.bn_index]
+                    act = _digital(dataclasses.replace(op, scale=scale, shift=shift), act)
+                else:
+                    act = _digital(op, act)
                 continue
             if isinstance(op, _ResidualOp):
                 x_in = act.value()
                 body = self._run(op.body, _Lazy(x_in, owned=False), diffs, dac_levels, adc_levels, alpha,
-                                 noise_var, generator)
+                                 noise_var, generator, pass_)
                 y = body.value()
                 act = _Lazy(y.add_(x_in) if y.shape == torch.broadcast_shapes(y.shape, x_in.shape) else y + x_in,
                             owned=True)
@@ -598,7 +586,13 @@ class CimSimulator:
             scale: torch.Tensor | float = out_step
             if alpha is not None:
                 scale = (alpha[:, op.index] * out_step).reshape(-1, 1)
-            act = _Lazy(y, scale, op.bias, owned=True)
+            shift = op.bias
+            if corr is not None and corr.gain is not None:
+                scale = corr.gain[op.index] * scale
+            if corr is not None and corr.offset is not None and corr.offset[op.index] is not None:
+                offset = corr.offset[op.index]
+                shift = offset if shift is None else offset + shift  # (B, out): per set
+            act = _Lazy(y, scale, shift, owned=True)
         return act
 
     @staticmethod
@@ -686,7 +680,7 @@ class _Lazy:
     def affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         """Compose a per-channel ``y = x · scale + shift`` (batch norm); no clip may be pending."""
         old = self.scale if isinstance(self.scale, torch.Tensor) else torch.tensor([[self.scale]])
-        self.scale = old * scale.reshape(1, -1)
+        self.scale = old * (scale if scale.ndim == 2 else scale.reshape(1, -1))  # (C,) or per set (B, C)
         self.shift = shift if self.shift is None else self.shift * scale + shift
 
     def _affine(self, factor: float) -> torch.Tensor:
@@ -705,7 +699,9 @@ class _Lazy:
             if isinstance(scale, float) and scale == 1.0:
                 return h if self.owned else h.clone()
             return h.mul_(scale) if inplace else h * scale
-        shift = (self.shift * factor).reshape((-1,) + tail)
+        shift = self.shift * factor
+        # per channel (C,) or per set and channel (B, C)
+        shift = shift.reshape((-1,) + tail) if shift.ndim == 1 else shift.reshape((shift.shape[0], 1, -1) + tail)
         if isinstance(scale, torch.Tensor):
             return torch.addcmul(shift, h, scale, out=h) if inplace else torch.addcmul(shift, h, scale)
         return torch.add(shift, h, alpha=scale, out=h) if inplace else torch.add(shift, h, alpha=scale)
@@ -752,6 +748,21 @@ def _digital(op: _DigitalOp, act: _Lazy) -> _Lazy:
     pool = F.avg_pool1d if op.kind == "avgpool1d" else F.avg_pool2d
     pooled = pool(images, kernel, stride, padding)  # type: ignore[operator]
     return _Lazy(pooled.reshape(*lead[:2], *pooled.shape[1:]), owned=True)
+
+
+def _batchnorm_by_batch(op: _DigitalOp, act: _Lazy, capture: list[tuple[torch.Tensor, torch.Tensor]]) -> _Lazy:
+    """Train-mode batch norm: per set, normalize by the batch's own mean and biased
+    variance over samples and positions (``(1 | B, N, C, ...)``), and append them to ``capture``."""
+    if op.gamma is None or op.beta is None:  # pragma: no cover - compiled batch norms carry them
+        raise EvaluationError("batch norm without parameters")
+    value = act.value()
+    dims = (1,) + tuple(range(3, value.ndim))
+    var, mean = torch.var_mean(value, dim=dims, correction=0)
+    capture.append((mean, var))
+    scale = op.gamma / torch.sqrt(var + op.eps)
+    out = _Lazy(value, owned=True)
+    out.affine(scale, op.beta - mean * scale)
+    return out
 
 
 def _sample_elements(step: PlanStep) -> int:
@@ -806,6 +817,7 @@ __all__ = [
     "MIN_BITS",
     "CimSimulator",
     "ConverterRanges",
+    "OutputCorrection",
     "calibrate_ranges",
     "check_bits",
     "converter_ranges",

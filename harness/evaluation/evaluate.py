@@ -33,8 +33,10 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import EvaluationError
+from harness.evaluation.compensation import Compensation
 from harness.evaluation.evaluator import ReadoutEvaluator, evaluate_readouts
 from harness.evaluation.live import read_live_chip, virtual_chip_uris
+from harness.evaluation.ranges import DEFAULT_CALIBRATION_SAMPLES
 from harness.evaluation.readouts import ChipReadouts, model_of_recording, readouts_from_recording
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
 from harness.evaluation.settings import (
@@ -82,6 +84,8 @@ def evaluate_chip(
     params: ProgrammingParams | None = None,
     match: str = "nearest",
     progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
 ) -> EvaluationResult:
     """Program ``model`` (default: the bundled default model) on the chip(s) named by
     ``chip_uri``, read them at ``times_s`` and evaluate (see the module docstring).
@@ -89,17 +93,46 @@ def evaluate_chip(
     ``runs``: simulated chips for a ``virtual`` URI (default 25); for any other chip,
     evaluations of its one set of readouts (default 1; > 1 needs ``read_noise``). A
     ``replay:FILE`` URI evaluates that recording (:func:`evaluate_recording`).
+    ``range_policy``, ``calibration_samples``: the converter ranges
+    (:class:`harness.evaluation.evaluator.ReadoutEvaluator`).
 
     Raises:
         EvaluationError / ConfigError / HarnessError: bad arguments or from the chip.
     """
+    return evaluate_chip_compensated(
+        chip_uri, model, [None], times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise, seed=seed,
+        params=params, match=match, progress=progress, range_policy=range_policy,
+        calibration_samples=calibration_samples,
+    )[0]
+
+
+def evaluate_chip_compensated(
+    chip_uri: str,
+    model: Model | str | Path | None,
+    compensations: Sequence[Compensation | None],
+    *,
+    times_s: Sequence[float] = DEFAULT_TIMES_S,
+    runs: int | None = None,
+    bits: Sequence[int | None] = DEFAULT_BITS,
+    gdc: bool = True,
+    read_noise: bool = False,
+    seed: int = 0,
+    params: ProgrammingParams | None = None,
+    match: str = "nearest",
+    progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+) -> list[EvaluationResult]:
+    """:func:`evaluate_chip` under each drift compensation of ``compensations`` (None: ``gdc``
+    decides), on the same chips, readouts and test examples: one result per method."""
     from harness.chip.registry import parse_uri
 
     parsed = parse_uri(chip_uri)
     if parsed.scheme == "replay":
-        return evaluate_recording(
-            parsed.path, model, times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise,
-            seed=seed, match=str(parsed.params.get("match", match)), progress=progress,
+        return evaluate_recording_compensated(
+            parsed.path, model, compensations, times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise,
+            seed=seed, match=str(parsed.params.get("match", match)), progress=progress, range_policy=range_policy,
+            calibration_samples=calibration_samples,
         )
     wall0 = time.perf_counter()
     times = normalize_times(times_s)
@@ -117,7 +150,8 @@ def evaluate_chip(
     the_model = _resolve_model(model) or load_model(default_model_path())
     return _evaluate_chips_streaming(
         chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
-        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0,
+        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0, compensations=compensations,
+        evaluator=ReadoutEvaluator(the_model, range_policy=range_policy, calibration_samples=calibration_samples),
     )
 
 
@@ -150,26 +184,38 @@ def _evaluate_chips_streaming(
     params: ProgrammingParams | None,
     progress: ProgressCallback | None,
     wall0: float,
-) -> EvaluationResult:
+    evaluator: ReadoutEvaluator,
+    compensations: Sequence[Compensation | None] = (None,),
+) -> list[EvaluationResult]:
     """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
     :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
     from harness.chip.registry import open_chip, parse_uri
 
     scheme = parse_uri(chip_uri).scheme
     uris = virtual_chip_uris(chip_uri, n_chips) if scheme == "virtual" else [chip_uri]
-    evaluator = ReadoutEvaluator(model)
-    acc_parts: list[npt.NDArray[np.float64]] = []
+    used = evaluator.ranges(bits)
+    acc_parts: list[list[npt.NDArray[np.bool_]]] = [[] for _ in compensations]  # per method
     t_parts: list[npt.NDArray[np.float64]] = []
     labels: list[str] = []
     batch: list[ChipReadouts] = []
     inference_s = 0.0
+    method_s = [0.0] * len(compensations)  # each method's inference time
 
-    def flush() -> None:
+    def flush(last: int) -> None:
         nonlocal inference_s
         t_inf = time.perf_counter()
-        acc_parts.append(evaluator.accuracy_batch(
-            batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
-        ))
+        which = f"chip {last + 1}" if len(batch) == 1 else f"chips {last + 2 - len(batch)}–{last + 1}"
+        k = len(acc_parts[0])
+        for m, comp in enumerate(compensations):  # every method on the same readouts (and noise draws)
+            t_m = time.perf_counter()
+            acc_parts[m].append(evaluator.correct_batch(
+                batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, k), repeats=repeats,
+                on_bits=(lambda j, b: progress(EvaluationProgress(
+                    "inference", j, len(bits), f"{which}, {EvaluationResult.bits_label(b)}-bit")))
+                if progress and m == 0 else None,
+                compensation=comp,
+            ))
+            method_s[m] += time.perf_counter() - t_m
         inference_s += time.perf_counter() - t_inf
         for c in batch:
             if c.g_uS.shape != (len(times), c.layout.n_devices):
@@ -182,14 +228,16 @@ def _evaluate_chips_streaming(
         for i, uri in enumerate(uris):
             with contextlib.closing(open_chip(uri)) as chip:
                 batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
-            if len(batch) == CHIP_BATCH:
-                flush()
+            # The first chip is evaluated alone: its time (program, read and CiM inference) is
+            # what the CLI's one-line estimate of the whole run rests on.
+            if len(batch) == CHIP_BATCH or (i == 0 and len(uris) > 1):
+                flush(i)
             if progress:
                 progress(EvaluationProgress("chip", i + 1, len(uris), uri))
         if batch:
-            flush()
+            flush(len(uris) - 1)
     total_s = time.perf_counter() - wall0
-    return EvaluationResult(
+    return [EvaluationResult(
         model=model.name,
         model_path=None if model.path is None else str(model.path),
         source="chip",
@@ -200,13 +248,17 @@ def _evaluate_chips_streaming(
         bits=bits,
         times_s=times,
         read_times_s=np.stack(t_parts),
-        accuracy=np.concatenate(acc_parts, axis=2),
-        gdc=gdc,
+        accuracy=np.concatenate(parts, axis=2).mean(axis=3, dtype=np.float64),
+        gdc=gdc if comp is None else comp.uses_gdc,
         read_noise=read_noise,
         seed=int(seed),
-        ranges=evaluator.ranges,
-        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=inference_s, total_s=total_s),
-    )
+        ranges=used,
+        correct=np.concatenate(parts, axis=2),
+        chance_accuracy=evaluator.chance_accuracy,
+        dataset=evaluator.dataset,
+        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=t_m, total_s=total_s),
+        compensation="" if comp is None else comp.name,
+    ) for comp, parts, t_m in zip(compensations, acc_parts, method_s)]
 
 
 def evaluate_recording(
@@ -221,6 +273,8 @@ def evaluate_recording(
     seed: int = 0,
     match: str = "nearest",
     progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
 ) -> EvaluationResult:
     """Evaluate the readouts recorded in ``path`` (time matching: :func:`harness.evaluation.readouts.match_times`).
 
@@ -232,6 +286,30 @@ def evaluate_recording(
         RecordingError: missing, foreign or damaged file.
         EvaluationError: model/layout mismatch, times outside the recording, bad arguments.
     """
+    return evaluate_recording_compensated(
+        path, model, [None], times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise, seed=seed,
+        match=match, progress=progress, range_policy=range_policy, calibration_samples=calibration_samples,
+    )[0]
+
+
+def evaluate_recording_compensated(
+    path: str | Path,
+    model: Model | str | Path | None,
+    compensations: Sequence[Compensation | None],
+    *,
+    times_s: Sequence[float] | None = None,
+    runs: int | None = None,
+    bits: Sequence[int | None] = DEFAULT_BITS,
+    gdc: bool = True,
+    read_noise: bool = False,
+    seed: int = 0,
+    match: str = "nearest",
+    progress: ProgressCallback | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+) -> list[EvaluationResult]:
+    """:func:`evaluate_recording` under each drift compensation of ``compensations`` (None:
+    ``gdc`` decides), on the same readouts and test examples: one result per method."""
     wall0 = time.perf_counter()
     bits_t = normalize_bits(bits)
     n_runs = 1 if runs is None else int(runs)
@@ -248,11 +326,18 @@ def evaluate_recording(
         recorded_times = rec.times_s
     times = normalize_times(times_s) if times_s is not None else tuple(float(t) for t in recorded_times)
     load_s = time.perf_counter() - wall0
-    return evaluate_readouts(
+    return [evaluate_readouts(
         the_model, [chip], times_s=times, bits=bits_t, gdc=gdc, read_noise=read_noise, repeats=n_runs, seed=seed,
-        source="recording", location=str(path), progress=progress,
-        timing=EvaluationTiming(load_s=load_s, total_s=load_s),
-    )
+        source="recording", location=str(path), progress=progress, range_policy=range_policy,
+        calibration_samples=calibration_samples,
+        timing=EvaluationTiming(load_s=load_s, total_s=load_s), compensation=comp,
+    ) for comp in compensations]
 
 
-__all__ = ["evaluate_chip", "evaluate_recording", "resolve_model"]
+__all__ = [
+    "evaluate_chip",
+    "evaluate_chip_compensated",
+    "evaluate_recording",
+    "evaluate_recording_compensated",
+    "resolve_model",
+]

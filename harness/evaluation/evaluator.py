@@ -9,6 +9,7 @@ converter ranges, float accuracy, the simulator of :mod:`harness.evaluation.cim`
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,7 +19,15 @@ import torch
 from harness.chip.protocol import Chip
 from harness.data import check_dataset_fits, load_dataset
 from harness.errors import EvaluationError
-from harness.evaluation.cim import CimSimulator, ConverterRanges, converter_ranges
+from harness.evaluation.cim import CimSimulator
+from harness.evaluation.ranges import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_CALIBRATION_SEED,
+    ConverterRanges,
+    RangeCalibrator,
+    RangesUsed,
+)
+from harness.evaluation.compensation import Compensation
 from harness.evaluation.readouts import ChipReadouts
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
 from harness.evaluation.settings import DEFAULT_BITS, MAX_RUNS, normalize_bits, normalize_times
@@ -36,28 +45,48 @@ class ReadoutEvaluator:
 
     Args:
         model: the programmed model; its ``dataset``'s test split is evaluated.
-        ranges: converter ranges (default: the model's trained ranges, else
-            :func:`harness.evaluation.cim.converter_ranges` calibrated on the training split).
+        ranges: converter ranges for every bit width (default: per ``range_policy``).
+        range_policy: ``auto``, ``trained``, ``calibrated`` or ``percentile``
+            (:mod:`harness.evaluation.ranges`); calibration data come from the training split
+            only, ``calibration_samples`` examples drawn under ``calibration_seed``.
     """
 
-    def __init__(self, model: Model, *, ranges: ConverterRanges | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        ranges: ConverterRanges | None = None,
+        range_policy: str = "auto",
+        calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+        calibration_seed: int = DEFAULT_CALIBRATION_SEED,
+    ) -> None:
         self.model = model
         data = load_dataset(model.dataset)
         check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
-        self.ranges = ranges or converter_ranges(model, None if model.ranges else data.x_train)
+        # Only the training split is handed to the calibrator: no test example can shape the ranges.
+        self.calibrator = RangeCalibrator(
+            model, data.x_train, policy=range_policy, samples=calibration_samples, seed=calibration_seed, fixed=ranges,
+        )
         self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
         self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
         self.n_test = int(self.y.shape[0])
+        self.dataset = data.name
         self.digital_accuracy = _digital_accuracy(model, self.x, self.y)
+        # The accuracy of always answering the test split's most frequent class.
+        self.chance_accuracy = float(np.bincount(data.y_test).max() / max(1, self.n_test))
         self._sims: dict[int, tuple[Layout, CimSimulator]] = {}
 
-    def simulator(self, layout: Layout) -> CimSimulator:
-        """The CiM simulator of ``layout`` (cached per layout object)."""
+    def ranges(self, bits: Sequence[int | None]) -> RangesUsed:
+        """The converter ranges used at each of ``bits``."""
+        return self.calibrator.used(bits)
+
+    def simulator(self, layout: Layout, bits: int | None = None) -> CimSimulator:
+        """The CiM simulator of ``layout`` (cached per layout object) with the ranges of ``bits``."""
         hit = self._sims.get(id(layout))
         if hit is None or hit[0] is not layout:
-            hit = (layout, CimSimulator(self.model, layout, self.ranges))
+            hit = (layout, CimSimulator(self.model, layout, self.calibrator.at(None)))
             self._sims = {id(layout): hit}  # one layout at a time: chips of one model share it
-        return hit[1]
+        return hit[1].with_ranges(self.calibrator.at(bits))
 
     def read_chip(
         self, chip: Chip, times_s: Sequence[float], params: ProgrammingParams | None = None
@@ -85,12 +114,20 @@ class ReadoutEvaluator:
         )
 
     def accuracy(
-        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int
+        self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int,
+        compensation: Compensation | None = None,
     ) -> npt.NDArray[np.float64]:
         """``(len(bits), T)`` accuracy of one chip's readouts."""
-        return self.accuracy_batch([readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed)[:, :, 0]
+        return self.accuracy_batch(
+            [readouts], bits=bits, gdc=gdc, read_noise=read_noise, seed=seed, compensation=compensation
+        )[:, :, 0]
 
-    def accuracy_batch(
+    def accuracy_batch(self, chips: Sequence[ChipReadouts], **options: Any) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors: the
+        mean over test examples of :meth:`correct_batch` (same keyword arguments)."""
+        return self.correct_batch(chips, **options).mean(axis=3, dtype=np.float64)
+
+    def correct_batch(
         self,
         chips: Sequence[ChipReadouts],
         *,
@@ -100,10 +137,12 @@ class ReadoutEvaluator:
         seed: int,
         repeats: int = 1,
         on_bits: Callable[[int, int | None], None] | None = None,
-    ) -> npt.NDArray[np.float64]:
-        """``(len(bits), T, len(chips)·repeats)`` accuracy, chips × times batched in tensors."""
+        compensation: Compensation | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """``(len(bits), T, len(chips)·repeats, n_test)``: whether each test example is
+        classified right, per bit width, time and run (what the intervals need). A
+        ``compensation`` (:mod:`harness.evaluation.compensation`) replaces ``gdc``."""
         layout = chips[0].layout
-        sim = self.simulator(layout)
         n_t = chips[0].times_s.shape[0]
         g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
         ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
@@ -112,16 +151,18 @@ class ReadoutEvaluator:
         ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
         generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
         n_runs = len(chips) * repeats
-        acc = np.empty((len(bits), n_t, n_runs))
+        out = np.empty((len(bits), n_t, n_runs, self.n_test), dtype=bool)
         for i, b in enumerate(bits):
             if on_bits:
                 on_bits(i, b)
-            a = sim.accuracy(
-                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc else None,
-                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator,
+            sim = self.simulator(layout, b)
+            corr = None if compensation is None else compensation.correction(sim, g_t, ref_t, b)
+            hits = sim.correct(
+                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc and compensation is None else None,
+                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator, correction=corr,
             )
-            acc[i] = a.numpy().reshape(n_runs, n_t).T
-        return acc
+            out[i] = hits.numpy().reshape(n_runs, n_t, self.n_test).transpose(1, 0, 2)
+        return out
 
 
 def evaluate_readouts(
@@ -135,10 +176,13 @@ def evaluate_readouts(
     repeats: int = 1,
     seed: int = 0,
     ranges: ConverterRanges | None = None,
+    range_policy: str = "auto",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     source: str = "chip",
     location: str = "",
     progress: ProgressCallback | None = None,
     timing: EvaluationTiming | None = None,
+    compensation: Compensation | None = None,
 ) -> EvaluationResult:
     """CiM accuracy of ``model`` on every chip's readouts, batched over chips × times.
 
@@ -149,8 +193,8 @@ def evaluate_readouts(
         bits: activation precisions; gdc / read_noise: the switches of :mod:`harness.evaluation.cim`.
         repeats: evaluations per chip (> 1 only with ``read_noise``: fresh draws each).
         seed: seeds the ``torch.Generator`` of the per-read noise.
-        ranges: converter ranges (default: :func:`harness.evaluation.cim.converter_ranges` with the
-            training split as calibration data when the model has no trained ranges).
+        ranges: converter ranges for every bit width (default: per ``range_policy``, with
+            ``calibration_samples`` training examples: :class:`ReadoutEvaluator`).
 
     Raises:
         EvaluationError: no chips, mismatched readouts, bad bits, repeats without read noise.
@@ -171,17 +215,17 @@ def evaluate_readouts(
     for c in chips:
         if c.g_uS.shape != (len(times), layout.n_devices) or c.g_ref_uS.shape != (layout.n_devices,):
             raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {layout.n_devices})")
-    evaluator = ReadoutEvaluator(model, ranges=ranges)
-    ranges = evaluator.ranges
+    evaluator = ReadoutEvaluator(model, ranges=ranges, range_policy=range_policy, calibration_samples=calibration_samples)
+    used = evaluator.ranges(bits_t)  # calibrated before the inference clock starts
     n_t = len(times)
     labels = tuple(c.label for c in chips for _ in range(repeats))
     t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
     digital = evaluator.digital_accuracy
     t_inf = time.perf_counter()
-    acc = evaluator.accuracy_batch(
+    correct = evaluator.correct_batch(
         chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
         on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
-        if progress else None,
+        if progress else None, compensation=compensation,
     )
     inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
@@ -196,17 +240,21 @@ def evaluate_readouts(
         bits=bits_t,
         times_s=times,
         read_times_s=t_read.reshape(len(labels), n_t),
-        accuracy=acc,
-        gdc=gdc,
+        accuracy=correct.mean(axis=3, dtype=np.float64),
+        gdc=gdc if compensation is None else compensation.uses_gdc,
         read_noise=read_noise,
         seed=int(seed),
-        ranges=ranges,
+        ranges=used,
+        correct=correct,
+        chance_accuracy=evaluator.chance_accuracy,
+        dataset=evaluator.dataset,
         timing=EvaluationTiming(
             program_read_s=base.program_read_s,
             load_s=base.load_s,
             inference_s=inference_s,
             total_s=base.total_s + (time.perf_counter() - wall0),
         ),
+        compensation="" if compensation is None else compensation.name,
     )
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from harness.evaluation.cim import ConverterRanges
+from harness.evaluation.ranges import ConverterRanges, RangesUsed
+from harness.evaluation.uncertainty import accuracy_interval, accuracy_interval_from_runs
 from harness.units import format_duration
 
 
@@ -60,8 +61,12 @@ class EvaluationResult:
         read_times_s: ``(runs, T)`` the actual readout times used.
         accuracy: ``(len(bits), T, runs)`` top-1 accuracy in ``[0, 1]``.
         gdc, read_noise, seed: the evaluation switches; ``seed`` seeds the read noise.
-        ranges: the DAC ranges and ADC gain used.
+        ranges: the converter-range policy and the DAC ranges and ADC gain used per bit width.
         timing: wall-time breakdown.
+        correct: ``(len(bits), T, runs, n_test)`` bool, each test example right or not (None:
+            not kept; the intervals then bound the test-set term, see :meth:`interval`).
+        chance_accuracy: accuracy of always answering the most frequent test class.
+        dataset: the test data's name.
     """
 
     model: str
@@ -78,12 +83,28 @@ class EvaluationResult:
     gdc: bool
     read_noise: bool
     seed: int
-    ranges: ConverterRanges
+    ranges: RangesUsed | ConverterRanges
     timing: EvaluationTiming = field(default_factory=EvaluationTiming)
+    correct: npt.NDArray[np.bool_] | None = None
+    chance_accuracy: float | None = None
+    dataset: str | None = None
+    #: the drift compensation method (:mod:`harness.evaluation.compensation`), "" when only ``gdc`` says.
+    compensation: str = ""
 
     def __post_init__(self) -> None:
-        for arr in (self.read_times_s, self.accuracy):
-            arr.setflags(write=False)
+        for arr in (self.read_times_s, self.accuracy, self.correct):
+            if arr is not None:
+                arr.setflags(write=False)
+
+    def interval(self) -> npt.NDArray[np.float64]:
+        """``(len(bits), T, 2)``: the 95 % interval of each mean accuracy, combining chip-to-chip
+        spread and test-set sampling (:func:`harness.evaluation.uncertainty.accuracy_interval`;
+        for one run, the binomial Wilson interval)."""
+        if self.correct is not None:
+            lo, hi = accuracy_interval(self.correct)
+        else:
+            lo, hi = accuracy_interval_from_runs(self.accuracy, self.n_test)
+        return np.stack([lo, hi], axis=-1)
 
     @property
     def runs(self) -> int:
@@ -114,8 +135,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``digital_accuracy`` and ``accuracy[bits][time] = {t_s, t_read_s,
-        mean, std, min, max, runs}`` plus the evaluation's settings and timing."""
-        mean, std = self.mean(), self.std()
+        mean, std, ci95, min, max, runs}`` plus the evaluation's settings, ranges and timing."""
+        mean, std, ci = self.mean(), self.std(), self.interval()
         labels = self.time_labels()
         table: dict[str, dict[str, Any]] = {}
         for i, b in enumerate(self.bits):
@@ -127,6 +148,7 @@ class EvaluationResult:
                     "t_read_s": float(self.read_times_s[:, j].mean()),
                     "mean": float(mean[i, j]),
                     "std": float(std[i, j]),
+                    "ci95": [float(ci[i, j, 0]), float(ci[i, j, 1])],
                     "min": float(acc.min()),
                     "max": float(acc.max()),
                     "runs": [float(a) for a in acc],
@@ -144,12 +166,17 @@ class EvaluationResult:
             "read_noise": self.read_noise,
             "seed": self.seed,
             "digital_accuracy": self.digital_accuracy,
+            "chance_accuracy": self.chance_accuracy,
+            "dataset": self.dataset,
+            "interval": "95 % Wilson score interval with the effective sample size of a chips × test-examples "
+            "design (one run: the binomial Wilson interval); harness.evaluation.uncertainty",
             "bits": [self.bits_label(b) for b in self.bits],
             "times_s": list(self.times_s),
             "times": labels,
             "accuracy": table,
             "ranges": self.ranges.to_dict(),
             "timing_s": dataclasses.asdict(self.timing),
+            **({"compensation": self.compensation} if self.compensation else {}),
         }
 
 

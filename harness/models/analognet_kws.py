@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from harness.models.layers import SameConv2d
 from harness.models.registry import register_model
 
 SOURCE = (
@@ -54,7 +55,8 @@ def analognet_kws(n_classes: int = 12) -> nn.Sequential:
         ("conv5", 84, 84, 3, 1, 1),
     ]
     for index, (name, c_in, c_out, kernel, stride, padding) in enumerate(specs, start=1):
-        layers[name] = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
+        conv = SameConv2d if padding == "same" else nn.Conv2d  # no torch warning for the even 'same' kernel
+        layers[name] = conv(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
         layers[f"bn{index}"] = nn.BatchNorm2d(c_out)
         layers[f"relu{index}"] = nn.ReLU()
     layers["pool"] = nn.AvgPool2d((25, 5))

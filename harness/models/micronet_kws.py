@@ -19,6 +19,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from harness.models.layers import SameConv2d
 from harness.models.registry import register_model
 
 SOURCE = "MicroNets (Banbury et al., MLSys 2021, arXiv 2010.11267) Table 5, MicroNet-KWS-S"
@@ -41,7 +42,7 @@ def _conv_bn_relu6(layers: OrderedDict[str, nn.Module], name: str, conv: nn.Conv
 def micronet_kws_s(n_classes: int = 12) -> nn.Sequential:
     """MicroNet-KWS-S for a 1 × 49 × 10 MFCC input (channel × frames × coefficients) (see the module docstring)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv_bn_relu6(layers, "conv1", nn.Conv2d(1, 84, (10, 4), padding="same", bias=False))
+    _conv_bn_relu6(layers, "conv1", SameConv2d(1, 84, (10, 4), padding="same", bias=False))
     c_in = 84
     for index, (c_out, stride) in enumerate([(112, 2), (84, 1), (84, 1), (84, 1), (196, 1)], start=2):
         depthwise = nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False)

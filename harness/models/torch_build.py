@@ -28,7 +28,9 @@ def build_torch(plan: tuple[PlanStep, ...]) -> nn.Sequential:
         if kind == "linear":
             module = skip_init(nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"])
         elif kind in ("conv1d", "conv2d"):
-            cls = nn.Conv1d if kind == "conv1d" else nn.Conv2d
+            from harness.models.layers import SameConv1d, SameConv2d
+
+            cls = SameConv1d if kind == "conv1d" else SameConv2d  # plain Conv1d/2d but for 'same'
             g = conv_geometry(spec)
             padding: Any = "same" if spec["padding"] == "same" else tuple(p for p, _ in g.padding)
             module = skip_init(

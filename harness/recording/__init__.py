@@ -28,7 +28,10 @@ Modules: :mod:`~harness.recording.schema` (names, constants, the structure share
 writer and recovery), :mod:`~harness.recording.validate` (the whole-structure check run on
 open), :mod:`~harness.recording.writer` (new files and appending),
 :mod:`~harness.recording.reader` (opening, checksums, decoding),
-:mod:`~harness.recording.recovery` (reopening a crashed or finished file for appending).
+:mod:`~harness.recording.recovery` (reopening a crashed or finished file for appending),
+:mod:`~harness.recording.integrity` (format version 4's manifest: computed and checked there
+only), :mod:`~harness.recording.storage` (the storage and size bounds of the hostile-file
+budget), :mod:`~harness.recording.header` (a new file's header and its publication).
 Import from this package; the names below are its public interface.
 """
 

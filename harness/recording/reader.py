@@ -17,6 +17,7 @@ import numpy.typing as npt
 from harness.chip.protocol import FloatArray
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import LayerPlacement, Layout
+from harness.recording import integrity
 from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum, writer_alive
 from harness.recording.validate import check_commit, validate_file
 
@@ -170,14 +171,37 @@ class Recording:
         self.provenance: dict[str, Any] = header.provenance
         self.resumes: list[dict[str, Any]] = header.resumes
         self.has_checksums = header.has_checksums
+        #: The verified integrity manifest (format version 4; None for older files).
+        self.manifest: integrity.Manifest | None = header.manifest
+        # validation verified the meta chain up to the commit it read
+        self._chain_n = int(self._f["commit"][0]) if self.manifest is not None else 0
+        self._chain = self.manifest.meta_chain if self.manifest is not None else 0
         self._check_commit()
 
     def _check_commit(self) -> None:
-        n, tags = check_commit(self._f)
+        n, tags, rec = check_commit(self._f)
         if self._f.swmr_mode and n > getattr(self, "_n_checked", 0):
             self._check_extent(n)
+        if self.manifest is not None and n != self._chain_n:
+            self._check_manifest(n, rec)
         self._n = n
         self._tags = tags
+
+    def _check_manifest(self, n: int, rec: np.ndarray) -> None:
+        """The committed records up to ``n`` against the (re-read) manifest: on open it was
+        verified whole by validation; on refresh the meta chain is extended from where it was."""
+        try:
+            if int(integrity.seal(rec[:-1])[-1]) != int(rec[-1]):
+                raise integrity.IntegrityError("its commit record fails its own checksum")
+            m = integrity.Manifest.from_record(rec)
+            if m.header != self.manifest.header:  # type: ignore[union-attr]
+                raise integrity.IntegrityError("its commit record names another header")
+            start, prev = (self._chain_n, self._chain) if n > self._chain_n else (0, 0)
+            self._chain = integrity.verify_meta(self._f, m, start, n, prev)
+        except integrity.IntegrityError as exc:
+            raise RecordingError(f"{self.path} is not a valid recording: it fails its integrity check: {exc}") from None
+        self.manifest = m
+        self._chain_n = n
 
     def _check_extent(self, n: int) -> None:
         """Every committed readout's chunk lies inside the file (a SWMR reader would
@@ -386,10 +410,12 @@ class Recording:
         if self.has_checksums:
             meta = self._read(lambda: self._f["readouts/meta"][i])
             want = int(meta[CHECKSUM_COLUMN])
-            if readout_checksum(row, meta) != want:
+            seed = integrity.row_seed(self.manifest.header, i) if self.manifest is not None else 0
+            if readout_checksum(row, meta, seed) != want:
                 raise RecordingError(
                     f"{self.path}: readout #{i + 1} is corrupted (its checksum does not match its data); "
                     "the file was damaged after it was written"
+                    + (", or the readout was copied from another recording" if self.manifest is not None else "")
                 )
         if self.encoding == "adc_code" and row.size and int(row.max()) >= 2**self.geometry.adc_bits:
             raise RecordingError(
@@ -427,6 +453,11 @@ class Recording:
                 return state
             for slot, tag in enumerate(self._tags):
                 if tag == k:
+                    if self.manifest is not None and integrity.stored_slot_digest(self._f, slot) != self.manifest.slots[slot]:
+                        raise RecordingError(
+                            f"{self.path}: the chip state saved with readout #{k} does not match the file's "
+                            "integrity manifest (corrupted or edited)"
+                        )
                     g = cs[f"slot{slot}"]
                     present = g["present"][...]
                     for j, key in enumerate(keys):

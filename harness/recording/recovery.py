@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from harness.errors import HarnessError, RecordingError
+from harness.recording import integrity
 from harness.recording.lock import RecordingLock
 from harness.recording.reader import reading
 from harness.recording.schema import (
@@ -69,6 +70,7 @@ def _recover(final: Path, lock: RecordingLock, note: Mapping[str, Any] | None) -
         n = rec.n_readouts
         state = rec.chip_state(n) if rec.has_chip_state else None
         resumes = rec.resumes
+        manifest = rec.manifest
         need = final.stat().st_size
         tmp = final.with_name(f"{final.name}{_PARTIAL_INFIX}{os.getpid()}")
         _check_room(final, need)
@@ -90,7 +92,7 @@ def _recover(final: Path, lock: RecordingLock, note: Mapping[str, Any] | None) -
                 if name in src:
                     _copy_tree(src[name], dst.create_group(name), memo)
             r = src["readouts"]
-            dst_r = _copy_readout_group(dst, r, memo, n)
+            dst_r = _copy_readout_group(dst, r, memo, n, v4=manifest is not None)
             for i in range(n):
                 dst_r["g"][i] = rec.codes(i)  # checksum-verified
             if n:
@@ -117,7 +119,10 @@ def _recover(final: Path, lock: RecordingLock, note: Mapping[str, Any] | None) -
                 # committed readouts but no state saved for the last of them
                 base = {k: src["chip_state/base"][k][()] for k in json.loads(src["chip_state"].attrs["keys_json"])}
                 _create_chip_state(dst, base)
-            dst["commit"][...] = np.array([n, *tags], dtype=np.int64)
+            if manifest is None:
+                dst["commit"][...] = np.array([n, *tags], dtype=np.int64)
+            else:
+                _seal_copy(dst, manifest, n, tags)
             dst.flush()
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -135,6 +140,19 @@ def _recover(final: Path, lock: RecordingLock, note: Mapping[str, Any] | None) -
         tmp.unlink(missing_ok=True)
         raise RecordingError(f"cannot replace {final}: {exc}") from exc
     return RecordingWriter(dst, final, lock)
+
+
+def _seal_copy(dst: h5py.File, manifest: integrity.Manifest, n: int, tags: list[int]) -> None:
+    """The version-4 commit and writer records of a recovery copy: the same header (so every
+    readout's checksum stays valid), the verified meta chain, the new slot and resume log."""
+    dst.flush()
+    if integrity.header_digest(dst) != manifest.header:
+        raise RecordingError(f"{dst.filename}: the copy's content differs from its original's manifest")
+    resumes = dst.attrs.get(integrity.RESUME_LOG)
+    slots = (integrity.stored_slot_digest(dst, 0) if tags[0] == n else 0, 0)
+    m = integrity.Manifest(manifest.header, manifest.meta_chain, slots, integrity.text_crc(None if resumes is None else str(resumes)))
+    dst["commit"][...] = m.record(n, tags)
+    dst["writer"][...] = integrity.writer_record(m.header, os.getpid(), _process_start_us(os.getpid()), 1)
 
 
 def _check_room(final: Path, need_bytes: int, exc: BaseException | None = None) -> None:
@@ -177,6 +195,8 @@ def _copy_readout_group(
     r: h5py.Group,
     memo: dict[Any, str],
     n: int,
+    *,
+    v4: bool,
 ) -> h5py.Group:
     """Create the readout datasets in ``dst`` like those of ``r``, sized to ``n`` committed readouts."""
     cells = r["cells"][...]
@@ -190,6 +210,8 @@ def _copy_readout_group(
     g = r["g"]
     out.create_dataset("g", shape=(n, cells.size), maxshape=(None, cells.size), dtype=g.dtype, chunks=g.chunks)
     _create_meta(out, r["meta"].dtype, n)
-    dst.create_dataset("commit", data=np.array([n, -1, -1], dtype=np.int64))
-    dst.create_dataset("writer", data=np.array([os.getpid(), _process_start_us(os.getpid()), 1], dtype=np.int64))
+    pad = integrity.COMMIT_LEN - 3 if v4 else 0
+    dst.create_dataset("commit", data=np.array([n, -1, -1] + [0] * pad, dtype=np.int64))
+    writer = [os.getpid(), _process_start_us(os.getpid()), 1] + [0] * (integrity.WRITER_LEN - 3 if v4 else 0)
+    dst.create_dataset("writer", data=np.array(writer, dtype=np.int64))
     return out

@@ -28,8 +28,10 @@ FORMAT_NAME = "pcm-harness-recording"
 #: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time; a
 #: version-1 file has none and reads as k = 1). Version 3 adds the per-readout checksum
 #: column ``crc32`` and the resume log ``resumes_json``. Versions 1 and 2 are still read
-#: (without checksums), and resumed in their own version.
-FORMAT_VERSION = 3
+#: (without checksums), and resumed in their own version. Version 4 adds the integrity
+#: manifest over everything the file holds (:mod:`harness.recording.integrity`); versions
+#: 1-3 are read as what they are and resumed in their own version.
+FORMAT_VERSION = 4
 
 #: The per-readout checksum column of ``readouts/meta`` (version >= 3), see
 #: :func:`readout_checksum`.
@@ -204,9 +206,11 @@ def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- checksum
 
 
-def readout_checksum(row: np.ndarray, meta: np.ndarray) -> int:
+def readout_checksum(row: np.ndarray, meta: np.ndarray, seed: int = 0) -> int:
     """CRC-32 of one readout: its stored row bytes, then its ``meta`` record with the
-    checksum field zeroed (so a flipped bit in the values or the time is detected)."""
+    checksum field zeroed (so a flipped bit in the values or the time is detected).
+    ``seed``: the CRC's start value (version 4: :func:`harness.recording.integrity.row_seed`,
+    binding the row to its file and position; 0 in version 3)."""
     m = np.array(meta, copy=True).reshape(())
     m[CHECKSUM_COLUMN] = 0
-    return zlib.crc32(m.tobytes(), zlib.crc32(np.ascontiguousarray(row).tobytes())) & 0xFFFFFFFF
+    return zlib.crc32(m.tobytes(), zlib.crc32(np.ascontiguousarray(row).tobytes(), seed)) & 0xFFFFFFFF

@@ -32,9 +32,9 @@ from harness.recording.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
 )
+from harness.recording import integrity
+from harness.recording.storage import MAX_CELLS, Invalid, check_objects
 
-#: Largest array a recording may declare (cells): 16 Mi, 8x the default 512x2048 chip.
-MAX_CELLS = 1 << 24
 #: Most readouts (committed or scheduled) a recording may hold.
 MAX_READOUTS = 10_000_000
 #: Most reads per scheduled time.
@@ -44,20 +44,19 @@ MAX_TIME_S = 1e11
 #: Largest text attribute (JSON, TOML, names) read from a file, and deepest JSON nesting.
 MAX_TEXT_BYTES = 1 << 22
 MAX_JSON_DEPTH = 64
-#: Most objects (groups + datasets) and deepest group nesting a recording may hold.
-MAX_OBJECTS = 4096
-MAX_DEPTH = 8
 #: Largest conductance (µS) a layout or programming target may name.
 MAX_US = 1e6
 #: Most chip-state keys, and elements of a chip-state array beyond one per cell.
 MAX_STATE_KEYS = 64
 STATE_EXTRA_ELEMENTS = 1 << 16
+#: Most bytes all datasets but the readouts may declare together: the writer stores ~30
+#: bytes per device of layout and programming and 32 bytes per cell of base chip state
+#: (plus as much again in each slot at most); anything beyond would be read (hashed,
+#: range-checked) for nothing but time.
+STATIC_BYTES_PER_CELL = 256
+STATIC_BYTES_EXTRA = 64 << 20
 
-_ALLOWED_FILTERS = (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32)
-
-
-class _Bad(RecordingError):
-    """A validation failure (re-raised as one RecordingError naming the file)."""
+_Bad = Invalid
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ class Header:
     provenance: dict[str, Any]
     has_checksums: bool
     resumes: list[dict[str, Any]]
+    #: The verified version-4 manifest (None for older versions).
+    manifest: integrity.Manifest | None = None
 
 
 def validate_file(f: h5py.File, path: Path) -> Header:
@@ -107,7 +108,7 @@ def _validate(f: h5py.File) -> Header:
     for name in ("provenance", "layout", "programming", "readouts", "commit", "writer"):
         if name not in f:
             raise RecordingError(f"{f.filename} is incomplete: it has no '{name}' (not a finished header)")
-    _check_objects(f)
+    static_bytes = check_objects(f)
     geometry = _geometry(f["layout"])
     n_cells = geometry.n_cells
 
@@ -135,6 +136,7 @@ def _validate(f: h5py.File) -> Header:
     _in_range(lay, "layer_index", 0, max(len(layers) - 1, 0) if layers else -1)
     _in_range(lay, "sign", -1, 1)
     _in_range(lay, "weight_index", 0, np.iinfo(np.int64).max)
+    _unique(lay, "cells", n_cells)
 
     # programming
     pr = _group(f, "programming")
@@ -146,6 +148,7 @@ def _validate(f: h5py.File) -> Header:
     _in_range(pr, "target_uS", 0.0, MAX_US)
     _in_range(pr, "final_uS", -MAX_US, MAX_US)
     _in_range(pr, "iterations", 0, np.iinfo(np.int64).max)
+    _unique(pr, "cells", n_cells)
     _json_attr(pr, "params_json", dict, "programming parameters")
     for key in ("t_start_s", "t_end_s", "wall_s", "t_end_unix_s"):
         _attr_float(pr, key)
@@ -172,6 +175,7 @@ def _validate(f: h5py.File) -> Header:
         raise _Bad(f"unknown readout encoding {encoding!r:.40}")
     cells_ds = _vector(r, "cells", "iu", n_cells)
     _in_range(r, "cells", 0, n_cells - 1)
+    _unique(r, "cells", n_cells)
     readout_cells = np.asarray(cells_ds[...], dtype=np.int64)
     g = _dataset(r, "g")
     if g.ndim != 2 or g.shape[1] != readout_cells.size:
@@ -193,6 +197,8 @@ def _validate(f: h5py.File) -> Header:
     names = meta.dtype.names or ()
     if meta.ndim != 1 or "t_s" not in names:
         raise _Bad("readouts/meta is not a 1-D table with a t_s column")
+    if meta.dtype.itemsize > 1 << 16:
+        raise _Bad(f"readouts/meta records are {meta.dtype.itemsize} bytes each")
     for name in names:
         dt = meta.dtype.fields[name][0]
         if dt.base.kind not in "biuf" or dt.base.itemsize > 8 or dt.itemsize > 1 << 16:
@@ -206,14 +212,15 @@ def _validate(f: h5py.File) -> Header:
         raise _Bad(f"readouts/meta column {CHECKSUM_COLUMN!r} is not uint32")
 
     # commit and writer records
-    n, _tags = _check_commit(f)
+    n, _tags, _ = _check_commit(f)
     if g.shape[0] > n + 1 or meta.shape[0] > n + 1:
         raise _Bad(f"{n} readouts are committed but {max(g.shape[0], meta.shape[0])} rows are declared")
+    _stored_rows(g, meta, n)
     if n:
         _times_ok(meta.fields("t_s")[:n], "the readout times", strict=False)
     w = _dataset(f, "writer")
-    if w.shape != (3,) or w.dtype.kind not in "iu":
-        raise _Bad(f"the writer record has shape {w.shape} and dtype {w.dtype}, expected 3 integers")
+    if w.shape not in ((integrity.OLD_WRITER_LEN,), (integrity.WRITER_LEN,)) or w.dtype.kind not in "iu":
+        raise _Bad(f"the writer record has shape {w.shape} and dtype {w.dtype}, expected 3 or 4 integers")
 
     # chip state
     if "chip_state" in f:
@@ -236,7 +243,20 @@ def _validate(f: h5py.File) -> Header:
                 present = _dataset(grp, "present")
                 if present.shape != (len(keys),) or present.dtype.kind not in "biu":
                     raise _Bad(f"chip_state/{part}/present has shape {present.shape}, expected ({len(keys)},)")
+    # Every array was read above only within its own bound; before hashing them all, their sum.
+    if static_bytes > STATIC_BYTES_PER_CELL * n_cells + STATIC_BYTES_EXTRA:
+        raise _Bad(
+            f"its header arrays declare {static_bytes} bytes, more than a {geometry.rows}x{geometry.cols} chip's "
+            f"recording holds ({STATIC_BYTES_PER_CELL} bytes per cell + {STATIC_BYTES_EXTRA >> 20} MiB)"
+        )
+    # Last, once the structure is known to be sound: the integrity manifest (version 4), or
+    # the absence of one (older versions).
+    try:
+        manifest = integrity.verify(f, version)
+    except integrity.IntegrityError as exc:
+        raise _Bad(f"it fails its integrity check: {exc}") from None
     return Header(
+        manifest=manifest,
         format_version=version,
         geometry=geometry,
         encoding=encoding,
@@ -247,18 +267,22 @@ def _validate(f: h5py.File) -> Header:
     )
 
 
-def check_commit(f: h5py.File) -> tuple[int, tuple[int, int]]:
-    """The committed readout count and chip-state slot tags, checked against the stored rows."""
+def check_commit(f: h5py.File) -> tuple[int, tuple[int, int], np.ndarray]:
+    """The committed readout count and chip-state slot tags, checked against the stored rows,
+    and the commit record they were read from."""
     try:
         return _check_commit(f)
     except _Bad as exc:
         raise RecordingError(f"{f.filename} is not a valid recording: {exc}") from None
 
 
-def _check_commit(f: h5py.File) -> tuple[int, tuple[int, int]]:
+def _check_commit(f: h5py.File) -> tuple[int, tuple[int, int], np.ndarray]:
     c_ds = _dataset(f, "commit")
-    if c_ds.shape != (3,) or c_ds.dtype.kind not in "iu":
-        raise _Bad(f"the commit record has shape {c_ds.shape} and dtype {c_ds.dtype}, expected 3 integers")
+    if c_ds.shape not in ((integrity.OLD_COMMIT_LEN,), (integrity.COMMIT_LEN,)) or c_ds.dtype.kind not in "iu":
+        raise _Bad(
+            f"the commit record has shape {c_ds.shape} and dtype {c_ds.dtype}, expected "
+            f"{integrity.OLD_COMMIT_LEN} or {integrity.COMMIT_LEN} integers"
+        )
     c = c_ds[...].astype(np.int64)
     n = int(c[0])
     r = f["readouts"]
@@ -270,62 +294,7 @@ def _check_commit(f: h5py.File) -> tuple[int, tuple[int, int]]:
     tags = (int(c[1]), int(c[2]))
     if any(t < -1 or t > n for t in tags):
         raise _Bad(f"the commit record names chip-state slots {tags} outside -1..{n}")
-    return n, tags
-
-
-def _check_objects(f: h5py.File) -> None:
-    """Walk every link: only hard links, only groups and plain datasets (no external or
-    virtual storage, only gzip/shuffle/fletcher32 filters), bounded in number and depth."""
-    seen: set[Any] = {f["/"].id}
-    stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
-    count = 0
-    while stack:
-        grp, prefix, depth = stack.pop()
-        names = list(grp.keys())
-        if len(names) > MAX_OBJECTS:
-            raise _Bad(f"group {prefix or '/'} holds {len(names)} objects")
-        for name in names:
-            where = f"{prefix}/{name}"
-            link = grp.get(name, getlink=True)
-            if not isinstance(link, h5py.HardLink):
-                kind = "an external" if isinstance(link, h5py.ExternalLink) else "a soft"
-                raise _Bad(f"{where} is {kind} link; recordings hold only their own objects")
-            obj = grp[name]
-            key = obj.id
-            if key in seen:
-                if isinstance(obj, h5py.Group):  # datasets are shared by design, groups never
-                    raise _Bad(f"{where} links back to a group already seen (a link cycle?)")
-                continue
-            seen.add(key)
-            count += 1
-            if count > MAX_OBJECTS:
-                raise _Bad(f"the file holds more than {MAX_OBJECTS} objects")
-            if isinstance(obj, h5py.Group):
-                if depth + 1 > MAX_DEPTH:
-                    raise _Bad(f"{where} is nested deeper than {MAX_DEPTH} groups")
-                stack.append((obj, where, depth + 1))
-            elif isinstance(obj, h5py.Dataset):
-                _check_storage(obj, where)
-            else:
-                raise _Bad(f"{where} is a {type(obj).__name__}, not a group or dataset")
-
-
-def _check_storage(ds: h5py.Dataset, where: str) -> None:
-    dcpl = ds.id.get_create_plist()
-    if dcpl.get_layout() not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
-        raise _Bad(f"{where} is a virtual dataset; recordings hold only their own data")
-    if dcpl.get_external_count() > 0:
-        raise _Bad(f"{where} keeps its data in an external file; recordings hold only their own data")
-    for i in range(dcpl.get_nfilters()):
-        code = dcpl.get_filter(i)[0]
-        if code not in _ALLOWED_FILTERS:
-            raise _Bad(f"{where} uses HDF5 filter {code}; recordings use only gzip, shuffle and fletcher32")
-    if ds.dtype.kind not in "biufV" or (ds.dtype.kind == "V" and ds.dtype.names is None):
-        raise _Bad(f"{where} has dtype {ds.dtype}; recordings store only numbers")
-    if any(s > MAX_CELLS * 64 for s in ds.shape) or ds.ndim > 4:
-        raise _Bad(f"{where} declares shape {ds.shape}")
-    if dcpl.get_layout() == h5py.h5d.CONTIGUOUS and ds.nbytes > 1 << 20 and ds.id.get_storage_size() < ds.nbytes:
-        raise _Bad(f"{where} declares {ds.nbytes} bytes but the file stores {ds.id.get_storage_size()}")
+    return n, tags, c
 
 
 def _group(parent: h5py.Group, name: str) -> h5py.Group:
@@ -362,6 +331,30 @@ def _in_range(parent: h5py.Group, name: str, lo: float, hi: float) -> None:
         raise _Bad(f"{ds.name} holds non-finite values")
     if a.min() < lo or a.max() > hi:
         raise _Bad(f"{ds.name} holds values outside {lo:g}..{hi:g}")
+
+
+def _unique(parent: h5py.Group, name: str, n_cells: int) -> None:
+    """Cell addresses (already checked to be on the array) name each cell once."""
+    a = parent[name][...]
+    seen = np.zeros(n_cells, dtype=np.bool_)
+    seen[a] = True
+    if int(np.count_nonzero(seen)) != a.size:
+        _, first = np.unique(a, return_index=True)
+        dup = int(a[np.setdiff1d(np.arange(a.size), first)[0]])
+        raise _Bad(f"{parent[name].name} names cell {dup} more than once")
+
+
+def _stored_rows(g: h5py.Dataset, meta: h5py.Dataset, n: int) -> None:
+    """The committed readouts are stored, not only declared: enough chunks exist (an
+    unallocated chunk would read as zeros, and a tiny file could declare 10^7 readouts)."""
+    if not n or not g.shape[1]:
+        return
+    col_chunks = -(-g.shape[1] // g.chunks[1])
+    have = g.id.get_num_chunks()
+    if have < n * col_chunks:
+        raise _Bad(f"{n} readouts are committed but readouts/g stores only {have} of their {n * col_chunks} chunks")
+    if meta.chunks is not None and meta.id.get_num_chunks() < -(-n // meta.chunks[0]):
+        raise _Bad(f"{n} readouts are committed but readouts/meta does not store them")
 
 
 def _times_ok(times: np.ndarray, what: str, *, strict: bool) -> None:
@@ -492,6 +485,8 @@ def _layer_ok(d: Any) -> None:
             )
         else:
             ok = v is None or isinstance(v, (str, int, float, bool))
+        if ok and key in ("weight_max", "scale_uS"):
+            ok = v > 0  # mapping refuses all-zero layers, so both are positive; W = ΔG / scale_uS
         if not ok:
             raise _Bad(f"layer placement {key} is {v!r:.40}")
 
@@ -515,6 +510,12 @@ def _geometry(lay: h5py.Group) -> Geometry:
         geometry = Geometry(**d)
     except HarnessError as exc:
         raise _Bad(f"the geometry is invalid: {exc}") from None
+    if not (math.isfinite(geometry.adc_lsb_uS) and geometry.adc_lsb_uS > 0
+            and math.isfinite(geometry.adc_max_uS - geometry.adc_min_uS)):
+        raise _Bad(
+            f"the geometry's ADC range {geometry.adc_min_uS:g}..{geometry.adc_max_uS:g} µS has no finite step "
+            f"over {geometry.adc_bits} bits"
+        )
     if geometry.n_cells > MAX_CELLS:
         raise _Bad(f"the geometry declares {geometry.rows}x{geometry.cols} cells, more than {MAX_CELLS}")
     return geometry

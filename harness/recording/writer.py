@@ -8,7 +8,6 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -16,27 +15,19 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from harness import __version__
 from harness.chip.protocol import FloatArray, Geometry
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import Layout
+from harness.recording import integrity
+from harness.recording.header import _create_readouts, _extra_specs, _publish, _write_header, seal_header
 from harness.recording.lock import RecordingLock
 from harness.recording.schema import (
     _EXTRA_FILL,
     _PARTIAL_INFIX,
-    BUILTIN_EXTRAS,
     CHECKSUM_COLUMN,
     ENCODINGS,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MAX_CHUNK_BYTES,
     _as_array,
     _create_chip_state,
-    _create_meta,
-    _dumps,
-    _meta_dtype,
-    _process_start_us,
-    _put,
     _write_all,
     readout_checksum,
 )
@@ -108,6 +99,8 @@ def create_recording(
     cells = np.array(readout_cells, dtype=np.int64).ravel()
     if cells.size and (cells.min() < 0 or cells.max() >= geometry.n_cells):
         raise RecordingError(f"readout cells must be on the {geometry.rows}x{geometry.cols} array")
+    if np.unique(cells).size != cells.size:
+        raise RecordingError("readout cells must name each cell once")
     extra_specs = _extra_specs(extras)
     own_lock = lock is None
     the_lock = RecordingLock.acquire(final) if lock is None else lock
@@ -123,6 +116,7 @@ def create_recording(
         _create_readouts(f, cells, encoding, geometry, extra_specs)
         if chip_state is not None:
             _create_chip_state(f, chip_state)
+        seal_header(f)
         f.flush()
         validate_file(f, final)  # never publish a file the reader would refuse
         _publish(tmp, final, overwrite)
@@ -139,142 +133,6 @@ def create_recording(
             raise
         raise RecordingError(f"cannot write recording {final}: {exc}") from exc
     return writer
-
-
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Give the finished header its final name: atomic, and never clobbering unless asked."""
-    if overwrite:
-        os.replace(tmp, final)
-        return
-    try:
-        os.link(tmp, final)  # fails if final exists: no window in which a file is clobbered
-    except FileExistsError as exc:
-        raise RecordingError(f"recording {final} appeared while the header was written; not replacing it") from exc
-    except OSError:
-        if final.exists():
-            raise RecordingError(f"recording {final} already exists; not replacing it") from None
-        os.replace(tmp, final)
-        return
-    tmp.unlink()
-
-
-def _extra_specs(
-    extras: Mapping[str, npt.DTypeLike | tuple[npt.DTypeLike, tuple[int, ...]]] | None,
-) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
-    out: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {k: (v, ()) for k, v in BUILTIN_EXTRAS.items()}
-    for name, spec in (extras or {}).items():
-        if name in out or name in ("g", "cells", CHECKSUM_COLUMN):
-            raise RecordingError(f"per-readout column {name!r} is built in; choose another name")
-        if isinstance(spec, tuple):
-            dtype, shape = np.dtype(spec[0]), tuple(int(s) for s in spec[1])
-        else:
-            dtype, shape = np.dtype(spec), ()
-        if dtype.kind not in "biuf":
-            raise RecordingError(f"per-readout column {name!r} has dtype {dtype}; use a numeric dtype")
-        out[name] = (dtype, shape)
-    out[CHECKSUM_COLUMN] = (np.dtype(np.uint32), ())
-    return out
-
-
-def _write_header(
-    f: h5py.File,
-    provenance: Mapping[str, Any],
-    layout: Layout,
-    programming: ProgrammingResult,
-    session: SessionSpec | None,
-    t_end_unix_s: float | None,
-) -> None:
-    f.attrs["format"] = FORMAT_NAME
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["harness_version"] = __version__
-    f.attrs["created_unix_s"] = time.time()
-
-    g = f.create_group("provenance")
-    g.attrs["json"] = _dumps(dict(provenance))
-    for key in ("chip_uri", "chip_identity", "model"):
-        if key in provenance and provenance[key] is not None:
-            g.attrs[key] = str(provenance[key])
-
-    lay = f.create_group("layout")
-    lay.attrs["geometry_json"] = _dumps(asdict(layout.geometry))
-    # "levels" only where a layer has them: continuous layouts stay as older readers know them
-    lay.attrs["layers_json"] = _dumps(
-        [{k: v for k, v in asdict(p).items() if k != "levels" or v} for p in layout.layers]
-    )
-    n = layout.n_devices
-    for name, arr in (
-        ("cells", layout.cells),
-        ("target_uS", layout.target_uS),
-        ("layer_index", layout.layer_index),
-        ("sign", layout.sign),
-        ("weight_index", layout.weight_index),
-    ):
-        a = np.asarray(arr)
-        if a.shape != (n,):
-            raise RecordingError(f"layout array {name!r} has shape {a.shape}, expected ({n},)")
-        _put(lay, name, a)
-    links = {"/layout/cells": np.asarray(layout.cells), "/layout/target_uS": np.asarray(layout.target_uS)}
-
-    pr = f.create_group("programming")
-    m = np.asarray(programming.cells).size
-    for name, dtype in (
-        ("cells", np.int64),
-        ("target_uS", np.float64),
-        ("final_uS", np.float64),
-        ("iterations", np.int32),
-        ("converged", np.bool_),
-    ):
-        a = np.asarray(getattr(programming, name), dtype=dtype)
-        if a.shape != (m,):
-            raise RecordingError(f"programming array {name!r} has shape {a.shape}, expected ({m},)")
-        _put(pr, name, a, links if name in ("cells", "target_uS") else None)
-    pr.attrs["params_json"] = _dumps(programming.params)
-    pr.attrs["t_start_s"] = float(programming.t_start_s)
-    pr.attrs["t_end_s"] = float(programming.t_end_s)
-    pr.attrs["wall_s"] = float(programming.wall_s)
-    pr.attrs["t_end_unix_s"] = float(time.time() if t_end_unix_s is None else t_end_unix_s)
-
-    if session is not None:
-        s = f.create_group("session")
-        s.attrs["name"] = session.name
-        s.attrs["description"] = session.description
-        s.attrs["toml"] = session.source_text
-        s.attrs["source_path"] = session.source_path
-        s.attrs["schedule_kind"] = session.schedule.kind
-        s.attrs["schedule_json"] = _dumps(dict(session.schedule.params))
-        s.attrs["readout_cells"] = session.readout.cells
-        s.attrs["readout_repeats"] = int(session.readout.repeats)
-        s.attrs["model"] = session.program.model
-        s.create_dataset("times_s", data=session.schedule.as_array())
-
-
-def _create_readouts(
-    f: h5py.File,
-    cells: npt.NDArray[np.int64],
-    encoding: str,
-    geometry: Geometry,
-    extras: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
-) -> None:
-    r = f.create_group("readouts")
-    r.attrs["encoding"] = encoding
-    r.attrs["time_origin"] = "seconds since the end of programming (programming/t_end_s on the chip clock)"
-    _put(r, "cells", cells, {"/layout/cells": f["layout/cells"][...]})
-    n = max(int(cells.size), 1)
-    if encoding == "adc_code":
-        dtype = np.dtype(np.uint8) if geometry.adc_bits <= 8 else np.dtype(np.uint16)
-        r.attrs["adc_bits"] = geometry.adc_bits
-        r.attrs["adc_min_uS"] = geometry.adc_min_uS
-        r.attrs["adc_max_uS"] = geometry.adc_max_uS
-    else:
-        dtype = np.dtype(np.float64)
-    chunk_cols = max(1, min(n, MAX_CHUNK_BYTES // dtype.itemsize))
-    r.create_dataset("g", shape=(0, cells.size), maxshape=(None, cells.size), dtype=dtype, chunks=(1, chunk_cols))
-    _create_meta(r, _meta_dtype(extras))
-    # [n_readouts, readouts covered by chip-state slot 0, ... slot 1]; -1 = slot empty.
-    f.create_dataset("commit", data=np.array([0, -1, -1], dtype=np.int64))
-    # [pid, process start (µs since epoch), active]; lets status/resume tell a live writer
-    # from a crashed one.
-    f.create_dataset("writer", data=np.array([os.getpid(), _process_start_us(os.getpid()), 1], dtype=np.int64))
 
 
 class RecordingWriter:
@@ -301,6 +159,9 @@ class RecordingWriter:
         c = self._commit[...]
         self._n = int(c[0])
         self._tags = [int(c[1]), int(c[2])]
+        # Version 4: the running manifest, continued from the committed record (which the
+        # caller opened through validation: create_recording or recovery).
+        self._manifest = integrity.Manifest.from_record(c) if c.shape == (integrity.COMMIT_LEN,) else None
         self._state_keys: list[str] = json.loads(f["chip_state"].attrs["keys_json"]) if "chip_state" in f else []
         self._present: dict[int, np.ndarray] = {}
         # dataset handles, looked up once: a per-readout lookup costs more than the write
@@ -436,9 +297,11 @@ class RecordingWriter:
                 raise RecordingError(f"per-readout column {name!r}: bad value {value!r}: {exc}") from exc
         state_arrays = self._check_state(chip_state) if chip_state is not None else None
         row = np.ascontiguousarray(row, dtype=self._g.dtype)
-        if self._checksums:
-            meta[CHECKSUM_COLUMN] = readout_checksum(row, meta)
         i = self._n
+        m = self._manifest
+        if self._checksums:
+            seed = integrity.row_seed(m.header, i) if m is not None else 0
+            meta[CHECKSUM_COLUMN] = readout_checksum(row, meta, seed)
         try:
             # 1. the rows (and the chip state into the slot not holding the committed state)
             for ds in (self._g, self._meta):
@@ -457,14 +320,26 @@ class RecordingWriter:
             tags = list(self._tags)
             if slot is not None:
                 tags[slot] = i + 1
-            _write_all(self._commit, np.array([i + 1, *tags], dtype=np.int64))
+            prev_chain = m.meta_chain if m is not None else 0
+            if m is not None:
+                m.meta_chain = integrity.chain(prev_chain, meta.reshape(1))
+            self._write_commit(i + 1, tags)
             self._f.flush()
         except (OSError, ValueError, RuntimeError) as exc:
+            if m is not None:
+                m.meta_chain = prev_chain
             raise RecordingError(f"writing readout {i} to {self.path} failed: {exc}") from exc
         self._n = i + 1
         self._tags = tags
         self._t_last = t
         return i
+
+    def _write_commit(self, n: int, tags: list[int]) -> None:
+        """The commit record for ``n`` readouts (version 4: the sealed manifest)."""
+        if self._manifest is None:
+            _write_all(self._commit, np.array([n, *tags], dtype=np.int64))
+        else:
+            _write_all(self._commit, self._manifest.record(n, tags))
 
     def _write_row(self, i: int, row: np.ndarray) -> None:
         """Write readout row ``i`` chunk by chunk, bypassing h5py's selection machinery (the
@@ -487,7 +362,7 @@ class RecordingWriter:
             self._f.flush()
             tags = list(self._tags)
             tags[slot] = self._n
-            self._commit[...] = np.array([self._n, *tags], dtype=np.int64)
+            self._write_commit(self._n, tags)
             self._f.flush()
         except (OSError, ValueError, RuntimeError) as exc:
             raise RecordingError(f"writing the chip state to {self.path} failed: {exc}") from exc
@@ -527,6 +402,8 @@ class RecordingWriter:
             if arr.size:
                 _write_all(ds, arr)
             present[j] = 1
+        if self._manifest is not None:
+            self._manifest.slots[slot] = integrity.slot_digest(self._state_keys, present, arrays)
         if slot not in self._present or not np.array_equal(self._present[slot], present):
             _write_all(handles["present"], present)
             self._present[slot] = present
@@ -544,6 +421,8 @@ class RecordingWriter:
         try:
             w = self._writer[...]
             w[2] = 0
+            if self._manifest is not None:
+                w = integrity.writer_record(self._manifest.header, int(w[0]), int(w[1]), 0)
             self._writer[...] = w
             self._f.flush()
         finally:

@@ -52,7 +52,11 @@ def input_section(path: Path) -> Section:
         ) from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"{str(path)!r}: expected a JSON object from harness evaluate/accel --json")
-    if "accuracy" in doc and "bits" in doc:
+    if "compensate" in doc and "methods" in doc:  # harness evaluate --compensate --json
+        from harness.report.compensation_section import compensation_section
+
+        return compensation_section(path, doc)
+    if ("accuracy" in doc and "bits" in doc) or ("models" in doc and "differences" in doc):
         from harness.report.results_section import evaluation_section
 
         return evaluation_section(path, doc)

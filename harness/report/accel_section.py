@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.accel.plots import label_points, plain_log_ticks
 from harness.errors import ConfigError
 from harness.report.html import Section, figure_png
 
@@ -58,14 +59,20 @@ def _figure8(results: list[dict[str, Any]]) -> bytes:
         layers = r["layers"]
         size = np.array([x["rows"] * x["cols"] for x in layers], dtype=float)
         macs = np.array([x["macs"] for x in layers], dtype=float)
-        area = 20 + 400 * macs / max(macs.max(), 1.0)
+        area = 8 + 110 * macs / max(macs.max(), 1.0)
         for ax, key in ((ax_t, "tops"), (ax_e, "tops_per_w")):
-            pts = ax.scatter(size, [x[key] for x in layers], s=area, alpha=0.55, label=f"{r['bits']}-bit layers")
-            ax.scatter([size.max()], [r[key]], marker="*", s=260, color=pts.get_facecolor()[0], edgecolor="black",
-                       label=f"{r['bits']}-bit model")
+            values = [x[key] for x in layers]
+            pts = ax.scatter(size, values, s=area, alpha=0.7, label=f"{r['bits']}-bit layers")
+            if r is results[0]:  # names once: the layers sit at the same sizes at every bit-width
+                label_points(ax, size, values, [layer["name"] for layer in layers])
+            # The whole model holds all its layers' cells at once (layer-serial), as `harness accel --png`
+            # draws it; the largest layer's size (the old x here, ~9e4 for KWS vs ~3e5) was not the model's.
+            ax.scatter([size.sum()], [r[key]], marker="*", s=160, color=pts.get_facecolor()[0], edgecolor="black",
+                       label=f"{r['bits']}-bit model (x: all its cells)")
     for ax, label in ((ax_t, "TOPS"), (ax_e, "TOPS/W")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain_log_ticks(ax)
         ax.set_xlabel("layer size on the array (rows × columns)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -82,10 +89,19 @@ def _placement(tiles: list[dict[str, Any]], rows: int, cols: int) -> bytes:
     ax = fig.subplots()
     ax.add_patch(Rectangle((0, 0), cols, rows, facecolor="#f2f4f7", edgecolor="black"))
     cmap = __import__("matplotlib").colormaps["tab20"]
+    n_small = 0
     for i, t in enumerate(tiles):
         ax.add_patch(Rectangle((t["col0"], t["row0"]), t["cols"], t["rows"], facecolor=cmap(i % 20), alpha=0.8, edgecolor="black", lw=0.6))
+        name = str(t["layer"]) + (f" {t['part'] + 1}/{t['n_parts']}" if t.get("n_parts", 1) > 1 else "")
         if t["rows"] * t["cols"] > 0.01 * rows * cols:
-            ax.text(t["col0"] + t["cols"] / 2, t["row0"] + t["rows"] / 2, str(t["layer"]), ha="center", va="center", fontsize=8)
+            ax.text(t["col0"] + t["cols"] / 2, t["row0"] + t["rows"] / 2, f"{name}\n{t['rows']}×{t['cols']}",
+                    ha="center", va="center", fontsize=8)
+        else:  # too small to hold its name (conv1 of KWS): label it beside, with a leader line
+            ax.annotate(f"{name} {t['rows']}×{t['cols']}", (t["col0"] + t["cols"] / 2, t["row0"] + t["rows"] / 2),
+                        xytext=(0.62 * cols, (0.80 + 0.06 * n_small) * rows), textcoords="data", fontsize=8,
+                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.3"},
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.9})
+            n_small += 1
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
     ax.set_xlabel("column (output)")

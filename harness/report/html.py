@@ -26,6 +26,7 @@ th, td { border: 1px solid #d9dee5; padding: .25em .6em; text-align: right; }
 th { background: #f2f4f7; } td:first-child, th:first-child { text-align: left; }
 dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; font-size: .88em; }
 dl.prov dt { color: #5a6470; } dl.prov dd { margin: 0; font-family: ui-monospace, monospace; word-break: break-all; }
+dl.prov dd pre { margin: 0; white-space: pre; overflow-x: auto; word-break: normal; background: #f7f8fa; padding: .4em; }
 footer { margin-top: 3em; border-top: 2px solid #d9dee5; padding-top: 1em; }
 nav ul { columns: 2; } .note { color: #5a6470; font-size: .92em; }
 """
@@ -104,5 +105,23 @@ def _dl(items: dict[str, Any]) -> str:
             v = ", ".join(f"{a}={b}" for a, b in v.items())
         elif isinstance(v, (list, tuple)):
             v = " ".join(str(x) for x in v)
-        rows.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
+        if isinstance(v, str) and "\n" in v:  # a TOML source, a grid: keep its lines
+            rows.append(f"<dt>{esc(k)}</dt><dd><pre>{esc(v.strip())}</pre></dd>")
+            continue
+        rows.append(f"<dt>{esc(k)}</dt><dd>{esc(shown_path(v) if isinstance(v, str) else v)}</dd>")
     return f'<dl class="prov">{"".join(rows)}</dl>'
+
+
+def shown_path(text: str) -> str:
+    """An absolute file path as a reader of the report can use it: relative to the directory
+    the report was made in when it lies below it, else its file name (a temporary directory
+    of the machine that ran it means nothing to the reader). Other text is returned as is."""
+    import os
+
+    if not (os.path.isabs(text) and "\n" not in text and os.path.splitext(text)[1]):
+        return text
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return os.path.basename(text)
+    return rel if not rel.startswith("..") else os.path.basename(text)

@@ -18,7 +18,27 @@ ABLATION_TIME_S = DAY_S
 
 
 def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
-    """An evaluation JSON object (``harness evaluate --json``)."""
+    """An evaluation JSON object (``harness evaluate --json``); several models evaluated on the
+    same chips (``{"models": [...], "differences": [...]}``) give one section with each model
+    and the paired differences."""
+    if "models" in doc and "differences" in doc:
+        return _comparison_section(path, doc)
+    s = _new_section(path, doc)
+    _evaluation_body(s, path, doc)
+    return s
+
+
+def _new_section(path: Path, doc: dict[str, Any]) -> Section:
+    where = doc.get("chip") or doc.get("recording") or ""
+    return Section(
+        title=f"Evaluation {path.name}",
+        anchor=f"eval-{abs(hash(str(path))) % 10**8}",
+        lead=f"model {doc.get('model')!r} on {where}: {doc.get('runs')} run(s), GDC {'on' if doc.get('gdc') else 'off'}",
+        provenance={k: doc[k] for k in ("model", "model_path", "source", "chip", "recording", "runs", "seed", "gdc", "read_noise") if k in doc},
+    )
+
+
+def _evaluation_body(s: Section, path: Path, doc: dict[str, Any]) -> None:
     try:
         bits = list(doc["bits"])
         times_s = [float(t) for t in doc["times_s"]]
@@ -28,23 +48,71 @@ def evaluation_section(path: Path, doc: dict[str, Any]) -> Section:
             b: (np.array([table[b][lab]["mean"] for lab in labels]), np.array([table[b][lab]["std"] for lab in labels]))
             for b in bits
         }
+        # the 95 % intervals (older files without them: mean ± std)
+        bands = {
+            b: np.array([table[b][lab].get("ci95") or [table[b][lab]["mean"] - table[b][lab]["std"],
+                                                       table[b][lab]["mean"] + table[b][lab]["std"]] for lab in labels])
+            for b in bits
+        }
         digital = float(doc["digital_accuracy"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: not an evaluation result of harness evaluate --json ({exc!r} missing or malformed)") from exc
-    where = doc.get("chip") or doc.get("recording") or ""
-    s = Section(
-        title=f"Evaluation {path.name}",
-        anchor=f"eval-{abs(hash(str(path))) % 10**8}",
-        lead=f"model {doc.get('model')!r} on {where}: {doc.get('runs')} run(s), GDC {'on' if doc.get('gdc') else 'off'}",
-        provenance={k: doc[k] for k in ("model", "model_path", "source", "chip", "recording", "runs", "seed", "gdc", "read_noise") if k in doc},
-    )
+    has_ci = all("ci95" in table[b][lab] for b in bits for lab in labels)
+    runs = int(doc.get("runs") or 0)
+    ranges = doc.get("ranges") or {}
+    if ranges:
+        s.paragraph(_ranges_text(ranges))
     s.figure(
-        _accuracy_figure(times_s, {f"{b}-bit" if b != "ideal" else "ideal": c for b, c in curves.items()}, digital, str(doc.get("model"))),
-        "Top-1 accuracy vs time since programming, mean ± std over runs (bands); dashed: float baseline.",
+        _accuracy_figure(times_s, {f"{b}-bit" if b != "ideal" else "ideal": (curves[b][0], bands[b]) for b in bits}, digital,
+                         str(doc.get("model")), chance=doc.get("chance_accuracy")),
+        "Top-1 accuracy vs time since programming: mean, "
+        + ("95 % interval (chip-to-chip spread and test-set sampling)" if has_ci else "± std over runs")
+        + " as bands; dashed: float baseline; dotted: chance.",
         "accuracy vs time per bit-width",
     )
-    rows = [[lab] + [f"{curves[b][0][j] * 100:.2f} ± {curves[b][1][j] * 100:.2f}" for b in bits] for j, lab in enumerate(labels)]
-    s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows, f"float baseline {digital * 100:.2f} %")
+
+    def cell(b: str, j: int) -> str:
+        c = table[b][labels[j]]
+        text = f"{c['mean'] * 100:.2f}"
+        if runs > 1:
+            text += f" ± {c['std'] * 100:.2f}"
+        if "ci95" in c:
+            text += f" [{c['ci95'][0] * 100:.1f}, {c['ci95'][1] * 100:.1f}]"
+        return text
+
+    rows = [[lab] + [cell(b, j) for b in bits] for j, lab in enumerate(labels)]
+    what = ("mean ± std " if runs > 1 else "mean ") + ("[95 % interval]" if has_ci else "")
+    s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows,
+            f"{doc.get('model')}: accuracy (%), {what.strip()}; float baseline {digital * 100:.2f} %")
+
+
+def _ranges_text(ranges: dict[str, Any]) -> str:
+    """The converter-range policy and, per bit width, the shared ADC gain and DAC ranges."""
+    cal = ranges.get("calibration")
+    data = f" from {cal['samples']} training examples (seed {cal['seed']})" if cal else ""
+    parts = []
+    for b, r in (ranges.get("bits") or {}).items():
+        dac = ", ".join(f"{n} {v:.3g}" for n, v in r.get("dac_range", {}).items())
+        parts.append(f"{b}-bit: {r.get('source')}, ρ {r.get('adc_norm_range', float('nan')):.3g}, r_DAC {dac}")
+    return f"DAC/ADC ranges: policy {ranges.get('policy', '?')} → {ranges.get('source')}{data}. " + "; ".join(parts)
+
+
+def _comparison_section(path: Path, doc: dict[str, Any]) -> Section:
+    models = doc["models"]
+    s = _new_section(path, models[0])
+    s.lead = f"{len(models)} models on the same chips: " + ", ".join(str(m.get("model")) for m in models)
+    for m in models:
+        s.heading(str(m.get("model")))
+        _evaluation_body(s, path, m)
+    for diff in doc["differences"]:
+        s.heading(f"{diff['model']} − {diff['baseline']}")
+        table = diff["difference"]
+        bits = list(table)
+        labels = list(next(iter(table.values()))) if table else []
+        rows = [[lab] + [f"{table[b][lab]['mean'] * 100:+.2f} [{table[b][lab]['ci95'][0] * 100:+.2f}, "
+                         f"{table[b][lab]['ci95'][1] * 100:+.2f}]" for b in bits] for lab in labels]
+        s.table(["time"] + [f"{b}-bit" if b != "ideal" else "ideal" for b in bits], rows,
+                "paired accuracy difference (points) on the same chips and test examples, 95 % paired-bootstrap interval")
     return s
 
 
@@ -63,25 +131,59 @@ def sweep_section(path: Path) -> Section:
             f"mean ± std over runs"
         ),
         provenance={"folder": str(path), "digest": meta.get("digest"), "seed": meta.get("spec", {}).get("seed"),
-                    "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}))},
+                    "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}), indent=1)},
     )
-    options = summary[["chip", "gdc", "read_noise"]].drop_duplicates().itertuples(index=False)
+    how = "compensate" if "compensate" in summary else "gdc"  # a compensate grid has several methods with GDC
+    options = summary[["chip", how, "read_noise"]].drop_duplicates().itertuples(index=False)
+    # One y-range for every sweep figure, so that panels (and GDC on vs off) compare by eye.
+    lo = float(np.nanmin(summary["mean"] - np.nan_to_num(summary["std"]))) * 100
+    hi = max(float(np.nanmax(summary["mean"] + np.nan_to_num(summary["std"]))), float(summary["digital_accuracy"].max())) * 100
+    ylim = (max(0.0, lo - 0.05 * (hi - lo)), min(100.0, hi + 0.05 * (hi - lo)))
     for chip, gdc, rn in options:
-        sub = summary[(summary.chip == chip) & (summary.gdc == gdc) & (summary.read_noise == rn)]
-        tag = f"{chip}, GDC {'on' if gdc else 'off'}{', read noise' if rn else ''}"
-        for model, mdf in sub.groupby("model", sort=True):
-            times = sorted(mdf["t_s"].unique())
-            curves = {}
-            for b, bdf in sorted(mdf.groupby("bits"), key=lambda kv: -kv[0] if kv[0] else -1e9):
-                bdf = bdf.set_index("t_s").loc[times]
-                curves["ideal" if b == 0 else f"{b}-bit"] = (bdf["mean"].to_numpy(), np.nan_to_num(bdf["std"].to_numpy()))
-            digital = float(mdf["digital_accuracy"].iloc[0])
-            s.figure(_accuracy_figure(times, curves, digital, f"{model} — {tag}"),
-                     f"{model} on {tag}: accuracy vs time, mean ± std over {int(mdf['count'].max())} chips.",
-                     f"accuracy vs time for {model}")
+        sub = summary[(summary.chip == chip) & (summary[how] == gdc) & (summary.read_noise == rn)]
+        method = {"gdc": "GDC on", "none": "GDC off"}.get(gdc, gdc) if how == "compensate" else f"GDC {'on' if gdc else 'off'}"
+        tag = f"{chip}, {method}{', read noise' if rn else ''}"
+        s.figure(_sweep_overlay(sub, ylim, tag),
+                 f"{tag}: the compared models overlaid, one panel per activation precision (same y-range in every "
+                 f"sweep figure); mean ± std over {int(sub['count'].max())} chips (bands), dashed: each model's float "
+                 "baseline.", f"models compared, {tag}")
         s.heading(f"Ablation at {format_duration(_nearest(sub['t_s'].unique(), ABLATION_TIME_S))} — {tag}")
         s.table(*_ablation(sub))
     return s
+
+
+def _sweep_overlay(sub: Any, ylim: tuple[float, float], tag: str) -> bytes:
+    """Accuracy vs time with every model of the sweep overlaid, one panel per bit-width."""
+    from matplotlib.figure import Figure
+
+    bits = sorted(sub["bits"].unique(), key=lambda b: -b if b else -1e9)
+    fig = Figure(figsize=(4.2 * len(bits) + 1.5, 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(bits), sharey=True))
+    models = sorted(sub["model"].unique())
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for ax, b in zip(axes, bits, strict=True):
+        at = sub[sub.bits == b]
+        times = sorted(at["t_s"].unique())
+        t = np.asarray(times, dtype=np.float64)
+        for model in models:
+            mdf = at[at.model == model].set_index("t_s").reindex(times)
+            mean = mdf["mean"].to_numpy() * 100
+            std = np.nan_to_num(mdf["std"].to_numpy()) * 100
+            ax.plot(t, mean, "o-", ms=3.5, color=colors[model], label=str(model))
+            ax.fill_between(t, mean - std, mean + std, color=colors[model], alpha=0.18, lw=0)
+            ax.axhline(float(at[at.model == model]["digital_accuracy"].iloc[0]) * 100, ls="--", lw=0.8,
+                       color=colors[model])
+        ax.set_xscale("log")
+        ax.set_xticks(t, [format_duration(float(x), digits=2) for x in t])
+        ax.minorticks_off()
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("time since programming")
+        ax.set_title("ideal converters" if b == 0 else f"{b}-bit activations", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[-1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(tag, fontsize=10)
+    return figure_png(fig)
 
 
 def _nearest(times: Sequence[float], t: float) -> float:
@@ -101,22 +203,32 @@ def _ablation(sub: Any) -> tuple[list[str], list[list[str]]]:
         row = [str(model), f"{mdf['digital_accuracy'].iloc[0] * 100:.2f}"]
         for b in bits:
             r = by_b.loc[b]
-            std = 0.0 if r["std"] != r["std"] else r["std"]
-            row.append(f"{r['mean'] * 100:.2f} ± {std * 100:.2f}")
+            single = r["std"] != r["std"]  # NaN std: one run, no spread to show
+            row.append(f"{r['mean'] * 100:.2f}" if single else f"{r['mean'] * 100:.2f} ± {r['std'] * 100:.2f}")
         rows.append(row)
     return header, rows
 
 
-def _accuracy_figure(times_s: Sequence[float], curves: dict[str, tuple[np.ndarray, np.ndarray]], digital: float, title: str) -> bytes:
+def _accuracy_figure(
+    times_s: Sequence[float],
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    digital: float,
+    title: str,
+    *,
+    chance: float | None = None,
+) -> bytes:
+    """``curves``: label → (mean, band ``(T, 2)``: low, high), fractions."""
     from matplotlib.figure import Figure
 
     t = np.asarray(times_s, dtype=np.float64)
-    fig = Figure(figsize=(8.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    for label, (mean, std) in curves.items():
+    for label, (mean, band) in curves.items():
         (line,) = ax.plot(t, mean * 100, "o-", ms=4, label=label)
-        ax.fill_between(t, (mean - std) * 100, (mean + std) * 100, color=line.get_color(), alpha=0.2, lw=0)
+        ax.fill_between(t, band[:, 0] * 100, band[:, 1] * 100, color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(digital * 100, ls="--", color="grey", lw=1, label=f"float {digital * 100:.1f} %")
+    if chance is not None:
+        ax.axhline(chance * 100, ls=":", color="grey", lw=1, label=f"chance {chance * 100:.1f} %")
     ax.set_xscale("log")
     ax.set_xticks(t, [format_duration(float(x)) for x in t])
     ax.minorticks_off()
@@ -124,5 +236,5 @@ def _accuracy_figure(times_s: Sequence[float], curves: dict[str, tuple[np.ndarra
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return figure_png(fig)

@@ -60,6 +60,8 @@ class ResumePlan:
     check_t_ref_s: float = 0.0
     check_reference: str = ""
     needs_repair: bool = False
+    #: targets of the checked cells (µS), for the programming-noise fingerprint
+    check_target_uS: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
 
 def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
@@ -105,11 +107,16 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             pos = sample_positions(np.where(on, last, 0.0))
             cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
             reference = f"last committed readout (#{n})"
+            lay = rec.layout
+            order = np.argsort(lay.cells)
+            at = np.clip(np.searchsorted(lay.cells, cells, sorter=order), 0, max(lay.cells.size - 1, 0))
+            target = np.asarray(lay.target_uS, dtype=np.float64)[order[at]] if lay.cells.size else np.zeros(0)
         else:
             on = prog.target_uS > RESET_LEVEL_US
             pos = sample_positions(np.where(on, prog.final_uS, 0.0))
             cells, ref, t_ref = prog.cells[pos], prog.final_uS[pos], 0.0
             reference = "programming outcome"
+            target = np.asarray(prog.target_uS, dtype=np.float64)[pos]
         return ResumePlan(
             path=p,
             session=rec.session_name or "",
@@ -128,6 +135,7 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             check_t_ref_s=t_ref,
             check_reference=reference,
             needs_repair=rec.open_for_write,
+            check_target_uS=target,
         )
 
 
@@ -238,6 +246,7 @@ def verify_chip(
             f"{plan.geometry_json}; resume on the same chip"
         )
     problems: list[str] = []
+    clock_problem = ""
     if plan.identity and chip.identity != plan.identity:
         problems.append(f"chip {chip.identity!r} is not the recorded chip {plan.identity!r}")
     restorable = isinstance(chip, RestorableChip)
@@ -262,20 +271,37 @@ def verify_chip(
             )
         restorable = False
         # Real chips kept drifting on the bench: map the timetable through wall time.
-        t_origin = chip.now() - (time.time() - plan.t_end_unix_s)
+        chip_now = chip.now()
+        t_origin = chip_now - (time.time() - plan.t_end_unix_s)
+        # A chip clock behind the last recorded readout restarted since: an emulator
+        # restarted (and perhaps reprogrammed with the very draws of the first programming,
+        # which no noise fingerprint can tell apart), or a power-cycled chip.
+        t_last = plan.t_end_s + plan.check_t_ref_s
+        if chip_now < t_last:
+            clock_problem = (
+                f"the chip clock reads {chip_now:.6g} s, behind the {t_last:.6g} s of the {plan.check_reference}: "
+                "the chip restarted since it was recorded"
+            )
     check = None
     if plan.check_cells.size:
-        t_now = chip.now() - t_origin
+        # time since programming on the chip's own clock (what its physics saw), unless that
+        # clock restarted: then the wall-time mapping
+        t_now = chip.now() - (t_origin if clock_problem else plan.t_end_s)
         g_now = chip.read(plan.check_cells)
+        g_again = chip.read(plan.check_cells)  # the fingerprint's own-noise reference
         if restorable:
             chip.restore(plan.chip_state)  # type: ignore[attr-defined]  # undo the check read's draws
         geom = chip.geometry
         check = check_against(
             plan.check_ref_uS, g_now, plan.check_t_ref_s, t_now, lsb_uS=geom.adc_lsb_uS,
             reference=plan.check_reference, personality=getattr(chip, "personality", None),
+            target_uS=plan.check_target_uS if plan.check_target_uS.size == plan.check_cells.size else None,
+            g_again_uS=g_again,
         )
         if not check.agrees:
             problems.append(f"the chip does not read like the recorded one: {check.explain()}")
+    if clock_problem:
+        problems.append(clock_problem)
     note: dict[str, Any] = {
         "unix_s": time.time(),
         "resumed_from": plan.done,

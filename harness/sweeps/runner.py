@@ -53,7 +53,7 @@ MAX_WORKERS = 1024
 #: Columns of the results table, in order (``bits`` 0 = ideal converters).
 COLUMNS = (
     "sweep", "model", "chip", "run", "task_id", "chip_seed", "noise_seed",
-    "t_s", "t_read_s", "bits", "gdc", "read_noise", "accuracy", "digital_accuracy", "n_test",
+    "t_s", "t_read_s", "bits", "gdc", "read_noise", "accuracy", "digital_accuracy", "n_test", "compensate",
 )
 
 
@@ -150,15 +150,18 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical whatever the worker's cores; no oversubscription
     try:
-        evaluator = _evaluator(task.model)
+        evaluator = _evaluator(task.model, spec.ranges)
         uri = seeded_chip_uri(task.chip, task.chip_seed)
         with contextlib.closing(open_chip(uri)) as chip:
             readouts = evaluator.read_chip(chip, spec.times_s)
         cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        for gdc in spec.gdc:
+        # (gdc, method) pairs: the compensate list when given (each method says whether it uses
+        # GDC), else the gdc axis (named "gdc" / "none" in the compensate column).
+        methods = _compensations(spec, task.model) if spec.compensate else [None] * len(spec.gdc)
+        for gdc, method in zip(spec.gdc if not spec.compensate else [m.uses_gdc for m in methods], methods):
             for read_noise in spec.read_noise:
                 acc = evaluator.accuracy(
-                    readouts, bits=spec.bits, gdc=gdc, read_noise=read_noise, seed=task.noise_seed
+                    readouts, bits=spec.bits, gdc=gdc, read_noise=read_noise, seed=task.noise_seed, compensation=method,
                 )  # (bits, T)
                 for i, b in enumerate(spec.bits):
                     for j, t in enumerate(spec.times_s):
@@ -168,6 +171,7 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
                             "t_s": float(t), "t_read_s": float(readouts.times_s[j]), "bits": 0 if b is None else int(b),
                             "gdc": gdc, "read_noise": read_noise, "accuracy": float(acc[i, j]),
                             "digital_accuracy": evaluator.digital_accuracy, "n_test": evaluator.n_test,
+                            "compensate": method.name if method is not None else ("gdc" if gdc else "none"),
                         }
                         for k, v in row.items():
                             cols[k].append(v)
@@ -177,19 +181,32 @@ def run_task(spec: SweepSpec, task: SweepTask) -> TaskOutput:
         torch.set_num_threads(threads)
 
 
-_EVALUATORS: dict[str, Any] = {}
+_EVALUATORS: dict[tuple[str, str], Any] = {}
+_COMPENSATIONS: dict[tuple[str, tuple[str, ...], int], list[Any]] = {}
 
 
-def _evaluator(model_ref: str) -> Any:
-    """One prepared evaluator per model and worker process: the model, its test data, its
-    converter ranges and its float accuracy are the same for every chip, so they are made once."""
+def _compensations(spec: SweepSpec, model_ref: str) -> list[Any]:
+    """The sweep's drift compensation methods for a model, made once per worker (their
+    calibration examples are drawn from the training split, seeded by the sweep seed)."""
+    from harness.evaluation.compensation import make_compensations
+
+    key = (model_ref, spec.compensate, spec.seed)
+    if key not in _COMPENSATIONS:
+        _COMPENSATIONS[key] = make_compensations(spec.compensate, _evaluator(model_ref).model, seed=spec.seed)
+    return _COMPENSATIONS[key]
+
+
+def _evaluator(model_ref: str, ranges: str = "auto") -> Any:
+    """One prepared evaluator per model, range policy and worker process: the model, its test
+    data, its converter ranges and its float accuracy are the same for every chip, so they are
+    made once."""
     from harness.evaluation.evaluate import resolve_model
     from harness.evaluation.evaluator import ReadoutEvaluator
 
-    ev = _EVALUATORS.get(model_ref)
+    ev = _EVALUATORS.get((model_ref, ranges))
     if ev is None:
-        ev = ReadoutEvaluator(resolve_model(model_ref))
-        _EVALUATORS[model_ref] = ev
+        ev = ReadoutEvaluator(resolve_model(model_ref), range_policy=ranges)
+        _EVALUATORS[(model_ref, ranges)] = ev
     return ev
 
 
@@ -207,6 +224,8 @@ def _results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> Itera
     if check_results_folder(out_dir, spec, overwrite=overwrite):
         with _lock(out_dir):
             shutil.rmtree(out_dir)
+    created = not out_dir.exists()
+    fresh = created or not any(out_dir.iterdir())
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "_failed").mkdir(exist_ok=True)
@@ -220,7 +239,32 @@ def _results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> Itera
                 "digest": spec.digest(), "spec": spec.canonical(), "source": spec.source,
             }
             _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-        yield out_dir
+        try:
+            yield out_dir
+        except BaseException:
+            # A sweep that fails (or is interrupted) before any task finished leaves the folder
+            # as it found it: no _sweep.json, _lock or _failed/ that would claim it for a sweep.
+            if fresh and not _holds_results(out_dir):
+                _remove_scaffold(out_dir, remove_folder=created)
+            raise
+
+
+_SCAFFOLD = ("_sweep.json", "_lock", "_failed")
+
+
+def _holds_results(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds any finished or failed task (anything but the scaffold)."""
+    failed = out_dir / "_failed"
+    return any(p.name not in _SCAFFOLD for p in out_dir.iterdir()) or (failed.is_dir() and any(failed.iterdir()))
+
+
+def _remove_scaffold(out_dir: Path, *, remove_folder: bool) -> None:
+    with contextlib.suppress(OSError):
+        (out_dir / "_sweep.json").unlink(missing_ok=True)
+        (out_dir / "_failed").rmdir()
+        (out_dir / "_lock").unlink(missing_ok=True)
+        if remove_folder:
+            out_dir.rmdir()
 
 
 def check_results_folder(out_dir: Path, spec: SweepSpec, *, overwrite: bool) -> bool:
@@ -319,7 +363,7 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over runs) of accuracy per model × chip × time × bits × gdc × read noise."""
-    keys = ["model", "chip", "t_s", "bits", "gdc", "read_noise"]
+    keys = ["model", "chip", "t_s", "bits", "gdc", "read_noise"] + (["compensate"] if "compensate" in df else [])
     g = df.groupby(keys, sort=True)
     out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
     out["digital_accuracy"] = g["digital_accuracy"].first().to_numpy()
@@ -327,6 +371,43 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- executor
+
+
+#: What a scheduler on another host is trusted with (``harness sweep --help``, docs/sweeps.md).
+SCHEDULER_TRUST = (
+    "Dask exchanges pickles with the scheduler and its workers, and unpickling runs code: "
+    "whoever controls that host, or can reach its port, can run code as you"
+)
+
+
+def scheduler_warning(scheduler: str | None) -> str | None:
+    """The one warning line for a ``--scheduler`` not on this machine (None: loopback or none).
+
+    Decided from the address alone (no name lookup): an IP literal must be loopback, a name
+    must be ``localhost``; ``inproc://`` is this process."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if scheduler is None:
+        return None
+    text = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    parts = urlsplit(text)
+    if parts.scheme == "inproc":
+        return None
+    try:
+        host = parts.hostname or ""
+    except ValueError:
+        host = ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host.lower() == "localhost"
+    if local:
+        return None
+    return (
+        f"warning: --scheduler {scheduler} is not on this machine: {SCHEDULER_TRUST}; "
+        "use only a scheduler on a host and network you trust (docs/sweeps.md, Trust boundary)"
+    )
 
 
 def dask_available(workers: int | None = None, scheduler: str | None = None) -> None:
@@ -432,7 +513,7 @@ def run_sweep(
                 # Load every model (and its data, ranges, simulator) once on every worker up
                 # front: the first tasks then cost what later ones do, and a model that cannot
                 # load fails here, once, instead of in every task.
-                client.run(_warm_worker, list(spec.models))
+                client.run(_warm_worker, list(spec.models), spec.ranges)
                 t_submit = time.perf_counter()
                 startup_s = t_submit - t_start
                 n_slots = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
@@ -473,9 +554,9 @@ def run_sweep(
         )
 
 
-def _warm_worker(models: list[str]) -> None:
+def _warm_worker(models: list[str], ranges: str = "auto") -> None:
     for ref in models:
-        _evaluator(ref)
+        _evaluator(ref, ranges)
 
 
 def _check_model(ref: str) -> None:

@@ -7,6 +7,7 @@ activation bit-widths × drift times, each cell the mean ± std over simulated c
     name = "kws-ablation"          # optional; default: the file's stem
     seed = 0                       # seeds every task (see task_seed)
     runs = 25                      # simulated chips per (model, chip)
+    ranges = "auto"                # converter ranges: auto, trained, calibrated, percentile
 
     [grid]
     models = ["default", "fixtures/models/digits_mlp_noise_aware.h5"]
@@ -16,6 +17,8 @@ activation bit-widths × drift times, each cell the mean ± std over simulated c
     bits = [8, 6, 4]               # 0 = ideal converters
     gdc = [true]                   # global drift compensation on / off
     read_noise = [false]           # per-read 1/f noise in the CiM inference on / off
+    compensate = ["gdc", "adabs"]  # optional: drift compensation methods (docs/compensation.md);
+                                   # replaces the gdc axis (then leave gdc out)
 
 One **task** is one simulated chip of one model: program it, read it at every time,
 evaluate every (bits, gdc, read_noise) combination on those readouts. Its seeds depend
@@ -44,10 +47,12 @@ from harness.units import format_duration, parse_duration
 #: Guard against a typo turning into a million-task grid.
 MAX_TASKS = 1_000_000
 MAX_RUNS = 100_000
+#: harness.evaluation.ranges.RANGE_POLICIES, repeated so that parsing a sweep imports no torch.
+RANGE_POLICIES = ("auto", "trained", "calibrated", "percentile")
 
 _TABLES: dict[str, frozenset[str]] = {
-    "sweep": frozenset({"name", "seed", "runs"}),
-    "grid": frozenset({"models", "chips", "personalities", "times", "bits", "gdc", "read_noise"}),
+    "sweep": frozenset({"name", "seed", "runs", "ranges"}),
+    "grid": frozenset({"models", "chips", "personalities", "times", "bits", "gdc", "read_noise", "compensate"}),
 }
 
 
@@ -81,6 +86,9 @@ class SweepSpec:
     gdc: tuple[bool, ...]
     read_noise: tuple[bool, ...]
     source: str = "<string>"
+    ranges: str = "auto"
+    #: drift compensation methods (harness.evaluation.compensation); empty: the ``gdc`` axis decides.
+    compensate: tuple[str, ...] = ()
 
     def canonical(self) -> dict[str, Any]:
         """Everything that determines the results (not the name or where it came from)."""
@@ -93,6 +101,8 @@ class SweepSpec:
             "bits": [0 if b is None else b for b in self.bits],
             "gdc": list(self.gdc),
             "read_noise": list(self.read_noise),
+            "ranges": self.ranges,
+            **({"compensate": list(self.compensate)} if self.compensate else {}),  # old digests unchanged
         }
 
     def digest(self) -> str:
@@ -106,7 +116,7 @@ class SweepSpec:
 
     @property
     def rows_per_task(self) -> int:
-        return len(self.times_s) * len(self.bits) * len(self.gdc) * len(self.read_noise)
+        return len(self.times_s) * len(self.bits) * len(self.compensate or self.gdc) * len(self.read_noise)
 
 
 def task_for(sweep_seed: int, model: str, chip: str, run: int) -> SweepTask:
@@ -166,6 +176,9 @@ def parse_sweep(
         raise ConfigError(f"{source}: [sweep] name must be a non-empty string")
     seed = _int(sweep.get("seed", 0), "[sweep] seed", source, 0, 2**31 - 1)
     runs = _int(sweep.get("runs", 25), "[sweep] runs", source, 1, MAX_RUNS)
+    ranges = sweep.get("ranges", "auto")
+    if ranges not in RANGE_POLICIES:
+        raise ConfigError(f"{source}: [sweep] ranges = {ranges!r}; use one of {', '.join(RANGE_POLICIES)}")
 
     models = tuple(_resolve_model(m, base_dir) for m in _str_list(grid, "models", source))
     chips = list(_str_list(grid, "chips", source, required=False))
@@ -184,9 +197,21 @@ def parse_sweep(
     read_noise = tuple(_bool(v, "read_noise", source) for v in _list(grid, "read_noise", source, default=[False]))
     _no_duplicates(gdc, "gdc", source)
     _no_duplicates(read_noise, "read_noise", source)
+    compensate = tuple(_str_list(grid, "compensate", source, required=False))
+    if compensate:
+        from harness.errors import HarnessError
+        from harness.evaluation.compensation import parse_methods
+
+        if "gdc" in grid:
+            raise ConfigError(f"{source}: [grid] gdc and compensate do not combine; name the methods in compensate")
+        _no_duplicates(compensate, "compensate", source)
+        try:
+            parse_methods(compensate)
+        except HarnessError as exc:
+            raise ConfigError(f"{source}: [grid] compensate: {exc}") from None
     spec = SweepSpec(
         name=name.strip(), seed=seed, runs=runs, models=models, chips=tuple(chips), times_s=times,
-        bits=bits, gdc=gdc, read_noise=read_noise, source=source,
+        bits=bits, gdc=gdc, read_noise=read_noise, source=source, ranges=ranges, compensate=compensate,
     )
     n_tasks = len(models) * len(chips) * runs
     if n_tasks > MAX_TASKS:

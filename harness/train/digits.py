@@ -5,7 +5,7 @@ Two stages as in AnalogNets §4.2, in simple form: a plain float model
 (``init=plain``, ``clip_sigma`` and ``weight_noise_eta`` set, lower learning rate). The
 clipping and weight noise are the shared hardware-aware layers of :mod:`harness.train.layers`
 (the MLP's Linear layers wrapped by :func:`~harness.train.layers.convert`, no converters).
-Both stages store calibrated DAC/ADC ranges (:func:`harness.evaluation.cim.calibrate_ranges`)
+Both stages store calibrated DAC/ADC ranges (:func:`harness.evaluation.ranges.calibrate_ranges`)
 and their provenance in the model's metadata. Training is deterministic: same arguments →
 bit-identical weights.
 """
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.evaluation.cim import calibrate_ranges
+from harness.evaluation.ranges import calibrate_ranges
 from harness.data import Dataset, load_dataset
 from harness.errors import ConfigError
 from harness.models.model import Model

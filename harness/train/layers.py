@@ -411,12 +411,13 @@ class HardwareAwareNet(nn.Module):
         than its percentile range). Converters are bypassed while measuring.
 
         With ``bits`` (the ADC bits; the DAC gets one more), the ranges are then narrowed to
-        minimise the quantization error at that precision (:func:`mse_optimal_fraction`):
+        minimise the quantization error at that precision
+        (:func:`harness.evaluation.ranges.shared_gain_ranges`, shared with the evaluation):
         each ``r_DAC,l`` to the fraction of its percentile range with the least mean squared
         DAC error, then the shared ``|g|`` to the fraction of its percentile value with the
         least ADC error summed over layers (each layer's error relative to its output's mean
         square). At 4 bits the percentile ranges leave most outputs in the zero bin."""
-        from harness.evaluation.cim import percentile_range
+        from harness.evaluation.ranges import shared_gain_ranges
 
         saved = self.config
         self.set_config(replace(saved, bits=None, eta=0.0, dac_levels=None, adc_levels=None))
@@ -434,31 +435,27 @@ class HardwareAwareNet(nn.Module):
                 layer.record = None
             self.train(was_training)
             self.set_config(saved)
-        dac: dict[str, float] = {}
-        ratios = []
-        samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name, layer in layers:
-            ins = np.concatenate([a.reshape(-1).numpy() for a, _ in records[name]])
-            outs = np.concatenate([b.reshape(-1).numpy() for _, b in records[name]])
-            dac[name] = percentile_range(ins, percentile)
-            ratios.append(percentile_range(outs, percentile) / (dac[name] * float(layer.weight_max())))
-            if bits is not None:
-                samples[name] = (_strided(ins), _strided(outs))
-        gain = max(ratios)
-        if bits is not None:
-            n_dac, n_adc = _converter_levels(bits, saved.dac_levels, saved.adc_levels)
-            dac = {name: r * mse_optimal_fraction([samples[name][0] / r], bits + 1, n=n_dac) for name, r in dac.items()}
-            if self.config.global_ranges:  # one range for all: the widest, as without bits
-                dac = dict.fromkeys(dac, max(dac.values()))
-            # layer l's ADC range at gain g is g·r_DAC,l·W_max,l: in units of the percentile
-            # gain's range, the candidates are the same fractions for every layer
-            scaled = [samples[name][1] / (gain * dac[name] * float(layer.weight_max())) for name, layer in layers]
-            gain *= mse_optimal_fraction(scaled, bits, n=n_adc)
-        elif self.config.global_ranges:
-            dac = dict.fromkeys(dac, max(dac.values()))
+        # One implementation with the evaluation's post-training calibration
+        # (harness.evaluation.ranges): the percentile start, then minimum-MSE narrowing.
+        dac, gain = shared_gain_ranges(
+            {name: np.concatenate([a.reshape(-1).numpy() for a, _ in records[name]]) for name, _ in layers},
+            {name: np.concatenate([b.reshape(-1).numpy() for _, b in records[name]]) for name, _ in layers},
+            {name: float(layer.weight_max()) for name, layer in layers},
+            bits=bits, percentile=percentile, global_dac=self.config.global_ranges,
+            **self._converter_level_overrides(saved, bits),
+        )
         for name, layer in layers:
             layer.dac.fill_(dac[name])
         self.gain.fill_(gain)
+
+    @staticmethod
+    def _converter_level_overrides(config: HardwareConfig, bits: int | None) -> dict[str, int]:
+        """``n_dac``/``n_adc`` keywords of :func:`harness.evaluation.ranges.shared_gain_ranges` for
+        converter level counts that differ from what ``bits`` gives (none without overrides)."""
+        if bits is None or (config.dac_levels is None and config.adc_levels is None):
+            return {}
+        n_dac, n_adc = _converter_levels(bits, config.dac_levels, config.adc_levels)
+        return {"n_dac": n_dac, "n_adc": n_adc}
 
     def learned_ranges(self) -> dict[str, tuple[float, float]]:
         """``{layer: (r_DAC, r_ADC)}`` as the model file stores them."""
@@ -497,35 +494,3 @@ def _converter_levels(bits: int, dac_levels: int | None, adc_levels: int | None)
     n_adc = levels(bits) if adc_levels is None else check_converter_levels(adc_levels, "adc_levels")
     return n_dac, n_adc
 
-
-#: Values per layer kept for the quantization-error search of :meth:`HardwareAwareNet.init_ranges`.
-MSE_SAMPLES = 262_144
-#: Candidate fractions of the percentile range (geometric, 1/64 … 1).
-MSE_FRACTIONS = np.geomspace(1.0 / 64.0, 1.0, 49)
-
-
-def _strided(values: np.ndarray, n: int = MSE_SAMPLES) -> np.ndarray:
-    """At most ``n`` of ``values``, evenly strided (deterministic, no random draw)."""
-    step = max(1, -(-values.size // n))
-    return np.ascontiguousarray(values[::step], dtype=np.float64)
-
-
-def mse_optimal_fraction(groups: list[np.ndarray], bits: int, *, n: int | None = None) -> float:
-    """The fraction ``f`` of a unit range that minimises the summed, per-group relative mean
-    squared error of a symmetric ``bits``-bit quantizer over ``±f`` (values in units of the
-    unit range; each group's error divided by its mean square, so groups weigh alike).
-
-    A grid search over :data:`MSE_FRACTIONS`; the largest fraction wins ties. ``n`` (positive
-    levels) overrides ``levels(bits)``."""
-    n = levels(bits) if n is None else n
-    total = np.zeros(MSE_FRACTIONS.size)
-    for v in groups:
-        power = float(np.mean(v * v))
-        if not power > 0.0:
-            continue
-        for i, f in enumerate(MSE_FRACTIONS):
-            step = f / n
-            q = np.clip(np.round(v / step), -n, n) * step
-            total[i] += float(np.mean((q - v) ** 2)) / power
-    best = np.flatnonzero(total <= total.min() * (1 + 1e-12))
-    return float(MSE_FRACTIONS[best[-1]])

@@ -19,7 +19,7 @@ through (Bengio et al. 2013) and a learned per-layer step ``s``; its gradient is
 al., "Learned step size quantization", ICLR 2020): ``∂q/∂s = round(w/s) − w/s`` inside,
 ``k_lo`` or ``k_hi`` outside, and ``∂q/∂w = 1`` inside, 0 outside. The step starts at the value
 with the least mean squared error on the layer's weights (a grid search, as the converter ranges
-start, :func:`harness.train.layers.mse_optimal_fraction`), which for ``N = 3`` is the
+start, :func:`harness.evaluation.ranges.mse_optimal_fraction`), which for ``N = 3`` is the
 least-squares ternary fit (Li & Liu, "Ternary weight networks", 2016, fit it in closed form).
 """
 
