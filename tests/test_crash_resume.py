@@ -89,6 +89,7 @@ def run_and_kill(out: Path, seed: int, kill_after_lines: int) -> tuple[bool, int
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "session", "run", str(SESSION), "--chip", uri(seed), "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PCM_HARNESS_PROGRESS_INTERVAL_S": "0"},  # a line per step: the kill points count them
     )
     assert proc.stderr is not None
     lines: list[str] = []

@@ -183,6 +183,25 @@ def _is_default_dir(parent: Path) -> bool:
 # ----------------------------------------------------------------------------- progress
 
 
+PROGRESS_INTERVAL_ENV = "PCM_HARNESS_PROGRESS_INTERVAL_S"
+
+
+def _interval_override(default_s: float) -> float:
+    """``PCM_HARNESS_PROGRESS_INTERVAL_S`` when set (a number ≥ 0), else ``default_s``."""
+    import os
+
+    raw = os.environ.get(PROGRESS_INTERVAL_ENV)
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PROGRESS_INTERVAL_ENV}={raw!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise ConfigError(f"{PROGRESS_INTERVAL_ENV}={raw!r} must be >= 0 seconds")
+    return value
+
+
 @contextlib.contextmanager
 def progress_bar(
     description: str, total: float | None, enabled: bool = True, *, min_interval_s: float = 1.0, unit: str = ""
@@ -199,12 +218,15 @@ def progress_bar(
     first step to the latest, so start-up before the first step (a cluster, a model load)
     does not inflate it; the first line, with no rate yet, has none. ``enabled=False`` is for
     library-internal callers only; commands keep progress on (it never touches stdout, so
-    --json output stays one object).
+    --json output stays one object). The environment variable ``PCM_HARNESS_PROGRESS_INTERVAL_S``
+    overrides ``min_interval_s`` for plain lines (``0``: a line per step, e.g. for a log that
+    must show every readout).
     """
     if not enabled:
         yield lambda *a, **k: None
         return
     if not err_console.is_terminal:
+        min_interval_s = _interval_override(min_interval_s)
         with _plain_progress(description, total, min_interval_s, unit) as update:
             yield update
         return
