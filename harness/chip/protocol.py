@@ -72,11 +72,17 @@ class Geometry:
         """Conductance step of one ADC code (µS)."""
         return (self.adc_max_uS - self.adc_min_uS) / (2**self.adc_bits - 1)
 
-    def to_codes(self, g_uS: npt.ArrayLike) -> npt.NDArray[np.uint16]:
-        """Quantize conductances to ADC codes ``0 .. 2**adc_bits - 1`` (round to nearest, clip)."""
+    def to_codes(self, g_uS: npt.ArrayLike, out: FloatArray | None = None) -> npt.NDArray[np.uint16]:
+        """Quantize conductances to ADC codes ``0 .. 2**adc_bits - 1`` (round to nearest, clip).
+
+        ``out``: a float64 scratch array of ``g_uS``'s shape (may be ``g_uS`` itself, which is
+        then overwritten) so a large read makes no temporaries; the codes are the same."""
         g = np.asarray(g_uS, dtype=np.float64)
-        codes = np.rint((g - self.adc_min_uS) / self.adc_lsb_uS)
-        return np.clip(codes, 0, 2**self.adc_bits - 1).astype(np.uint16)
+        codes = np.subtract(g, self.adc_min_uS, out=out)
+        codes /= self.adc_lsb_uS
+        np.rint(codes, out=codes)
+        np.clip(codes, 0, 2**self.adc_bits - 1, out=codes)
+        return codes.astype(np.uint16)
 
     def codes_to_uS(self, codes: npt.ArrayLike) -> FloatArray:
         """Conductance (µS) of ADC codes; every backend converts codes with this one function,
