@@ -239,21 +239,28 @@ class VirtualPCMChip(ChipBackend):
         self._clock.advance(PULSE_OP_TIME_S)
         self._g_prog[cells] = g_new_uS
         self._t_pulse[cells] = self._clock.now()
-        self._nu[cells] = ph.draw_drift_exponents(self._x(g_new_uS), self._rng, self.personality)
-        self._z_relax[cells] = self._rng.standard_normal(cells.size)
-        self._update_derived(cells)
+        x = self._x(g_new_uS)
+        self._nu[cells] = ph.draw_drift_exponents(x, self._rng, self.personality)
+        z = self._rng.standard_normal(cells.size)
+        self._z_relax[cells] = z
+        self._update_derived(cells, g_new_uS, x, z)
 
-    def _update_derived(self, cells: CellArray) -> None:
+    def _update_derived(
+        self, cells: CellArray | slice, g_uS: FloatArray | None = None, x: FloatArray | None = None, z: FloatArray | None = None
+    ) -> None:
         """Cache what depends only on the as-programmed state (changes only at a pulse):
         the relaxation amplitude z·σ_relax(x), the read-noise coefficient Q_s(x) and the
-        relaxed (t ≥ t0) conductance max(G_prog + z·σ_relax, 0)."""
-        x = self._x(self._g_prog[cells])
+        relaxed (t ≥ t0) conductance max(G_prog + z·σ_relax, 0). ``g_uS``, ``x``, ``z``:
+        the cells' as-programmed µS, its x and relaxation draws when the caller has them."""
+        g = self._g_prog[cells] if g_uS is None else g_uS
+        x = self._x(g) if x is None else x
         q_s = ph.read_noise_q(x, self.personality)
-        amp = self._z_relax[cells] * ph.relaxation_std(x, self.personality, q_s=q_s)
+        amp = ph.relaxation_std(x, self.personality, q_s=q_s)
+        amp *= self._z_relax[cells] if z is None else z
         self._relax_amp[cells] = amp
         self._q_s[cells] = q_s
         # G_prog + amp · progress with progress exactly 1.0 (its clip) past t0: the same bits.
-        amp += self._g_prog[cells]
+        amp += g
         self._g_relaxed[cells] = np.maximum(amp, 0.0, out=amp)
 
     def _x(self, g_uS: FloatArray) -> FloatArray:
