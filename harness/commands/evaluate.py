@@ -9,6 +9,7 @@ import typer
 
 from harness.commands.common import (
     PLOT_SUFFIXES,
+    RECORDING_SUFFIXES,
     check_output,
     console_for,
     emit_json,
@@ -94,7 +95,8 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the per-read noise draws."),
     match: str = typer.Option("nearest", "--match", help=f"Recording time matching: {' or '.join(MATCH_MODES)}."),
     png: Optional[Path] = typer.Option(None, "--png", help=f"Write a plot of accuracy vs time ({', '.join(PLOT_SUFFIXES)})."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png if it exists."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --chip: also record the session of the (one) chip here (HDF5); by default nothing is written."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png or --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
 ) -> None:
     """Accuracy of a model vs time since programming, from a live chip or a recording."""
@@ -110,6 +112,12 @@ def evaluate_command(
             raise ConfigError(f"--runs {runs} must be >= 1")
         if png is not None:
             png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
+        if out is not None:
+            if chip is None:
+                raise ConfigError("--out records a live chip's session; it needs --chip (a recording is already recorded)")
+            out = check_output(out, option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite)
+            if out.exists():  # --overwrite given: the session runner writes a new file
+                out.unlink()
         if chip is not None:
             from harness.chip.registry import check_uri
 
@@ -131,7 +139,7 @@ def evaluate_command(
             if chip is not None:
                 result = evaluate_chip(
                     chip, model, times_s=times_s or DEFAULT_TIMES_S, runs=runs, bits=bits_t, gdc=gdc,
-                    read_noise=read_noise, seed=seed, match=match, progress=on_progress,
+                    read_noise=read_noise, seed=seed, match=match, progress=on_progress, record=out,
                 )
             else:
                 result = evaluate_recording(
@@ -146,14 +154,20 @@ def evaluate_command(
         summary: dict[str, Any] = result.to_dict()
         if png is not None:
             summary["png"] = str(png)
+        if out is not None:
+            summary["recording"] = str(out)
         if json_out:
             emit_json(summary)
             return
         console.print(render_table(result))
         t = result.timing
+        phases = (("ranges", t.ranges_s), ("programming", t.program_s), ("reads", t.read_s), ("load", t.load_s),
+                  ("CiM inference", t.inference_s), ("digital baseline", t.digital_s))
         console.print(
             f"DAC/ADC ranges: {result.ranges.source}; wall {format_duration(t.total_s)} "
-            f"(program+read {format_duration(t.program_read_s)}, CiM inference {format_duration(t.inference_s)})"
+            f"({', '.join(f'{name} {format_duration(v)}' for name, v in phases if v > 0)})"
         )
+        if out is not None:
+            console.print(f"recording: {out}")
         if png is not None:
             console.print(f"plot: {png}")

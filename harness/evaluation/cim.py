@@ -463,8 +463,13 @@ class CimSimulator:
         read_noise_t_s: torch.Tensor | npt.ArrayLike | None = None,
         g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
         generator: torch.Generator | None = None,
+        ref_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Top-1 accuracy ``(B,)`` on ``(x, y)`` per conductance set; arguments as :meth:`logits`.
+
+        ``ref_index``: ``(B,)`` row of ``g_ref_uS``/``g_prog_uS`` (then ``(C, n_devices)``) that
+        belongs to each set: e.g. one reference per chip for all its readout times, gathered
+        chunk by chunk instead of repeated per set.
 
         Large batches are evaluated in chunks of conductance sets, and of samples when one
         set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
@@ -486,8 +491,13 @@ class CimSimulator:
         out = []
         for s in range(0, g.shape[0], chunk):
             sl = slice(s, s + chunk)
-            r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
-            pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
+            if ref_index is not None:
+                rows = ref_index[sl]
+                r = None if ref is None else ref[rows]
+                pr = r if prog is ref else (None if prog is None else prog[rows])
+            else:
+                r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
+                pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
             correct = torch.zeros(g[sl].shape[0], dtype=torch.float64)
             for k in range(0, xs.shape[0], samples):
                 logits = self.logits(

@@ -3,10 +3,11 @@
 One code path for both sources. A **recording** (``harness session run`` output) holds the
 layout, the programming outcome and readouts at recorded times
 (:mod:`harness.evaluation.readouts`, which also says how requested times are matched). A
-**live chip** is run through the session runner itself into a temporary recording, which is
-then evaluated exactly like any other recording (:mod:`harness.evaluation.live`) — so a
-recording and the live virtual chip that made it (same URI, model, programming parameters and
-times) give bit-identical readouts and identical accuracy tables.
+**live chip** is programmed and read with the session runner's calls, in memory
+(:func:`harness.evaluation.live.read_chip_direct`), or through the session runner into a
+recording when one is asked for (``record=``, ``harness evaluate --out``): the same readouts
+either way, so a recording and the live virtual chip that made it (same URI, model,
+programming parameters and times) give bit-identical readouts and identical accuracy tables.
 
 From each chip's readouts the CiM simulator (:mod:`harness.evaluation.cim`) runs the model on the
 dataset's test split at every (chip, time, bit-width), in batched tensor operations
@@ -14,8 +15,9 @@ dataset's test split at every (chip, time, bit-width), in batched tensor operati
 
 * **Simulated chips.** ``--chip virtual?seed=S`` with ``runs=N`` programs and reads N
   virtual chips with seeds ``S, S+1, …, S+N−1`` (each on its own simulated clock: a year
-  takes no wall time), all with the URI's geometry, and evaluates them in batches of
-  :data:`CHIP_BATCH` so that memory stays flat in N. A non-virtual chip (serial, VISA) is
+  takes no wall time), all with the URI's geometry, and evaluates them in batches of at most
+  :data:`~harness.evaluation.evaluator.EVAL_BATCH_BYTES` of readouts (float32), so that
+  memory stays flat in N. A non-virtual chip (serial, VISA) is
   one chip, and so is a recording: ``runs > 1`` then means repeated evaluations of that
   chip's readouts with fresh per-read noise draws, and is refused without ``read_noise``
   (they would be identical).
@@ -24,7 +26,6 @@ dataset's test split at every (chip, time, bit-width), in batched tensor operati
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import EvaluationError
-from harness.evaluation.evaluator import ReadoutEvaluator, evaluate_readouts
+from harness.evaluation.evaluator import EVAL_BATCH_BYTES, ReadoutEvaluator, evaluate_readouts, phase_timing
 from harness.evaluation.live import read_live_chip, virtual_chip_uris
 from harness.evaluation.readouts import ChipReadouts, model_of_recording, readouts_from_recording
 from harness.evaluation.result import EvaluationProgress, EvaluationResult, EvaluationTiming, ProgressCallback
@@ -82,6 +83,7 @@ def evaluate_chip(
     params: ProgrammingParams | None = None,
     match: str = "nearest",
     progress: ProgressCallback | None = None,
+    record: str | Path | None = None,
 ) -> EvaluationResult:
     """Program ``model`` (default: the bundled default model) on the chip(s) named by
     ``chip_uri``, read them at ``times_s`` and evaluate (see the module docstring).
@@ -89,6 +91,8 @@ def evaluate_chip(
     ``runs``: simulated chips for a ``virtual`` URI (default 25); for any other chip,
     evaluations of its one set of readouts (default 1; > 1 needs ``read_noise``). A
     ``replay:FILE`` URI evaluates that recording (:func:`evaluate_recording`).
+    ``record``: also record the session in this new file (one chip only: a virtual URI
+    needs ``runs=1``); by default nothing is written.
 
     Raises:
         EvaluationError / ConfigError / HarnessError: bad arguments or from the chip.
@@ -114,18 +118,13 @@ def evaluate_chip(
             f"{chip_uri!r} is one physical chip: {n_runs} runs would repeat identical readouts; use --runs 1, "
             "or --read-noise for repeated read-noise draws (simulated chips need a virtual URI)"
         )
+    if record is not None and virtual and n_runs > 1:
+        raise EvaluationError(f"a recording holds one chip's session: with {n_runs} simulated chips, use --runs 1 to record one")
     the_model = _resolve_model(model) or load_model(default_model_path())
     return _evaluate_chips_streaming(
         chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
-        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0,
+        repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0, record=record,
     )
-
-
-#: Chips whose readouts are held at once by :func:`evaluate_chip`: their CiM inference is
-#: batched, then the readouts are dropped, so memory stays flat in ``--runs``. 32 > the
-#: default 25 runs, so a default evaluation is one batch (and bit-identical to evaluating
-#: all readouts together).
-CHIP_BATCH = 32
 
 
 def _batch_seed(seed: int, k: int) -> int:
@@ -150,9 +149,11 @@ def _evaluate_chips_streaming(
     params: ProgrammingParams | None,
     progress: ProgressCallback | None,
     wall0: float,
+    record: str | Path | None = None,
 ) -> EvaluationResult:
-    """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
-    :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
+    """Program and read the chips of ``chip_uri`` one by one (in memory, or through the
+    session runner into ``record``) and evaluate them in batches of at most
+    :data:`EVAL_BATCH_BYTES` of readouts, keeping only per-run accuracies between batches."""
     from harness.chip.registry import open_chip, parse_uri
 
     scheme = parse_uri(chip_uri).scheme
@@ -162,15 +163,11 @@ def _evaluate_chips_streaming(
     t_parts: list[npt.NDArray[np.float64]] = []
     labels: list[str] = []
     batch: list[ChipReadouts] = []
-    inference_s = 0.0
 
     def flush() -> None:
-        nonlocal inference_s
-        t_inf = time.perf_counter()
         acc_parts.append(evaluator.accuracy_batch(
             batch, bits=bits, gdc=gdc, read_noise=read_noise, seed=_batch_seed(seed, len(acc_parts)), repeats=repeats,
         ))
-        inference_s += time.perf_counter() - t_inf
         for c in batch:
             if c.g_uS.shape != (len(times), c.layout.n_devices):
                 raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {c.layout.n_devices})")
@@ -178,17 +175,21 @@ def _evaluate_chips_streaming(
             labels.extend([c.label] * repeats)
         batch.clear()
 
-    with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
-        for i, uri in enumerate(uris):
-            with contextlib.closing(open_chip(uri)) as chip:
-                batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
-            if len(batch) == CHIP_BATCH:
-                flush()
-            if progress:
-                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
-        if batch:
+    for i, uri in enumerate(uris):
+        with contextlib.closing(open_chip(uri)) as chip:
+            if record is None:
+                batch.append(evaluator.read_chip(chip, times, params))
+            else:  # the session runner programs and reads in one call: counted as programming
+                t0 = time.perf_counter()
+                batch.append(read_live_chip(chip, model, times, params=params, out=record))
+                evaluator.phase_s["program"] = evaluator.phase_s.get("program", 0.0) + (time.perf_counter() - t0)
+        # Readouts are float32 in memory (read_chip_direct) or float64 (from a recording).
+        if sum(c.g_uS.size * 4 for c in batch) * repeats >= EVAL_BATCH_BYTES:
             flush()
-    total_s = time.perf_counter() - wall0
+        if progress:
+            progress(EvaluationProgress("chip", i + 1, len(uris), uri))
+    if batch:
+        flush()
     return EvaluationResult(
         model=model.name,
         model_path=None if model.path is None else str(model.path),
@@ -205,7 +206,7 @@ def _evaluate_chips_streaming(
         read_noise=read_noise,
         seed=int(seed),
         ranges=evaluator.ranges,
-        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=inference_s, total_s=total_s),
+        timing=phase_timing(evaluator.phase_s, total_s=time.perf_counter() - wall0),
     )
 
 
