@@ -29,13 +29,23 @@ resident memory after each phase. For such a large model the kernel comparison t
 ``--kernel-sets`` (chip, time) sets per repeat (the per-set cost does not depend on how many
 sets share a call once a set fills the activation bound) and runs at torch's default thread
 count only, unless ``--threads`` is given.
+
+``--memory-runs 5,25`` (issue 21) runs ``evaluate_chip`` — what ``harness evaluate --chip``
+does: chips programmed and read in memory one by one, evaluated in byte-bounded batches — in a
+fresh process per run count and prints each one's peak resident memory and per-phase wall
+times (range calibration, programming, reads, CiM inference, digital baseline), then exits:
+
+    python benchmarks/evaluate.py --model analognet-kws --memory-runs 5,25
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -152,6 +162,31 @@ def run_aihwkit(model: Model, times_s: tuple[float, ...], runs: int, seed: int) 
     return {"wall_s": wall, "accuracy": acc}
 
 
+_MEMORY_CHILD = """
+import json, resource, sys, time
+from harness.evaluation.evaluate import evaluate_chip, resolve_model
+from harness.evaluation.settings import DEFAULT_TIMES_S
+model_ref, chip, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = resolve_model(model_ref)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+r = evaluate_chip(chip, model, times_s=DEFAULT_TIMES_S, runs=runs, bits=(8,), gdc=True)
+print(json.dumps({"runs": runs, "wall_s": time.perf_counter() - t0, "rss_before_mb": base,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "timing_s": r.to_dict()["timing_s"], "mean_8bit": r.mean()[0].tolist()}))
+"""
+
+
+def memory_vs_runs(model_ref: str, chip: str, runs: list[int]) -> list[dict[str, Any]]:
+    """``evaluate_chip`` at each run count in a fresh process (peak RSS is per process)."""
+    out = []
+    for n in runs:
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, model_ref, chip, str(n)],
+                              capture_output=True, text=True, check=True)
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1e6:9.1f} µs" if seconds < 1e-2 else f"{seconds * 1e3:9.1f} ms"
 
@@ -167,7 +202,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's); "
                     "the kernel comparison also runs at 1 thread")
     ap.add_argument("--no-aihwkit", action="store_true")
+    ap.add_argument("--memory-runs", default=None, help="e.g. 5,25: peak RSS and phase times of evaluate_chip "
+                    "at these run counts (fresh process each), then exit")
     args = ap.parse_args()
+    if args.memory_runs:
+        rows = memory_vs_runs(args.model, args.chip, [int(v) for v in args.memory_runs.split(",")])
+        print(f"evaluate_chip({args.model!r}, {args.chip!r}, 5 times, 8-bit, GDC): one process per run count")
+        for r in rows:
+            t = r["timing_s"]
+            print(f"runs {r['runs']:3d}: peak RSS {r['peak_rss_mb']:7.0f} MB (after imports and model load "
+                  f"{r['rss_before_mb']:.0f} MB); wall {r['wall_s']:.1f} s = ranges {t['ranges_s']:.2f} + programming "
+                  f"{t['program_s']:.2f} + reads {t['read_s']:.2f} + CiM inference {t['inference_s']:.2f} + digital "
+                  f"{t['digital_s']:.2f} + other")
+        peaks = [r["peak_rss_mb"] for r in rows]
+        print(f"peak RSS max/min over run counts: {max(peaks) / min(peaks):.3f}   (target < 1.10)")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     times = DEFAULT_TIMES_S
