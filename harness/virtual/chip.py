@@ -102,6 +102,12 @@ class VirtualPCMChip(ChipBackend):
         # max(G_prog + relaxation amplitude, 0): the conductance at t0 and after, before drift
         # (relaxation is complete from t0 on), so a read past t0 applies drift to it directly.
         self._g_relaxed = np.empty(n)
+        # Cells pulsed since their relaxation terms (relax_amp, g_relaxed) were last computed:
+        # those are needed only once a read comes past the relaxation onset (ms after a pulse),
+        # so a write-verify loop, whose verify reads come µs after the pulses, never computes
+        # them; the first later read does, once for every such cell.
+        self._stale = np.zeros(n, dtype=bool)
+        self._any_stale = False
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
@@ -241,27 +247,35 @@ class VirtualPCMChip(ChipBackend):
         self._t_pulse[cells] = self._clock.now()
         x = self._x(g_new_uS)
         self._nu[cells] = ph.draw_drift_exponents(x, self._rng, self.personality)
-        z = self._rng.standard_normal(cells.size)
-        self._z_relax[cells] = z
-        self._update_derived(cells, g_new_uS, x, z)
+        self._z_relax[cells] = self._rng.standard_normal(cells.size)
+        self._q_s[cells] = ph.read_noise_q(x, self.personality)
+        self._stale[cells] = True
+        self._any_stale = True
 
-    def _update_derived(
-        self, cells: CellArray | slice, g_uS: FloatArray | None = None, x: FloatArray | None = None, z: FloatArray | None = None
-    ) -> None:
+    def _update_derived(self, cells: CellArray | slice) -> None:
         """Cache what depends only on the as-programmed state (changes only at a pulse):
-        the relaxation amplitude z·σ_relax(x), the read-noise coefficient Q_s(x) and the
-        relaxed (t ≥ t0) conductance max(G_prog + z·σ_relax, 0). ``g_uS``, ``x``, ``z``:
-        the cells' as-programmed µS, its x and relaxation draws when the caller has them."""
-        g = self._g_prog[cells] if g_uS is None else g_uS
-        x = self._x(g) if x is None else x
+        the read-noise coefficient Q_s(x), the relaxation amplitude z·σ_relax(x) and the
+        relaxed (t ≥ t0) conductance max(G_prog + z·σ_relax, 0)."""
+        x = self._x(self._g_prog[cells])
         q_s = ph.read_noise_q(x, self.personality)
-        amp = ph.relaxation_std(x, self.personality, q_s=q_s)
-        amp *= self._z_relax[cells] if z is None else z
-        self._relax_amp[cells] = amp
         self._q_s[cells] = q_s
+        self._update_relaxation(cells, x, q_s)
+
+    def _update_relaxation(self, cells: CellArray | slice, x: FloatArray, q_s: FloatArray) -> None:
+        amp = ph.relaxation_std(x, self.personality, q_s=q_s)
+        amp *= self._z_relax[cells]
+        self._relax_amp[cells] = amp
         # G_prog + amp · progress with progress exactly 1.0 (its clip) past t0: the same bits.
-        amp += g
+        amp += self._g_prog[cells]
         self._g_relaxed[cells] = np.maximum(amp, 0.0, out=amp)
+        self._stale[cells] = False
+
+    def _refresh_relaxation(self) -> None:
+        """Compute the relaxation terms of every cell pulsed since they were last computed."""
+        if self._any_stale:
+            cells = np.flatnonzero(self._stale)
+            self._update_relaxation(cells, self._x(self._g_prog[cells]), self._q_s[cells])
+            self._any_stale = False
 
     def _x(self, g_uS: FloatArray) -> FloatArray:
         """Normalized state x = G / g_max of this chip's personality."""
@@ -279,6 +293,8 @@ class VirtualPCMChip(ChipBackend):
         tau = t_s - self._t_pulse[idx]
         g = np.array(self._g_prog[idx], dtype=np.float64)
         pers = self.personality
+        if self._any_stale and tau.size and float(tau.max()) > pers.relax_onset_s:
+            self._refresh_relaxation()
         if tau.size and float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
             return self._g_relaxed[idx] * ph.drift_factor(tau, self._nu[idx], pers), tau
         relaxing = tau > pers.relax_onset_s
@@ -327,6 +343,8 @@ class VirtualPCMChip(ChipBackend):
         ``g``, ``s``: scratch arrays of the block's size."""
         pers = self.personality
         np.subtract(t_s, self._t_pulse[idx], out=tau)
+        if self._any_stale and float(tau.max()) > pers.relax_onset_s:
+            self._refresh_relaxation()
         if float(tau.min()) > pers.t0_s:
             # Every device past t0 (every readout of a session): relaxation is complete (its
             # progress is exactly 1), so G(t) = G_relaxed · (τ/t0)^−ν; the same expressions as
@@ -370,8 +388,8 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
-#: Bytes of memory a virtual chip needs per device once every device is touched: ten
-#: per-device arrays (9 float64 + 1 bool = 73 B, reserved at construction, made on first
+#: Bytes of memory a virtual chip needs per device once every device is touched: eleven
+#: per-device arrays (9 float64 + 2 bool = 74 B, reserved at construction, made on first
 #: touch) plus the temporaries of an operation over all cells at once (a read works in
 #: blocks of READ_BLOCK cells; a pulse still makes whole-batch temporaries). Measured (reading
 #: every cell of a 2048x4096 chip in one call): 98 B/device resident after, 138 B/device
