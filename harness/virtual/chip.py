@@ -92,6 +92,7 @@ class VirtualPCMChip(ChipBackend):
         self._cell_random = CellRandom(self.seed, FABRICATION_STREAMS)
         n = geometry.n_cells
         self._made = np.zeros(n, dtype=bool)
+        self._all_made = False  # every device made: _make has nothing to look up
         self._params = ph.DeviceParams(g_sat_uS=np.empty(n), set_rate=np.empty(n))
         self._g_prog = np.empty(n)
         self._t_pulse = np.empty(n)
@@ -205,13 +206,17 @@ class VirtualPCMChip(ChipBackend):
             everything = np.arange(n)
             self._make_params(slice(0, n), weyl(everything))
             self._made[:] = True
+            self._all_made = True
             self._update_derived(everything)
 
     # --- physics ---------------------------------------------------------------------------
     def _make(self, cells: CellArray) -> CellArray:
         """Make the devices among ``cells`` not made yet: their constants and their state as
         fabricated (RESET, ``FABRICATION_AGE_S`` ago), all from their (seed, cell) draws.
-        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather)."""
+        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather), nothing once
+        every device of the chip is made."""
+        if self._all_made:
+            return cells
         new = cells[~self._made[cells]]
         if new.size:  # duplicates are harmless: a cell's draws are the same every time
             offsets = weyl(new)
@@ -224,6 +229,7 @@ class VirtualPCMChip(ChipBackend):
             self._z_relax[idx] = self._cell_random.normal_pair("relax", offsets)[0]
             self._update_derived(idx)
             self._made[idx] = True
+            self._all_made = bool(self._made.all())
         return cells
 
     def _make_params(self, idx: CellArray | slice, offsets: npt.NDArray[np.uint64]) -> tuple[FloatArray, FloatArray]:
