@@ -185,10 +185,22 @@ def check_cells(cells: npt.ArrayLike, geometry: Geometry, *, unique: bool = Fals
                 f"cell address {bad} is off the array: valid addresses are 0..{geometry.n_cells - 1} "
                 f"({geometry.rows} rows x {geometry.cols} cols)"
             )
-        if unique and np.bincount(out, minlength=0).max() > 1:
-            dup = int(np.flatnonzero(np.bincount(out) > 1)[0])
+        if unique and _first_duplicate(out, geometry.n_cells) is not None:
+            dup = _first_duplicate(out, geometry.n_cells)
             raise AddressError(f"cell {dup} appears more than once in one pulse call; pulse each cell once per call")
     return out
+
+
+def _first_duplicate(cells: npt.NDArray[np.int64], n_cells: int) -> int | None:
+    """The smallest address that occurs more than once in ``cells`` (on the array), or None.
+    A count over the whole array costs O(n_cells) whatever the batch: a small batch (the late
+    rounds of a write-verify loop) is sorted instead."""
+    if cells.size * 16 >= n_cells:
+        counts = np.bincount(cells, minlength=0)
+        return int(np.flatnonzero(counts > 1)[0]) if counts.max() > 1 else None
+    s = np.sort(cells)
+    rep = s[1:][s[1:] == s[:-1]]
+    return int(rep[0]) if rep.size else None
 
 
 def check_amplitude(amplitude: npt.ArrayLike, n_cells: int, geometry: Geometry) -> FloatArray:

@@ -291,12 +291,15 @@ class VirtualPCMChip(ChipBackend):
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
         return self._conductance_and_age(cells, t_s)[0]
 
-    def _conductance_and_age(self, cells: CellArray, t_s: float) -> tuple[FloatArray, FloatArray]:
+    def _conductance_and_age(
+        self, cells: CellArray, t_s: float, tau: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         """(G(t), time since each cell's last pulse). Relaxation and drift are exactly zero
         before their onsets (T_RELAX_ONSET_S, T0_S), so they are computed only where they
         act: verify reads µs after a pulse skip both."""
         idx = _as_index(cells)
-        tau = t_s - self._t_pulse[idx]
+        if tau is None:  # else the caller's t_s − t_pulse of these cells
+            tau = t_s - self._t_pulse[idx]
         g = np.array(self._g_prog[idx], dtype=np.float64)
         pers = self.personality
         if self._any_stale and tau.size and float(tau.max()) > pers.relax_onset_s:
@@ -362,7 +365,7 @@ class VirtualPCMChip(ChipBackend):
             np.exp(g, out=g)
             np.multiply(g, self._g_relaxed[idx], out=g)
         else:
-            g[:] = self._conductance_and_age(cells, t_s)[0]
+            g[:] = self._conductance_and_age(cells, t_s, tau)[0]
         # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), clipped at 0 under the root.
         f = tau
         f += pers.t_read_s
