@@ -210,7 +210,7 @@ def main() -> None:
         rows = memory_vs_runs(args.model, args.chip, [int(v) for v in args.memory_runs.split(",")])
         print(f"evaluate_chip({args.model!r}, {args.chip!r}, 5 times, 8-bit, GDC): one process per run count")
         for r in rows:
-            t = r["timing_s"]
+            t = {k: r["timing_s"].get(k, float("nan")) for k in ("ranges_s", "program_s", "read_s", "inference_s", "digital_s")}
             print(f"runs {r['runs']:3d}: peak RSS {r['peak_rss_mb']:7.0f} MB (after imports and model load "
                   f"{r['rss_before_mb']:.0f} MB); wall {r['wall_s']:.1f} s = ranges {t['ranges_s']:.2f} + programming "
                   f"{t['program_s']:.2f} + reads {t['read_s']:.2f} + CiM inference {t['inference_s']:.2f} + digital "
