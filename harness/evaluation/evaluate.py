@@ -26,6 +26,7 @@ dataset's test split at every (chip, time, bit-width), in batched tensor operati
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ from harness.evaluation.settings import (
     normalize_times,
 )
 from harness.models.format import Model, default_model_path, load_model
+from harness.programming.mapping import Layout
 from harness.programming.write_verify import ProgrammingParams
 from harness.recording import open_recording
 
@@ -127,6 +129,15 @@ def evaluate_chip(
     )
 
 
+def _same_layout(a: Layout, b: Layout) -> bool:
+    """True if two layouts place the same devices the same way (chips of one model and
+    geometry: mapping is deterministic)."""
+    return (
+        a.geometry == b.geometry and a.layers == b.layers
+        and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("cells", "target_uS", "layer_index", "sign", "weight_index"))
+    )
+
+
 def _batch_seed(seed: int, k: int) -> int:
     """Read-noise seed of the k-th chip batch: ``seed`` itself for the first batch (so one
     batch equals a whole-list evaluation), independent derived streams after it."""
@@ -175,14 +186,19 @@ def _evaluate_chips_streaming(
             labels.extend([c.label] * repeats)
         batch.clear()
 
+    layout = None
     for i, uri in enumerate(uris):
         with contextlib.closing(open_chip(uri)) as chip:
             if record is None:
-                batch.append(evaluator.read_chip(chip, times, params))
+                readouts = evaluator.read_chip(chip, times, params)
             else:  # the session runner programs and reads in one call: counted as programming
                 t0 = time.perf_counter()
-                batch.append(read_live_chip(chip, model, times, params=params, out=record))
+                readouts = read_live_chip(chip, model, times, params=params, out=record)
                 evaluator.phase_s["program"] = evaluator.phase_s.get("program", 0.0) + (time.perf_counter() - t0)
+        if layout is not None and _same_layout(readouts.layout, layout):
+            readouts = dataclasses.replace(readouts, layout=layout)  # one copy for all chips
+        layout = readouts.layout
+        batch.append(readouts)
         # Readouts are float32 in memory (read_chip_direct) or float64 (from a recording).
         if sum(c.g_uS.size * 4 for c in batch) * repeats >= EVAL_BATCH_BYTES:
             flush()

@@ -131,9 +131,10 @@ class ReadoutEvaluator:
 
 #: Bound on the float32 conductances handed to the CiM simulator at once (bytes), and on the
 #: readouts :func:`harness.evaluation.evaluate.evaluate_chip` holds before evaluating them: a
-#: few runs of a large model (AnalogNet-KWS: 12 MB per chip at 5 times), every run of a small
-#: one (the default digits MLP, 25 chips × 5 times: 2.4 MB, one call).
-EVAL_BATCH_BYTES = 48 << 20
+#: few runs of a large model (AnalogNet-KWS: 12 MB per chip at 5 times, so 2 chips held, one
+#: per call), every run of a small one (the default digits MLP, 25 chips × 5 times: 4.7 MB,
+#: one call).
+EVAL_BATCH_BYTES = 16 << 20
 
 
 def evaluate_readouts(
