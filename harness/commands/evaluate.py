@@ -165,7 +165,7 @@ def evaluate_command(
                   ("CiM inference", t.inference_s), ("digital baseline", t.digital_s))
         console.print(
             f"DAC/ADC ranges: {result.ranges.source}; wall {format_duration(t.total_s)} "
-            f"({', '.join(f'{name} {format_duration(v)}' for name, v in phases if v > 0)})"
+            f"({', '.join(f'{name} {format_duration(v)}' for name, v in phases if v >= 1e-3)})"
         )
         if out is not None:
             console.print(f"recording: {out}")
