@@ -8,7 +8,7 @@ inputs, with the same torch thread settings.
 Reports, separately:
 
 * programming and reading the chips (``read_chips``: 25 virtual chips, each programmed with
-  write-verify through the session runner and read at the 5 times);
+  write-verify and read at the 5 times, in memory as ``harness evaluate`` does);
 * the CiM inference of all 125 (chip, time) sets in one batched call (median of repeats),
   next to plain ``model.to_torch()(x)`` (median of repeats, interleaved with the CiM runs so
   both see the same machine load);
@@ -29,13 +29,23 @@ resident memory after each phase. For such a large model the kernel comparison t
 ``--kernel-sets`` (chip, time) sets per repeat (the per-set cost does not depend on how many
 sets share a call once a set fills the activation bound) and runs at torch's default thread
 count only, unless ``--threads`` is given.
+
+``--memory-runs 5,25`` (issue 21) runs ``evaluate_chip`` — what ``harness evaluate --chip``
+does: chips programmed and read in memory one by one, evaluated in byte-bounded batches — in a
+fresh process per run count and prints each one's peak resident memory and per-phase wall
+times (range calibration, programming, reads, CiM inference, digital baseline), then exits:
+
+    python benchmarks/evaluate.py --model analognet-kws --memory-runs 5,25
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -82,9 +92,10 @@ def bench_kernels(model: Model, chips: list[Any], repeats: int, max_sets: int | 
     layout = chips[0].layout
     sim = CimSimulator(model, layout, converter_ranges(model, None if model.ranges else data.x_train))
     g = torch.from_numpy(np.concatenate([c.g_uS for c in chips]).astype(np.float32))
-    ref = torch.from_numpy(np.repeat(np.stack([c.g_ref_uS for c in chips]), chips[0].g_uS.shape[0], axis=0).astype(np.float32))
+    ref = torch.from_numpy(np.stack([c.g_ref_uS for c in chips]).astype(np.float32))  # one row per chip
+    ref_of_set = torch.arange(len(chips)).repeat_interleave(chips[0].g_uS.shape[0])
     if max_sets is not None:
-        g, ref = g[:max_sets], ref[:max_sets]
+        g, ref_of_set = g[:max_sets], ref_of_set[:max_sets]
     n_sets = int(g.shape[0])
 
     def plain() -> None:
@@ -92,7 +103,7 @@ def bench_kernels(model: Model, chips: list[Any], repeats: int, max_sets: int | 
             net(x)
 
     def cim() -> None:
-        sim.accuracy(x, y, g, bits=BITS, g_ref_uS=ref)
+        sim.accuracy(x, y, g, bits=BITS, g_ref_uS=ref, ref_index=ref_of_set)
 
     for _ in range(1 if max_sets is not None else 3):  # warm up both paths (allocator, BLAS threads)
         plain()
@@ -152,6 +163,31 @@ def run_aihwkit(model: Model, times_s: tuple[float, ...], runs: int, seed: int) 
     return {"wall_s": wall, "accuracy": acc}
 
 
+_MEMORY_CHILD = """
+import json, resource, sys, time
+from harness.evaluation.evaluate import evaluate_chip, resolve_model
+from harness.evaluation.settings import DEFAULT_TIMES_S
+model_ref, chip, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = resolve_model(model_ref)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+r = evaluate_chip(chip, model, times_s=DEFAULT_TIMES_S, runs=runs, bits=(8,), gdc=True)
+print(json.dumps({"runs": runs, "wall_s": time.perf_counter() - t0, "rss_before_mb": base,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "timing_s": r.to_dict()["timing_s"], "mean_8bit": r.mean()[0].tolist()}))
+"""
+
+
+def memory_vs_runs(model_ref: str, chip: str, runs: list[int]) -> list[dict[str, Any]]:
+    """``evaluate_chip`` at each run count in a fresh process (peak RSS is per process)."""
+    out = []
+    for n in runs:
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, model_ref, chip, str(n)],
+                              capture_output=True, text=True, check=True)
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1e6:9.1f} µs" if seconds < 1e-2 else f"{seconds * 1e3:9.1f} ms"
 
@@ -167,7 +203,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's); "
                     "the kernel comparison also runs at 1 thread")
     ap.add_argument("--no-aihwkit", action="store_true")
+    ap.add_argument("--memory-runs", default=None, help="e.g. 5,25: peak RSS and phase times of evaluate_chip "
+                    "at these run counts (fresh process each), then exit")
     args = ap.parse_args()
+    if args.memory_runs:
+        rows = memory_vs_runs(args.model, args.chip, [int(v) for v in args.memory_runs.split(",")])
+        print(f"evaluate_chip({args.model!r}, {args.chip!r}, 5 times, 8-bit, GDC): one process per run count")
+        for r in rows:
+            t = {k: r["timing_s"].get(k, float("nan")) for k in ("ranges_s", "program_s", "read_s", "inference_s", "digital_s")}
+            print(f"runs {r['runs']:3d}: peak RSS {r['peak_rss_mb']:7.0f} MB (after imports and model load "
+                  f"{r['rss_before_mb']:.0f} MB); wall {r['wall_s']:.1f} s = ranges {t['ranges_s']:.2f} + programming "
+                  f"{t['program_s']:.2f} + reads {t['read_s']:.2f} + CiM inference {t['inference_s']:.2f} + digital "
+                  f"{t['digital_s']:.2f} + other")
+        peaks = [r["peak_rss_mb"] for r in rows]
+        print(f"peak RSS max/min over run counts: {max(peaks) / min(peaks):.3f}   (target < 1.10)")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     times = DEFAULT_TIMES_S
@@ -208,7 +258,7 @@ def main() -> None:
     n_sets = args.runs * len(times)
 
     print("\n-- wall time")
-    print(f"program + read {args.runs} chips (write-verify, session, 5 readouts each): {program_read_s:8.3f} s "
+    print(f"program + read {args.runs} chips (write-verify, 5 readouts each, in memory): {program_read_s:8.3f} s "
           f"({program_read_s / args.runs * 1e3:.1f} ms per chip)")
     first = "" if first_s is None else f"; first call in the process {first_s:.3f} s"
     print(f"evaluate_readouts (ranges, digital baseline, CiM inference):        {evaluate_s:8.3f} s "

@@ -16,7 +16,13 @@ chunked dataset:
   overhead of the recording layer (encode + round-trip check, extras, chip state, commit);
 * float64 µS as the chip returns them — what storing µS directly would cost.
 
-    python benchmarks/session_20h.py [--rows 512 --cols 2048 --seed 0 --dir /tmp]
+The session's own 30 appends take ~0.1–0.3 s, too little for a stable ratio on a shared
+machine, so the append ratio (issue 21: ≥ 0.8) is then measured on its own: ``--rounds``
+rounds, each appending the session's 30 readouts ``--passes`` times over (as the runner does:
+``append_codes`` with its per-readout columns, no chip state) to a fresh recording and, right
+after, the same codes to raw h5py; the median and range of the per-round ratios are printed.
+
+    python benchmarks/session_20h.py [--rows 512 --cols 2048 --seed 0 --dir /tmp --rounds 7 --passes 5]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -101,12 +108,33 @@ def raw_h5py_appends(path: Path, rows: list[np.ndarray]) -> float:
     return time.perf_counter() - t0
 
 
+def append_rounds(workdir: Path, rounds: int, codes: list[np.ndarray], passes: int, make_writer) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """Per round: seconds to append ``codes`` ``passes`` times over to a fresh recording,
+    then the same rows to raw h5py."""
+    rows = codes * passes
+    out = []
+    for k in range(rounds):
+        writer = make_writer(workdir / f"rec-{k}.h5")
+        with writer:
+            t0 = time.perf_counter()
+            for i, row in enumerate(rows):
+                writer.append_codes(25.0 + i, row, t_scheduled_s=25.0 + i, schedule_index=i, read_duration_s=1e-6)
+            t_rec = time.perf_counter() - t0
+        t_raw = raw_h5py_appends(workdir / f"raw-{k}.h5", rows)
+        (workdir / f"rec-{k}.h5").unlink()
+        (workdir / f"raw-{k}.h5").unlink()
+        out.append((t_rec, t_raw))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--cols", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None, help="where to write the files (default: a temp dir)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds of the append-ratio measurement")
+    ap.add_argument("--passes", type=int, default=5, help="the session's 30 readouts appended this many times per round")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(dir=args.dir)
     workdir = Path(tmp.name)
@@ -154,6 +182,11 @@ def main() -> None:
 
     t_raw_codes = raw_h5py_appends(workdir / "raw_codes.h5", codes)
     t_raw_f64 = raw_h5py_appends(workdir / "raw_f64.h5", micro)
+    rounds = append_rounds(
+        workdir, args.rounds, codes, args.passes,
+        lambda path: create_recording(path, provenance=prov, layout=layout, programming=result, session=spec),
+    )
+    ratios = sorted(raw / rec for rec, raw in rounds)
 
     n = layout.n_devices
     print(f"devices: {n:,} ({args.rows} x {args.cols}); 30 readouts, 25 s .. 20 h simulated; late readouts: {late}")
@@ -173,6 +206,9 @@ def main() -> None:
           f"{30 * n / t_raw_f64 / 1e6:7.1f} M devices/s")
     print(f"RATIO recording / raw h5py (same codes): {t_raw_codes / t_record:6.2f}   target >= 0.50")
     print(f"ratio recording / raw h5py (float64 µS): {t_raw_f64 / t_record:6.2f}")
+    print(f"APPEND RATIO over {args.rounds} rounds of {30 * args.passes} readouts ({args.passes * stored_mib:.0f} MiB each side per round): "
+          f"median {statistics.median(ratios):.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}   target >= 0.80 "
+          f"(recording {statistics.median(r for r, _ in rounds):.3f} s, raw h5py {statistics.median(w for _, w in rounds):.3f} s per round)")
     print(f"open + validate (whole structure): {t_open:6.3f} s; read 30 readouts with CRC-32 checks: "
           f"{t_read_codes:6.3f} s ({stored_mib / t_read_codes:.0f} MiB/s)")
     print(f"recording file: {size_mib:.1f} MiB; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -165,3 +165,15 @@ def test_cli_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_duplicate_check_names_the_same_cell_for_any_batch_size(chip: VirtualPCMChip) -> None:
+    """Small batches are checked by sorting, large ones by a count over the array: both
+    refuse a repeated cell and name the smallest one repeated."""
+    n = chip.geometry.n_cells
+    small = [9, 7, 5, 7, 9]
+    large = list(range(n // 2)) + [9, 7]
+    for cells in (small, large):
+        with pytest.raises(AddressError, match="cell 7 appears more than once"):
+            chip.reset(cells)
+    chip.reset(list(range(n // 2)))  # unique: fine

@@ -318,13 +318,13 @@ def test_evaluate_json_run_shows_progress_on_stderr() -> None:
 
 def test_evaluate_memory_is_flat_in_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-chip readouts are dropped after each batch: peak traced (numpy) memory of 12
-    chips is that of 4 when batches hold 2 chips. Today's main holds every chip's readouts
-    (12 times x ~4.7k devices x 8 B each): 4 -> 12 chips adds ~35 MB there."""
+    chips is that of 4 when batches hold 2 chips (12 times x ~4.7k devices x 4 B = 225 kB
+    each: a 400 kB bound). Holding every chip's readouts, 4 -> 12 chips adds ~35 MB."""
     import tracemalloc
 
     import harness.evaluation.evaluate as ev
 
-    monkeypatch.setattr(ev, "CHIP_BATCH", 2, raising=False)
+    monkeypatch.setattr(ev, "EVAL_BATCH_BYTES", 400_000)
     model = ev.resolve_model("default")
     times = tuple(25.0 * 4**k for k in range(12))
     ev.evaluate_chip("virtual?rows=64&cols=160", model, times_s=times[:1], runs=1, bits=(8,))  # warm caches

@@ -252,3 +252,67 @@ def test_cli_replay_uri_evaluates_the_recording() -> None:
     a = json.loads(invoke("evaluate", "--chip", f"replay:{FIXTURE}", "--times", "25s,1d", "--bits", "8", "--json").stdout)
     b = json.loads(invoke("evaluate", "--recording", str(FIXTURE), "--times", "25s,1d", "--bits", "8", "--json").stdout)
     assert a["accuracy"] == b["accuracy"]
+
+
+# ----------------------------------------------------------------------------- live path, memory, timings
+
+
+def test_cli_chip_out_records_the_session_it_evaluated(tmp_path: Path) -> None:
+    """A live evaluation reads in memory and writes nothing unless asked; with ``--out`` it
+    records the chip's session, and evaluating that recording gives the same table and the
+    same phases in ``timing_s`` (programming, reads, range calibration, CiM inference, digital
+    baseline; the old lump ``program_read_s`` is gone)."""
+    args = ("evaluate", "--chip", SMALL_CHIP + "&seed=4", "--runs", "1", "--times", "25s,1d", "--bits", "8", "--json")
+    plain = invoke(*args)
+    assert plain.exit_code == 0, plain.stderr
+    live = json.loads(plain.stdout)
+    assert "recording" not in live
+    timing = live["timing_s"]
+    assert set(timing) == {"ranges_s", "digital_s", "program_s", "read_s", "load_s", "inference_s", "total_s"}
+    for key in ("program_s", "read_s", "inference_s", "digital_s"):
+        assert timing[key] > 0, key
+    assert sum(v for k, v in timing.items() if k != "total_s") <= timing["total_s"]
+
+    out = tmp_path / "chip.h5"
+    recorded = invoke(*args, "--out", str(out))
+    assert recorded.exit_code == 0, recorded.stderr
+    rec_json = json.loads(recorded.stdout)
+    assert rec_json["recording"] == str(out) and out.stat().st_size > 0
+    assert rec_json["accuracy"] == live["accuracy"]
+    again = json.loads(invoke("evaluate", "--recording", str(out), "--bits", "8", "--json").stdout)
+    assert again["accuracy"] == live["accuracy"]
+    assert_one_line_error(invoke(*args, "--out", str(out)), "already exists")
+
+
+def test_out_needs_one_chip(tmp_path: Path) -> None:
+    assert_one_line_error(
+        invoke("evaluate", "--chip", SMALL_CHIP, "--runs", "2", "--out", str(tmp_path / "x.h5")), "--runs 1"
+    )
+    assert_one_line_error(invoke("evaluate", "--recording", str(FIXTURE), "--out", str(tmp_path / "x.h5")), "needs --chip")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_batches_in_bytes_do_not_change_the_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without read noise the accuracy of every (chip, time) is the same whether all runs go
+    to the simulator at once or one run per call (a byte bound smaller than one run), and
+    also from the chip loop with batches of one chip; each chip's GDC reference is indexed,
+    not repeated."""
+    import harness.evaluation.evaluate as ev_mod
+    import harness.evaluation.evaluator as evaluator_mod
+
+    model = load_model(default_model_path())
+    times = (25.0, DAY_S, YEAR_S)
+    chips = read_chips(SMALL_CHIP + "&seed=30", model, times, 3)
+    assert all(c.g_uS.dtype == np.float32 for c in chips)
+    whole = evaluate_readouts(model, chips, times_s=times, bits=(8, 4), gdc=True)
+    streamed = evaluate_chip(SMALL_CHIP + "&seed=30", model, times_s=times, runs=3, bits=(8, 4))
+    monkeypatch.setattr(evaluator_mod, "EVAL_BATCH_BYTES", 1)
+    monkeypatch.setattr(ev_mod, "EVAL_BATCH_BYTES", 1)
+    one_by_one = evaluate_readouts(model, chips, times_s=times, bits=(8, 4), gdc=True)
+    streamed_small = evaluate_chip(SMALL_CHIP + "&seed=30", model, times_s=times, runs=3, bits=(8, 4))
+    np.testing.assert_array_equal(whole.accuracy, one_by_one.accuracy)
+    np.testing.assert_array_equal(whole.accuracy, streamed.accuracy)
+    np.testing.assert_array_equal(whole.accuracy, streamed_small.accuracy)
+    # GDC matters on these chips after a year, so a wrong reference row would show.
+    no_gdc = evaluate_readouts(model, chips, times_s=times, bits=(4,), gdc=False)
+    assert not np.array_equal(no_gdc.accuracy[0], whole.accuracy[1])

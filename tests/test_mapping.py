@@ -138,3 +138,30 @@ def test_largest_weight_maps_to_g_max_without_rounding_above_it() -> None:
     assert w_max * (25.0 / w_max) > 25.0
     layout = map_weights([("fc", np.array([[w_max, -w_max, 0.1]]))], geometry)
     assert layout.target_uS.max() == 25.0
+
+
+def test_fallback_placement_keeps_no_caller_frames_alive() -> None:
+    """The first placement's MappingError is kept for the message without its traceback: its
+    frames would hold every caller's locals (a virtual chip of ~125 MB for AnalogNet-KWS in
+    ``harness evaluate``) in a reference cycle until the garbage collector ran."""
+    import gc
+    import weakref
+
+    from harness.chip.protocol import Geometry
+    from harness.programming.mapping import place_layers_anyhow
+
+    class Big:
+        pass
+
+    def caller() -> weakref.ref[Big]:
+        big = Big()
+        placed = place_layers_anyhow([("a", 2, 20)], Geometry(rows=8, cols=16))  # needs the fallback: split
+        assert placed[0].pieces
+        return weakref.ref(big)
+
+    gc.disable()
+    try:
+        ref = caller()
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -128,3 +128,16 @@ def test_session_provenance_names_the_personality(tmp_path: Path) -> None:
         herm = load_personality("hermes-14nm")
         assert rec.provenance["personality"] == {"name": "hermes-14nm", "hash": herm.content_hash}
         assert rec.geometry.g_max_uS == 20.7
+
+
+def test_reads_in_blocks_replay_the_pinned_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read is evaluated in blocks of READ_BLOCK cells with the draws of one sequential
+    stream: any block size (here 7, so every read of the trace spans many blocks, the last one
+    partial) gives the pinned trace bit for bit."""
+    import harness.virtual.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "READ_BLOCK", 7)
+    golden = np.load(GOLDEN / "virtual_chip_pcm90.npz")
+    out = _golden_module().trace(VirtualPCMChip(Geometry(rows=8, cols=64), seed=11, personality="pcm-90nm"))
+    for key in out:
+        np.testing.assert_array_equal(out[key], golden[key], err_msg=key)

@@ -72,11 +72,17 @@ class Geometry:
         """Conductance step of one ADC code (µS)."""
         return (self.adc_max_uS - self.adc_min_uS) / (2**self.adc_bits - 1)
 
-    def to_codes(self, g_uS: npt.ArrayLike) -> npt.NDArray[np.uint16]:
-        """Quantize conductances to ADC codes ``0 .. 2**adc_bits - 1`` (round to nearest, clip)."""
+    def to_codes(self, g_uS: npt.ArrayLike, out: FloatArray | None = None) -> npt.NDArray[np.uint16]:
+        """Quantize conductances to ADC codes ``0 .. 2**adc_bits - 1`` (round to nearest, clip).
+
+        ``out``: a float64 scratch array of ``g_uS``'s shape (may be ``g_uS`` itself, which is
+        then overwritten) so a large read makes no temporaries; the codes are the same."""
         g = np.asarray(g_uS, dtype=np.float64)
-        codes = np.rint((g - self.adc_min_uS) / self.adc_lsb_uS)
-        return np.clip(codes, 0, 2**self.adc_bits - 1).astype(np.uint16)
+        codes = np.subtract(g, self.adc_min_uS, out=out)
+        codes /= self.adc_lsb_uS
+        np.rint(codes, out=codes)
+        np.clip(codes, 0, 2**self.adc_bits - 1, out=codes)
+        return codes.astype(np.uint16)
 
     def codes_to_uS(self, codes: npt.ArrayLike) -> FloatArray:
         """Conductance (µS) of ADC codes; every backend converts codes with this one function,
@@ -179,10 +185,22 @@ def check_cells(cells: npt.ArrayLike, geometry: Geometry, *, unique: bool = Fals
                 f"cell address {bad} is off the array: valid addresses are 0..{geometry.n_cells - 1} "
                 f"({geometry.rows} rows x {geometry.cols} cols)"
             )
-        if unique and np.bincount(out, minlength=0).max() > 1:
-            dup = int(np.flatnonzero(np.bincount(out) > 1)[0])
+        if unique and _first_duplicate(out, geometry.n_cells) is not None:
+            dup = _first_duplicate(out, geometry.n_cells)
             raise AddressError(f"cell {dup} appears more than once in one pulse call; pulse each cell once per call")
     return out
+
+
+def _first_duplicate(cells: npt.NDArray[np.int64], n_cells: int) -> int | None:
+    """The smallest address that occurs more than once in ``cells`` (on the array), or None.
+    A count over the whole array costs O(n_cells) whatever the batch: a small batch (the late
+    rounds of a write-verify loop) is sorted instead."""
+    if cells.size * 16 >= n_cells:
+        counts = np.bincount(cells, minlength=0)
+        return int(np.flatnonzero(counts > 1)[0]) if counts.max() > 1 else None
+    s = np.sort(cells)
+    rep = s[1:][s[1:] == s[:-1]]
+    return int(rep[0]) if rep.size else None
 
 
 def check_amplitude(amplitude: npt.ArrayLike, n_cells: int, geometry: Geometry) -> FloatArray:

@@ -9,6 +9,7 @@ import typer
 
 from harness.commands.common import (
     PLOT_SUFFIXES,
+    RECORDING_SUFFIXES,
     check_output,
     console_for,
     emit_json,
@@ -165,7 +166,8 @@ def evaluate_command(
     ranges: str = typer.Option("auto", "--ranges", help="DAC/ADC ranges: auto (trained if the file has them, else calibrated), trained, calibrated (least quantization error per bit width), percentile (AnalogNets Appendix C)."),
     calibration_samples: int = typer.Option(DEFAULT_CALIBRATION_SAMPLES, "--calibration-samples", help="Training examples the range calibration uses (fixed seed)."),
     png: Optional[Path] = typer.Option(None, "--png", help=f"Write a plot of accuracy vs time ({', '.join(PLOT_SUFFIXES)})."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png if it exists."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --chip: also record the session of the (one) chip here (HDF5); by default nothing is written."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --png or --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
     compensate: Optional[str] = typer.Option(None, "--compensate", help="Drift compensation methods to compare on the same reads: none,gdc,adabs,column (docs/compensation.md)."),
     calibration_examples: int = typer.Option(256, "--calibration-examples", help="Unlabeled training-split examples for adabs/column."),
@@ -190,8 +192,21 @@ def evaluate_command(
         models: list[Optional[str]] = list(model) if model else [None]
         if len(models) > 1 and recording is not None:
             raise ConfigError("several --model need --chip: a recording holds the readouts of one programmed model")
+        if len(models) > 1 and out is not None:
+            raise ConfigError("--out records the session of one model on one chip; give one --model with --out")
         if png is not None:
             png = check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
+        if out is not None:
+            if chip is None:
+                raise ConfigError("--out records a live chip's session; it needs --chip (a recording is already recorded)")
+            out = check_output(out, option="--out", suffixes=RECORDING_SUFFIXES, overwrite=overwrite)
+        # With --overwrite the session is recorded beside the old file and replaces it only once
+        # the evaluation has succeeded: a failed run never costs the old recording.
+        record_to = out
+        if out is not None and out.exists():
+            import os
+
+            record_to = out.with_name(f"{out.stem}.new-{os.getpid()}{out.suffix}")
         if chip is not None:
             from harness.chip.registry import check_uri
 
@@ -233,7 +248,7 @@ def evaluate_command(
                     results.append(evaluate_chip(
                         chip, ref, times_s=times_s or DEFAULT_TIMES_S, runs=runs, bits=bits_t, gdc=gdc,
                         read_noise=read_noise, seed=seed, match=match, progress=on_progress, range_policy=ranges,
-                        calibration_samples=calibration_samples,
+                        calibration_samples=calibration_samples, record=record_to,
                     ))
                 else:
                     results.append(evaluate_recording(
@@ -242,6 +257,8 @@ def evaluate_command(
                         calibration_samples=calibration_samples,
                     ))
             update(len(bits_t), description="CiM inference", total=len(bits_t), unit="bit-widths")
+        if record_to is not None and record_to != out:
+            Path(record_to).replace(out)  # the evaluation succeeded: the new recording replaces the old
         diffs = []
         if len(results) > 1:
             from harness.evaluation.paired import paired_differences
@@ -255,6 +272,8 @@ def evaluate_command(
         summary: dict[str, Any] = summaries[0] if len(results) == 1 else {"models": summaries, "differences": diffs}
         if png is not None:
             summary["png"] = str(png)
+        if out is not None:
+            summary["recording"] = str(out)
         if json_out:
             emit_json(summary)
             return
@@ -263,12 +282,16 @@ def evaluate_command(
             console.print(_ranges_line(result), soft_wrap=True)
             console.print(render_table(result))
             t = result.timing
+            phases = (("ranges", t.ranges_s), ("programming", t.program_s), ("reads", t.read_s), ("load", t.load_s),
+                      ("CiM inference", t.inference_s), ("digital baseline", t.digital_s))
             console.print(
-                f"wall {format_duration(t.total_s)} (program+read {format_duration(t.program_read_s)}, "
-                f"CiM inference {format_duration(t.inference_s)})"
+                f"wall {format_duration(t.total_s)} "
+                f"({', '.join(f'{name} {format_duration(v)}' for name, v in phases if v >= 1e-3)})"
             )
         for diff in diffs:
             console.print(difference_title(diff, results[0]), soft_wrap=True)
             console.print(render_difference(diff, results[0]))
+        if out is not None:
+            console.print(f"recording: {out}")
         if png is not None:
             console.print(f"plot: {png}")

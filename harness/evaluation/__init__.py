@@ -9,7 +9,7 @@
 - :mod:`harness.evaluation.result` — ``EvaluationResult``, progress and timing.
 - :mod:`harness.evaluation.readouts` — one chip's readouts from a recording, model/layout and
   time matching.
-- :mod:`harness.evaluation.live` — program and read live chips through the session runner.
+- :mod:`harness.evaluation.live` — program and read live chips, in memory or through the session runner.
 - :mod:`harness.evaluation.evaluator` — CiM inference over readouts (``ReadoutEvaluator``,
   ``evaluate_readouts``).
 - :mod:`harness.evaluation.evaluate` — ``evaluate_chip`` (chips streamed in batches) /
@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
         ["ChipReadouts", "check_model_matches_layout", "match_times", "model_of_recording", "readouts_from_recording"],
         "readouts",
     ),
-    **dict.fromkeys(["read_chips", "read_live_chip", "virtual_chip_uris"], "live"),
+    **dict.fromkeys(["read_chip_direct", "read_chips", "read_live_chip", "virtual_chip_uris"], "live"),
     **dict.fromkeys(["ReadoutEvaluator", "evaluate_readouts"], "evaluator"),
     **dict.fromkeys(["evaluate_chip", "evaluate_recording", "resolve_model"], "evaluate"),
     "plot_accuracy": "plots",

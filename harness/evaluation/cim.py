@@ -439,10 +439,15 @@ class CimSimulator:
         g_prog_uS: torch.Tensor | npt.ArrayLike | None = None,
         generator: torch.Generator | None = None,
         correction: OutputCorrection | None = None,
+        ref_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per conductance set and sample, whether the top-1 prediction is right: bool ``(B, N)``
         (what the accuracy intervals of :mod:`harness.evaluation.uncertainty` need); arguments
         as :meth:`logits`.
+
+        ``ref_index``: ``(B,)`` row of ``g_ref_uS``/``g_prog_uS`` (then ``(C, n_devices)``) that
+        belongs to each set: e.g. one reference per chip for all its readout times, gathered
+        chunk by chunk instead of repeated per set.
 
         Large batches are evaluated in chunks of conductance sets, and of samples when one
         set's activations exceed :data:`MAX_ACTIVATION_ELEMENTS` (bounded memory; the same
@@ -464,8 +469,13 @@ class CimSimulator:
         out = []
         for s in range(0, g.shape[0], chunk):
             sl = slice(s, s + chunk)
-            r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
-            pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
+            if ref_index is not None:
+                rows = ref_index[sl]
+                r = None if ref is None else ref[rows]
+                pr = r if prog is ref else (None if prog is None else prog[rows])
+            else:
+                r = None if ref is None else (ref if ref.shape[0] == 1 else ref[sl])
+                pr = None if prog is None else (prog if prog.shape[0] == 1 else prog[sl])
             hits = []
             for k in range(0, xs.shape[0], samples):
                 logits = self.logits(

@@ -3,10 +3,11 @@
 One code path for both sources. A **recording** (``harness session run`` output) holds the
 layout, the programming outcome and readouts at recorded times
 (:mod:`harness.evaluation.readouts`, which also says how requested times are matched). A
-**live chip** is run through the session runner itself into a temporary recording, which is
-then evaluated exactly like any other recording (:mod:`harness.evaluation.live`) — so a
-recording and the live virtual chip that made it (same URI, model, programming parameters and
-times) give bit-identical readouts and identical accuracy tables.
+**live chip** is programmed and read with the session runner's calls, in memory
+(:func:`harness.evaluation.live.read_chip_direct`), or through the session runner into a
+recording when one is asked for (``record=``, ``harness evaluate --out``): the same readouts
+either way, so a recording and the live virtual chip that made it (same URI, model,
+programming parameters and times) give bit-identical readouts and identical accuracy tables.
 
 From each chip's readouts the CiM simulator (:mod:`harness.evaluation.cim`) runs the model on the
 dataset's test split at every (chip, time, bit-width), in batched tensor operations
@@ -14,8 +15,9 @@ dataset's test split at every (chip, time, bit-width), in batched tensor operati
 
 * **Simulated chips.** ``--chip virtual?seed=S`` with ``runs=N`` programs and reads N
   virtual chips with seeds ``S, S+1, …, S+N−1`` (each on its own simulated clock: a year
-  takes no wall time), all with the URI's geometry, and evaluates them in batches of
-  :data:`CHIP_BATCH` so that memory stays flat in N. A non-virtual chip (serial, VISA) is
+  takes no wall time), all with the URI's geometry, and evaluates them in batches of at most
+  :data:`~harness.evaluation.evaluator.EVAL_BATCH_BYTES` of readouts (float32), so that
+  memory stays flat in N. A non-virtual chip (serial, VISA) is
   one chip, and so is a recording: ``runs > 1`` then means repeated evaluations of that
   chip's readouts with fresh per-read noise draws, and is refused without ``read_noise``
   (they would be identical).
@@ -24,7 +26,7 @@ dataset's test split at every (chip, time, bit-width), in batched tensor operati
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy.typing as npt
 
 from harness.errors import EvaluationError
 from harness.evaluation.compensation import Compensation
-from harness.evaluation.evaluator import ReadoutEvaluator, evaluate_readouts
+from harness.evaluation.evaluator import EVAL_BATCH_BYTES, ReadoutEvaluator, evaluate_readouts, phase_timing
 from harness.evaluation.live import read_live_chip, virtual_chip_uris
 from harness.evaluation.ranges import DEFAULT_CALIBRATION_SAMPLES
 from harness.evaluation.readouts import ChipReadouts, model_of_recording, readouts_from_recording
@@ -48,6 +50,7 @@ from harness.evaluation.settings import (
     normalize_times,
 )
 from harness.models.format import Model, default_model_path, load_model
+from harness.programming.mapping import Layout
 from harness.programming.write_verify import ProgrammingParams
 from harness.recording import open_recording
 
@@ -86,6 +89,7 @@ def evaluate_chip(
     progress: ProgressCallback | None = None,
     range_policy: str = "auto",
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    record: str | Path | None = None,
 ) -> EvaluationResult:
     """Program ``model`` (default: the bundled default model) on the chip(s) named by
     ``chip_uri``, read them at ``times_s`` and evaluate (see the module docstring).
@@ -95,6 +99,8 @@ def evaluate_chip(
     ``replay:FILE`` URI evaluates that recording (:func:`evaluate_recording`).
     ``range_policy``, ``calibration_samples``: the converter ranges
     (:class:`harness.evaluation.evaluator.ReadoutEvaluator`).
+    ``record``: also record the session in this new file (one chip only: a virtual URI
+    needs ``runs=1``); by default nothing is written.
 
     Raises:
         EvaluationError / ConfigError / HarnessError: bad arguments or from the chip.
@@ -102,7 +108,7 @@ def evaluate_chip(
     return evaluate_chip_compensated(
         chip_uri, model, [None], times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise, seed=seed,
         params=params, match=match, progress=progress, range_policy=range_policy,
-        calibration_samples=calibration_samples,
+        calibration_samples=calibration_samples, record=record,
     )[0]
 
 
@@ -122,6 +128,7 @@ def evaluate_chip_compensated(
     progress: ProgressCallback | None = None,
     range_policy: str = "auto",
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    record: str | Path | None = None,
 ) -> list[EvaluationResult]:
     """:func:`evaluate_chip` under each drift compensation of ``compensations`` (None: ``gdc``
     decides), on the same chips, readouts and test examples: one result per method."""
@@ -147,19 +154,24 @@ def evaluate_chip_compensated(
             f"{chip_uri!r} is one physical chip: {n_runs} runs would repeat identical readouts; use --runs 1, "
             "or --read-noise for repeated read-noise draws (simulated chips need a virtual URI)"
         )
+    if record is not None and virtual and n_runs > 1:
+        raise EvaluationError(f"a recording holds one chip's session: with {n_runs} simulated chips, use --runs 1 to record one")
     the_model = _resolve_model(model) or load_model(default_model_path())
     return _evaluate_chips_streaming(
         chip_uri, the_model, times, n_runs if virtual else 1, bits=bits_t, gdc=gdc, read_noise=read_noise,
         repeats=repeats, seed=seed, params=params, progress=progress, wall0=wall0, compensations=compensations,
         evaluator=ReadoutEvaluator(the_model, range_policy=range_policy, calibration_samples=calibration_samples),
+        record=record,
     )
 
 
-#: Chips whose readouts are held at once by :func:`evaluate_chip`: their CiM inference is
-#: batched, then the readouts are dropped, so memory stays flat in ``--runs``. 32 > the
-#: default 25 runs, so a default evaluation is one batch (and bit-identical to evaluating
-#: all readouts together).
-CHIP_BATCH = 32
+def _same_layout(a: Layout, b: Layout) -> bool:
+    """True if two layouts place the same devices the same way (chips of one model and
+    geometry: mapping is deterministic)."""
+    return (
+        a.geometry == b.geometry and a.layers == b.layers
+        and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("cells", "target_uS", "layer_index", "sign", "weight_index"))
+    )
 
 
 def _batch_seed(seed: int, k: int) -> int:
@@ -186,9 +198,12 @@ def _evaluate_chips_streaming(
     wall0: float,
     evaluator: ReadoutEvaluator,
     compensations: Sequence[Compensation | None] = (None,),
+    record: str | Path | None = None,
 ) -> list[EvaluationResult]:
-    """Program and read the chips of ``chip_uri`` one by one and evaluate them in batches of
-    :data:`CHIP_BATCH`, keeping only per-run accuracies (no readouts) between batches."""
+    """Program and read the chips of ``chip_uri`` one by one (in memory, or through the
+    session runner into ``record``) and evaluate them in batches of at most
+    :data:`EVAL_BATCH_BYTES` of readouts, keeping only per-example results between batches;
+    every method of ``compensations`` on the same readouts."""
     from harness.chip.registry import open_chip, parse_uri
 
     scheme = parse_uri(chip_uri).scheme
@@ -198,12 +213,9 @@ def _evaluate_chips_streaming(
     t_parts: list[npt.NDArray[np.float64]] = []
     labels: list[str] = []
     batch: list[ChipReadouts] = []
-    inference_s = 0.0
     method_s = [0.0] * len(compensations)  # each method's inference time
 
     def flush(last: int) -> None:
-        nonlocal inference_s
-        t_inf = time.perf_counter()
         which = f"chip {last + 1}" if len(batch) == 1 else f"chips {last + 2 - len(batch)}–{last + 1}"
         k = len(acc_parts[0])
         for m, comp in enumerate(compensations):  # every method on the same readouts (and noise draws)
@@ -216,26 +228,37 @@ def _evaluate_chips_streaming(
                 compensation=comp,
             ))
             method_s[m] += time.perf_counter() - t_m
-        inference_s += time.perf_counter() - t_inf
         for c in batch:
-            if c.g_uS.shape != (len(times), c.layout.n_devices):
-                raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {c.layout.n_devices})")
             t_parts.extend([c.times_s] * repeats)
             labels.extend([c.label] * repeats)
         batch.clear()
 
-    with tempfile.TemporaryDirectory(prefix="harness-evaluate-") as workdir:
-        for i, uri in enumerate(uris):
-            with contextlib.closing(open_chip(uri)) as chip:
-                batch.append(read_live_chip(chip, model, times, params=params, workdir=workdir, run_index=i, n_runs=len(uris)))
-            # The first chip is evaluated alone: its time (program, read and CiM inference) is
-            # what the CLI's one-line estimate of the whole run rests on.
-            if len(batch) == CHIP_BATCH or (i == 0 and len(uris) > 1):
-                flush(i)
-            if progress:
-                progress(EvaluationProgress("chip", i + 1, len(uris), uri))
-        if batch:
-            flush(len(uris) - 1)
+    layout = None
+    for i, uri in enumerate(uris):
+        with contextlib.closing(open_chip(uri)) as chip:
+            if record is None:
+                readouts = evaluator.read_chip(chip, times, params)
+            else:  # the session runner programs and reads in one call: counted as programming
+                t0 = time.perf_counter()
+                readouts = read_live_chip(chip, model, times, params=params, out=record)
+                evaluator.phase_s["program"] = evaluator.phase_s.get("program", 0.0) + (time.perf_counter() - t0)
+        if readouts.g_uS.shape != (len(times), readouts.layout.n_devices):
+            raise EvaluationError(
+                f"readouts of {readouts.label} have shape {readouts.g_uS.shape}, expected ({len(times)}, {readouts.layout.n_devices})"
+            )
+        if layout is not None and _same_layout(readouts.layout, layout):
+            readouts = dataclasses.replace(readouts, layout=layout)  # one copy for all chips
+        layout = readouts.layout
+        batch.append(readouts)
+        # Readouts are float32 in memory (read_chip_direct) or float64 (from a recording). The
+        # first chip is evaluated alone: its time (program, read and CiM inference) is what the
+        # CLI's one-line estimate of the whole run rests on.
+        if sum(c.g_uS.size * 4 for c in batch) * repeats >= EVAL_BATCH_BYTES or (i == 0 and len(uris) > 1):
+            flush(i)
+        if progress:
+            progress(EvaluationProgress("chip", i + 1, len(uris), uri))
+    if batch:
+        flush(len(uris) - 1)
     total_s = time.perf_counter() - wall0
     return [EvaluationResult(
         model=model.name,
@@ -256,7 +279,9 @@ def _evaluate_chips_streaming(
         correct=np.concatenate(parts, axis=2),
         chance_accuracy=evaluator.chance_accuracy,
         dataset=evaluator.dataset,
-        timing=EvaluationTiming(program_read_s=total_s - inference_s, inference_s=t_m, total_s=total_s),
+        timing=dataclasses.replace(
+            phase_timing(evaluator.phase_s, total_s=total_s), inference_s=t_m
+        ) if len(compensations) > 1 else phase_timing(evaluator.phase_s, total_s=total_s),
         compensation="" if comp is None else comp.name,
     ) for comp, parts, t_m in zip(compensations, acc_parts, method_s)]
 

@@ -67,6 +67,7 @@ class ReadoutEvaluator:
         self.calibrator = RangeCalibrator(
             model, data.x_train, policy=range_policy, samples=calibration_samples, seed=calibration_seed, fixed=ranges,
         )
+        t1 = time.perf_counter()
         self.x = torch.from_numpy(np.array(data.x_test, dtype=np.float32))
         self.y = torch.from_numpy(np.array(data.y_test, dtype=np.int64))
         self.n_test = int(self.y.shape[0])
@@ -74,11 +75,19 @@ class ReadoutEvaluator:
         self.digital_accuracy = _digital_accuracy(model, self.x, self.y)
         # The accuracy of always answering the test split's most frequent class.
         self.chance_accuracy = float(np.bincount(data.y_test).max() / max(1, self.n_test))
+        #: Wall seconds per phase: "ranges" (:meth:`ranges`, the calibration on first use),
+        #: "digital" (here), "program" and "read" (:meth:`read_chip`), "inference"
+        #: (:meth:`correct_batch`); callers report them.
+        self.phase_s: dict[str, float] = {"ranges": 0.0, "digital": time.perf_counter() - t1}
         self._sims: dict[int, tuple[Layout, CimSimulator]] = {}
 
     def ranges(self, bits: Sequence[int | None]) -> RangesUsed:
-        """The converter ranges used at each of ``bits``."""
-        return self.calibrator.used(bits)
+        """The converter ranges used at each of ``bits`` (calibrated on first use; the time
+        goes to ``phase_s["ranges"]``)."""
+        t0 = time.perf_counter()
+        used = self.calibrator.used(bits)
+        self.phase_s["ranges"] += time.perf_counter() - t0
+        return used
 
     def simulator(self, layout: Layout, bits: int | None = None) -> CimSimulator:
         """The CiM simulator of ``layout`` (cached per layout object) with the ranges of ``bits``."""
@@ -91,27 +100,12 @@ class ReadoutEvaluator:
     def read_chip(
         self, chip: Chip, times_s: Sequence[float], params: ProgrammingParams | None = None
     ) -> ChipReadouts:
-        """Program the model onto ``chip`` and read its layout at ``times_s`` after programming.
+        """Program the model onto ``chip`` and read its layout at ``times_s`` after programming,
+        in memory (:func:`harness.evaluation.live.read_chip_direct`: the session runner's
+        calls, bit-identical readouts, no recording); the time goes to ``phase_s``."""
+        from harness.evaluation.live import read_chip_direct
 
-        The same calls, in the same order, as :func:`read_live_chip` through the session
-        runner (``programming.program_model``, then per time ``wait_until`` and one ``read``
-        of the layout's cells; GDC reference = the final verify read), without writing and
-        re-reading a temporary recording: the readouts are bit-identical to that path
-        (``tests/test_sweep.py``), and a sweep task costs its chip operations only.
-        """
-        from harness.programming.write_verify import program_model
-
-        times = normalize_times(times_s)
-        layout, result = program_model(chip, self.model, params or ProgrammingParams())
-        g = np.empty((len(times), layout.n_devices))
-        t_read = np.empty(len(times))
-        for j, t in enumerate(times):
-            chip.wait_until(result.t_end_s + t)
-            t_read[j] = chip.now() - result.t_end_s
-            g[j] = chip.read(layout.cells)
-        return ChipReadouts(
-            label=chip.uri, layout=layout, g_ref_uS=np.asarray(result.final_uS, dtype=np.float64), times_s=t_read, g_uS=g
-        )
+        return read_chip_direct(chip, self.model, times_s, params, phase_s=self.phase_s)
 
     def accuracy(
         self, readouts: ChipReadouts, *, bits: Sequence[int | None], gdc: bool, read_noise: bool, seed: int,
@@ -141,28 +135,53 @@ class ReadoutEvaluator:
     ) -> npt.NDArray[np.bool_]:
         """``(len(bits), T, len(chips)·repeats, n_test)``: whether each test example is
         classified right, per bit width, time and run (what the intervals need). A
-        ``compensation`` (:mod:`harness.evaluation.compensation`) replaces ``gdc``."""
+        ``compensation`` (:mod:`harness.evaluation.compensation`) replaces ``gdc``.
+
+        Runs (a chip's readouts at every time, ``repeats`` times per chip) go to the simulator
+        in groups of at most :data:`EVAL_BATCH_BYTES` of float32 conductances (at least one
+        run), so memory does not grow with the number of chips or repeats; each chip's GDC
+        reference is passed once and indexed per set, never repeated. The results do not
+        depend on the grouping; with ``read_noise`` the draws come from one generator in
+        group order (the same seed gives the same numbers).
+        """
         layout = chips[0].layout
         n_t = chips[0].times_s.shape[0]
-        g = np.concatenate([np.tile(c.g_uS, (repeats, 1)) for c in chips])  # (runs·T, n), run-major
-        ref = np.repeat(np.stack([c.g_ref_uS for c in chips]), repeats * n_t, axis=0)
-        t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
-        g_t = torch.from_numpy(g.astype(np.float32))
-        ref_t = torch.from_numpy(ref.astype(np.float32))  # GDC reference and read-noise state
+        runs = [(c, k) for k, c in enumerate(chips) for _ in range(repeats)]  # run-major
+        per_run = max(1, n_t * layout.n_devices * 4)
+        group = max(1, EVAL_BATCH_BYTES // per_run)
         generator = torch.Generator().manual_seed(int(seed)) if read_noise else None
-        n_runs = len(chips) * repeats
-        out = np.empty((len(bits), n_t, n_runs, self.n_test), dtype=bool)
+        out = np.empty((len(bits), n_t, len(runs), self.n_test), dtype=bool)
+        t_inf = time.perf_counter()
         for i, b in enumerate(bits):
             if on_bits:
                 on_bits(i, b)
             sim = self.simulator(layout, b)
-            corr = None if compensation is None else compensation.correction(sim, g_t, ref_t, b)
-            hits = sim.correct(
-                self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc and compensation is None else None,
-                read_noise_t_s=t_read if read_noise else None, g_prog_uS=ref_t, generator=generator, correction=corr,
-            )
-            out[i] = hits.numpy().reshape(n_runs, n_t, self.n_test).transpose(1, 0, 2)
+            for lo in range(0, len(runs), group):
+                part = runs[lo : lo + group]
+                g_t = torch.from_numpy(np.concatenate([c.g_uS for c, _ in part]).astype(np.float32, copy=False))
+                first = part[0][1]
+                ref_t = torch.from_numpy(np.stack([c.g_ref_uS for c in chips[first : part[-1][1] + 1]]).astype(np.float32))
+                # Set s of the group belongs to chip part[s // n_t]: its reference row.
+                ref_of_set = torch.tensor([k - first for _, k in part for _ in range(n_t)], dtype=torch.int64)
+                t_read = np.concatenate([c.times_s for c, _ in part]) if read_noise else None
+                # A compensation takes one reference per set (its correction is per set).
+                corr = None if compensation is None else compensation.correction(sim, g_t, ref_t[ref_of_set], b)
+                hits = sim.correct(
+                    self.x, self.y, g_t, bits=b, g_ref_uS=ref_t if gdc and compensation is None else None,
+                    read_noise_t_s=t_read, g_prog_uS=ref_t if read_noise else None, generator=generator,
+                    ref_index=ref_of_set, correction=corr,
+                )
+                out[i, :, lo : lo + len(part)] = hits.numpy().reshape(len(part), n_t, self.n_test).transpose(1, 0, 2)
+        self.phase_s["inference"] = self.phase_s.get("inference", 0.0) + (time.perf_counter() - t_inf)
         return out
+
+
+#: Bound on the float32 conductances handed to the CiM simulator at once (bytes), and on the
+#: readouts :func:`harness.evaluation.evaluate.evaluate_chip` holds before evaluating them: a
+#: few runs of a large model (AnalogNet-KWS: 12 MB per chip at 5 times, so 2 chips held, one
+#: per call), every run of a small one (the default digits MLP, 25 chips × 5 times: 4.7 MB,
+#: one call).
+EVAL_BATCH_BYTES = 16 << 20
 
 
 def evaluate_readouts(
@@ -221,13 +240,11 @@ def evaluate_readouts(
     labels = tuple(c.label for c in chips for _ in range(repeats))
     t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
     digital = evaluator.digital_accuracy
-    t_inf = time.perf_counter()
     correct = evaluator.correct_batch(
         chips, bits=bits_t, gdc=gdc, read_noise=read_noise, seed=seed, repeats=repeats,
         on_bits=(lambda i, b: progress(EvaluationProgress("inference", i, len(bits_t), f"{EvaluationResult.bits_label(b)}-bit")))
         if progress else None, compensation=compensation,
     )
-    inference_s = time.perf_counter() - t_inf
     base = timing or EvaluationTiming()
     return EvaluationResult(
         model=model.name,
@@ -248,13 +265,23 @@ def evaluate_readouts(
         correct=correct,
         chance_accuracy=evaluator.chance_accuracy,
         dataset=evaluator.dataset,
-        timing=EvaluationTiming(
-            program_read_s=base.program_read_s,
-            load_s=base.load_s,
-            inference_s=inference_s,
-            total_s=base.total_s + (time.perf_counter() - wall0),
-        ),
+        timing=phase_timing(evaluator.phase_s, base, total_s=base.total_s + (time.perf_counter() - wall0)),
         compensation="" if compensation is None else compensation.name,
+    )
+
+
+def phase_timing(phase_s: dict[str, float], base: EvaluationTiming | None = None, *, total_s: float) -> EvaluationTiming:
+    """An :class:`EvaluationTiming` of ``phase_s`` (:attr:`ReadoutEvaluator.phase_s`) added to
+    ``base``'s phases (e.g. the load time of a recording)."""
+    b = base or EvaluationTiming()
+    return EvaluationTiming(
+        ranges_s=b.ranges_s + phase_s.get("ranges", 0.0),
+        digital_s=b.digital_s + phase_s.get("digital", 0.0),
+        program_s=b.program_s + phase_s.get("program", 0.0),
+        read_s=b.read_s + phase_s.get("read", 0.0),
+        load_s=b.load_s,
+        inference_s=b.inference_s + phase_s.get("inference", 0.0),
+        total_s=total_s,
     )
 
 
@@ -263,4 +290,4 @@ def _digital_accuracy(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model.to_torch()(x).argmax(dim=1) == y).to(torch.float64).mean())
 
 
-__all__ = ["ReadoutEvaluator", "evaluate_readouts"]
+__all__ = ["EVAL_BATCH_BYTES", "ReadoutEvaluator", "evaluate_readouts", "phase_timing"]

@@ -37,10 +37,15 @@ ProgressCallback = Callable[[EvaluationProgress], None]
 
 @dataclass(frozen=True)
 class EvaluationTiming:
-    """Wall time (s): programming and reading the chips (sessions; 0 for recordings),
-    loading readouts from recordings, CiM inference, and the whole evaluation."""
+    """Wall time (s) per phase: converter-range calibration, the float (digital) baseline,
+    programming the chips and reading them (0 for recordings), loading readouts from a
+    recording, CiM inference, and the whole evaluation (which also holds what no phase
+    names: start-up of the chips, bookkeeping)."""
 
-    program_read_s: float = 0.0
+    ranges_s: float = 0.0
+    digital_s: float = 0.0
+    program_s: float = 0.0
+    read_s: float = 0.0
     load_s: float = 0.0
     inference_s: float = 0.0
     total_s: float = 0.0

@@ -210,7 +210,9 @@ def place_layers_anyhow(shapes: Sequence[tuple[str, int, int]], geometry: Geomet
         origins = place_layers(shapes, geometry)
         return [LayerPlacement(n, o, f, r, c, 0.0, 0.0) for (n, o, f), (r, c) in zip(shapes, origins)]
     except MappingError as exc:
-        first_error = exc
+        # Without its traceback: the frames it holds (up to the caller's, with its chip) would
+        # otherwise stay alive in a reference cycle until the garbage collector runs.
+        first_error = exc.with_traceback(None)
     for prefer_short in (False, True):
         plan = [_orient(n, o, f, geometry, prefer_short) for n, o, f in shapes]
         # One rectangle per block: (layer, piece, k0, k1, height, width).

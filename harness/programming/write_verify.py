@@ -215,44 +215,61 @@ def program_cells(
     t_start = chip.now()
     n = c.size
     iterations = np.zeros(n, dtype=np.int32)
-    slope = np.full(n, params.initial_slope_uS)
+    slope = np.full(n, params.initial_slope_uS)  # µS per unit amplitude, per cell
     tol = params.tolerance_uS
     max_amp = geom.max_set_amplitude
 
     chip.reset(c)
     g = chip.read(c)
     done = np.abs(target - g) <= tol
-    rechecked = np.zeros(n, dtype=bool)  # last round was a re-verify of a slight overshoot
     if progress:
         progress(ProgrammingProgress(0, params.max_iterations, int(done.sum()), n))
 
+    # The loop works on compacted copies of the active cells' state (positions ``pos`` in
+    # ascending order, as np.flatnonzero(~done) would give them), shrunk as cells converge:
+    # every pass touches only active cells, and the chip sees the same calls in the same order.
+    pos = np.flatnonzero(~done)
+    a_cells, a_target, a_g = c[pos], target[pos], g[pos]
+    a_slope = slope[pos]
+    rechecked = np.zeros(pos.size, dtype=bool)  # last round was a re-verify of a slight overshoot
+    rounds = 0
     for it in range(1, params.max_iterations + 1):
-        act = np.flatnonzero(~done)
-        if act.size == 0:
+        if pos.size == 0:
             break
-        err = target[act] - g[act]
+        rounds = it
+        err = a_target - a_g
         under = err > tol
         slightly_over = (err < -tol) & ~(err < -params.reset_margin_uS)
-        over = (err < -params.reset_margin_uS) | (slightly_over & rechecked[act])
-        rechecked[act] = slightly_over & ~over
-        up = act[under]
-        amp = np.clip(params.gain * err[under] / slope[up], MIN_AMPLITUDE, max_amp)
-        chip.set_pulse(c[up], amp)
-        chip.reset(c[act[over]])
-        g_new = chip.read(c[act])
+        over = (err < -params.reset_margin_uS) | (slightly_over & rechecked)
+        rechecked = slightly_over & ~over
+        slope_up = a_slope[under]
+        amp = np.clip(params.gain * err[under] / slope_up, MIN_AMPLITUDE, max_amp)
+        chip.set_pulse(a_cells[under], amp)
+        chip.reset(a_cells[over])
+        g_new = chip.read(a_cells)
 
         # Secant update of each pulsed cell's slope, from steps clearly above read noise.
-        step = g_new[under] - g[up]
+        step = g_new[under] - a_g[under]
         informative = step > 2 * tol
         s_obs = step[informative] / amp[informative]
-        upd = up[informative]
-        slope[upd] = np.clip(np.sqrt(slope[upd] * s_obs), SLOPE_MIN_US, SLOPE_MAX_US)
+        slope_up[informative] = np.clip(np.sqrt(slope_up[informative] * s_obs), SLOPE_MIN_US, SLOPE_MAX_US)
+        a_slope[under] = slope_up
 
-        g[act] = g_new
-        iterations[act] += 1
-        done[act] = np.abs(target[act] - g_new) <= tol
+        a_g = g_new
+        fin = np.abs(a_target - g_new) <= tol
+        if fin.any():
+            out = pos[fin]
+            g[out] = g_new[fin]
+            iterations[out] = it
+            done[out] = True
+            keep = ~fin
+            pos, a_cells, a_target, a_g, a_slope, rechecked = (
+                pos[keep], a_cells[keep], a_target[keep], a_g[keep], a_slope[keep], rechecked[keep]
+            )
         if progress:
-            progress(ProgrammingProgress(it, params.max_iterations, int(done.sum()), n))
+            progress(ProgrammingProgress(it, params.max_iterations, n - pos.size, n))
+    g[pos] = a_g  # cells that never converged: their last verify read, after every round
+    iterations[pos] = rounds
 
     return ProgrammingResult(
         cells=c,

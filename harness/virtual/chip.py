@@ -92,6 +92,7 @@ class VirtualPCMChip(ChipBackend):
         self._cell_random = CellRandom(self.seed, FABRICATION_STREAMS)
         n = geometry.n_cells
         self._made = np.zeros(n, dtype=bool)
+        self._all_made = False  # every device made: _make has nothing to look up
         self._params = ph.DeviceParams(g_sat_uS=np.empty(n), set_rate=np.empty(n))
         self._g_prog = np.empty(n)
         self._t_pulse = np.empty(n)
@@ -99,6 +100,15 @@ class VirtualPCMChip(ChipBackend):
         self._z_relax = np.empty(n)
         self._relax_amp = np.empty(n)
         self._q_s = np.empty(n)
+        # max(G_prog + relaxation amplitude, 0): the conductance at t0 and after, before drift
+        # (relaxation is complete from t0 on), so a read past t0 applies drift to it directly.
+        self._g_relaxed = np.empty(n)
+        # Cells pulsed since their relaxation terms (relax_amp, g_relaxed) were last computed:
+        # those are needed only once a read comes past the relaxation onset (ms after a pulse),
+        # so a write-verify loop, whose verify reads come µs after the pulses, never computes
+        # them; the first later read does, once for every such cell.
+        self._stale = np.zeros(n, dtype=bool)
+        self._any_stale = False
 
     # --- Chip protocol ---------------------------------------------------------------------
     @property
@@ -196,13 +206,17 @@ class VirtualPCMChip(ChipBackend):
             everything = np.arange(n)
             self._make_params(slice(0, n), weyl(everything))
             self._made[:] = True
+            self._all_made = True
             self._update_derived(everything)
 
     # --- physics ---------------------------------------------------------------------------
     def _make(self, cells: CellArray) -> CellArray:
         """Make the devices among ``cells`` not made yet: their constants and their state as
         fabricated (RESET, ``FABRICATION_AGE_S`` ago), all from their (seed, cell) draws.
-        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather)."""
+        Returns ``cells``. Costs O(len(cells)) once made (one boolean gather), nothing once
+        every device of the chip is made."""
+        if self._all_made:
+            return cells
         new = cells[~self._made[cells]]
         if new.size:  # duplicates are harmless: a cell's draws are the same every time
             offsets = weyl(new)
@@ -215,6 +229,7 @@ class VirtualPCMChip(ChipBackend):
             self._z_relax[idx] = self._cell_random.normal_pair("relax", offsets)[0]
             self._update_derived(idx)
             self._made[idx] = True
+            self._all_made = bool(self._made.all())
         return cells
 
     def _make_params(self, idx: CellArray | slice, offsets: npt.NDArray[np.uint64]) -> tuple[FloatArray, FloatArray]:
@@ -236,16 +251,37 @@ class VirtualPCMChip(ChipBackend):
         self._clock.advance(PULSE_OP_TIME_S)
         self._g_prog[cells] = g_new_uS
         self._t_pulse[cells] = self._clock.now()
-        self._nu[cells] = ph.draw_drift_exponents(self._x(g_new_uS), self._rng, self.personality)
+        x = self._x(g_new_uS)
+        self._nu[cells] = ph.draw_drift_exponents(x, self._rng, self.personality)
         self._z_relax[cells] = self._rng.standard_normal(cells.size)
-        self._update_derived(cells)
-
-    def _update_derived(self, cells: CellArray) -> None:
-        """Cache what depends only on the as-programmed state (changes only at a pulse):
-        the relaxation amplitude z·σ_relax(x) and the read-noise coefficient Q_s(x)."""
-        x = self._x(self._g_prog[cells])
-        self._relax_amp[cells] = self._z_relax[cells] * ph.relaxation_std(x, self.personality)
         self._q_s[cells] = ph.read_noise_q(x, self.personality)
+        self._stale[cells] = True
+        self._any_stale = True
+
+    def _update_derived(self, cells: CellArray | slice) -> None:
+        """Cache what depends only on the as-programmed state (changes only at a pulse):
+        the read-noise coefficient Q_s(x), the relaxation amplitude z·σ_relax(x) and the
+        relaxed (t ≥ t0) conductance max(G_prog + z·σ_relax, 0)."""
+        x = self._x(self._g_prog[cells])
+        q_s = ph.read_noise_q(x, self.personality)
+        self._q_s[cells] = q_s
+        self._update_relaxation(cells, x, q_s)
+
+    def _update_relaxation(self, cells: CellArray | slice, x: FloatArray, q_s: FloatArray) -> None:
+        amp = ph.relaxation_std(x, self.personality, q_s=q_s)
+        amp *= self._z_relax[cells]
+        self._relax_amp[cells] = amp
+        # G_prog + amp · progress with progress exactly 1.0 (its clip) past t0: the same bits.
+        amp += self._g_prog[cells]
+        self._g_relaxed[cells] = np.maximum(amp, 0.0, out=amp)
+        self._stale[cells] = False
+
+    def _refresh_relaxation(self) -> None:
+        """Compute the relaxation terms of every cell pulsed since they were last computed."""
+        if self._any_stale:
+            cells = np.flatnonzero(self._stale)
+            self._update_relaxation(cells, self._x(self._g_prog[cells]), self._q_s[cells])
+            self._any_stale = False
 
     def _x(self, g_uS: FloatArray) -> FloatArray:
         """Normalized state x = G / g_max of this chip's personality."""
@@ -255,14 +291,21 @@ class VirtualPCMChip(ChipBackend):
         """G(t) = max(G_prog + relaxation(t), 0) · drift(t), noise-free."""
         return self._conductance_and_age(cells, t_s)[0]
 
-    def _conductance_and_age(self, cells: CellArray, t_s: float) -> tuple[FloatArray, FloatArray]:
+    def _conductance_and_age(
+        self, cells: CellArray, t_s: float, tau: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         """(G(t), time since each cell's last pulse). Relaxation and drift are exactly zero
         before their onsets (T_RELAX_ONSET_S, T0_S), so they are computed only where they
         act: verify reads µs after a pulse skip both."""
         idx = _as_index(cells)
-        tau = t_s - self._t_pulse[idx]
+        if tau is None:  # else the caller's t_s − t_pulse of these cells
+            tau = t_s - self._t_pulse[idx]
         g = np.array(self._g_prog[idx], dtype=np.float64)
         pers = self.personality
+        if self._any_stale and tau.size and float(tau.max()) > pers.relax_onset_s:
+            self._refresh_relaxation()
+        if tau.size and float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
+            return self._g_relaxed[idx] * ph.drift_factor(tau, self._nu[idx], pers), tau
         relaxing = tau > pers.relax_onset_s
         if relaxing.all():
             g = np.maximum(g + self._relax_amp[idx] * ph.relaxation_progress(tau, pers), 0.0)
@@ -282,12 +325,63 @@ class VirtualPCMChip(ChipBackend):
         return g, tau
 
     def _read_codes(self, cells: CellArray) -> npt.NDArray[np.uint16]:
+        """One read: G(t) + σ_read(t)·z for every cell, to ADC codes.
+
+        Evaluated in blocks of :data:`READ_BLOCK` cells, each pass over a block staying in
+        the CPU cache (one pass over a million float64 values costs about as much as the
+        arithmetic of a whole block); the draws of consecutive blocks are the one sequential
+        stream of a single draw, so the result does not depend on the block size."""
         self._make(cells)
         self._clock.advance(READ_OP_TIME_S)
-        g, tau = self._conductance_and_age(cells, self._clock.now())
-        sigma = g * self._q_s[_as_index(cells)] * ph.read_noise_time_factor(tau, self.personality)  # σ_read(t)
-        g_read = g + sigma * self._rng.standard_normal(cells.size)
-        return self.geometry.to_codes(g_read)
+        t_s = self._clock.now()
+        n = cells.size
+        codes = np.empty(n, dtype=np.uint16)
+        idx = _as_index(cells)
+        m = min(n, READ_BLOCK)
+        scratch = (np.empty(m), np.empty(m), np.empty(m))
+        for lo in range(0, n, READ_BLOCK):
+            hi = min(n, lo + READ_BLOCK)
+            block = slice(idx.start + lo, idx.start + hi) if isinstance(idx, slice) else idx[lo:hi]
+            codes[lo:hi] = self._read_block(cells[lo:hi], block, t_s, *(a[: hi - lo] for a in scratch))
+        return codes
+
+    def _read_block(
+        self, cells: CellArray, idx: CellArray | slice, t_s: float, tau: FloatArray, g: FloatArray, s: FloatArray
+    ) -> npt.NDArray[np.uint16]:
+        """Codes of a read of ``cells`` (state index ``idx``) at chip time ``t_s``; ``tau``,
+        ``g``, ``s``: scratch arrays of the block's size."""
+        pers = self.personality
+        np.subtract(t_s, self._t_pulse[idx], out=tau)
+        if self._any_stale and float(tau.max()) > pers.relax_onset_s:
+            self._refresh_relaxation()
+        if float(tau.min()) > pers.t0_s:
+            # Every device past t0 (every readout of a session): relaxation is complete (its
+            # progress is exactly 1), so G(t) = G_relaxed · (τ/t0)^−ν; the same expressions as
+            # physics.drift_factor and read_noise_std, evaluated in place.
+            np.divide(tau, pers.t0_s, out=g)
+            np.log(g, out=g)
+            np.multiply(g, self._nu[idx], out=g)
+            np.negative(g, out=g)
+            np.exp(g, out=g)
+            np.multiply(g, self._g_relaxed[idx], out=g)
+        else:
+            g[:] = self._conductance_and_age(cells, t_s, tau)[0]
+        # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), clipped at 0 under the root.
+        f = tau
+        f += pers.t_read_s
+        f /= 2.0 * pers.t_read_s
+        np.log(f, out=f)
+        np.maximum(f, 0.0, out=f)
+        np.sqrt(f, out=f)
+        np.multiply(g, self._q_s[idx], out=s)
+        s *= f
+        s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
+        s += g  # the read: G + σ·z
+        return self.geometry.to_codes(s, out=s)
+
+
+#: Cells per block of a read (float64 scratch arrays of 3 × 256 KiB: the CPU's L2 cache).
+READ_BLOCK = 1 << 15
 
 
 def _as_index(cells: CellArray) -> slice | CellArray:
@@ -303,9 +397,10 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
-#: Bytes of memory a virtual chip needs per device once every device is touched: nine
-#: per-device arrays (8 float64 + 1 bool = 65 B, reserved at construction, made on first
-#: touch) plus the temporaries of an operation over all cells at once. Measured (reading
+#: Bytes of memory a virtual chip needs per device once every device is touched: eleven
+#: per-device arrays (9 float64 + 2 bool = 74 B, reserved at construction, made on first
+#: touch) plus the temporaries of an operation over all cells at once (a read works in
+#: blocks of READ_BLOCK cells; a pulse still makes whole-batch temporaries). Measured (reading
 #: every cell of a 2048x4096 chip in one call): 98 B/device resident after, 138 B/device
 #: peak; 192 keeps a margin. See docs/architecture.md (CLI conventions).
 BYTES_PER_DEVICE = 192

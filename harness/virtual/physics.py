@@ -157,7 +157,7 @@ def read_noise_std(
     return np.abs(np.asarray(g_uS, dtype=np.float64)) * read_noise_q(x_prog, p) * read_noise_time_factor(t_s, p)
 
 
-def relaxation_std(x: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
+def relaxation_std(x: npt.ArrayLike, p: Personality | None = None, *, q_s: npt.ArrayLike | None = None) -> FloatArray:
     """Std of the post-programming relaxation (µS), calibrated so that a device verified
     ``T_VERIFY_S`` after its pulse and read at t0 shows the published σ_prog (Nandakumar 2019; Joshi 2020).
 
@@ -165,11 +165,12 @@ def relaxation_std(x: npt.ArrayLike, p: Personality | None = None) -> FloatArray
     at ~t0, so it already holds the verify read's noise (which limits the loop's
     precision, Nandakumar IEDM 2020) and the read noise at t0; the relaxation is the rest:
     σ_relax² = σ_prog² − σ_read(t_verify)² − σ_read(t0)².
+    ``q_s``: :func:`read_noise_q` of ``x`` when the caller has it already (the same numbers).
     """
     p = _p(p)
     xa = np.asarray(x, dtype=np.float64)
     s_prog = programming_noise_std(xa, p)
-    g_q = xa * p.g_max_uS * read_noise_q(xa, p)
+    g_q = xa * p.g_max_uS * (read_noise_q(xa, p) if q_s is None else np.asarray(q_s, dtype=np.float64))
     var_read = g_q**2 * (read_noise_time_factor(p.t0_s, p) ** 2 + read_noise_time_factor(T_VERIFY_S, p) ** 2)
     return np.sqrt(np.maximum(s_prog**2 - var_read, 0.0))
 
