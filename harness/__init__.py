@@ -13,17 +13,21 @@ The names most scripts need are re-exported here, imported on first use::
     model = harness.load_model("analognet-kws")
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from harness import _compat
 from harness._exports import lazy_exports
 
-try:
-    __version__ = version("pcm-harness")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
 _compat.install()
+
+
+def _package_version() -> str:
+    """The installed distribution's version; looked up on first use of ``harness.__version__``
+    (importlib.metadata costs ~40 ms, a tenth of ``harness session status``'s start-up)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pcm-harness")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
 
 _EXPORTS: dict[str, str] = {
     # the chip seam
@@ -60,6 +64,10 @@ _export_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 def __getattr__(name: str) -> object:
     """Public names on first use; an old flat module path (``harness.evaluate``) as its new module."""
+    if name == "__version__":
+        value = _package_version()
+        globals()["__version__"] = value
+        return value
     if name in _EXPORTS:
         return _export_getattr(name)
     if f"harness.{name}" in _compat.MOVED:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from harness import __version__
+import harness
 from harness.commands.lazy import LazyCommand, LazyGroup
 
 #: name -> (module:function or module:typer_app, one-line help shown by ``harness --help``).
@@ -62,7 +62,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"harness {__version__}")
+        typer.echo(f"harness {harness.__version__}")
         raise typer.Exit()
 
 
