@@ -351,11 +351,12 @@ def evaluate_recording_compensated(
         recorded_times = rec.times_s
     times = normalize_times(times_s) if times_s is not None else tuple(float(t) for t in recorded_times)
     load_s = time.perf_counter() - wall0
+    # One evaluator for every method: test data, ranges and float accuracy are made once.
+    evaluator = ReadoutEvaluator(the_model, range_policy=range_policy, calibration_samples=calibration_samples)
     return [evaluate_readouts(
         the_model, [chip], times_s=times, bits=bits_t, gdc=gdc, read_noise=read_noise, repeats=n_runs, seed=seed,
-        source="recording", location=str(path), progress=progress, range_policy=range_policy,
-        calibration_samples=calibration_samples,
-        timing=EvaluationTiming(load_s=load_s, total_s=load_s), compensation=comp,
+        source="recording", location=str(path), progress=progress,
+        timing=EvaluationTiming(load_s=load_s, total_s=load_s), compensation=comp, evaluator=evaluator,
     ) for comp in compensations]
 
 

@@ -202,6 +202,7 @@ def evaluate_readouts(
     progress: ProgressCallback | None = None,
     timing: EvaluationTiming | None = None,
     compensation: Compensation | None = None,
+    evaluator: ReadoutEvaluator | None = None,
 ) -> EvaluationResult:
     """CiM accuracy of ``model`` on every chip's readouts, batched over chips × times.
 
@@ -214,6 +215,9 @@ def evaluate_readouts(
         seed: seeds the ``torch.Generator`` of the per-read noise.
         ranges: converter ranges for every bit width (default: per ``range_policy``, with
             ``calibration_samples`` training examples: :class:`ReadoutEvaluator`).
+        evaluator: a prepared :class:`ReadoutEvaluator` of ``model`` to reuse (several
+            compensation methods on the same readouts); then ``ranges``, ``range_policy`` and
+            ``calibration_samples`` are its own.
 
     Raises:
         EvaluationError: no chips, mismatched readouts, bad bits, repeats without read noise.
@@ -234,8 +238,10 @@ def evaluate_readouts(
     for c in chips:
         if c.g_uS.shape != (len(times), layout.n_devices) or c.g_ref_uS.shape != (layout.n_devices,):
             raise EvaluationError(f"readouts of {c.label} have shape {c.g_uS.shape}, expected ({len(times)}, {layout.n_devices})")
-    evaluator = ReadoutEvaluator(model, ranges=ranges, range_policy=range_policy, calibration_samples=calibration_samples)
-    used = evaluator.ranges(bits_t)  # calibrated before the inference clock starts
+    if evaluator is None:
+        evaluator = ReadoutEvaluator(model, ranges=ranges, range_policy=range_policy, calibration_samples=calibration_samples)
+    used = evaluator.ranges(bits_t)  # calibrated before the inference clock starts (once per evaluator)
+    inference_before = evaluator.phase_s.get("inference", 0.0)
     n_t = len(times)
     labels = tuple(c.label for c in chips for _ in range(repeats))
     t_read = np.concatenate([np.tile(c.times_s, repeats) for c in chips])
@@ -265,7 +271,10 @@ def evaluate_readouts(
         correct=correct,
         chance_accuracy=evaluator.chance_accuracy,
         dataset=evaluator.dataset,
-        timing=phase_timing(evaluator.phase_s, base, total_s=base.total_s + (time.perf_counter() - wall0)),
+        timing=phase_timing(
+            {**evaluator.phase_s, "inference": evaluator.phase_s.get("inference", 0.0) - inference_before},
+            base, total_s=base.total_s + (time.perf_counter() - wall0),
+        ),
         compensation="" if compensation is None else compensation.name,
     )
 
