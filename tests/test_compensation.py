@@ -264,6 +264,11 @@ def test_cli_compensate_from_a_recording_json_table_and_plot(tmp_path: Path) -> 
     plain = json.loads(invoke("evaluate", "--recording", str(DEMO), "--times", "25s,1h", "--bits", "4", "--json").stdout)
     assert out["methods"]["gdc"]["accuracy"] == plain["accuracy"]
     assert out["paired_vs_gdc"]["gdc"]["4"]["1h"]["mean"] == 0.0
+    # gdc against itself: exactly 0 with a zero-width bootstrap interval; column: an interval
+    # around its own paired mean.
+    assert out["paired_vs_gdc"]["gdc"]["4"]["1h"]["ci95"] == [0.0, 0.0]
+    col = out["paired_vs_gdc"]["column"]["4"]["1h"]
+    assert col["ci95"][0] <= col["mean"] <= col["ci95"][1]
     assert (tmp_path / "c.png").stat().st_size > 0
     table = invoke("evaluate", "--recording", str(DEMO), "--times", "1h", "--bits", "4", "--compensate", "gdc,column")
     assert table.exit_code == 0, table.stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.commands.common import console_for, emit_json, progress_bar
+from harness.evaluation.uncertainty import difference_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -108,12 +109,11 @@ def run_compensation(
         for name, per_bits in summary["paired_vs_gdc"].items():
             if name == "gdc":
                 continue
-            cells = [
-                f"{b}-bit {t}: {v['mean'] * 100:+.2f} ± {v['sem'] * 100:.2f}"
-                for b, row in per_bits.items() for t, v in row.items()
-            ]
-            console.print(f"{name} − gdc (paired, mean ± s.e. over runs, points): " + "; ".join(cells))
+            cells = [f"{b}-bit {t}: {difference_text(v)}" for b, row in per_bits.items() for t, v in row.items()]
+            console.print(f"{name} − gdc (paired, points, [95 % bootstrap interval over chips and test examples]): "
+                          + "; ".join(cells))
     timing = ", ".join(f"{r.compensation} {r.timing.inference_s:.2f}s" for r in results)
     console.print(f"CiM inference per method: {timing}")
     if png is not None:
         console.print(f"plot: {png}")
+

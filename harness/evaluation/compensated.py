@@ -19,6 +19,7 @@ from harness.errors import EvaluationError
 from harness.evaluation.compensation import DEFAULT_CALIBRATION_EXAMPLES, METHODS, make_compensations, parse_methods
 from harness.evaluation.evaluate import evaluate_chip_compensated, evaluate_recording_compensated, resolve_model
 from harness.evaluation.result import EvaluationResult
+from harness.evaluation.uncertainty import paired_difference
 from harness.models.format import Model
 
 
@@ -72,7 +73,9 @@ def comparison_dict(results: Sequence[EvaluationResult], calibration_examples_n:
     """JSON-ready comparison: the first result's settings, ``methods[name]`` = each result's
     :meth:`~harness.evaluation.result.EvaluationResult.to_dict`, and ``paired_vs_gdc[name][bits][time]``
     = mean and sample std (over runs) of the per-run difference to ``gdc`` (same chips and
-    readouts), with its standard error, when ``gdc`` is among the methods."""
+    readouts), its standard error, and ``ci95``: the paired two-way bootstrap interval over chips
+    and test examples (:func:`~harness.evaluation.uncertainty.paired_difference`), when ``gdc``
+    is among the methods and the results carry per-example outcomes."""
     first = results[0].to_dict()
     out: dict[str, Any] = {
         k: first[k] for k in ("model", "model_path", "source", first["source"], "runs", "chips", "test_samples",
@@ -89,14 +92,20 @@ def comparison_dict(results: Sequence[EvaluationResult], calibration_examples_n:
         for r in results:
             diff = r.accuracy - ref.accuracy  # (bits, T, runs), paired by run
             sd = diff.std(axis=2, ddof=1) if r.runs > 1 else np.zeros(diff.shape[:2])
-            paired[r.compensation] = {
-                r.bits_label(b): {
-                    label: {"mean": float(diff[i, j].mean()), "std": float(sd[i, j]),
-                            "sem": float(sd[i, j] / math.sqrt(r.runs))}
-                    for j, label in enumerate(r.time_labels())
-                }
-                for i, b in enumerate(r.bits)
-            }
+            per_bits: dict[str, Any] = {}
+            for i, b in enumerate(r.bits):
+                row: dict[str, Any] = {}
+                for j, label in enumerate(r.time_labels()):
+                    cell: dict[str, Any] = {"mean": float(diff[i, j].mean()), "std": float(sd[i, j]),
+                                            "sem": float(sd[i, j] / math.sqrt(r.runs))}
+                    if r.correct is not None and ref.correct is not None:
+                        # The same chips, reads and test examples under both methods: the paired
+                        # two-way bootstrap of issue 18 (chips and test examples resampled together).
+                        _, lo, hi = paired_difference(ref.correct[i, j], r.correct[i, j])
+                        cell["ci95"] = [lo, hi]
+                    row[label] = cell
+                per_bits[r.bits_label(b)] = row
+            paired[r.compensation] = per_bits
         out["paired_vs_gdc"] = paired
     return out
 

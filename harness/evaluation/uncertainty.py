@@ -25,6 +25,8 @@ exactly 0 with a zero-width interval.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -125,11 +127,22 @@ def paired_difference(
     return diff, float(lo), float(hi)
 
 
+
+def difference_text(cell: dict[str, Any]) -> str:
+    """A paired difference (fractions) in points, as tables print it: ``+1.23 [+0.40, +2.05]``
+    with its 95 % interval, or ``+1.23 ± 0.45`` (standard error) where only that is known."""
+    if "ci95" in cell:
+        lo, hi = cell["ci95"]
+        return f"{cell['mean'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}]"
+    return f"{cell['mean'] * 100:+.2f} ± {cell['sem'] * 100:.2f}"
+
+
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "Z95",
     "accuracy_interval",
     "accuracy_interval_from_runs",
+    "difference_text",
     "paired_difference",
     "wilson_interval",
 ]

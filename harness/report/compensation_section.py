@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.evaluation.uncertainty import difference_text
 from harness.report.html import Section
 from harness.report.results_section import _accuracy_figure
 
@@ -53,8 +54,9 @@ def compensation_section(path: Path, doc: dict[str, Any]) -> Section:
     paired = doc.get("paired_vs_gdc")
     if isinstance(paired, dict):
         others = [m for m in methods if m != "gdc" and m in paired]
-        rows = [[lab] + [f"{paired[m][b][lab]['mean'] * 100:+.2f} ± {paired[m][b][lab]['sem'] * 100:.2f}"
-                         for m in others for b in bits] for lab in labels]
+        rows = [[lab] + [difference_text(paired[m][b][lab]) for m in others for b in bits] for lab in labels]
         s.table(["time"] + [f"{m} − gdc {b}-bit" for m in others for b in bits], rows,
-                "paired difference to gdc (points), mean ± standard error over runs")
+                "paired difference to gdc (points): mean [95 % paired bootstrap interval over chips and test "
+                "examples]; ± standard error over runs where the file has no per-example results")
     return s
+
