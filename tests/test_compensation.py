@@ -297,3 +297,19 @@ def test_report_shows_a_comparison(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.stderr
     html = (tmp_path / "c.html").read_text()
     assert "column 4-bit" in html and "column − gdc 4-bit" in html and "<img" in html
+
+
+def test_cli_compensate_on_a_live_chip_with_a_named_model() -> None:
+    # --model is a repeatable option: the comparison takes the one model given (a list of one
+    # once failed inside the model lookup), and several models are refused in one line.
+    chip = "virtual?rows=64&cols=160&seed=3"
+    r = invoke("evaluate", "--chip", chip, "--runs", "2", "--model", "default", "--times", "1h", "--bits", "4",
+               "--compensate", "gdc,column", "--calibration-examples", "32", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["runs"] == 2 and set(out["methods"]) == {"gdc", "column"}
+    assert_one_line_error(
+        invoke("evaluate", "--chip", chip, "--model", "default", "--model", "default", "--times", "1h",
+               "--compensate", "gdc"),
+        "--compensate compares methods on one model",
+    )

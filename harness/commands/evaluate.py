@@ -218,8 +218,10 @@ def evaluate_command(
 
             if not gdc:
                 raise ConfigError("--no-gdc does not combine with --compensate; name the methods (e.g. --compensate none,gdc)")
+            if len(models) > 1:
+                raise ConfigError("--compensate compares methods on one model; give one --model (or compare models without it)")
             run_compensation(
-                compensate, chip=chip, recording=recording, model=model, times_s=times_s, runs=runs, bits=bits_t,
+                compensate, chip=chip, recording=recording, model=models[0], times_s=times_s, runs=runs, bits=bits_t,
                 read_noise=read_noise, seed=seed, match=match, png=png, json_out=json_out,
                 calibration_examples=calibration_examples, range_policy=ranges, calibration_samples=calibration_samples,
             )
