@@ -74,7 +74,11 @@ def test_tables_show_the_sweep_numbers(inputs) -> None:
     df = load_results(inputs[1])
     sel = df[(df.bits == 4) & (df.t_s == 86400.0)]["accuracy"]
     text = build_report([inputs[1]])
-    assert f"{sel.mean() * 100:.2f} ± {sel.std(ddof=1) * 100:.2f}" in text
+    from harness.evaluation.uncertainty import accuracy_interval_from_runs
+
+    n = int(df["n_test"].iloc[0])
+    lo, hi = accuracy_interval_from_runs(sel.to_numpy(), n)
+    assert f"{sel.mean() * 100:.2f} [{float(lo) * 100:.1f}, {float(hi) * 100:.1f}]" in text
 
 
 def test_program_only_recording_is_reported(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.errors import ConfigError
@@ -190,6 +191,25 @@ def test_summary_has_mean_and_std_per_cell(serial_table):
     row = s[(s.t_s == 25.0) & (s.bits == 8) & s.gdc].iloc[0]
     sel = serial_table[(serial_table.t_s == 25.0) & (serial_table.bits == 8) & serial_table.gdc]["accuracy"]
     assert row["mean"] == pytest.approx(sel.mean()) and row["std"] == pytest.approx(sel.std(ddof=1))
+    # The 95 % interval holds the mean; with the chip spread it is no narrower than one chip's
+    # binomial (Wilson) interval on the same test split.
+    from harness.evaluation.uncertainty import wilson_interval
+
+    n = int(serial_table["n_test"].iloc[0])
+    w_lo, w_hi = wilson_interval(row["mean"], n)
+    assert row["ci95_lo"] <= row["mean"] <= row["ci95_hi"]
+    assert row["ci95_hi"] - row["ci95_lo"] >= float(w_hi - w_lo) - 1e-12
+
+
+def test_summary_interval_of_one_run_is_the_binomial_interval(serial_table):
+    one = serial_table[serial_table.run == 0]
+    s = summarize(one)
+    from harness.evaluation.uncertainty import wilson_interval
+
+    n = int(one["n_test"].iloc[0])
+    lo, hi = wilson_interval(s["mean"].to_numpy(), n)
+    np.testing.assert_allclose(s["ci95_lo"], lo, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s["ci95_hi"], hi, rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- CLI

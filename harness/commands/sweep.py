@@ -78,7 +78,8 @@ def _render(table: Any) -> Any:
 
     from harness.units import format_duration
 
-    out = Table(title="accuracy (%), mean ± std over runs (one run: the value alone)", title_justify="left")
+    out = Table(title="accuracy (%), mean over runs [95 % interval: chip-to-chip spread and test-set sampling]",
+                title_justify="left")
     for name in ("model", "chip", "bits", "gdc", "read noise"):
         out.add_column(name)
     times = sorted(table["t_s"].unique())
@@ -93,10 +94,8 @@ def _render(table: Any) -> Any:
             r = by_t.get(float(t))
             if r is None:
                 cells.append("")
-            elif r.std != r.std:  # NaN std: a single run has no spread to show
-                cells.append(f"{r.mean * 100:.2f}")
             else:
-                cells.append(f"{r.mean * 100:.2f} ± {r.std * 100:.2f}")
+                cells.append(f"{r.mean * 100:.2f} [{r.ci95_lo * 100:.1f}, {r.ci95_hi * 100:.1f}]")
         model, chip, bits, gdc, rn = key
         out.add_row(str(model), str(chip), "ideal" if bits == 0 else str(bits), "on" if gdc else "off", "on" if rn else "off", *cells)
     return out

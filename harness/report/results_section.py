@@ -128,7 +128,7 @@ def sweep_section(path: Path) -> Section:
         anchor=f"sweep-{abs(hash(str(path))) % 10**8}",
         lead=(
             f"{df['task_id'].nunique()} simulated chip(s) of {df['model'].nunique()} model(s); "
-            f"mean ± std over runs"
+            "mean over runs with its 95 % interval (chip-to-chip spread and test-set sampling)"
         ),
         provenance={"folder": str(path), "digest": meta.get("digest"), "seed": meta.get("spec", {}).get("seed"),
                     "source": meta.get("source"), "grid": json.dumps(meta.get("spec", {}), indent=1)},
@@ -136,8 +136,8 @@ def sweep_section(path: Path) -> Section:
     how = "compensate" if "compensate" in summary else "gdc"  # a compensate grid has several methods with GDC
     options = summary[["chip", how, "read_noise"]].drop_duplicates().itertuples(index=False)
     # One y-range for every sweep figure, so that panels (and GDC on vs off) compare by eye.
-    lo = float(np.nanmin(summary["mean"] - np.nan_to_num(summary["std"]))) * 100
-    hi = max(float(np.nanmax(summary["mean"] + np.nan_to_num(summary["std"]))), float(summary["digital_accuracy"].max())) * 100
+    lo = float(np.nanmin(summary["ci95_lo"])) * 100
+    hi = max(float(np.nanmax(summary["ci95_hi"])), float(summary["digital_accuracy"].max())) * 100
     ylim = (max(0.0, lo - 0.05 * (hi - lo)), min(100.0, hi + 0.05 * (hi - lo)))
     for chip, gdc, rn in options:
         sub = summary[(summary.chip == chip) & (summary[how] == gdc) & (summary.read_noise == rn)]
@@ -145,7 +145,8 @@ def sweep_section(path: Path) -> Section:
         tag = f"{chip}, {method}{', read noise' if rn else ''}"
         s.figure(_sweep_overlay(sub, ylim, tag),
                  f"{tag}: the compared models overlaid, one panel per activation precision (same y-range in every "
-                 f"sweep figure); mean ± std over {int(sub['count'].max())} chips (bands), dashed: each model's float "
+                 f"sweep figure); mean over {int(sub['count'].max())} chips and its 95 % interval (bands: chip-to-chip "
+                 "spread and test-set sampling), dashed: each model's float "
                  "baseline.", f"models compared, {tag}")
         s.heading(f"Ablation at {format_duration(_nearest(sub['t_s'].unique(), ABLATION_TIME_S))} — {tag}")
         s.table(*_ablation(sub))
@@ -168,9 +169,9 @@ def _sweep_overlay(sub: Any, ylim: tuple[float, float], tag: str) -> bytes:
         for model in models:
             mdf = at[at.model == model].set_index("t_s").reindex(times)
             mean = mdf["mean"].to_numpy() * 100
-            std = np.nan_to_num(mdf["std"].to_numpy()) * 100
             ax.plot(t, mean, "o-", ms=3.5, color=colors[model], label=str(model))
-            ax.fill_between(t, mean - std, mean + std, color=colors[model], alpha=0.18, lw=0)
+            ax.fill_between(t, mdf["ci95_lo"].to_numpy() * 100, mdf["ci95_hi"].to_numpy() * 100,
+                            color=colors[model], alpha=0.18, lw=0)
             ax.axhline(float(at[at.model == model]["digital_accuracy"].iloc[0]) * 100, ls="--", lw=0.8,
                        color=colors[model])
         ax.set_xscale("log")
@@ -203,8 +204,7 @@ def _ablation(sub: Any) -> tuple[list[str], list[list[str]]]:
         row = [str(model), f"{mdf['digital_accuracy'].iloc[0] * 100:.2f}"]
         for b in bits:
             r = by_b.loc[b]
-            single = r["std"] != r["std"]  # NaN std: one run, no spread to show
-            row.append(f"{r['mean'] * 100:.2f}" if single else f"{r['mean'] * 100:.2f} ± {r['std'] * 100:.2f}")
+            row.append(f"{r['mean'] * 100:.2f} [{r['ci95_lo'] * 100:.1f}, {r['ci95_hi'] * 100:.1f}]")
         rows.append(row)
     return header, rows
 

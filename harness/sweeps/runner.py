@@ -362,11 +362,20 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std (over runs) of accuracy per model × chip × time × bits × gdc × read noise."""
+    """Accuracy per model × chip × time × bits × gdc × read noise (× compensate): ``mean``,
+    ``std`` and ``count`` over runs, and ``ci95_lo``/``ci95_hi``, the 95 % interval combining
+    chip-to-chip spread and test-set sampling from the per-run accuracies on ``n_test`` examples
+    (:func:`harness.evaluation.uncertainty.accuracy_interval_from_runs`; exact Wilson for one run)."""
+    from harness.evaluation.uncertainty import accuracy_interval_from_runs
+
     keys = ["model", "chip", "t_s", "bits", "gdc", "read_noise"] + (["compensate"] if "compensate" in df else [])
     g = df.groupby(keys, sort=True)
     out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
     out["digital_accuracy"] = g["digital_accuracy"].first().to_numpy()
+    bounds = [accuracy_interval_from_runs(group["accuracy"].to_numpy(), int(group["n_test"].iloc[0]))
+              for _, group in g]
+    out["ci95_lo"] = [float(lo) for lo, _ in bounds]
+    out["ci95_hi"] = [float(hi) for _, hi in bounds]
     return out
 
 
