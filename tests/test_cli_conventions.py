@@ -309,6 +309,26 @@ def test_plain_progress_is_throttled_but_keeps_first_and_last(capsys: pytest.Cap
     assert len(lines) == 2 and "1/1000" in lines[0] and "1000/1000" in lines[1]
 
 
+def test_alternating_phases_keep_their_own_clock(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chip is read, then inferred on, then the next chip is read: each phase's elapsed time
+    # runs from its own start (it once restarted at every switch and always said "elapsed 0s").
+    import harness.commands.common as common
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock["t"])
+    with progress_bar("evaluate", total=None, min_interval_s=0.0) as update:
+        for chip in range(1, 4):
+            clock["t"] += 10.0
+            update(chip, description="read", total=3)
+            clock["t"] += 5.0
+            update(chip, description="infer", total=6)
+    lines = capsys.readouterr().err.strip().splitlines()
+    reads = [ln for ln in lines if ln.startswith("read:")]
+    assert reads[-1].startswith("read: 3/3 (100%), elapsed 40s"), reads  # since the bar opened at t=1000
+
+
 def test_evaluate_json_run_shows_progress_on_stderr() -> None:
     r = invoke("evaluate", "--recording", str(DEMO_RECORDING), "--json", "--bits", "8")
     assert r.exit_code == 0, r.stderr

@@ -273,7 +273,7 @@ def _plain_progress(
 ) -> Iterator[Callable[..., None]]:
     state: dict[str, Any] = {
         "desc": description, "total": total, "t0": time.monotonic(), "last": None, "line": "", "first": None,
-        "unit": unit,
+        "unit": unit, "desc_before": description,
     }
 
     def update(
@@ -287,9 +287,15 @@ def _plain_progress(
             state["desc"] = description
         if total is not None and total != state["total"]:
             if state["total"] is not None:
-                # a new phase: elapsed time and ETA start again, and its first step is shown
-                state["t0"], state["first"], state["last"] = now, None, None
+                # a new phase: elapsed time and ETA start again, and its first step is shown;
+                # a phase met before (phases that alternate, e.g. read a chip / infer on it)
+                # keeps its own clock, so its elapsed time and ETA stay true
+                phases = state.setdefault("phases", {})
+                phases[(state["desc_before"], state["total"])] = (state["t0"], state["first"])
+                state["t0"], state["first"] = phases.get((state["desc"], total), (now, None))
+                state["last"] = None
             state["total"] = total
+        state["desc_before"] = state["desc"]
         tot = state["total"]
         if completed <= 0:
             if announce:  # a long step starts (after every check): say so, once
