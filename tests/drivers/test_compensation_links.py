@@ -1,10 +1,12 @@
-"""``harness evaluate --compensate`` through the chip emulator over a real pseudo-terminal:
-every method gives the same numbers as on the local virtual chip the emulator serves."""
+"""``harness evaluate --compensate`` through the chip emulator over a real pseudo-terminal
+(``serial://``) and a loopback socket (``visa://TCPIP::…::SOCKET``, pyvisa-py): every method
+gives the same numbers as on the local virtual chip the emulator serves."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from linkkit import ServeFn
 
 from clikit import invoke
@@ -14,8 +16,10 @@ MODEL_GEOMETRY = Geometry(rows=64, cols=256)  # the default model fits
 VIRTUAL = f"virtual?rows={MODEL_GEOMETRY.rows}&cols={MODEL_GEOMETRY.cols}&seed=7"
 
 
-def test_compensate_over_serial_equals_the_virtual_chip(serve: ServeFn) -> None:
-    uri = serve("pty", MODEL_GEOMETRY, seed=7).uri
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
+def test_compensate_over_serial_and_visa_equals_the_virtual_chip(serve: ServeFn, kind: str) -> None:
+    uri = serve(kind, MODEL_GEOMETRY, seed=7).uri
+    assert uri.startswith({"pty": "serial://", "tcp": "visa://"}[kind])
     args = ("--times", "25s,1mo", "--bits", "4", "--compensate", "none,gdc,column", "--calibration-examples", "64",
             "--json")
     remote = invoke("evaluate", "--chip", uri, *args)
