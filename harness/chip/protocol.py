@@ -216,6 +216,8 @@ def _first_duplicate(cells: npt.NDArray[np.int64], n_cells: int) -> int | None:
     """The smallest address that occurs more than once in ``cells`` (on the array), or None.
     A count over the whole array costs O(n_cells) whatever the batch: a small batch (the late
     rounds of a write-verify loop) is sorted instead."""
+    if cells.size < 2 or bool(np.all(cells[1:] > cells[:-1])):  # ascending (the usual batch): none
+        return None
     if cells.size * 16 >= n_cells:
         counts = np.bincount(cells, minlength=0)
         return int(np.flatnonzero(counts > 1)[0]) if counts.max() > 1 else None

@@ -300,12 +300,14 @@ class VirtualPCMChip(ChipBackend):
         act: verify reads µs after a pulse skip both."""
         idx = _as_index(cells)
         if tau is None:  # else the caller's t_s − t_pulse of these cells
-            tau = t_s - self._pulse_times.of(idx)
+            tau = self._pulse_times.ages(idx, t_s)
         g = np.array(self._g_prog[idx], dtype=np.float64)
         pers = self.personality
-        if self._any_stale and tau.size and float(tau.max()) > pers.relax_onset_s:
+        if not tau.size or float(tau.max()) <= pers.relax_onset_s:
+            return g, tau  # every cell pulsed µs ago (verify reads): nothing acts yet
+        if self._any_stale:
             self._refresh_relaxation()
-        if tau.size and float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
+        if float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
             return self._g_relaxed[idx] * ph.drift_factor(tau, self._nu[idx], pers), tau
         relaxing = tau > pers.relax_onset_s
         if relaxing.all():
@@ -344,7 +346,9 @@ class VirtualPCMChip(ChipBackend):
         past_t0 = float(ages.min()) > pers.t0_s
         if past_t0:
             self._refresh_relaxation()
-            age_terms = (-ph.drift_log_age(ages, pers), ph.read_noise_time_factor(ages, pers))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a time no cell read holds may be < 0
+            time_factor = ph.read_noise_time_factor(ages, pers)
+            neg_log_age = -ph.drift_log_age(ages, pers)
         n = cells.size
         codes = np.empty(n, dtype=np.uint16)
         idx = _as_index(cells)
@@ -354,43 +358,27 @@ class VirtualPCMChip(ChipBackend):
             hi = min(n, lo + READ_BLOCK)
             block = slice(idx.start + lo, idx.start + hi) if isinstance(idx, slice) else idx[lo:hi]
             g, s, f = (a[: hi - lo] for a in scratch)
+            slots = self._pulse_times.index[block]
             if past_t0:
-                self._past_t0_block(block, *age_terms, g, s, f)
+                np.take(neg_log_age, slots, out=g, mode="clip")
+                self._drifted(block, g)
             else:
-                self._any_age_block(cells[lo:hi], block, t_s, g, s, f)
+                np.take(ages, slots, out=f, mode="clip")
+                g[:] = self._conductance_and_age(cells[lo:hi], t_s, f)[0]
+            # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), the factor per pulse time.
+            np.multiply(g, self._q_s[block], out=s)
+            s *= np.take(time_factor, slots, out=f, mode="clip")
             s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
             s += g  # the read: G + σ·z
             self.geometry.to_codes(s, out=s, codes=codes[lo:hi])
         return codes
 
-    def _past_t0_block(
-        self, idx: CellArray | slice, neg_log_age: FloatArray, time_factor: FloatArray, g: FloatArray, s: FloatArray, f: FloatArray
-    ) -> None:
-        """G(t) into ``g`` and σ_read(t) into ``s`` for cells all past t0, from the per-pulse-time
-        −ln(τ/t0) and sqrt(ln((τ + t_read)/(2 t_read))): exp(−ln(τ/t0)·ν)·G_relaxed and
-        G·Q_s·factor, the same expressions (and bits) as physics.drift_factor and read_noise_std."""
-        slots = self._pulse_times.index[idx]
-        np.take(neg_log_age, slots, out=g, mode="clip")
+    def _drifted(self, idx: CellArray | slice, g: FloatArray) -> None:
+        """G(t) = G_relaxed · exp(−ln(τ/t0)·ν) in place, ``g`` holding −ln(τ/t0) of cells all past
+        t0: the same expression (and bits) as physics.drift_factor."""
         g *= self._nu[idx]
         np.exp(g, out=g)
         g *= self._g_relaxed[idx]
-        np.multiply(g, self._q_s[idx], out=s)
-        s *= np.take(time_factor, slots, out=f, mode="clip")
-
-    def _any_age_block(self, cells: CellArray, idx: CellArray | slice, t_s: float, g: FloatArray, s: FloatArray, f: FloatArray) -> None:
-        """G(t) into ``g`` and σ_read(t) into ``s`` for cells of any age (verify reads µs after a
-        pulse, reads before t0); ``f`` is scratch."""
-        np.subtract(t_s, self._pulse_times.of(idx), out=f)
-        g[:] = self._conductance_and_age(cells, t_s, f)[0]
-        # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), clipped at 0 under the root.
-        pers = self.personality
-        f += pers.t_read_s
-        f /= 2.0 * pers.t_read_s
-        np.log(f, out=f)
-        np.maximum(f, 0.0, out=f)
-        np.sqrt(f, out=f)
-        np.multiply(g, self._q_s[idx], out=s)
-        s *= f
 
 
 #: Cells per block of a read (float64 scratch arrays of 3 × 256 KiB: the CPU's L2 cache).

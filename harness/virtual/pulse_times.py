@@ -52,7 +52,12 @@ class PulseTimes:
 
     def of(self, cells: npt.NDArray[np.intp] | slice) -> FloatArray:
         """Last-pulse times of ``cells`` (a new array)."""
-        return self.table[self.index[cells]]
+        return self.table.take(self.index[cells])
+
+    def ages(self, cells: npt.NDArray[np.intp] | slice, t_s: float) -> FloatArray:
+        """t_s − last-pulse time of ``cells``: the same numbers as ``t_s - of(cells)``, with
+        the subtraction done once per distinct time."""
+        return (t_s - self.table).take(self.index[cells])
 
     def _slot_of(self, t_s: float) -> int:
         slot = self._slot.get(t_s)
