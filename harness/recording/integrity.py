@@ -76,7 +76,8 @@ class IntegrityError(ValueError):
 
 def _int64(x: int) -> int:
     """An unsigned 64-bit value as the int64 stored in the record."""
-    return int(np.uint64(x & 0xFFFFFFFFFFFFFFFF).astype(np.int64))
+    v = x & 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v >> 63 else v  # two's complement, as numpy's cast (no numpy per entry)
 
 
 def _crc(data: bytes | memoryview, start: int = 0) -> int:

@@ -206,12 +206,15 @@ def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- checksum
 
 
-def readout_checksum(row: np.ndarray, meta: np.ndarray, seed: int = 0) -> int:
+def readout_checksum(row: np.ndarray | None, meta: np.ndarray, seed: int = 0, *, row_crc: int | None = None) -> int:
     """CRC-32 of one readout: its stored row bytes, then its ``meta`` record with the
     checksum field zeroed (so a flipped bit in the values or the time is detected).
     ``seed``: the CRC's start value (version 4: :func:`harness.recording.integrity.row_seed`,
-    binding the row to its file and position; 0 in version 3)."""
+    binding the row to its file and position; 0 in version 3). ``row_crc``: the row's part,
+    ``zlib.crc32(row, seed)``, when the caller has it already (the writer computes it while
+    the row is written); ``row`` is then not read."""
     m = np.array(meta, copy=True).reshape(())
     m[CHECKSUM_COLUMN] = 0
-    # zlib reads the array's buffer in place: no copy of the (megabyte) row per readout.
-    return zlib.crc32(m.tobytes(), zlib.crc32(np.ascontiguousarray(row), seed)) & 0xFFFFFFFF
+    if row_crc is None:  # zlib reads the array's buffer in place: no copy of the (megabyte) row
+        row_crc = zlib.crc32(np.ascontiguousarray(row), seed)
+    return zlib.crc32(m.tobytes(), row_crc) & 0xFFFFFFFF
