@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import os
-import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import h5py
 import numpy as np
 
 from harness.errors import RecordingError
+from harness.recording.crc import crc32
 
 FORMAT_NAME = "pcm-harness-recording"
 #: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time; a
@@ -206,15 +206,12 @@ def _create_chip_state(f: h5py.File, state: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- checksum
 
 
-def readout_checksum(row: np.ndarray | None, meta: np.ndarray, seed: int = 0, *, row_crc: int | None = None) -> int:
+def readout_checksum(row: np.ndarray, meta: np.ndarray, seed: int = 0) -> int:
     """CRC-32 of one readout: its stored row bytes, then its ``meta`` record with the
     checksum field zeroed (so a flipped bit in the values or the time is detected).
     ``seed``: the CRC's start value (version 4: :func:`harness.recording.integrity.row_seed`,
-    binding the row to its file and position; 0 in version 3). ``row_crc``: the row's part,
-    ``zlib.crc32(row, seed)``, when the caller has it already (the writer computes it while
-    the row is written); ``row`` is then not read."""
+    binding the row to its file and position; 0 in version 3)."""
     m = np.array(meta, copy=True).reshape(())
     m[CHECKSUM_COLUMN] = 0
-    if row_crc is None:  # zlib reads the array's buffer in place: no copy of the (megabyte) row
-        row_crc = zlib.crc32(np.ascontiguousarray(row), seed)
-    return zlib.crc32(m.tobytes(), row_crc) & 0xFFFFFFFF
+    # the CRC reads the array's buffer in place: no copy of the (megabyte) row per readout.
+    return crc32(m.tobytes(), crc32(np.ascontiguousarray(row), seed)) & 0xFFFFFFFF

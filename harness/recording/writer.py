@@ -19,7 +19,6 @@ from harness.chip.protocol import FloatArray, Geometry
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import Layout
 from harness.recording import integrity
-from harness.recording.crc_worker import RowCrc
 from harness.recording.header import _create_readouts, _extra_specs, _publish, _write_header, seal_header
 from harness.recording.lock import RecordingLock
 from harness.recording.schema import (
@@ -174,12 +173,11 @@ class RecordingWriter:
         self._meta_mspace = h5py.h5s.create_simple((1,))
         # Per-append costs that are not the data's: the compound memory type made once (h5py
         # would build it from the dtype at every write), the row extents tracked here (one
-        # dataset-space query each otherwise), the row's CRC on a worker thread.
+        # dataset-space query each otherwise).
         self._meta_mtype = h5py.h5t.py_create(self._meta.dtype)
         self._int64_mtype = h5py.h5t.py_create(np.dtype(np.int64))
         self._rows = [int(self._g.shape[0]), int(self._meta.shape[0])]
         self._tails = (tuple(self._g.shape[1:]), ())
-        self._row_crc = RowCrc()
         self._row_buf = np.zeros(self.n_cells, dtype=self._g.dtype)
         self._t_last = float(self._meta[self._n - 1]["t_s"]) if self._n else -math.inf
         lut = self.geometry.codes_to_uS(np.arange(2**self.geometry.adc_bits))
@@ -309,7 +307,9 @@ class RecordingWriter:
         row = np.ascontiguousarray(row, dtype=self._g.dtype)
         i = self._n
         m = self._manifest
-        crc = self._row_crc.start(row, integrity.row_seed(m.header, i) if m is not None else 0) if self._checksums else None
+        if self._checksums:
+            seed = integrity.row_seed(m.header, i) if m is not None else 0
+            meta[CHECKSUM_COLUMN] = readout_checksum(row, meta, seed)
         prev_chain = m.meta_chain if m is not None else 0
         try:
             # 1. the rows (and the chip state into the slot not holding the committed state)
@@ -318,8 +318,6 @@ class RecordingWriter:
                     ds.id.set_extent((i + 1, *self._tails[k]))
                     self._rows[k] = i + 1
             self._write_row(i, row)
-            if crc is not None:  # the tail's CRC here, the head's done alongside the write
-                meta[CHECKSUM_COLUMN] = readout_checksum(None, meta, row_crc=crc.result())
             fspace = self._meta.id.get_space()
             fspace.select_hyperslab((i,), (1,))
             self._meta.id.write(self._meta_mspace, fspace, meta.reshape(1), mtype=self._meta_mtype)
@@ -341,9 +339,6 @@ class RecordingWriter:
                 m.meta_chain = prev_chain
             self._rows = [int(self._g.shape[0]), int(self._meta.shape[0])]
             raise RecordingError(f"writing readout {i} to {self.path} failed: {exc}") from exc
-        finally:
-            if crc is not None:
-                crc.wait()  # the worker is done with the row before the caller gets it back
         self._n = i + 1
         self._tags = tags
         self._t_last = t
@@ -432,7 +427,6 @@ class RecordingWriter:
         if self._closed:
             return
         self._closed = True
-        self._row_crc.close()
         try:
             w = self._writer[...]
             w[2] = 0
