@@ -12,6 +12,7 @@ one call moves a whole array of cells, never one Python call per device.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -72,22 +73,42 @@ class Geometry:
         """Conductance step of one ADC code (µS)."""
         return (self.adc_max_uS - self.adc_min_uS) / (2**self.adc_bits - 1)
 
-    def to_codes(self, g_uS: npt.ArrayLike, out: FloatArray | None = None) -> npt.NDArray[np.uint16]:
+    def to_codes(
+        self, g_uS: npt.ArrayLike, out: FloatArray | None = None, codes: npt.NDArray[np.uint16] | None = None
+    ) -> npt.NDArray[np.uint16]:
         """Quantize conductances to ADC codes ``0 .. 2**adc_bits - 1`` (round to nearest, clip).
 
         ``out``: a float64 scratch array of ``g_uS``'s shape (may be ``g_uS`` itself, which is
-        then overwritten) so a large read makes no temporaries; the codes are the same."""
+        then overwritten) so a large read makes no temporaries; ``codes``: a uint16 array of
+        that shape to write the codes into (returned). The codes are the same either way."""
         g = np.asarray(g_uS, dtype=np.float64)
-        codes = np.subtract(g, self.adc_min_uS, out=out)
-        codes /= self.adc_lsb_uS
-        np.rint(codes, out=codes)
-        np.clip(codes, 0, 2**self.adc_bits - 1, out=codes)
-        return codes.astype(np.uint16)
+        if self.adc_min_uS == 0.0 and out is not None:  # x − 0.0 is x: skip the pass
+            step = np.divide(g, self.adc_lsb_uS, out=out)
+        else:
+            step = np.subtract(g, self.adc_min_uS, out=out)
+            step /= self.adc_lsb_uS
+        np.rint(step, out=step)
+        np.clip(step, 0, 2**self.adc_bits - 1, out=step)
+        if codes is None:
+            return step.astype(np.uint16)
+        np.copyto(codes, step, casting="unsafe")
+        return codes
 
     def codes_to_uS(self, codes: npt.ArrayLike) -> FloatArray:
         """Conductance (µS) of ADC codes; every backend converts codes with this one function,
         so the same codes give bit-identical µS on every backend."""
-        return self.adc_min_uS + np.asarray(codes, dtype=np.float64) * self.adc_lsb_uS
+        arr = np.asarray(codes)
+        if arr.dtype == np.uint16:  # one gather from the table of every uint16 code: the same numbers
+            return _code_table_uS(self.adc_min_uS, self.adc_lsb_uS).take(arr)
+        return self.adc_min_uS + arr.astype(np.float64) * self.adc_lsb_uS
+
+
+@functools.lru_cache(maxsize=8)
+def _code_table_uS(adc_min_uS: float, adc_lsb_uS: float) -> FloatArray:
+    """adc_min + code · lsb for every uint16 code, as ``codes_to_uS`` computes it (read-only)."""
+    table = adc_min_uS + np.arange(1 << 16, dtype=np.float64) * adc_lsb_uS
+    table.flags.writeable = False
+    return table
 
 
 @runtime_checkable
@@ -195,6 +216,8 @@ def _first_duplicate(cells: npt.NDArray[np.int64], n_cells: int) -> int | None:
     """The smallest address that occurs more than once in ``cells`` (on the array), or None.
     A count over the whole array costs O(n_cells) whatever the batch: a small batch (the late
     rounds of a write-verify loop) is sorted instead."""
+    if cells.size < 2 or bool(np.all(cells[1:] > cells[:-1])):  # ascending (the usual batch): none
+        return None
     if cells.size * 16 >= n_cells:
         counts = np.bincount(cells, minlength=0)
         return int(np.flatnonzero(counts > 1)[0]) if counts.max() > 1 else None

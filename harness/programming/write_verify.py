@@ -242,29 +242,34 @@ def program_cells(
         slightly_over = (err < -tol) & ~(err < -params.reset_margin_uS)
         over = (err < -params.reset_margin_uS) | (slightly_over & rechecked)
         rechecked = slightly_over & ~over
-        slope_up = a_slope[under]
-        amp = np.clip(params.gain * err[under] / slope_up, MIN_AMPLITUDE, max_amp)
-        chip.set_pulse(a_cells[under], amp)
+        # Positions, not boolean masks, select the cells of each step: numpy gathers with an
+        # index array in one pass, where a mask is counted and then gathered on every use.
+        up = np.flatnonzero(under)
+        slope_up = a_slope.take(up)
+        amp = np.clip(params.gain * err.take(up) / slope_up, MIN_AMPLITUDE, max_amp)
+        chip.set_pulse(a_cells.take(up), amp)
         chip.reset(a_cells[over])
         g_new = chip.read(a_cells)
 
-        # Secant update of each pulsed cell's slope, from steps clearly above read noise.
-        step = g_new[under] - a_g[under]
+        # Secant update of each pulsed cell's slope, from steps clearly above read noise
+        # (computed for every pulsed cell, kept where informative: the same numbers there).
+        step = g_new.take(up) - a_g.take(up)
         informative = step > 2 * tol
-        s_obs = step[informative] / amp[informative]
-        slope_up[informative] = np.clip(np.sqrt(slope_up[informative] * s_obs), SLOPE_MIN_US, SLOPE_MAX_US)
-        a_slope[under] = slope_up
+        with np.errstate(invalid="ignore", divide="ignore"):  # uninformative steps are discarded
+            secant = np.clip(np.sqrt(slope_up * (step / amp)), SLOPE_MIN_US, SLOPE_MAX_US)
+        a_slope[up] = np.where(informative, secant, slope_up)
 
         a_g = g_new
         fin = np.abs(a_target - g_new) <= tol
         if fin.any():
-            out = pos[fin]
-            g[out] = g_new[fin]
+            hit = np.flatnonzero(fin)
+            out = pos.take(hit)
+            g[out] = g_new.take(hit)
             iterations[out] = it
             done[out] = True
-            keep = ~fin
+            keep = np.flatnonzero(~fin)
             pos, a_cells, a_target, a_g, a_slope, rechecked = (
-                pos[keep], a_cells[keep], a_target[keep], a_g[keep], a_slope[keep], rechecked[keep]
+                a.take(keep) for a in (pos, a_cells, a_target, a_g, a_slope, rechecked)
             )
         if progress:
             progress(ProgrammingProgress(it, params.max_iterations, n - pos.size, n))

@@ -40,12 +40,13 @@ its meta record and one over the (small) runtime chip state it saves.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import h5py
 import numpy as np
+
+from harness.recording.crc import crc32
 
 #: First format version with the manifest; its commit and writer record lengths.
 MANIFEST_VERSION = 4
@@ -76,11 +77,12 @@ class IntegrityError(ValueError):
 
 def _int64(x: int) -> int:
     """An unsigned 64-bit value as the int64 stored in the record."""
-    return int(np.uint64(x & 0xFFFFFFFFFFFFFFFF).astype(np.int64))
+    v = x & 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v >> 63 else v  # two's complement, as numpy's cast (no numpy per entry)
 
 
 def _crc(data: bytes | memoryview, start: int = 0) -> int:
-    return zlib.crc32(data, start) & 0xFFFFFFFF
+    return crc32(data, start) & 0xFFFFFFFF
 
 
 # ----------------------------------------------------------------------------- header

@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import os
-import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import h5py
 import numpy as np
 
 from harness.errors import RecordingError
+from harness.recording.crc import crc32
 
 FORMAT_NAME = "pcm-harness-recording"
 #: Version 2 added ``session.attrs["readout_repeats"]`` (k reads per scheduled time; a
@@ -213,5 +213,5 @@ def readout_checksum(row: np.ndarray, meta: np.ndarray, seed: int = 0) -> int:
     binding the row to its file and position; 0 in version 3)."""
     m = np.array(meta, copy=True).reshape(())
     m[CHECKSUM_COLUMN] = 0
-    # zlib reads the array's buffer in place: no copy of the (megabyte) row per readout.
-    return zlib.crc32(m.tobytes(), zlib.crc32(np.ascontiguousarray(row), seed)) & 0xFFFFFFFF
+    # the CRC reads the array's buffer in place: no copy of the (megabyte) row per readout.
+    return crc32(m.tobytes(), crc32(np.ascontiguousarray(row), seed)) & 0xFFFFFFFF

@@ -171,6 +171,13 @@ class RecordingWriter:
             else [{}, {}]
         )
         self._meta_mspace = h5py.h5s.create_simple((1,))
+        # Per-append costs that are not the data's: the compound memory type made once (h5py
+        # would build it from the dtype at every write), the row extents tracked here (one
+        # dataset-space query each otherwise).
+        self._meta_mtype = h5py.h5t.py_create(self._meta.dtype)
+        self._int64_mtype = h5py.h5t.py_create(np.dtype(np.int64))
+        self._rows = [int(self._g.shape[0]), int(self._meta.shape[0])]
+        self._tails = (tuple(self._g.shape[1:]), ())
         self._row_buf = np.zeros(self.n_cells, dtype=self._g.dtype)
         self._t_last = float(self._meta[self._n - 1]["t_s"]) if self._n else -math.inf
         lut = self.geometry.codes_to_uS(np.arange(2**self.geometry.adc_bits))
@@ -240,7 +247,8 @@ class RecordingWriter:
         c = np.asarray(codes)
         if c.shape != (self.n_cells,) or c.dtype.kind not in "ui":
             raise RecordingError(f"ADC codes must be {self.n_cells} unsigned integers, got {c.dtype} {c.shape}")
-        if c.size and int(c.max()) >= self._lut.size:
+        # (codes of a dtype narrower than the ADC, e.g. uint8 of an 8-bit ADC, need no check)
+        if c.size and np.iinfo(c.dtype).max >= self._lut.size and int(c.max()) >= self._lut.size:
             raise RecordingError(f"ADC code {int(c.max())} is beyond the {self.geometry.adc_bits}-bit ADC range")
         if c.dtype != self._g.dtype:
             # one reused buffer: no fresh allocation (and page faults) per readout
@@ -302,15 +310,17 @@ class RecordingWriter:
         if self._checksums:
             seed = integrity.row_seed(m.header, i) if m is not None else 0
             meta[CHECKSUM_COLUMN] = readout_checksum(row, meta, seed)
+        prev_chain = m.meta_chain if m is not None else 0
         try:
             # 1. the rows (and the chip state into the slot not holding the committed state)
-            for ds in (self._g, self._meta):
-                if ds.shape[0] != i + 1:
-                    ds.resize(i + 1, axis=0)
+            for k, ds in enumerate((self._g, self._meta)):
+                if self._rows[k] != i + 1:
+                    ds.id.set_extent((i + 1, *self._tails[k]))
+                    self._rows[k] = i + 1
             self._write_row(i, row)
             fspace = self._meta.id.get_space()
             fspace.select_hyperslab((i,), (1,))
-            self._meta.id.write(self._meta_mspace, fspace, meta.reshape(1))
+            self._meta.id.write(self._meta_mspace, fspace, meta.reshape(1), mtype=self._meta_mtype)
             slot = None
             if state_arrays is not None:
                 slot = self._free_slot()
@@ -320,7 +330,6 @@ class RecordingWriter:
             tags = list(self._tags)
             if slot is not None:
                 tags[slot] = i + 1
-            prev_chain = m.meta_chain if m is not None else 0
             if m is not None:
                 m.meta_chain = integrity.chain(prev_chain, meta.reshape(1))
             self._write_commit(i + 1, tags)
@@ -328,6 +337,7 @@ class RecordingWriter:
         except (OSError, ValueError, RuntimeError) as exc:
             if m is not None:
                 m.meta_chain = prev_chain
+            self._rows = [int(self._g.shape[0]), int(self._meta.shape[0])]
             raise RecordingError(f"writing readout {i} to {self.path} failed: {exc}") from exc
         self._n = i + 1
         self._tags = tags
@@ -336,10 +346,9 @@ class RecordingWriter:
 
     def _write_commit(self, n: int, tags: list[int]) -> None:
         """The commit record for ``n`` readouts (version 4: the sealed manifest)."""
-        if self._manifest is None:
-            _write_all(self._commit, np.array([n, *tags], dtype=np.int64))
-        else:
-            _write_all(self._commit, self._manifest.record(n, tags))
+        record = np.array([n, *tags], dtype=np.int64) if self._manifest is None else self._manifest.record(n, tags)
+        # the record is int64 like the dataset: one low-level write with the type made once
+        self._commit.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(record, dtype=np.int64), mtype=self._int64_mtype)
 
     def _write_row(self, i: int, row: np.ndarray) -> None:
         """Write readout row ``i`` chunk by chunk, bypassing h5py's selection machinery (the

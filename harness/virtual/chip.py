@@ -31,6 +31,7 @@ from harness.chip.registry import ChipURI, take_params
 from harness.virtual import physics as ph
 from harness.virtual.cell_random import CellRandom, weyl
 from harness.virtual.personality import Personality, load_personality
+from harness.virtual.pulse_times import PulseTimes
 
 #: A read samples at the end of its READ_OP_TIME_S, so a verify read comes at least that
 #: long after the pulse it checks.
@@ -95,7 +96,7 @@ class VirtualPCMChip(ChipBackend):
         self._all_made = False  # every device made: _make has nothing to look up
         self._params = ph.DeviceParams(g_sat_uS=np.empty(n), set_rate=np.empty(n))
         self._g_prog = np.empty(n)
-        self._t_pulse = np.empty(n)
+        self._pulse_times = PulseTimes(n, -FABRICATION_AGE_S)
         self._nu = np.empty(n)
         self._z_relax = np.empty(n)
         self._relax_amp = np.empty(n)
@@ -155,7 +156,7 @@ class VirtualPCMChip(ChipBackend):
 
     def last_pulse_s(self, cells: npt.ArrayLike) -> FloatArray:
         """Chip time of each cell's last pulse: the origin of its drift clock."""
-        return self._t_pulse[self._make(check_cells(cells, self.geometry))].copy()
+        return self._pulse_times.of(self._make(check_cells(cells, self.geometry)))
 
     def saturation_uS(self, cells: npt.ArrayLike) -> FloatArray:
         """Each cell's saturation conductance (a device constant; weak devices saturate low)."""
@@ -178,7 +179,7 @@ class VirtualPCMChip(ChipBackend):
         }
         if include_devices:
             self._make(np.arange(self.geometry.n_cells))
-            state.update(g_prog_uS=self._g_prog.copy(), t_pulse_s=self._t_pulse.copy(), nu=self._nu.copy(), z_relax=self._z_relax.copy())
+            state.update(g_prog_uS=self._g_prog.copy(), t_pulse_s=self._pulse_times.of(slice(None)), nu=self._nu.copy(), z_relax=self._z_relax.copy())
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
@@ -200,7 +201,7 @@ class VirtualPCMChip(ChipBackend):
         self._clock.set(float(state["clock_s"]))
         if "g_prog_uS" in state:
             self._g_prog = np.array(state["g_prog_uS"], dtype=np.float64)
-            self._t_pulse = np.array(state["t_pulse_s"], dtype=np.float64)
+            self._pulse_times.set_all(state["t_pulse_s"])
             self._nu = np.array(state["nu"], dtype=np.float64)
             self._z_relax = np.array(state["z_relax"], dtype=np.float64)
             everything = np.arange(n)
@@ -224,7 +225,7 @@ class VirtualPCMChip(ChipBackend):
             z_reset, z_nu = self._make_params(idx, offsets)
             pers = self.personality
             self._g_prog[idx] = g = ph.reset_conductance(z_reset, pers)
-            self._t_pulse[idx] = -FABRICATION_AGE_S
+            self._pulse_times.set(idx, -FABRICATION_AGE_S)
             self._nu[idx] = ph.drift_exponents(self._x(g), z_nu, pers)
             self._z_relax[idx] = self._cell_random.normal_pair("relax", offsets)[0]
             self._update_derived(idx)
@@ -250,7 +251,7 @@ class VirtualPCMChip(ChipBackend):
         """Record a pulse: new as-programmed state, pulse time, fresh ν and relaxation draw."""
         self._clock.advance(PULSE_OP_TIME_S)
         self._g_prog[cells] = g_new_uS
-        self._t_pulse[cells] = self._clock.now()
+        self._pulse_times.set(cells, self._clock.now())
         x = self._x(g_new_uS)
         self._nu[cells] = ph.draw_drift_exponents(x, self._rng, self.personality)
         self._z_relax[cells] = self._rng.standard_normal(cells.size)
@@ -299,12 +300,14 @@ class VirtualPCMChip(ChipBackend):
         act: verify reads µs after a pulse skip both."""
         idx = _as_index(cells)
         if tau is None:  # else the caller's t_s − t_pulse of these cells
-            tau = t_s - self._t_pulse[idx]
+            tau = self._pulse_times.ages(idx, t_s)
         g = np.array(self._g_prog[idx], dtype=np.float64)
         pers = self.personality
-        if self._any_stale and tau.size and float(tau.max()) > pers.relax_onset_s:
+        if not tau.size or float(tau.max()) <= pers.relax_onset_s:
+            return g, tau  # every cell pulsed µs ago (verify reads): nothing acts yet
+        if self._any_stale:
             self._refresh_relaxation()
-        if tau.size and float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
+        if float(tau.min()) > pers.t0_s:  # relaxation complete: progress is exactly 1
             return self._g_relaxed[idx] * ph.drift_factor(tau, self._nu[idx], pers), tau
         relaxing = tau > pers.relax_onset_s
         if relaxing.all():
@@ -330,10 +333,22 @@ class VirtualPCMChip(ChipBackend):
         Evaluated in blocks of :data:`READ_BLOCK` cells, each pass over a block staying in
         the CPU cache (one pass over a million float64 values costs about as much as the
         arithmetic of a whole block); the draws of consecutive blocks are the one sequential
-        stream of a single draw, so the result does not depend on the block size."""
+        stream of a single draw, so the result does not depend on the block size. What
+        depends only on a cell's age (ln(τ/t0), the 1/f time factor) is evaluated once per
+        distinct pulse time (:mod:`harness.virtual.pulse_times`) and gathered per cell."""
         self._make(cells)
         self._clock.advance(READ_OP_TIME_S)
         t_s = self._clock.now()
+        pers = self.personality
+        ages = t_s - self._pulse_times.table
+        # Every pulse time older than t0 (every readout of a session): relaxation is complete
+        # (its progress is exactly 1), so G(t) = G_relaxed · (τ/t0)^−ν for every cell.
+        past_t0 = float(ages.min()) > pers.t0_s
+        if past_t0:
+            self._refresh_relaxation()
+        with np.errstate(invalid="ignore", divide="ignore"):  # a time no cell read holds may be < 0
+            time_factor = ph.read_noise_time_factor(ages, pers)
+            neg_log_age = -ph.drift_log_age(ages, pers)
         n = cells.size
         codes = np.empty(n, dtype=np.uint16)
         idx = _as_index(cells)
@@ -342,42 +357,28 @@ class VirtualPCMChip(ChipBackend):
         for lo in range(0, n, READ_BLOCK):
             hi = min(n, lo + READ_BLOCK)
             block = slice(idx.start + lo, idx.start + hi) if isinstance(idx, slice) else idx[lo:hi]
-            codes[lo:hi] = self._read_block(cells[lo:hi], block, t_s, *(a[: hi - lo] for a in scratch))
+            g, s, f = (a[: hi - lo] for a in scratch)
+            slots = self._pulse_times.index[block]
+            if past_t0:
+                np.take(neg_log_age, slots, out=g, mode="clip")
+                self._drifted(block, g)
+            else:
+                np.take(ages, slots, out=f, mode="clip")
+                g[:] = self._conductance_and_age(cells[lo:hi], t_s, f)[0]
+            # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), the factor per pulse time.
+            np.multiply(g, self._q_s[block], out=s)
+            s *= np.take(time_factor, slots, out=f, mode="clip")
+            s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
+            s += g  # the read: G + σ·z
+            self.geometry.to_codes(s, out=s, codes=codes[lo:hi])
         return codes
 
-    def _read_block(
-        self, cells: CellArray, idx: CellArray | slice, t_s: float, tau: FloatArray, g: FloatArray, s: FloatArray
-    ) -> npt.NDArray[np.uint16]:
-        """Codes of a read of ``cells`` (state index ``idx``) at chip time ``t_s``; ``tau``,
-        ``g``, ``s``: scratch arrays of the block's size."""
-        pers = self.personality
-        np.subtract(t_s, self._t_pulse[idx], out=tau)
-        if self._any_stale and float(tau.max()) > pers.relax_onset_s:
-            self._refresh_relaxation()
-        if float(tau.min()) > pers.t0_s:
-            # Every device past t0 (every readout of a session): relaxation is complete (its
-            # progress is exactly 1), so G(t) = G_relaxed · (τ/t0)^−ν; the same expressions as
-            # physics.drift_factor and read_noise_std, evaluated in place.
-            np.divide(tau, pers.t0_s, out=g)
-            np.log(g, out=g)
-            np.multiply(g, self._nu[idx], out=g)
-            np.negative(g, out=g)
-            np.exp(g, out=g)
-            np.multiply(g, self._g_relaxed[idx], out=g)
-        else:
-            g[:] = self._conductance_and_age(cells, t_s, tau)[0]
-        # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), clipped at 0 under the root.
-        f = tau
-        f += pers.t_read_s
-        f /= 2.0 * pers.t_read_s
-        np.log(f, out=f)
-        np.maximum(f, 0.0, out=f)
-        np.sqrt(f, out=f)
-        np.multiply(g, self._q_s[idx], out=s)
-        s *= f
-        s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
-        s += g  # the read: G + σ·z
-        return self.geometry.to_codes(s, out=s)
+    def _drifted(self, idx: CellArray | slice, g: FloatArray) -> None:
+        """G(t) = G_relaxed · exp(−ln(τ/t0)·ν) in place, ``g`` holding −ln(τ/t0) of cells all past
+        t0: the same expression (and bits) as physics.drift_factor."""
+        g *= self._nu[idx]
+        np.exp(g, out=g)
+        g *= self._g_relaxed[idx]
 
 
 #: Cells per block of a read (float64 scratch arrays of 3 × 256 KiB: the CPU's L2 cache).

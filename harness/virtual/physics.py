@@ -131,9 +131,14 @@ def drift_exponents(x: FloatArray, z: FloatArray, p: Personality | None = None) 
 
 def drift_factor(t_s: npt.ArrayLike, nu: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
     """G(t)/G(t0) = (max(t, t0)/t0)^−ν: no drift before t0 (the model's time origin)."""
+    return np.exp(-np.asarray(nu, dtype=np.float64) * drift_log_age(t_s, p))
+
+
+def drift_log_age(t_s: npt.ArrayLike, p: Personality | None = None) -> FloatArray:
+    """ln(max(t, t0)/t0): the drift factor is exp(−ν · this), so a read can evaluate it once
+    per distinct pulse time and apply each device's ν to it."""
     t0 = _p(p).t0_s
-    t = np.maximum(np.asarray(t_s, dtype=np.float64), t0)
-    return np.exp(-np.asarray(nu, dtype=np.float64) * np.log(t / t0))
+    return np.log(np.maximum(np.asarray(t_s, dtype=np.float64), t0) / t0)
 
 
 def read_noise_q(x: npt.ArrayLike, p: Personality | None = None) -> FloatArray:

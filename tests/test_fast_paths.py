@@ -1,0 +1,81 @@
+"""Fast paths that must give exactly the numbers of the plain computation they replace
+(issue 21): the recording's CRC-32, the per-pulse-time table of the virtual chip's reads,
+and the code-to-µS table."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from harness.chip.protocol import Geometry
+from harness.recording.crc import crc32
+from harness.virtual.chip import VirtualPCMChip
+from harness.virtual.pulse_times import PulseTimes
+
+
+@pytest.mark.parametrize("n_bytes", [0, 1, 100, 1 << 16, (1 << 20) + 3])
+@pytest.mark.parametrize("seed", [0, 1, 0xFFFFFFFF, 0x2F1C_0DE5])
+def test_recording_crc_is_zlib_crc32(n_bytes: int, seed: int) -> None:
+    """Whichever implementation harness.recording.crc picked, its values are zlib's."""
+    row = np.random.default_rng(n_bytes).integers(0, 256, n_bytes, dtype=np.uint8)
+    assert crc32(row, seed) == zlib.crc32(row, seed)
+    wide = row.view(np.uint8).astype(np.uint16)
+    assert crc32(wide, seed) == zlib.crc32(wide.tobytes(), seed)
+
+
+def test_pulse_times_compact_and_restore_keep_every_time() -> None:
+    t = PulseTimes(50, -1e6)
+    rng = np.random.default_rng(3)
+    want = np.full(50, -1e6)
+    for k in range(10_000):  # many more distinct times than the compaction threshold
+        cells = rng.choice(50, size=3, replace=False)
+        t.set(cells, float(k))
+        want[cells] = float(k)
+    np.testing.assert_array_equal(t.of(slice(None)), want)
+    assert t.table.size <= 2 * 4096
+    np.testing.assert_array_equal(t.ages(np.arange(50), 1e5), 1e5 - want)
+    r = PulseTimes(50, 0.0)
+    r.set_all(want)
+    np.testing.assert_array_equal(r.of(slice(None)), want)
+
+
+def test_read_of_a_subset_and_of_all_cells_give_the_plain_formula() -> None:
+    """The table path against the per-cell formula (τ, ln, sqrt per device), on a chip with
+    cells pulsed at many different times, read past t0 and, for a subset, before it."""
+    chip = VirtualPCMChip(Geometry(rows=16, cols=64), seed=4)
+    n = chip.geometry.n_cells
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        cells = np.sort(rng.choice(n, size=200, replace=False))
+        chip.set_pulse(cells, rng.uniform(0.1, 1.0, cells.size))
+    chip.wait_until(chip.now() + 30.0)
+    state = chip.snapshot()
+    codes = chip.read_codes(np.arange(n))
+    clone = VirtualPCMChip(Geometry(rows=16, cols=64), seed=4)
+    clone.restore(state)  # times rebuilt from the t_pulse array: a fresh table
+    np.testing.assert_array_equal(clone.read_codes(np.arange(n)), codes)
+    plain = _plain_read_codes(clone, np.arange(n), state)
+    np.testing.assert_array_equal(plain, codes)
+
+
+def test_codes_to_uS_table_matches_the_formula() -> None:
+    g = Geometry(adc_bits=12, adc_min_uS=-1.5, adc_max_uS=40.0)
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    want = g.adc_min_uS + codes.astype(np.float64) * g.adc_lsb_uS
+    np.testing.assert_array_equal(g.codes_to_uS(codes), want)
+    np.testing.assert_array_equal(g.codes_to_uS(codes.astype(np.int64)), want)
+
+
+def _plain_read_codes(chip: VirtualPCMChip, cells: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
+    """The read of every cell with each age term evaluated per cell (the pre-table formula)."""
+    pers = chip.personality
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = json.loads(bytes(state["rng_state"]).decode())  # the draw the chip made
+    t_s = float(state["clock_s"]) + 1e-6
+    tau = t_s - state["t_pulse_s"][cells]
+    g = chip._g_relaxed[cells] * np.exp(-(np.log(tau / pers.t0_s) * chip._nu[cells]))
+    f = np.sqrt(np.maximum(np.log((tau + pers.t_read_s) / (2.0 * pers.t_read_s)), 0.0))
+    return chip.geometry.to_codes(g + g * chip._q_s[cells] * f * rng.standard_normal(cells.size))
