@@ -5,8 +5,9 @@ line within its bound — never hang silently (issues 13 and 19).
 For each transport (pty → ``serial://…``, loopback TCP → ``visa://…``) it runs
 ``harness emulate`` and ``harness program --chip <URI>`` as their own processes, once on
 a clean link and once per fault mix and seed. The URI is the one the emulator printed,
-plus ``stall=<s>`` and ``giveup=<s>`` when ``--stall-s``/``--giveup-s`` are given (the driver's bounds on time without any
-progress; default 120 s). Mixes (``--mixes``):
+plus ``stall=<s>`` and ``giveup=<s>`` when ``--stall-s`` / ``--giveup-s`` are given (the
+driver's bounds on time without a completed command, and with the frame error rate above
+``fer=``; both 120 s by default). Mixes (``--mixes``):
 
 * ``1pct``: 1 % of bytes corrupted and 1 % dropped (both directions), a hang-up after
   every 300th command (issue 13's soak);
