@@ -110,7 +110,7 @@ class BulkTransfer:
             todo = merged(todo, (window[t] for t in window if t not in answered))
             if answered:
                 budget.progress()
-                session.watch.passed(len(answered))
+                session.watch.passed(len(answered), sum(window[t][1] for t in answered))
                 if len(answered) < len(window):
                     for _ in range(len(window) - len(answered)):
                         session.watch.failed(what, session.stats.reconnects)

@@ -21,8 +21,16 @@ NOISY_ATTEMPTS_PER_RETRY = 64
 #: Default of ``stall=`` (s): a link on which nothing got through for this long is given
 #: up on with one line naming its quality (docs/protocol.md §7).
 STALL_S = 120.0
+#: Default of ``giveup=`` (s): a link whose frame error rate stays above ``fer=`` this long
+#: is given up on, even though its commands still complete (docs/protocol.md §7).
+GIVEUP_S = 120.0
+#: Default of ``fer=``: the frame error rate above which a link counts as collapsed. Above the
+#: 63 % that the chunk sizer aims at on any noisy link (frames of ``1/λ`` bytes pass with
+#: probability ``1/e``; §5), so a link that is noisy but efficient is never given up on; a link
+#: damaging more than about 1 % of its bytes crosses it (its framing alone then fails).
+MAX_FER = 0.9
 #: Longest interval between link-quality lines while the link is failing (s); a quarter
-#: of the stall bound when that is shorter.
+#: of the stall or give-up bound when that is shorter.
 NOTICE_S = 10.0
 
 
@@ -48,6 +56,10 @@ class LinkSettings:
         min_chunk: smallest chunk the adaptive sizing shrinks to (bytes).
         stall_s: longest time without any command or bulk window getting through before
             the link is given up on (``ChipTimeoutError`` naming its frame error rate).
+        giveup_s: longest time the frame error rate may stay above ``max_fer`` before the
+            link is given up on, though commands still complete (``ChipTimeoutError``).
+        max_fer: frame error rate (failed frames per frame, in (0, 1]) above which the link
+            counts as collapsed; 1 never gives up on the rate.
     """
 
     timeout_s: float = 2.0
@@ -55,10 +67,19 @@ class LinkSettings:
     max_chunk: int = 16 * 2**20
     min_chunk: int = 16
     stall_s: float = STALL_S
+    giveup_s: float = GIVEUP_S
+    max_fer: float = MAX_FER
 
     def __post_init__(self) -> None:
         if not (0.0 < self.stall_s <= 86400.0):
             raise ConfigError(f"stall bound {self.stall_s} s must be in (0, 86400] s; fix stall= in the chip URI")
+        if not (0.0 < self.giveup_s <= 86400.0):
+            raise ConfigError(f"give-up bound {self.giveup_s} s must be in (0, 86400] s; fix giveup= in the chip URI")
+        if not (0.0 < self.max_fer <= 1.0):
+            raise ConfigError(
+                f"frame error rate bound {self.max_fer} must be in (0, 1] (a fraction; 1 = never give up on it); "
+                "fix fer= in the chip URI"
+            )
         if not (0.0 < self.timeout_s <= 3600.0):
             raise ConfigError(f"link timeout {self.timeout_s} s must be in (0, 3600] s")
         if not 0 <= self.retries <= 1000:
@@ -77,7 +98,7 @@ class LinkSettings:
 
     @property
     def notice_s(self) -> float:
-        return min(NOTICE_S, self.stall_s / 4)
+        return min(NOTICE_S, self.stall_s / 4, self.giveup_s / 4)
 
 
 @dataclass

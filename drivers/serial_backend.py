@@ -135,7 +135,7 @@ def _posix_fd(ser: serial.Serial) -> int | None:
 
 
 def settings_from(params: dict[str, object]) -> LinkSettings:
-    """LinkSettings from the ``timeout``/``retries``/``chunk``/``stall`` URI parameters."""
+    """LinkSettings from the ``timeout``/``retries``/``chunk``/``stall``/``giveup``/``fer`` URI parameters."""
     chunk = int(params["chunk"])  # type: ignore[call-overload]
     return LinkSettings(
         timeout_s=float(params["timeout"]),  # type: ignore[arg-type]
@@ -143,6 +143,8 @@ def settings_from(params: dict[str, object]) -> LinkSettings:
         max_chunk=chunk,
         min_chunk=min(LinkSettings.min_chunk, chunk),
         stall_s=float(params["stall"]),  # type: ignore[arg-type]
+        giveup_s=float(params["giveup"]),  # type: ignore[arg-type]
+        max_fer=float(params["fer"]),  # type: ignore[arg-type]
     )
 
 
@@ -152,6 +154,8 @@ LINK_PARAMS = {
     "retries": (int, LinkSettings.retries),
     "chunk": (int, LinkSettings.max_chunk),
     "stall": (float, LinkSettings.stall_s),
+    "giveup": (float, LinkSettings.giveup_s),
+    "fer": (float, LinkSettings.max_fer),
 }
 
 

@@ -63,8 +63,11 @@ class LinkSession:
         self.stats = LinkStats()
         self.sizer = ChunkSizer(settings.min_chunk, settings.max_chunk)
         self._gaps = GapClock(settings.timeout_s)
-        #: throughput lines and the stall bound (``stall=``); ``watch.notice`` is where lines go
-        self.watch = LinkWatch(link.description, settings.stall_s, settings.notice_s)
+        #: throughput lines and the stall and give-up bounds (``stall=``, ``giveup=``, ``fer=``);
+        #: ``watch.notice`` is where lines go
+        self.watch = LinkWatch(
+            link.description, settings.stall_s, settings.notice_s, giveup_s=settings.giveup_s, max_fer=settings.max_fer
+        )
         self._session_id = p.NO_SESSION
         self._seq = 0
         self._open = False
@@ -72,6 +75,7 @@ class LinkSession:
         self.identity = ""
         self._foreign_junk: bytes | None = None
         self._reopen_pause_s = REOPEN_PAUSE_MIN_S
+        self._payload = 0  # body bytes of the last exchange that got through (both ways)
 
     def begin(self, session_id: int) -> None:
         """Tag every later command with ``session_id`` (as the chip issued it), from sequence 1."""
@@ -190,7 +194,7 @@ class LinkSession:
                 self.watch.failed(what or "opening the link", self.stats.reconnects)
                 continue
             self.stats.exchanges += 1
-            self.watch.passed()
+            self.watch.passed(1, self._payload)
             return reply
 
     def _attempt(self, tag: int, pieces: list[p.Piece], what: str, expect: int = 0) -> p.Reply:
@@ -293,6 +297,7 @@ class LinkSession:
                 self.stats.transfer_s += now - t_header
                 self._gaps.observe(gap)
                 self.sizer.passed(sent + event.size)
+                self._payload = sent + len(event.body) - p.FRAME_OVERHEAD
                 if redundant:
                     self.stats.redundant_wins += 1
                 return reply

@@ -112,7 +112,7 @@ def _attrs(h: Any, obj: h5py.HLObject, where: str) -> None:
         h.update(b"@" + name.encode() + b"\0" + _attr_bytes(obj.attrs[name]) + b"\0")
 
 
-def _slices(ds: h5py.Dataset) -> Iterator[np.ndarray]:
+def slices(ds: h5py.Dataset) -> Iterator[np.ndarray]:
     """A dataset's data in bounded slices along its first axis (whole, for scalars)."""
     if ds.ndim == 0:
         yield np.asarray(ds[()])
@@ -151,7 +151,7 @@ def header_digest(f: h5py.File) -> int:
             if dynamic:
                 continue
             h.update(repr(obj.shape).encode() + b"\0")
-            for part in _slices(obj):
+            for part in slices(obj):
                 h.update(memoryview(part).cast("B"))
     return _int64(int.from_bytes(h.digest()[:8], "little"))
 

@@ -323,25 +323,36 @@ def _vector(parent: h5py.Group, name: str, kinds: str, max_len: int) -> h5py.Dat
 
 
 def _in_range(parent: h5py.Group, name: str, lo: float, hi: float) -> None:
+    """Every value of a 1-D dataset is finite and in ``[lo, hi]`` (read in bounded slices)."""
     ds = parent[name]
-    if not ds.size:
-        return
-    a = ds[...]
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise _Bad(f"{ds.name} holds non-finite values")
-    if a.min() < lo or a.max() > hi:
-        raise _Bad(f"{ds.name} holds values outside {lo:g}..{hi:g}")
+    for a in integrity.slices(ds):
+        if not a.size:
+            continue
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _Bad(f"{ds.name} holds non-finite values")
+        if a.min() < lo or a.max() > hi:
+            raise _Bad(f"{ds.name} holds values outside {lo:g}..{hi:g}")
 
 
 def _unique(parent: h5py.Group, name: str, n_cells: int) -> None:
-    """Cell addresses (already checked to be on the array) name each cell once."""
-    a = parent[name][...]
+    """Cell addresses (already checked to be on the array) name each cell once; read in
+    bounded slices (memory: one slice and one flag per cell of the array)."""
+    ds = parent[name]
     seen = np.zeros(n_cells, dtype=np.bool_)
-    seen[a] = True
-    if int(np.count_nonzero(seen)) != a.size:
-        _, first = np.unique(a, return_index=True)
-        dup = int(a[np.setdiff1d(np.arange(a.size), first)[0]])
-        raise _Bad(f"{parent[name].name} names cell {dup} more than once")
+    for a in integrity.slices(ds):
+        seen[a] = True
+    if int(np.count_nonzero(seen)) == ds.shape[0]:
+        return
+    seen[:] = False  # some cell is named twice: find the first, slice by slice
+    for a in integrity.slices(ds):
+        u, first = np.unique(a, return_index=True)
+        if u.size < a.size:
+            dup = int(a[np.setdiff1d(np.arange(a.size), first)[0]])
+            raise _Bad(f"{ds.name} names cell {dup} more than once")
+        again = seen[u]
+        if again.any():
+            raise _Bad(f"{ds.name} names cell {int(u[again][0])} more than once")
+        seen[u] = True
 
 
 def _stored_rows(g: h5py.Dataset, meta: h5py.Dataset, n: int) -> None:
