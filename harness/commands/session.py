@@ -62,6 +62,14 @@ def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress
         yield on_progress
 
 
+def monitor_factory(model: Any, layout: Any, spec: Any) -> Any:
+    """A refresh session's monitor (:func:`harness.evaluation.monitor.build_monitor`), imported
+    only when a session has a [refresh] table: other sessions do not load torch."""
+    from harness.evaluation.monitor import build_monitor
+
+    return build_monitor(model, layout, spec)
+
+
 @app.command("run")
 def run_command(
     session_file: Path = typer.Argument(..., help="Session definition (TOML), e.g. sessions/drift-20h.toml."),
@@ -119,7 +127,8 @@ def run_command(
             console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
             try:
                 with session_progress() as progress:
-                    result = run_session(spec, the_chip, out_path, overwrite=overwrite, progress=progress)
+                    result = run_session(spec, the_chip, out_path, overwrite=overwrite, progress=progress,
+                                         monitor_factory=monitor_factory)
             except KeyboardInterrupt:
                 hint = f"; continue with: harness session resume {out_path}" if out_path.exists() else ""
                 sys.stderr.write(f"error: interrupted{hint}\n")
@@ -160,7 +169,7 @@ def resume_command(
             with session_progress() as progress:
                 result = resume_session(
                     recording, chip_uri=chip, progress=progress, accept_chip=accept_chip,
-                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"),
+                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"), monitor_factory=monitor_factory,
                 )
         except KeyboardInterrupt:
             sys.stderr.write(f"error: interrupted; continue with: harness session resume {recording}\n")
