@@ -18,7 +18,7 @@ import torch
 
 from harness.data import check_dataset_fits, load_dataset
 from harness.data.dataset import Dataset
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DatasetError
 from harness.evaluation.cim import CimSimulator
 from harness.evaluation.ranges import RangeCalibrator
 from harness.models.format import Model
@@ -53,7 +53,13 @@ class CimMonitor:
                     f"model {model.name!r} names no dataset: a refresh session's monitor needs its labelled training "
                     "examples; use a model trained on a bundled dataset"
                 )
-            data = load_dataset(model.dataset)
+            try:
+                data = load_dataset(model.dataset)
+            except (ConfigError, DatasetError) as exc:
+                raise ConfigError(
+                    f"model {model.name!r} names dataset {model.dataset!r}, which is not available ({exc}); a refresh "
+                    "session's monitor needs its labelled training examples"
+                ) from exc
         check_dataset_fits(data, input_shape=model.input_shape, n_classes=model.n_classes, model_name=model.name)
         n_train = int(data.y_train.shape[0])
         if spec.monitor_examples > n_train:
