@@ -256,6 +256,15 @@ def _render_status(console: Console, st: dict[str, Any]) -> None:
             console.print(
                 f"programmed devices ({c['programmed_cells']}): mean G(last)/G(first) = {c['mean_ratio_last_first']:.4f}"
             )
+    if "refresh" in st:
+        r = st["refresh"]
+        when = ", ".join(format_duration(t) for t in r["refresh_times_s"][:8]) + (" …" if r["refreshes"] > 8 else "")
+        console.print(
+            f"refresh: {r['rule'] or '-'}; {r['epochs']} programming epoch(s), {r['refreshes']} refresh(es)"
+            + (f" at {when}" if r["refreshes"] else "")
+            + (f"; monitor accuracy {100 * r['monitor_min']:.1f}–{100 * r['monitor_max']:.1f}% "
+               f"(last {100 * r['monitor_last']:.1f}%)" if r["monitor_min"] is not None else "")
+        )
     if st.get("chip_accepted_despite_check"):
         console.print(f"resumed {st['chip_accepted_despite_check']} time(s) with --accept-chip on a chip that failed the check")
     if st.get("needs_repair"):

@@ -84,6 +84,8 @@ def _status(rec: Recording) -> dict[str, Any]:
         "resumes": len(rec.resumes),
         "chip_accepted_despite_check": sum(1 for r in rec.resumes if r.get("accepted_despite")),
     }
+    if rec.has_epochs:
+        out["refresh"] = _refresh_status(rec)
     if n:
         first, last = rec.readout(0), rec.readout(n - 1)
         on = programmed_mask(rec)
@@ -96,6 +98,24 @@ def _status(rec: Recording) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def _refresh_status(rec: Recording) -> dict[str, Any]:
+    """A refresh session's epochs: how many, when, and the monitor accuracy's range."""
+    spec = rec.session
+    acc = rec.monitor_accuracy
+    epochs = rec.epochs
+    done = acc is not None and acc.size > 0
+    return {
+        "rule": spec.refresh.describe() if spec is not None and spec.refresh is not None else None,
+        "epochs": len(epochs),
+        "refreshes": len(epochs) - 1,
+        "refresh_times_s": [e.t_origin_s for e in epochs[1:]],
+        "pulses": [e.pulses for e in epochs],
+        "monitor_min": float(np.nanmin(acc)) if done else None,
+        "monitor_max": float(np.nanmax(acc)) if done else None,
+        "monitor_last": float(acc[-1]) if done else None,
+    }
 
 
 def _simulated_clock(chip_uri: str | None) -> bool:
