@@ -58,6 +58,13 @@ def load_data(rec: Recording, readouts: FloatArray | None = None) -> Calibration
     n_read = rec.n_readouts
     if n_read < 2:
         raise CalibrationError(f"{where} holds {n_read} readout(s); calibration needs at least 2 (a drift needs two times)")
+    if rec.n_epochs > 1:
+        # the fits assume one programming (the drift clock of every device starts at its end)
+        raise CalibrationError(
+            f"{where} holds {rec.n_epochs} programming epochs (its refresh session re-programmed the chip "
+            f"{rec.n_epochs - 1} time(s)); calibration fits the drift of one programming: calibrate a session "
+            "recorded without [refresh]"
+        )
     lay = rec.layout
     prog = rec.programming
     if prog.cells.size == 0:
