@@ -305,3 +305,99 @@ def test_the_library_refuses_a_refresh_session_without_a_monitor(session_file: P
     with open_chip(URI) as chip, pytest.raises(ConfigError, match="monitor_factory"):
         run_session(spec, chip, tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()
+
+
+# ----------------------------------------------------------------------------- consumers
+
+TWO_EPOCHS = textwrap.dedent(
+    """
+    [session]
+    name = "two-epochs"
+    [program]
+    model = "default"
+    [schedule]
+    kind = "list"
+    times_s = [25.0, 100.0, 3000.0, 4000.0, 5000.0]
+    [refresh]
+    every = "2000s"
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("two")
+    (d / "s.toml").write_text(TWO_EPOCHS)
+    out = d / "two.h5"
+    r = runner.invoke(app, ["session", "run", str(d / "s.toml"), "--chip", URI, "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+def test_every_refreshes_once_after_the_read_that_finds_the_epoch_old_enough(two_epochs: Path) -> None:
+    with open_recording(two_epochs) as rec:
+        assert rec.readout_epochs.tolist() == [0, 0, 0, 1, 1]
+        (e1,) = rec.epochs[1:]
+        assert e1.rule == "every" and e1.after_readout == 2 and 3000 < e1.t_origin_s < 4000
+        assert np.all(np.isfinite(rec.monitor_accuracy))
+
+
+def test_status_counts_the_epochs(two_epochs: Path) -> None:
+    r = runner.invoke(app, ["session", "status", str(two_epochs), "--json"])
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    st = json.loads(r.stdout)["refresh"]
+    assert st["epochs"] == 2 and st["refreshes"] == 1 and len(st["refresh_times_s"]) == 1
+    assert st["refreshes_per_year"] == pytest.approx(365 * 86400 / 5000.0, rel=1e-3)
+    r = runner.invoke(app, ["session", "status", str(two_epochs)])
+    assert "2 programming epoch(s), 1 refresh(es)" in r.stdout
+
+
+def test_replay_counts_time_from_each_reads_epoch(two_epochs: Path) -> None:
+    import json
+
+    r = runner.invoke(app, ["replay", str(two_epochs), "--json"])
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    with open_recording(two_epochs) as rec:
+        origin = rec.epochs[1].t_origin_s
+    assert s["epoch"] == [0, 0, 0, 1, 1]
+    np.testing.assert_allclose(s["t_s"][3:], np.array(s["session_t_s"][3:]) - origin)
+    for lv in s["levels"]:
+        if not lv["reset_level"]:
+            assert lv["mean_ratio"][3] == 1.0  # the first read of epoch 1 is its own t0
+            assert 0.0 < lv["nu_fit"] < 0.2
+
+
+def test_evaluate_uses_one_epoch_and_says_which(two_epochs: Path) -> None:
+    import json
+
+    r = runner.invoke(app, ["evaluate", "--recording", str(two_epochs), "--bits", "8", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert "2 programming epochs" in r.stderr and "evaluating epoch 1 only" in r.stderr
+    latest = json.loads(r.stdout)
+    with open_recording(two_epochs) as rec:
+        origin = rec.epochs[1].t_origin_s
+        t = rec.times_s
+    np.testing.assert_allclose(latest["times_s"], t[3:] - origin)
+    r = runner.invoke(app, ["evaluate", "--recording", str(two_epochs), "--bits", "8", "--epoch", "0", "--json"])
+    assert r.exit_code == 0, r.stderr
+    np.testing.assert_allclose(json.loads(r.stdout)["times_s"], t[:3])
+    r = runner.invoke(app, ["evaluate", "--recording", str(two_epochs), "--epoch", "2"])
+    assert r.exit_code == 1 and "not one of the 2 programming epoch(s)" in r.stderr
+
+
+def test_calibrate_refuses_a_multi_epoch_recording_in_one_line(two_epochs: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["calibrate", str(two_epochs), "--out", str(tmp_path / "f.toml")])
+    assert r.exit_code == 1 and "2 programming epochs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "f.toml").exists()
+
+
+def test_report_shows_the_sawtooth_and_refreshes_per_year(two_epochs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(two_epochs), "--html", str(out)])
+    assert r.exit_code == 0, r.stderr
+    html = out.read_text()
+    assert "Refresh: programming epochs" in html and "monitor accuracy saw-tooth" in html
+    assert "per simulated year" in html
