@@ -17,10 +17,10 @@ device), and the refresh is stored as a new programming epoch
 is in the recording (epochs, monitor accuracies), so a resumed session takes the same
 decisions and, on the virtual chip, re-programs with the same draws.
 
-Re-programming on predicted accuracy loss is the standard answer to PCM drift where
-compensation is not enough (Joshi et al., Nat. Commun. 11, 2473, 2020, discuss periodic
-re-programming; Le Gallo et al., Nat. Electron. 6, 680, 2023, re-program their HERMES chip's
-weights between experiments).
+Re-programming on a predicted accuracy loss is standard practice for drifting analog weights;
+the drift it answers is characterised by Joshi et al., "Accurate deep neural network inference
+using computational phase-change memory", Nat. Commun. 11, 2473 (2020). The rule, the
+training-split monitor and its defaults are this harness's choices.
 """
 
 from __future__ import annotations
