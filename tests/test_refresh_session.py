@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -230,7 +229,7 @@ def _same_as(out: Path, ref: Path) -> None:
         # (epoch_crc and crc32 differ: they cover the wall-clock times of each run)
         for col in ("epoch", "monitor_accuracy", "t_scheduled_s", "read_duration_s"):
             assert np.array_equal(rec.extra(col), r0.extra(col)), col
-        assert [dataclasses.replace(e) for e in rec.epochs] == [dataclasses.replace(e) for e in r0.epochs]
+        assert rec.epochs == r0.epochs
         for e in range(1, rec.n_epochs):
             assert np.array_equal(rec.epoch_final_uS(e), r0.epoch_final_uS(e))
 
@@ -315,9 +314,11 @@ TWO_EPOCHS = textwrap.dedent(
     name = "two-epochs"
     [program]
     model = "default"
+    [readout]
+    repeats = 2
     [schedule]
     kind = "list"
-    times_s = [25.0, 100.0, 3000.0, 4000.0, 5000.0]
+    times_s = [25.0, 100.0, 3000.0, 4000.0, 4500.0, 5000.0]
     [refresh]
     every = "2000s"
     """
@@ -336,9 +337,9 @@ def two_epochs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_refreshes_once_after_the_read_that_finds_the_epoch_old_enough(two_epochs: Path) -> None:
     with open_recording(two_epochs) as rec:
-        assert rec.readout_epochs.tolist() == [0, 0, 0, 1, 1]
+        assert rec.readout_epochs.tolist() == [0] * 6 + [1] * 6  # two reads per time
         (e1,) = rec.epochs[1:]
-        assert e1.rule == "every" and e1.after_readout == 2 and 3000 < e1.t_origin_s < 4000
+        assert e1.rule == "every" and e1.after_readout == 5 and 3000 < e1.t_origin_s < 4000
         assert np.all(np.isfinite(rec.monitor_accuracy))
 
 
@@ -362,11 +363,11 @@ def test_replay_counts_time_from_each_reads_epoch(two_epochs: Path) -> None:
     s = json.loads(r.stdout)
     with open_recording(two_epochs) as rec:
         origin = rec.epochs[1].t_origin_s
-    assert s["epoch"] == [0, 0, 0, 1, 1]
-    np.testing.assert_allclose(s["t_s"][3:], np.array(s["session_t_s"][3:]) - origin)
+    assert s["epoch"] == [0] * 6 + [1] * 6
+    np.testing.assert_allclose(s["t_s"][6:], np.array(s["session_t_s"][6:]) - origin)
     for lv in s["levels"]:
         if not lv["reset_level"]:
-            assert lv["mean_ratio"][3] == 1.0  # the first read of epoch 1 is its own t0
+            assert lv["mean_ratio"][6] == 1.0  # the first read of epoch 1 is its own t0
             assert 0.0 < lv["nu_fit"] < 0.2
 
 
@@ -380,18 +381,39 @@ def test_evaluate_uses_one_epoch_and_says_which(two_epochs: Path) -> None:
     with open_recording(two_epochs) as rec:
         origin = rec.epochs[1].t_origin_s
         t = rec.times_s
-    np.testing.assert_allclose(latest["times_s"], t[3:] - origin)
+    np.testing.assert_allclose(latest["times_s"], t[6:] - origin)
     r = runner.invoke(app, ["evaluate", "--recording", str(two_epochs), "--bits", "8", "--epoch", "0", "--json"])
     assert r.exit_code == 0, r.stderr
-    np.testing.assert_allclose(json.loads(r.stdout)["times_s"], t[:3])
+    np.testing.assert_allclose(json.loads(r.stdout)["times_s"], t[:6])
     r = runner.invoke(app, ["evaluate", "--recording", str(two_epochs), "--epoch", "2"])
     assert r.exit_code == 1 and "not one of the 2 programming epoch(s)" in r.stderr
 
 
-def test_calibrate_refuses_a_multi_epoch_recording_in_one_line(two_epochs: Path, tmp_path: Path) -> None:
-    r = runner.invoke(app, ["calibrate", str(two_epochs), "--out", str(tmp_path / "f.toml")])
-    assert r.exit_code == 1 and "2 programming epochs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "f.toml").exists()
+def test_calibrate_fits_one_epoch_with_times_since_its_programming(two_epochs: Path, tmp_path: Path) -> None:
+    from harness.calibration.data import load_data
+
+    with open_recording(two_epochs) as rec:
+        origin = rec.epochs[1].t_origin_s
+        d1 = load_data(rec, epoch=1)
+        t1 = rec.times_s[6:] - origin
+        np.testing.assert_allclose(d1.t_g, (t1[0::2] + t1[1::2]) / 2)  # the two reads of each time averaged
+        assert d1.mean.shape[0] == 3 and d1.repeats == 2
+        final1 = rec.epoch_final_uS(1)
+        assert not np.array_equal(final1, rec.programming.final_uS)
+        assert set(d1.final_uS) <= set(final1)
+        d0 = load_data(rec)  # default: the epoch with the most readouts, the earliest on a tie (3 and 3)
+        np.testing.assert_allclose(d0.t_g, (rec.times_s[0:6:2] + rec.times_s[1:6:2]) / 2)
+    import json
+
+    r = runner.invoke(app, ["calibrate", str(two_epochs), "--out", str(tmp_path / "f.toml"), "--bootstrap", "0",
+                            "--epoch", "1", "--json"])
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["data"]["epoch"] == 1 and s["data"]["readouts"] == 6
+    assert any("fitted epoch 1" in w for w in s["warnings"])
+    r = runner.invoke(app, ["calibrate", str(two_epochs), "--out", str(tmp_path / "g.toml"), "--epoch", "2"])
+    assert r.exit_code == 1 and "not one of the 2 programming epoch(s)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "g.toml").exists()
 
 
 def test_report_shows_the_sawtooth_and_refreshes_per_year(two_epochs: Path, tmp_path: Path) -> None:
@@ -401,3 +423,10 @@ def test_report_shows_the_sawtooth_and_refreshes_per_year(two_epochs: Path, tmp_
     html = out.read_text()
     assert "Refresh: programming epochs" in html and "monitor accuracy saw-tooth" in html
     assert "per simulated year" in html
+
+
+def test_the_replay_chip_refuses_a_multi_epoch_recording(two_epochs: Path) -> None:
+    from harness.errors import ReplayError
+
+    with pytest.raises(ReplayError, match="2 programming epochs"):
+        open_chip(f"replay:{two_epochs}")

@@ -101,7 +101,8 @@ def run_command(
             rows = timetable(spec)
             if json_out:
                 emit_json({"session": spec.name, "chip": chip, "model": spec.program.model,
-                           "cells": spec.readout.cells, "timetable": rows})
+                           "cells": spec.readout.cells, "timetable": rows,
+                           **({"refresh": spec.refresh.as_dict()} if spec.refresh else {})})
                 return
             table = Table(title=f"{spec.name}: {spec.schedule.describe()} (s since the end of programming)")
             for col in ("readout", "t (s)", "after programming"):
@@ -110,6 +111,8 @@ def run_command(
                 table.add_row(str(r["readout"]), f"{r['t_s']:.6g}", r["after"])
             console.print(table)
             console.print(f"chip {chip}; model {spec.program.model}; cells: {spec.readout.cells}")
+            if spec.refresh is not None:
+                console.print(f"refresh: {spec.refresh.describe()}")
             return
         out_path = check_output(
             out if out is not None else default_output_path(spec.name),

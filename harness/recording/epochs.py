@@ -275,6 +275,16 @@ class EpochReading:
             return None
         return np.asarray(self.extra(MONITOR_COLUMN), dtype=np.float64)  # type: ignore[attr-defined]
 
+    def epoch_outcome(self, epoch: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+        """Epoch ``epoch``'s (converged, iterations) per device, ``programming.cells`` order."""
+        if epoch == 0:
+            p = self.programming  # type: ignore[attr-defined]
+            return np.asarray(p.converged, dtype=bool), np.asarray(p.iterations, dtype=np.int32)
+        if not 0 < epoch < self.n_epochs:
+            raise IndexError(f"epoch {epoch} is not in 0..{self.n_epochs - 1}")
+        g = self._f[GROUP]
+        return g["converged"][epoch - 1].astype(bool), g["iterations"][epoch - 1].astype(np.int32)
+
     def epoch_final_uS(self, epoch: int) -> npt.NDArray[np.float64]:
         """Epoch ``epoch``'s final verify reads in ``programming.cells`` order (its GDC reference)."""
         if not 0 <= epoch < self.n_epochs:

@@ -158,6 +158,15 @@ def open_replay(uri: ChipURI) -> ReplayChip:
         rec = open_recording(uri.path)
     except RecordingError as exc:
         raise ReplayError(f"cannot replay {uri.path}: {exc}") from exc
+    if rec.n_epochs > 1:
+        n = rec.n_epochs
+        rec.close()
+        # its reads after a refresh are of re-programmed devices: a replayed "chip" programmed
+        # once would mix epochs without saying so
+        raise ReplayError(
+            f"cannot replay {uri.path} as a chip: it holds {n} programming epochs (a refresh session); evaluate it "
+            "with 'harness evaluate --recording FILE --epoch N'"
+        )
     try:
         return ReplayChip(rec, uri.raw, match=p["match"], tol_s=p["tol_s"])
     except BaseException:
