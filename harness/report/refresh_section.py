@@ -27,9 +27,11 @@ def add_refresh_part(s: Section, rec: Any) -> None:
            if r["monitor_min"] is not None else ".")
     )
     if acc is not None and acc.size:
-        s.figure(_sawtooth(rec.times_s, acc, [e.t_origin_s for e in epochs[1:]]),
+        s.figure(_sawtooth(rec.times_s, acc, rec.readout_epochs, [e.t_origin_s for e in epochs[1:]]),
                  "Monitor accuracy (training-split examples, CiM simulation of each read) against time since the "
-                 "first programming; dashed lines: refreshes. Each epoch starts again from fresh conductances.",
+                 "first programming, one line per programming epoch; dashed lines: refreshes. An epoch's first read "
+                 "comes as long after its refresh as the schedule's next time: on a log-spaced schedule the devices "
+                 "have drifted for a while by then.",
                  "monitor accuracy saw-tooth")
     ep = rec.readout_epochs
     rows = []
@@ -45,14 +47,16 @@ def add_refresh_part(s: Section, rec: Any) -> None:
              "monitor at first read", "monitor min"], rows)
 
 
-def _sawtooth(t_s: np.ndarray, acc: np.ndarray, refresh_s: list[float]) -> bytes:
+def _sawtooth(t_s: np.ndarray, acc: np.ndarray, epoch: np.ndarray, refresh_s: list[float]) -> bytes:
     from matplotlib.figure import Figure
 
     from harness.sessions.replay_plots import time_axis
 
     fig = Figure(figsize=(8.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    ax.plot(t_s, 100 * acc, "o-", ms=4, lw=1)
+    for e in np.unique(epoch):
+        m = epoch == e
+        ax.plot(t_s[m], 100 * acc[m], "o-", ms=4, lw=1, color="C0")
     for t in refresh_s:
         ax.axvline(t, color="grey", ls="--", lw=0.8)
     time_axis(ax, np.asarray(t_s, dtype=np.float64), label="time since the first programming")
