@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("harness.models",),
     ("harness.programming",),
     # The session *definition* is a value the recording stores; the runner sits above the recording.
+    ("harness.sessions.refresh_spec",),
     ("harness.sessions.schedule",),
     ("harness.recording",),
     ("harness.sessions",),

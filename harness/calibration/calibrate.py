@@ -58,7 +58,7 @@ from harness.errors import CalibrationError, ConfigError
 from harness.recording import Recording
 from harness.virtual import physics as ph
 from harness.virtual.personality import ClippedLog, Personality, load_personality, shipped_personalities
-from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, load_data
+from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, calibration_epoch, load_data
 from harness.calibration.fits import fit_clipped_log, fit_reset_mean, fit_t0, loglog_lines, poly_fit
 from harness.calibration.goodness import HOLDOUT_FRACTION, held_out_goodness
 from harness.calibration.levels import MIN_LEVEL_DEVICES, N_LEVELS, level_index, level_nu, level_ratio, level_sigma
@@ -94,8 +94,13 @@ def calibrate_recording(
     readouts: FloatArray | None = None,
     progress: Callable[[str], None] | None = None,
     bootstrap: int = N_SIMULATIONS,
+    epoch: int | None = None,
 ) -> CalibrationResult:
     """Fit a personality to ``rec`` (see the module docstring for the method).
+
+    ``epoch``: of a refresh session's recording, the programming epoch fitted (default: the
+    one with the most readouts; :func:`~harness.calibration.data.calibration_epoch`), its
+    times counted from its own programming.
 
     Args:
         base: personality that supplies the constants the data cannot identify
@@ -122,9 +127,13 @@ def calibrate_recording(
     rng = np.random.default_rng(seed)
     where = str(rec.path)
     say("reading readouts")
-    d = load_data(rec, readouts)
+    d = load_data(rec, readouts, epoch)
     fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP)
     warnings = list(fit.warnings)
+    if rec.n_epochs > 1:
+        e = calibration_epoch(rec, epoch)
+        warnings.append(f"{where} holds {rec.n_epochs} programming epochs (a refresh session): fitted epoch {e} "
+                        f"({d.count_g.sum():.0f} readouts, times since its programming); choose another with --epoch")
     consts = list(fit.constants)
     pers = fit.personality
     if bootstrap:
@@ -145,7 +154,8 @@ def calibrate_recording(
     say("goodness of fit")
     per_time, goodness = held_out_goodness(d, fitted, fit.level_all, fit.holdout, fit.prog_mask, fit.verify_bias, rng)
     levels = LevelTable(**fit.levels, **per_time)
-    data = dict(fit.data, readouts=int(rec.n_readouts), recording=where, bootstrap_simulations=int(bootstrap))
+    data = dict(fit.data, readouts=int(d.count_g.sum()), recording=where, bootstrap_simulations=int(bootstrap),
+                **({"epoch": calibration_epoch(rec, epoch)} if rec.n_epochs > 1 else {}))
     return CalibrationResult(
         personality=fitted, base=base_p, constants=tuple(consts), levels=levels, read_noise_method=fit.method,
         goodness=goodness, data=data, warnings=tuple(warnings),

@@ -48,14 +48,36 @@ def _positions(cells: npt.NDArray[np.int64], among: npt.NDArray[np.int64]) -> np
     return np.where(found, order[i], -1)
 
 
-def load_data(rec: Recording, readouts: FloatArray | None = None) -> CalibrationData:
+def calibration_epoch(rec: Recording, epoch: int | None = None) -> int:
+    """The programming epoch a calibration of ``rec`` fits: ``epoch``, else (a refresh
+    session's recording) the one with the most readouts, the earliest on a tie; 0 otherwise.
+
+    Raises:
+        CalibrationError: ``epoch`` is not one of the recording's.
+    """
+    n = rec.n_epochs
+    if epoch is None:
+        return int(np.argmax(np.bincount(rec.readout_epochs, minlength=n))) if n > 1 else 0
+    if not 0 <= epoch < n:
+        raise CalibrationError(f"epoch {epoch} is not one of the {n} programming epoch(s) of {rec.path} (0..{n - 1})")
+    return int(epoch)
+
+
+def load_data(rec: Recording, readouts: FloatArray | None = None, epoch: int | None = None) -> CalibrationData:
     """Group the recording's readouts by scheduled time; checks the bad inputs.
+
+    A refresh session's recording holds several programming epochs: only the readouts of
+    one (:func:`calibration_epoch`) are used, with times since that epoch's programming and
+    its write-verify outcome, so the fits see one programming, as in any other recording.
+    ``readouts``: every committed readout, if already in memory.
 
     Raises:
         CalibrationError: fewer than two readouts, no programming outcome for the layout.
     """
     where = str(rec.path)
-    n_read = rec.n_readouts
+    e = calibration_epoch(rec, epoch)
+    rows = np.flatnonzero(rec.readout_epochs == e)
+    n_read = int(rows.size)
     if n_read < 2:
         raise CalibrationError(f"{where} holds {n_read} readout(s); calibration needs at least 2 (a drift needs two times)")
     lay = rec.layout
@@ -68,14 +90,16 @@ def load_data(rec: Recording, readouts: FloatArray | None = None) -> Calibration
     if not keep.any():
         raise CalibrationError(f"{where}: no device of the layout has both a programming outcome and readouts")
     y = rec.readouts() if readouts is None else readouts
+    if rows.size != y.shape[0]:
+        y = y[rows]
     cols = pos[keep]
     y = np.take(y, cols, axis=1) if cols.size != y.shape[1] or np.any(cols != np.arange(cols.size)) else y
-    sched = rec.extra("schedule_index") if "schedule_index" in rec.extra_names else np.arange(n_read)
+    sched = rec.extra("schedule_index")[rows] if "schedule_index" in rec.extra_names else np.arange(n_read)
     if np.any(sched < 0):
         sched = np.arange(n_read)
     starts = np.flatnonzero(np.r_[True, np.diff(sched) != 0])
     counts = np.diff(np.r_[starts, n_read]).astype(np.float64)
-    t = rec.times_s
+    t = rec.times_s[rows] - rec.epoch_origin_s[rows]
     t_g = np.add.reduceat(t, starts) / counts
     repeats = int(counts.max())
     # one read per time (the usual session): the readouts are the means, no copy
@@ -86,11 +110,12 @@ def load_data(rec: Recording, readouts: FloatArray | None = None) -> Calibration
         with np.errstate(invalid="ignore", divide="ignore"):
             var = np.where(counts[:, None] >= 2, (sq - mean * mean) * (counts / np.maximum(counts - 1, 1))[:, None], np.nan)
     geo = rec.geometry
+    conv, iters = (prog.converged, prog.iterations) if e == 0 else rec.epoch_outcome(e)
     return CalibrationData(
         t_g=t_g, count_g=counts, mean=mean, var=var,
         target_uS=np.asarray(lay.target_uS, dtype=np.float64)[keep],
-        final_uS=np.asarray(prog.final_uS, dtype=np.float64)[ppos[keep]],
-        converged=np.asarray(prog.converged, dtype=bool)[ppos[keep]],
-        iterations=np.asarray(prog.iterations, dtype=np.int64)[ppos[keep]],
+        final_uS=rec.epoch_final_uS(e)[ppos[keep]],
+        converged=np.asarray(conv, dtype=bool)[ppos[keep]],
+        iterations=np.asarray(iters, dtype=np.int64)[ppos[keep]],
         lsb_uS=geo.adc_lsb_uS, g_max_uS=geo.g_max_uS, repeats=repeats, geometry=geo,
     )

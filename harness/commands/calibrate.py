@@ -22,6 +22,8 @@ def calibrate_command(
                                   "95% intervals (0: off, per-stage intervals only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
+    epoch: int | None = typer.Option(None, "--epoch", help="Of a refresh session's recording: the programming epoch to "
+                                     "fit (default: the one with the most readouts); times count from its programming."),
 ) -> None:
     """Fit σ_prog(x), the drift-exponent laws, the read-noise law and the RESET level, with CIs and KS."""
     console = console_for(json_out)
@@ -35,7 +37,7 @@ def calibrate_command(
         if png is not None:
             check_output(png, option="--png", suffixes=PLOT_SUFFIXES, overwrite=overwrite)
         with reading(recording) as rec:
-            result = calibrate_recording(rec, base=base, name=name, seed=seed, bootstrap=bootstrap)
+            result = calibrate_recording(rec, base=base, name=name, seed=seed, bootstrap=bootstrap, epoch=epoch)
         save_personality(result.personality, out, overwrite=overwrite)
         summary = result.to_dict()
         summary["out"] = str(out)

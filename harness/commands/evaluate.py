@@ -152,6 +152,22 @@ def render_difference(diff: dict[str, Any], result: EvaluationResult) -> Table:
     return table
 
 
+def _note_epochs(path: Path, epoch: int | None) -> None:
+    """Say on stderr which programming epoch of a refresh session's recording is evaluated."""
+    import sys
+
+    from harness.recording import reading
+
+    with reading(path) as rec:
+        n = rec.n_epochs
+    if n > 1:
+        e = n - 1 if epoch is None else epoch
+        sys.stderr.write(
+            f"note: {path} holds {n} programming epochs ({n - 1} refreshes); evaluating epoch {e} only, times since "
+            f"its programming{'' if epoch is not None else ' (choose another with --epoch)'}\n"
+        )
+
+
 def evaluate_command(
     chip: Optional[str] = typer.Option(None, "--chip", help="Chip URI to program and read: virtual[?seed=N&rows=R&cols=C], serial://…, visa://…"),
     recording: Optional[Path] = typer.Option(None, "--recording", help="Evaluate the readouts of this recording (HDF5) instead."),
@@ -171,6 +187,7 @@ def evaluate_command(
     json_out: bool = typer.Option(False, "--json", help="Print only one JSON object on stdout."),
     compensate: Optional[str] = typer.Option(None, "--compensate", help="Drift compensation methods to compare on the same reads: none,gdc,adabs,column (docs/compensation.md)."),
     calibration_examples: int = typer.Option(256, "--calibration-examples", help="Unlabeled training-split examples for adabs/column."),
+    epoch: Optional[int] = typer.Option(None, "--epoch", help="Of a refresh session's recording: the programming epoch to evaluate (default: the latest); times count from its programming."),
 ) -> None:
     """Accuracy of a model vs time since programming, from a live chip or a recording."""
     console = console_for(json_out)
@@ -213,9 +230,15 @@ def evaluate_command(
             check_uri(chip)
         elif not Path(str(recording)).is_file():
             raise ConfigError(f"--recording {recording} does not exist")
+        if epoch is not None and recording is None:
+            raise ConfigError("--epoch selects a programming epoch of a refresh session's recording; it needs --recording")
+        if recording is not None:
+            _note_epochs(Path(str(recording)), epoch)
         if compensate is not None:
             from harness.commands.evaluate_compensation import run_compensation
 
+            if epoch is not None:
+                raise ConfigError("--epoch does not combine with --compensate yet: a refresh session's recording is compared on its latest epoch")
             if not gdc:
                 raise ConfigError("--no-gdc does not combine with --compensate; name the methods (e.g. --compensate none,gdc)")
             if len(models) > 1:
@@ -256,7 +279,7 @@ def evaluate_command(
                     results.append(evaluate_recording(
                         Path(str(recording)), ref, times_s=times_s, runs=runs, bits=bits_t, gdc=gdc,
                         read_noise=read_noise, seed=seed, match=match, progress=on_progress, range_policy=ranges,
-                        calibration_samples=calibration_samples,
+                        calibration_samples=calibration_samples, epoch=epoch,
                     ))
             update(len(bits_t), description="CiM inference", total=len(bits_t), unit="bit-widths")
         if record_to is not None and record_to != out:

@@ -52,6 +52,11 @@ def render(console: Console, s: dict[str, Any]) -> None:
         f"[bold]{s['path']}[/]: {s['readouts_done']} readouts of {s['readout_cells']} cells "
         f"({s['session'] or 'no session'}, chip {s['chip_uri']}); t0 = {format_duration(s['t0_s'])}"
     )
+    if s.get("epochs", 1) > 1:
+        console.print(
+            f"{s['epochs']} programming epochs ({s['epochs'] - 1} refreshes): t counts from each read's own epoch's "
+            "programming, G(t0) is that epoch's first readout"
+        )
     levels = s["levels"]
     lv_table = Table(title="per target level")
     for col in ("target µS", "devices", "G(t0) µS", "std(t0) µS", "G(last)/G(t0)", "ratio std", "ν fit"):
@@ -72,6 +77,9 @@ def render(console: Console, s: dict[str, Any]) -> None:
     drift = [lv for lv in levels if not lv["reset_level"]]
     t_table = Table(title="mean G(t)/G(t0) · effective ν = −ln(ratio)/ln(t/t0), by readout")
     t_table.add_column("t", justify="right")
+    epochs = s.get("epoch")
+    if epochs is not None:
+        t_table.add_column("epoch", justify="right")
     for lv in drift:
         t_table.add_column(f"{lv['lo_uS']:.0f}–{lv['hi_uS']:.0f} µS", justify="right")
     for i, t in enumerate(s["t_s"]):
@@ -79,7 +87,7 @@ def render(console: Console, s: dict[str, Any]) -> None:
         for lv in drift:
             r, nu = lv["mean_ratio"][i], lv["nu_eff"][i]
             cells.append("-" if r is None else f"{r:.4f}" + ("" if nu is None else f" · {nu:.3f}"))
-        t_table.add_row(format_duration(t), *cells)
+        t_table.add_row(format_duration(t), *([str(epochs[i])] if epochs is not None else []), *cells)
     console.print(t_table)
     if "png" in s:
         console.print(f"plot: [bold]{s['png']}[/]")

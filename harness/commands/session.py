@@ -62,6 +62,14 @@ def session_progress(enabled: bool = True) -> Iterator[Callable[[SessionProgress
         yield on_progress
 
 
+def monitor_factory(model: Any, layout: Any, spec: Any) -> Any:
+    """A refresh session's monitor (:func:`harness.evaluation.monitor.build_monitor`), imported
+    only when a session has a [refresh] table: other sessions do not load torch."""
+    from harness.evaluation.monitor import build_monitor
+
+    return build_monitor(model, layout, spec)
+
+
 @app.command("run")
 def run_command(
     session_file: Path = typer.Argument(..., help="Session definition (TOML), e.g. sessions/drift-20h.toml."),
@@ -93,7 +101,8 @@ def run_command(
             rows = timetable(spec)
             if json_out:
                 emit_json({"session": spec.name, "chip": chip, "model": spec.program.model,
-                           "cells": spec.readout.cells, "timetable": rows})
+                           "cells": spec.readout.cells, "timetable": rows,
+                           **({"refresh": spec.refresh.as_dict()} if spec.refresh else {})})
                 return
             table = Table(title=f"{spec.name}: {spec.schedule.describe()} (s since the end of programming)")
             for col in ("readout", "t (s)", "after programming"):
@@ -102,6 +111,8 @@ def run_command(
                 table.add_row(str(r["readout"]), f"{r['t_s']:.6g}", r["after"])
             console.print(table)
             console.print(f"chip {chip}; model {spec.program.model}; cells: {spec.readout.cells}")
+            if spec.refresh is not None:
+                console.print(f"refresh: {spec.refresh.describe()}")
             return
         out_path = check_output(
             out if out is not None else default_output_path(spec.name),
@@ -119,7 +130,8 @@ def run_command(
             console.print(f"session [bold]{spec.name}[/]: {spec.schedule.describe()} on {the_chip.identity} → {out_path}")
             try:
                 with session_progress() as progress:
-                    result = run_session(spec, the_chip, out_path, overwrite=overwrite, progress=progress)
+                    result = run_session(spec, the_chip, out_path, overwrite=overwrite, progress=progress,
+                                         monitor_factory=monitor_factory)
             except KeyboardInterrupt:
                 hint = f"; continue with: harness session resume {out_path}" if out_path.exists() else ""
                 sys.stderr.write(f"error: interrupted{hint}\n")
@@ -160,7 +172,7 @@ def resume_command(
             with session_progress() as progress:
                 result = resume_session(
                     recording, chip_uri=chip, progress=progress, accept_chip=accept_chip,
-                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"),
+                    warn=lambda m: sys.stderr.write(f"warning: {m}\n"), monitor_factory=monitor_factory,
                 )
         except KeyboardInterrupt:
             sys.stderr.write(f"error: interrupted; continue with: harness session resume {recording}\n")
@@ -247,6 +259,15 @@ def _render_status(console: Console, st: dict[str, Any]) -> None:
             console.print(
                 f"programmed devices ({c['programmed_cells']}): mean G(last)/G(first) = {c['mean_ratio_last_first']:.4f}"
             )
+    if "refresh" in st:
+        r = st["refresh"]
+        when = ", ".join(format_duration(t) for t in r["refresh_times_s"][:8]) + (" …" if r["refreshes"] > 8 else "")
+        console.print(
+            f"refresh: {r['rule'] or '-'}; {r['epochs']} programming epoch(s), {r['refreshes']} refresh(es)"
+            + (f" at {when}" if r["refreshes"] else "")
+            + (f"; monitor accuracy {100 * r['monitor_min']:.1f}–{100 * r['monitor_max']:.1f}% "
+               f"(last {100 * r['monitor_last']:.1f}%)" if r["monitor_min"] is not None else "")
+        )
     if st.get("chip_accepted_despite_check"):
         console.print(f"resumed {st['chip_accepted_despite_check']} time(s) with --accept-chip on a chip that failed the check")
     if st.get("needs_repair"):

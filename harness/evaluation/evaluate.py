@@ -300,8 +300,12 @@ def evaluate_recording(
     progress: ProgressCallback | None = None,
     range_policy: str = "auto",
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    epoch: int | None = None,
 ) -> EvaluationResult:
     """Evaluate the readouts recorded in ``path`` (time matching: :func:`harness.evaluation.readouts.match_times`).
+
+    ``epoch``: of a refresh session's recording, the programming epoch evaluated (default: the
+    latest; times count from its programming: :func:`~harness.evaluation.readouts.readouts_from_recording`).
 
     ``model``: default, the model the recording names (:func:`model_of_recording`).
     ``times_s``: default, every recorded readout. ``runs``: evaluations of the recording's
@@ -314,6 +318,7 @@ def evaluate_recording(
     return evaluate_recording_compensated(
         path, model, [None], times_s=times_s, runs=runs, bits=bits, gdc=gdc, read_noise=read_noise, seed=seed,
         match=match, progress=progress, range_policy=range_policy, calibration_samples=calibration_samples,
+        epoch=epoch,
     )[0]
 
 
@@ -332,6 +337,7 @@ def evaluate_recording_compensated(
     progress: ProgressCallback | None = None,
     range_policy: str = "auto",
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    epoch: int | None = None,
 ) -> list[EvaluationResult]:
     """:func:`evaluate_recording` under each drift compensation of ``compensations`` (None:
     ``gdc`` decides), on the same readouts and test examples: one result per method."""
@@ -347,8 +353,8 @@ def evaluate_recording_compensated(
         )
     with open_recording(path) as rec:
         the_model = _resolve_model(model) or model_of_recording(rec)
-        chip = readouts_from_recording(rec, the_model, times_s, match=match)
-        recorded_times = rec.times_s
+        chip = readouts_from_recording(rec, the_model, times_s, match=match, epoch=epoch)
+        recorded_times = chip.times_s
     times = normalize_times(times_s) if times_s is not None else tuple(float(t) for t in recorded_times)
     load_s = time.perf_counter() - wall0
     # One evaluator for every method: test data, ranges and float accuracy are made once.

@@ -157,8 +157,14 @@ def readouts_from_recording(
     *,
     match: str = "nearest",
     label: str | None = None,
+    epoch: int | None = None,
 ) -> ChipReadouts:
     """The readouts of ``rec`` at ``times_s`` (None: every recorded readout), checked against ``model``.
+
+    A refresh session's recording holds several programming epoch (re-programmings): only
+    the readouts of one ``epoch`` are used (default: the latest), with times counted from
+    that epoch's programming and its programming outcome as the GDC reference, so epochs
+    are never mixed (:func:`epoch_of`).
 
     Raises:
         EvaluationError: the model does not match the recorded layout; times outside the
@@ -168,10 +174,13 @@ def readouts_from_recording(
     where = str(rec.path)
     layout = rec.layout
     check_model_matches_layout(model, layout, where)
-    recorded = rec.times_s
+    e = epoch_of(rec, epoch)
+    keep = np.flatnonzero(rec.readout_epochs == e)
+    origin = rec.epochs[e].t_origin_s if e else 0.0
+    recorded = rec.times_s[keep] - origin
     if recorded.size == 0:
         raise EvaluationError(f"{where} holds no readouts to evaluate")
-    scheduled = rec.extra("t_scheduled_s") if "t_scheduled_s" in rec.extra_names else None
+    scheduled = rec.extra("t_scheduled_s")[keep] - origin if "t_scheduled_s" in rec.extra_names else None
     if times_s is None:
         idx = np.arange(recorded.size, dtype=np.int64)
     else:
@@ -184,14 +193,28 @@ def readouts_from_recording(
     ppos = _positions(layout.cells, prog.cells, rec.geometry)
     if np.any(ppos < 0):
         raise RecordingError(f"{where}: the programming outcome lacks cells of the layout")
-    g = np.stack([rec.readout(int(i))[pos] for i in idx])
+    g = np.stack([rec.readout(int(keep[i]))[pos] for i in idx])
     return ChipReadouts(
         label=label or where,
         layout=layout,
-        g_ref_uS=np.asarray(prog.final_uS, dtype=np.float64)[ppos],
+        g_ref_uS=rec.epoch_final_uS(e)[ppos],
         times_s=recorded[idx].astype(np.float64),
         g_uS=g,
     )
+
+
+def epoch_of(rec: Recording, epoch: int | None) -> int:
+    """The programming epoch an evaluation of ``rec`` uses: ``epoch``, or the latest.
+
+    Raises:
+        EvaluationError: ``epoch`` is not one of the recording's.
+    """
+    n = rec.n_epochs
+    if epoch is None:
+        return n - 1
+    if not 0 <= epoch < n:
+        raise EvaluationError(f"--epoch {epoch} is not one of the {n} programming epoch(s) of {rec.path} (0..{n - 1})")
+    return int(epoch)
 
 
 def _positions(cells: npt.NDArray[np.int64], among: npt.NDArray[np.int64], geometry: Geometry) -> npt.NDArray[np.int64]:
@@ -233,6 +256,7 @@ def model_of_recording(rec: Recording) -> Model:
 __all__ = [
     "ChipReadouts",
     "check_model_matches_layout",
+    "epoch_of",
     "match_times",
     "model_of_recording",
     "readouts_from_recording",

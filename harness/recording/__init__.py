@@ -31,7 +31,9 @@ open), :mod:`~harness.recording.writer` (new files and appending),
 :mod:`~harness.recording.recovery` (reopening a crashed or finished file for appending),
 :mod:`~harness.recording.integrity` (format version 4's manifest: computed and checked there
 only), :mod:`~harness.recording.storage` (the storage and size bounds of the hostile-file
-budget), :mod:`~harness.recording.header` (a new file's header and its publication).
+budget), :mod:`~harness.recording.header` (a new file's header and its publication),
+:mod:`~harness.recording.epochs` (a refresh session's programming epochs: ``/refreshes`` and
+the epoch columns, checked on open).
 Import from this package; the names below are its public interface.
 """
 

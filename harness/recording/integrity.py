@@ -60,7 +60,7 @@ OLD_WRITER_LEN = 3
 #: by the commit record itself (rows: their checksums and the meta chain; slots: their
 #: digests), not by the header digest, which still covers their names, dtypes and attributes.
 DYNAMIC = frozenset({"/readouts/g", "/readouts/meta", "/commit", "/writer"})
-DYNAMIC_GROUPS = frozenset({"/chip_state/slot0", "/chip_state/slot1"})
+DYNAMIC_GROUPS = frozenset({"/chip_state/slot0", "/chip_state/slot1", "/refreshes", "/refreshes/state"})
 #: Root attribute rewritten by every resume; covered by its own CRC in the commit record.
 RESUME_LOG = "resumes_json"
 
@@ -192,6 +192,18 @@ def stored_slot_digest(f: h5py.File, slot: int) -> int:
     present = g["present"][...]
     arrays = {k: g[k][()] for j, k in enumerate(keys) if present[j]}
     return slot_digest(keys, present, arrays)
+
+
+def epoch_digest(row: np.ndarray, arrays: Sequence[np.ndarray]) -> int:
+    """CRC-32 of one refresh's stored row (:mod:`harness.recording.epochs`): its table record,
+    then each array's dtype, shape and bytes; its epoch's readouts carry it in ``epoch_crc``,
+    so the meta chain covers the refresh."""
+    c = _crc(np.ascontiguousarray(row).tobytes())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        c = _crc(f"{a.dtype.str}\0{a.shape}\0".encode(), c)
+        c = _crc(a.tobytes(), c)
+    return c
 
 
 def text_crc(text: str | None) -> int:

@@ -18,6 +18,7 @@ from harness.chip.protocol import FloatArray
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import LayerPlacement, Layout
 from harness.recording import integrity
+from harness.recording.epochs import EpochReading, merge_state
 from harness.recording.schema import CHECKSUM_COLUMN, readout_checksum, writer_alive
 from harness.recording.validate import check_commit, validate_file
 
@@ -145,7 +146,7 @@ def _open_h5(path: Path) -> tuple[h5py.File, bool]:
         raise RecordingError(f"{path} cannot be read as a recording: {msg}") from exc
 
 
-class Recording:
+class Recording(EpochReading):
     """A read-only view of a recording (usable while a writer appends; see :meth:`refresh`).
 
     Raises RecordingError on anything missing, foreign or inconsistent, when opened and
@@ -451,6 +452,8 @@ class Recording:
             state = {key: cs["base"][key][()] for key in keys}
             if k == 0:
                 return state
+            # a refresh session inside a later epoch: that epoch's device state over the base
+            state = merge_state(self._f, state, int(self.readout_epochs[k - 1]))
             for slot, tag in enumerate(self._tags):
                 if tag == k:
                     if self.manifest is not None and integrity.stored_slot_digest(self._f, slot) != self.manifest.slots[slot]:
@@ -483,6 +486,7 @@ class Recording:
             "readouts_done": self._n,
             "readouts_scheduled": self.n_scheduled,
             "complete": self.is_complete,
+            **({"epochs": self.n_epochs} if self.has_epochs else {}),
         }
 
 

@@ -88,7 +88,7 @@ def _recover(final: Path, lock: RecordingLock, note: Mapping[str, Any] | None) -
             elif resumes:
                 dst.attrs["resumes_json"] = _dumps(resumes)
             memo: dict[Any, str] = {}
-            for name in ("provenance", "layout", "programming", "session"):
+            for name in ("provenance", "layout", "programming", "session", "refreshes"):
                 if name in src:
                     _copy_tree(src[name], dst.create_group(name), memo)
             r = src["readouts"]

@@ -33,6 +33,7 @@ from harness.recording.schema import (
     FORMAT_VERSION,
 )
 from harness.recording import integrity
+from harness.recording.epochs import check_epochs
 from harness.recording.storage import MAX_CELLS, Invalid, check_objects
 
 #: Most readouts (committed or scheduled) a recording may hold.
@@ -253,6 +254,7 @@ def _validate(f: h5py.File) -> Header:
     # the absence of one (older versions).
     try:
         manifest = integrity.verify(f, version)
+        check_epochs(f, n)
     except integrity.IntegrityError as exc:
         raise _Bad(f"it fails its integrity check: {exc}") from None
     return Header(

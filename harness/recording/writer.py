@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from harness.chip.protocol import FloatArray, Geometry
 from harness.errors import HarnessError, RecordingError
 from harness.programming.mapping import Layout
-from harness.recording import integrity
+from harness.recording import epochs, integrity
 from harness.recording.header import _create_readouts, _extra_specs, _publish, _write_header, seal_header
 from harness.recording.lock import RecordingLock
 from harness.recording.schema import (
@@ -52,6 +52,7 @@ def create_recording(
     t_end_unix_s: float | None = None,
     overwrite: bool = False,
     lock: RecordingLock | None = None,
+    refresh_state_keys: Sequence[str] = (),
 ) -> RecordingWriter:
     """Write a new recording's header and return a writer for its readouts.
 
@@ -70,6 +71,9 @@ def create_recording(
         overwrite: replace an existing file at ``path`` (only once the new header is complete).
         lock: the writer lock of ``path``, if the caller already holds it (see
             :mod:`harness.recording.lock`); taken here otherwise. The writer releases it.
+        refresh_state_keys: for a refresh session (``session.refresh``), the keys of
+            ``chip_state`` saved at every refresh (:mod:`harness.recording.epochs`); such a
+            session's readouts get the epoch columns.
 
     Raises:
         RecordingError: ``path`` exists (and not ``overwrite``), is being written by a live
@@ -101,7 +105,8 @@ def create_recording(
         raise RecordingError(f"readout cells must be on the {geometry.rows}x{geometry.cols} array")
     if np.unique(cells).size != cells.size:
         raise RecordingError("readout cells must name each cell once")
-    extra_specs = _extra_specs(extras)
+    refreshing = session is not None and session.refresh is not None
+    extra_specs = _extra_specs({**(extras or {}), **(epochs.REFRESH_EXTRAS if refreshing else {})})
     own_lock = lock is None
     the_lock = RecordingLock.acquire(final) if lock is None else lock
     tmp = final.with_name(f"{final.name}{_PARTIAL_INFIX}{os.getpid()}")
@@ -116,6 +121,8 @@ def create_recording(
         _create_readouts(f, cells, encoding, geometry, extra_specs)
         if chip_state is not None:
             _create_chip_state(f, chip_state)
+        if refreshing:
+            epochs.create_group(f, int(np.asarray(programming.cells).size), chip_state or {}, refresh_state_keys)
         seal_header(f)
         f.flush()
         validate_file(f, final)  # never publish a file the reader would refuse
@@ -360,6 +367,21 @@ class RecordingWriter:
             if part.size < width:  # a partial last chunk is still stored whole
                 part = np.concatenate([part, np.zeros(width - part.size, dtype=data.dtype)])
             self._g.id.write_direct_chunk((i, start), memoryview(part))
+
+    def record_refresh(
+        self, epoch: int, result: ProgrammingResult, *, after_readout: int, rule: int,
+        chip_state: Mapping[str, np.ndarray] | None = None,
+    ) -> int:
+        """Store programming epoch ``epoch``'s refresh (:func:`harness.recording.epochs.write_refresh`);
+        it is part of the recording once a readout of that epoch, carrying the returned digest
+        in ``epoch_crc``, is committed."""
+        self._ensure_open()
+        if epochs.GROUP not in self._f:
+            raise RecordingError(f"recording {self.path} is not a refresh session's; it has no programming epochs")
+        try:
+            return epochs.write_refresh(self._f, epoch, result, after_readout=after_readout, rule=rule, state=chip_state)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise RecordingError(f"writing refresh #{epoch} to {self.path} failed: {exc}") from exc
 
     def save_chip_state(self, chip_state: Mapping[str, Any]) -> None:
         """Record the chip's state as of the last committed readout (same keys as the base)."""

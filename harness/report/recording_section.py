@@ -68,6 +68,10 @@ def recording_section(path: Path) -> Section:
             s.table(["level (µS)", "devices", "mean target (µS)", "mean at last readout (µS)", "fitted ν"], rows)
         else:
             s.paragraph("This recording holds no readouts yet (programming only).", "note")
+        if rec.has_epochs:
+            from harness.report.refresh_section import add_refresh_part
+
+            add_refresh_part(s, rec)
     return s
 
 

@@ -2,7 +2,10 @@
 
 - :mod:`harness.sessions.schedule` — the session TOML parsed once into frozen specs; readout
   schedules (log, linear, list) in absolute seconds since programming.
+- :mod:`harness.sessions.refresh_spec` — the ``[refresh]`` table (``RefreshSpec``), below the schedule.
 - :mod:`harness.sessions.runner` — ``run_session``: program, wait, read, append to the recording.
+- :mod:`harness.sessions.refresh` — refresh sessions at run time: the rule after each read, the
+  re-programming into a new programming epoch; the monitor is injected (``AccuracyMonitor``).
 - :mod:`harness.sessions.resume` — ``plan_resume`` / ``resume_session`` / ``verify_chip``: continue
   an interrupted session from its recording, once the chip on the bench is verified.
 - :mod:`harness.sessions.status` — ``session_status``: readouts done and pending, next due (no torch).
@@ -27,6 +30,8 @@ _EXPORTS: dict[str, str] = {
         "runner",
     ),
     **dict.fromkeys(["ResumePlan", "plan_resume", "resume_session", "verify_chip"], "resume"),
+    "RefreshSpec": "refresh_spec",
+    **dict.fromkeys(["AccuracyMonitor", "MonitorFactory"], "refresh"),
     "session_status": "status",
     **dict.fromkeys(["ChipCheck", "check_against"], "resume_check"),
     **dict.fromkeys(["ReplayChip", "open_replay", "summarize_recording"], "replay"),

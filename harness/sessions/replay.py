@@ -158,6 +158,15 @@ def open_replay(uri: ChipURI) -> ReplayChip:
         rec = open_recording(uri.path)
     except RecordingError as exc:
         raise ReplayError(f"cannot replay {uri.path}: {exc}") from exc
+    if rec.n_epochs > 1:
+        n = rec.n_epochs
+        rec.close()
+        # its reads after a refresh are of re-programmed devices: a replayed "chip" programmed
+        # once would mix epochs without saying so
+        raise ReplayError(
+            f"cannot replay {uri.path} as a chip: it holds {n} programming epochs (a refresh session); evaluate it "
+            "with 'harness evaluate --recording FILE --epoch N'"
+        )
     try:
         return ReplayChip(rec, uri.raw, match=p["match"], tol_s=p["tol_s"])
     except BaseException:
@@ -183,6 +192,10 @@ def summarize_recording(rec: Recording, edges_uS: tuple[float, ...] | None = Non
     slope −d ln(mean G)/d ln t over all readouts (NaN below two readouts or for the RESET
     level, whose ratio is noise). Reads one readout at a time.
 
+    A refresh session's recording (several programming epochs): ``t`` is the time since the
+    read's own epoch was programmed (``t_since_epoch_s``), ``t_0`` the first readout of that
+    epoch, and ``nu_fit`` the common slope with one intercept per epoch.
+
     Raises:
         RecordingError: no readouts, or a damaged file.
     """
@@ -200,7 +213,9 @@ def summarize_recording(rec: Recording, edges_uS: tuple[float, ...] | None = Non
     counts = np.bincount(which[which >= 0], minlength=n_lv)
     sel = which >= 0
     w = which[sel]
-    times = rec.times_s
+    epoch = rec.readout_epochs
+    times = rec.times_s - rec.epoch_origin_s  # time since each read's epoch was programmed
+    first = np.searchsorted(epoch, epoch)  # index of the first readout of each one's epoch
     mean = np.zeros((n, n_lv))
     std = np.zeros((n, n_lv))
     rmean = np.full((n, n_lv), np.nan)
@@ -213,7 +228,7 @@ def summarize_recording(rec: Recording, edges_uS: tuple[float, ...] | None = Non
         with np.errstate(invalid="ignore", divide="ignore"):
             mean[i] = s1 / counts
             std[i] = np.sqrt(np.maximum(s2 / counts - mean[i] ** 2, 0.0))
-        if g0 is None:
+        if g0 is None or i == first[i]:
             g0 = g
         ok = g0 > 0
         ratio = np.divide(g, g0, out=np.zeros_like(g), where=ok)
@@ -231,14 +246,11 @@ def summarize_recording(rec: Recording, edges_uS: tuple[float, ...] | None = Non
         is_reset = edges[j + 1] <= 0.5 + 1e-12
         m = mean[:, j]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_ratio = m / m[0] if m[0] > 0 else np.full(n, np.nan)
-            lt = np.log(times / times[0]) if times[0] > 0 else np.full(n, np.nan)
+            m0, t0 = m[first], times[first]
+            mean_ratio = np.where(m0 > 0, m / np.where(m0 > 0, m0, 1.0), np.nan)
+            lt = np.where(t0 > 0, np.log(times / np.where(t0 > 0, t0, 1.0)), np.nan)
             nu_eff = np.where(lt > 0, -np.log(mean_ratio) / lt, np.nan)
-        nu_fit = math.nan
-        if n >= 2 and not is_reset and times[0] > 0 and np.all(m > 0):
-            x = np.log(times)
-            y = np.log(m)
-            nu_fit = float(-np.polyfit(x, y, 1)[0])
+        nu_fit = _nu_fit(times, m, epoch) if n >= 2 and not is_reset and np.all(times > 0) and np.all(m > 0) else math.nan
         levels.append(
             {
                 "lo_uS": float(edges[j]),
@@ -259,7 +271,21 @@ def summarize_recording(rec: Recording, edges_uS: tuple[float, ...] | None = Non
         "t_s": times.tolist(),
         "t0_s": float(times[0]),
         "levels": levels,
+        **({"epoch": epoch.tolist(), "session_t_s": rec.times_s.tolist()} if rec.has_epochs else {}),
     }
+
+
+def _nu_fit(t_s: npt.NDArray[np.float64], g: npt.NDArray[np.float64], epoch: npt.NDArray[np.int64]) -> float:
+    """−d ln G / d ln t by least squares, one intercept per programming epoch (the plain
+    straight-line fit for one epoch)."""
+    x, y = np.log(t_s), np.log(g)
+    if epoch.size == 0 or epoch[-1] == epoch[0]:
+        return float(-np.polyfit(x, y, 1)[0])
+    counts = np.bincount(epoch)
+    xd = x - (np.bincount(epoch, weights=x) / np.maximum(counts, 1))[epoch]
+    yd = y - (np.bincount(epoch, weights=y) / np.maximum(counts, 1))[epoch]
+    den = float(xd @ xd)
+    return float(-(xd @ yd) / den) if den > 0 else math.nan
 
 
 __all__ = ["ReplayChip", "open_replay", "summarize_recording", "LEVEL_EDGES_US"]

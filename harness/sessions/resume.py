@@ -22,13 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.chip.protocol import Chip
-from harness.errors import HarnessError, RecordingError
+from harness.errors import ConfigError, HarnessError, RecordingError
 from harness.recording import (
     RecordingLock,
     open_recording,
     partial_paths,
     recover_recording,
 )
+from harness.sessions.refresh import MonitorFactory
 from harness.sessions.runner import ProgressCallback, RestorableChip, SessionResult, record_readouts
 from harness.sessions.status import RESET_LEVEL_US, programmed_mask
 
@@ -62,6 +63,13 @@ class ResumePlan:
     needs_repair: bool = False
     #: targets of the checked cells (µS), for the programming-noise fingerprint
     check_target_uS: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    #: when the reference readout's programming epoch began (s since the first programming):
+    #: the drift law of the check counts from there
+    check_epoch_origin_s: float = 0.0
+    #: a refresh session's rule, model and where it stands (None: no [refresh])
+    refresh: Any = None
+    refresh_point: Any = None
+    model_path: str = ""
 
 
 def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
@@ -101,11 +109,20 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
         from harness.sessions.resume_check import sample_positions  # here: the physics loads only when a plan is made
 
         n = rec.n_readouts
+        spec = rec.session
+        refresh = spec.refresh if spec is not None else None
+        point = None
+        origin = 0.0
+        if refresh is not None:
+            from harness.sessions.refresh import resume_point
+
+            point = resume_point(rec, refresh)
+            origin = point.state.t_origin_s
         if n:
             on = programmed_mask(rec)
             last = rec.readout(n - 1)
             pos = sample_positions(np.where(on, last, 0.0))
-            cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1])
+            cells, ref, t_ref = rec.readout_cells[pos], last[pos], float(rec.times_s[n - 1]) - origin
             reference = f"last committed readout (#{n})"
             lay = rec.layout
             order = np.argsort(lay.cells)
@@ -136,6 +153,10 @@ def plan_resume(path: str | Path, chip_uri: str | None = None) -> ResumePlan:
             check_reference=reference,
             needs_repair=rec.open_for_write,
             check_target_uS=target,
+            check_epoch_origin_s=origin,
+            refresh=refresh,
+            refresh_point=point,
+            model_path=str(rec.provenance.get("model") or (spec.program.model if spec is not None else "")),
         )
 
 
@@ -147,8 +168,12 @@ def resume_session(
     progress: ProgressCallback | None = None,
     accept_chip: bool = False,
     warn: Callable[[str], None] | None = None,
+    monitor_factory: MonitorFactory | None = None,
 ) -> SessionResult:
     """Continue an interrupted session from its recording alone.
+
+    A refresh session continues its rule from the recorded epochs and monitor accuracies;
+    it needs ``monitor_factory`` as :func:`~harness.sessions.runner.run_session` does.
 
     The committed readouts are kept (a readout in flight at the crash is dropped and
     done again), the timetable is the recorded one, and a restorable chip (virtual) is
@@ -179,6 +204,7 @@ def resume_session(
                 recover_recording(plan.path, lock=lock).close()
             return SessionResult(plan.path, plan.session, plan.chip_uri, plan.done, plan.total, plan.done, 0, 0.0,
                                  time.perf_counter() - wall0, 0.0)
+        monitor = _refresh_monitor(plan, monitor_factory)
         own = chip is None
         the_chip = open_chip(plan.chip_uri) if chip is None else chip
         try:
@@ -190,8 +216,15 @@ def resume_session(
                     raise RecordingError(
                         f"{plan.path} changed while resuming ({writer.n_readouts} != {plan.done} readouts)"
                     )
+                loop = None
+                if monitor is not None:
+                    from harness.sessions.refresh import resume_loop
+
+                    loop = resume_loop(plan.refresh_point, plan.refresh, the_chip, writer, monitor[1], monitor[2],
+                                       monitor[0], t_origin, restorable)
                 late, worst = record_readouts(
-                    writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats
+                    writer, the_chip, plan.times_s, t_origin, plan.done, progress, restorable, plan.repeats,
+                    refresh=loop,
                 )
                 done = writer.n_readouts
             return SessionResult(
@@ -206,6 +239,7 @@ def resume_session(
                 wall_s=time.perf_counter() - wall0,
                 sim_s=the_chip.now() - chip_t0,
                 chip_check=note,
+                refreshes=0 if loop is None else loop.refreshes,
             )
         finally:
             if own:
@@ -213,6 +247,27 @@ def resume_session(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _refresh_monitor(plan: ResumePlan, factory: MonitorFactory | None) -> tuple[Any, Any, Any] | None:
+    """(monitor, layout, programming parameters) of a refresh session's resume, made before
+    the chip is touched; None for any other session."""
+    if plan.refresh is None:
+        return None
+    if factory is None:
+        raise ConfigError(
+            f"{plan.path} is a refresh session: pass monitor_factory (harness.evaluation.monitor.build_monitor) to resume it"
+        )
+    from harness.models import resolve_model_path
+    from harness.models.format import load_model
+    from harness.recording import reading
+
+    model = load_model(resolve_model_path(plan.model_path))
+    with reading(plan.path) as rec:
+        layout = rec.layout
+        spec = rec.session
+    params = spec.program.programming_params() if spec is not None else None
+    return factory(model, layout, plan.refresh), layout, params
 
 
 def verify_chip(
@@ -276,7 +331,7 @@ def verify_chip(
         # A chip clock behind the last recorded readout restarted since: an emulator
         # restarted (and perhaps reprogrammed with the very draws of the first programming,
         # which no noise fingerprint can tell apart), or a power-cycled chip.
-        t_last = plan.t_end_s + plan.check_t_ref_s
+        t_last = plan.t_end_s + plan.check_epoch_origin_s + plan.check_t_ref_s
         if chip_now < t_last:
             clock_problem = (
                 f"the chip clock reads {chip_now:.6g} s, behind the {t_last:.6g} s of the {plan.check_reference}: "
@@ -286,7 +341,7 @@ def verify_chip(
     if plan.check_cells.size:
         # time since programming on the chip's own clock (what its physics saw), unless that
         # clock restarted: then the wall-time mapping
-        t_now = chip.now() - (t_origin if clock_problem else plan.t_end_s)
+        t_now = chip.now() - (t_origin if clock_problem else plan.t_end_s) - plan.check_epoch_origin_s
         g_now = chip.read(plan.check_cells)
         g_again = chip.read(plan.check_cells)  # the fingerprint's own-noise reference
         if restorable:

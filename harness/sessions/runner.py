@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from harness.chip.protocol import Chip, CodeReadingChip
 from harness.chip.registry import chip_seed
-from harness.errors import RecordingError
+from harness.errors import ConfigError, RecordingError
 from harness.programming.mapping import map_model
 from harness.recording import (
     RecordingLock,
@@ -34,6 +34,7 @@ from harness.recording import (
     clean_stale_partials,
     create_recording,
 )
+from harness.sessions.refresh import MonitorFactory, RefreshLoop, start_loop
 from harness.sessions.schedule import SessionSpec, fmt_duration
 
 
@@ -87,6 +88,8 @@ class SessionResult:
     sim_s: float
     programming: dict[str, Any] = field(default_factory=dict)
     chip_check: dict[str, Any] | None = None
+    #: re-programmings by a refresh session's rule in this run (or resume)
+    refreshes: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class SessionResult:
             "chip_time_s": self.sim_s,
             **({"programming": self.programming} if self.programming else {}),
             **({"chip_check": self.chip_check} if self.chip_check else {}),
+            **({"refreshes": self.refreshes} if self.refreshes else {}),
         }
 
 
@@ -134,8 +138,13 @@ def run_session(
     progress: ProgressCallback | None = None,
     provenance_extra: Mapping[str, Any] | None = None,
     save_chip_state: bool = True,
+    monitor_factory: MonitorFactory | None = None,
 ) -> SessionResult:
     """Program the session's model onto ``chip``, then record every scheduled readout in ``out``.
+
+    A refresh session (``spec.refresh``) re-programs on its rule (:mod:`harness.sessions.refresh`);
+    it needs ``monitor_factory`` (``harness.evaluation.monitor.build_monitor``), which is
+    called, and the model's monitor set loaded, before anything is programmed.
 
     With ``save_chip_state`` (default) a chip that can snapshot its state (the virtual chip)
     has it recorded so the session can be resumed; pass False for a recording that will
@@ -145,7 +154,13 @@ def run_session(
         RecordingError: ``out`` exists (and not ``overwrite``) or cannot be written; checked
             before anything is programmed.
         ModelError / MappingError / ProgrammingError / ChipIOError: from those stages.
+        ConfigError: a refresh session without a monitor factory.
     """
+    if spec.refresh is not None and monitor_factory is None:
+        raise ConfigError(
+            f"session {spec.name!r} has a [refresh] table: pass monitor_factory "
+            "(harness.evaluation.monitor.build_monitor) to run it"
+        )
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise RecordingError(
@@ -159,7 +174,9 @@ def run_session(
     lock = RecordingLock.acquire(out_path)
     try:
         clean_stale_partials(out_path)
-        return _run_locked(spec, chip, out_path, lock, overwrite, progress, provenance_extra, save_chip_state)
+        return _run_locked(
+            spec, chip, out_path, lock, overwrite, progress, provenance_extra, save_chip_state, monitor_factory
+        )
     finally:
         lock.release()
 
@@ -173,6 +190,7 @@ def _run_locked(
     progress: ProgressCallback | None,
     provenance_extra: Mapping[str, Any] | None,
     save_chip_state: bool,
+    monitor_factory: MonitorFactory | None = None,
 ) -> SessionResult:
     from harness.models.format import load_model
     from harness.programming.write_verify import program_layout
@@ -186,6 +204,9 @@ def _run_locked(
     layout = map_model(model, chip.geometry)
     cells = np.arange(chip.geometry.n_cells, dtype=np.int64) if spec.readout.cells == "array" else layout.cells
     n = spec.schedule.n_readouts * spec.readout.repeats
+    # A refresh session's monitor (its model's dataset, the training split) is made before
+    # any pulse: a model without a dataset fails here, with nothing programmed or recorded.
+    monitor = monitor_factory(model, layout, spec.refresh) if spec.refresh and monitor_factory else None
     if progress:
         progress(SessionProgress("programming", 0, n, spec.schedule.times_s[0]))
 
@@ -220,10 +241,15 @@ def _run_locked(
         t_end_unix_s=t_end_unix,
         overwrite=overwrite,
         lock=lock,
+        refresh_state_keys=_device_state_keys(chip) if restorable else (),
     )
     with writer:
+        loop = None
+        if spec.refresh is not None and monitor is not None:
+            loop = start_loop(spec.refresh, chip, writer, layout, params, monitor, result, restorable)
         late, worst = record_readouts(
-            writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable, spec.readout.repeats
+            writer, chip, spec.schedule.as_array(), result.t_end_s, 0, progress, restorable, spec.readout.repeats,
+            refresh=loop,
         )
         done = writer.n_readouts
     return SessionResult(
@@ -238,7 +264,15 @@ def _run_locked(
         wall_s=time.perf_counter() - wall0,
         sim_s=chip.now() - chip_t0,
         programming={k: v for k, v in result.summary().items() if k != "levels"},
+        refreshes=0 if loop is None else loop.refreshes,
     )
+
+
+def _device_state_keys(chip: Chip) -> tuple[str, ...]:
+    """The keys of a restorable chip's full snapshot that a read does not change (saved per refresh)."""
+    full = chip.snapshot()  # type: ignore[attr-defined]
+    runtime = chip.snapshot(include_devices=False)  # type: ignore[attr-defined]
+    return tuple(sorted(set(full) - set(runtime)))
 
 
 def record_readouts(
@@ -250,6 +284,7 @@ def record_readouts(
     progress: ProgressCallback | None,
     restorable: bool,
     repeats: int = 1,
+    refresh: RefreshLoop | None = None,
 ) -> tuple[int, float]:
     """Record readouts ``start..`` of ``times_s`` (s since ``t_origin`` on the chip clock),
     ``repeats`` reads back to back at every scheduled time: readout ``j`` belongs to time
@@ -259,11 +294,26 @@ def record_readouts(
     actual start time, its scheduled time and index, the read's duration and (``restorable``)
     the chip's runtime state, committed together. Lateness counts the first read of each
     time only (repeats follow it by design). Returns (late count, worst lateness in s).
+
+    ``refresh`` (a refresh session): each readout gets its epoch columns, and after the last
+    read of a time with reads left the rule may re-program (:mod:`harness.sessions.refresh`);
+    resuming at ``start > 0`` first takes the check of readout ``start - 1`` again (a refresh
+    it fired is committed only with the next readout).
     """
     n = times_s.size * repeats
     cells = writer.cells
     direct = writer.stores_codes and isinstance(chip, CodeReadingChip)
     late, worst = 0, 0.0
+
+    def check_refresh(j: int, t_rel: float) -> None:
+        if refresh is None or j + 1 >= n or j % repeats != repeats - 1:
+            return
+        on_prog = (lambda p: progress(SessionProgress("programming", j + 1, n, float(times_s[(j + 1) // repeats]),
+                                                      programming=p))) if progress else None
+        refresh.after_read(j, t_rel, on_prog)
+
+    if start > 0 and refresh is not None:
+        check_refresh(start - 1, refresh.t_last_s)
     for j in range(start, n):
         i = j // repeats
         t_sched = float(times_s[i])
@@ -280,7 +330,9 @@ def record_readouts(
             worst = max(worst, lateness)
         state = chip.snapshot(include_devices=False) if restorable else None  # type: ignore[attr-defined]
         append = writer.append_codes if direct else writer.append_readout
-        append(t_rel, data, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration)
+        cols = refresh.columns(data, direct) if refresh is not None else {}
+        append(t_rel, data, chip_state=state, t_scheduled_s=t_sched, schedule_index=i, read_duration_s=duration, **cols)
+        check_refresh(j, t_rel)
         if progress:
             t_next = float(times_s[(j + 1) // repeats]) if j + 1 < n else None
             progress(SessionProgress("readout", j + 1, n, t_next, t_s=t_rel))

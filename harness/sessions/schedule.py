@@ -18,6 +18,8 @@ A session file says what to program, which cells to read and when::
     encoding = "adc_code"          # how readouts are stored; see docs/recording-format.md
     repeats = 1                    # reads back to back at every scheduled time (k >= 1):
                                    # k > 1 separates read noise from drift (harness calibrate)
+    [refresh]                      # optional: re-program on a rule (harness.sessions.refresh_spec)
+    below_pp = 2.0
 
     [schedule]
     kind = "log"                   # "log": start_s, stop_s, points (geometric spacing)
@@ -45,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import ConfigError, HarnessError, ScheduleError
+from harness.sessions.refresh_spec import RefreshSpec, parse_refresh
 from harness.units import format_duration
 
 #: Upper bound on readouts in one schedule: a guard against a typo such as ``points = 3e6``
@@ -212,9 +215,11 @@ class SessionSpec:
     description: str = ""
     source_text: str = ""
     source_path: str = ""
+    #: the ``[refresh]`` rule (:mod:`harness.sessions.refresh_spec`); None: program once
+    refresh: RefreshSpec | None = None
 
 
-_TOP_KEYS = {"session", "program", "readout", "schedule"}
+_TOP_KEYS = {"session", "program", "readout", "schedule", "refresh"}
 _SESSION_KEYS = {"name", "description"}
 _PROGRAM_KEYS = {"model", "params"}
 _READOUT_KEYS = {"cells", "encoding", "repeats"}
@@ -289,8 +294,12 @@ def parse_session(text: str, *, source: str = "<string>", base_dir: str | Path |
             f"{where}: {schedule.n_readouts} times × {repeats} repeats = {schedule.n_readouts * repeats} readouts "
             f"exceed the limit of {MAX_READOUTS}"
         )
+    refresh = None
+    if "refresh" in doc:
+        refresh = parse_refresh(_table(doc, "refresh", where), where, schedule.times_s)
     return SessionSpec(
         name=name,
+        refresh=refresh,
         description=description,
         program=ProgramSpec(model=model, params=params),
         readout=ReadoutSpec(cells=cells, encoding=encoding, repeats=repeats),

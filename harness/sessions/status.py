@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import HarnessError, RecordingError
+from harness.units import YEAR_S
 from harness.recording import Recording, open_recording, partial_paths
 
 
@@ -84,6 +85,8 @@ def _status(rec: Recording) -> dict[str, Any]:
         "resumes": len(rec.resumes),
         "chip_accepted_despite_check": sum(1 for r in rec.resumes if r.get("accepted_despite")),
     }
+    if rec.has_epochs:
+        out["refresh"] = refresh_summary(rec)
     if n:
         first, last = rec.readout(0), rec.readout(n - 1)
         on = programmed_mask(rec)
@@ -96,6 +99,28 @@ def _status(rec: Recording) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def refresh_summary(rec: Recording) -> dict[str, Any]:
+    """A refresh session's epochs: how many, when, per simulated year (over the span of its
+    committed readouts), and the monitor accuracy's range (0..1)."""
+    spec = rec.session
+    acc = rec.monitor_accuracy
+    epochs = rec.epochs
+    done = acc is not None and acc.size > 0
+    span_y = float(rec.times_s[-1]) / YEAR_S if rec.n_readouts else 0.0
+    return {
+        "refreshes_per_year": (len(epochs) - 1) / span_y if span_y > 0 else None,
+        "span_s": float(rec.times_s[-1]) if rec.n_readouts else 0.0,
+        "rule": spec.refresh.describe() if spec is not None and spec.refresh is not None else None,
+        "epochs": len(epochs),
+        "refreshes": len(epochs) - 1,
+        "refresh_times_s": [e.t_origin_s for e in epochs[1:]],
+        "pulses": [e.pulses for e in epochs],
+        "monitor_min": float(np.nanmin(acc)) if done else None,
+        "monitor_max": float(np.nanmax(acc)) if done else None,
+        "monitor_last": float(acc[-1]) if done else None,
+    }
 
 
 def _simulated_clock(chip_uri: str | None) -> bool:
@@ -127,4 +152,4 @@ def _stats(g: npt.NDArray[np.float64], t_s: float) -> dict[str, float]:
             "max_uS": float(g.max())}
 
 
-__all__ = ["RESET_LEVEL_US", "programmed_mask", "session_status"]
+__all__ = ["RESET_LEVEL_US", "programmed_mask", "refresh_summary", "session_status"]
