@@ -57,11 +57,13 @@ from harness.chip.registry import parse_uri
 from harness.errors import CalibrationError, ConfigError
 from harness.recording import Recording
 from harness.virtual import physics as ph
-from harness.virtual.personality import ClippedLog, Personality, load_personality, shipped_personalities
+from harness.virtual.personality import Personality, load_personality, shipped_personalities
+from harness.calibration.bootstrap import simulation_bootstrap
 from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, load_data
-from harness.calibration.fits import fit_clipped_log, fit_reset_mean, fit_t0, loglog_lines, poly_fit
+from harness.calibration.fits import fit_clipped_log, fit_t0, loglog_lines, poly_fit
 from harness.calibration.goodness import HOLDOUT_FRACTION, held_out_goodness
 from harness.calibration.levels import MIN_LEVEL_DEVICES, N_LEVELS, level_index, level_nu, level_ratio, level_sigma
+from harness.calibration.reset import ResetLoop, fit_reset_mean
 from harness.calibration.result import CalibrationResult, FittedConstant, LevelTable
 
 FloatArray = npt.NDArray[np.float64]
@@ -123,12 +125,14 @@ def calibrate_recording(
     where = str(rec.path)
     say("reading readouts")
     d = load_data(rec, readouts)
-    fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP)
+    loop = ResetLoop.from_params(dict(getattr(rec.programming, "params", {}) or {}))
+    fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP, loop=loop)
     warnings = list(fit.warnings)
     consts = list(fit.constants)
     pers = fit.personality
     if bootstrap:
-        consts, pers, notes = _simulation_bootstrap(d, fit, base_p, bootstrap, rng, rec, say)
+        consts, pers, notes = _simulation_bootstrap(d, fit, base_p, bootstrap, rng, rec, say,
+                                                    select_degree=prog_degree is None)
         warnings += notes
     geo = rec.geometry
     fitted = pers.with_updates(
@@ -159,6 +163,8 @@ class _Fit:
     personality: Personality
     constants: tuple[FittedConstant, ...]
     degree: int
+    bic_degree: int  # the σ_prog degree BIC chooses (``degree`` unless the caller fixed it)
+    prog_by_degree: dict[int, FloatArray]  # σ_prog coefficients fitted at each degree tried
     method: str
     level_all: npt.NDArray[np.int64]
     holdout: npt.NDArray[np.bool_]
@@ -171,10 +177,11 @@ class _Fit:
 
 def _fit_data(
     d: CalibrationData, base_p: Personality, rng: np.random.Generator, *, where: str, prog_degree: int | None,
-    say: Callable[[str], None], n_boot: int,
+    say: Callable[[str], None], n_boot: int, loop: ResetLoop,
 ) -> _Fit:
     """Every stage of the fit but the goodness of fit (module docstring, steps 1-5);
-    ``n_boot`` draws behind the per-stage intervals (0: none, the values only)."""
+    ``n_boot`` draws behind the per-stage intervals (0: none, the values only); ``loop``:
+    the recorded write-verify loop (it selects the RESET partners' levels)."""
     warnings: list[str] = []
     n_all = d.target_uS.size
     holdout = rng.random(n_all) < HOLDOUT_FRACTION
@@ -317,9 +324,10 @@ def _fit_data(
     ok_p = (sp_n >= MIN_LEVEL_DEVICES) & np.isfinite(sp)
     if ok_p.sum() < 3:
         raise CalibrationError(f"{where}: fewer than 3 levels with {MIN_LEVEL_DEVICES}+ programmed devices")
-    degrees = [prog_degree] if prog_degree else [d_ for d_ in (1, 2, 3) if d_ < ok_p.sum()]
+    degrees = sorted({d_ for d_ in (1, 2, 3) if d_ < ok_p.sum()} | ({prog_degree} if prog_degree else set()))
     fits = {deg: poly_fit(x_lvl[ok_p], sp[ok_p], sp_se[ok_p], deg) for deg in degrees}
-    deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(ok_p.sum()))
+    bic_deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(ok_p.sum()))
+    deg = prog_degree or bic_deg
     p_coef, p_cov, _ = fits[deg]
     p_draws = rng.multivariate_normal(p_coef, p_cov, max(n_boot, 2))
     p_ci = np.percentile(p_draws, [2.5, 97.5], axis=0)
@@ -337,13 +345,15 @@ def _fit_data(
     reset_mean, reset_std = base_p.reset_g_mean_uS, base_p.reset_g_std_uS
     if idx_r.size >= MIN_LEVEL_DEVICES:
         yr = d.mean[g1, idx_r]
+        wr = d.var[g1, idx_r] if d.var is not None else None
         p_reset = pers_p.with_updates(g_max_uS=d.g_max_uS)
-        reset_mean, se_m = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng,
-                                          with_se=n_boot > 0)
+        reset_mean, se_m, read_scale = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng,
+                                                      within_var=wr, loop=loop, with_se=n_boot > 0)
         constants_reset = [
             FittedConstant("reset.g_mean_uS", reset_mean, max(reset_mean - 1.96 * se_m, 0.0), reset_mean + 1.96 * se_m,
-                           True, f"forward model matched to the mean and spread of {idx_r.size} RESET partners at "
-                           f"t1 = {t1:g} s"),
+                           True, f"forward model of the write-verify loop matched to the mean and spread of "
+                           f"{idx_r.size} RESET partners at t1 = {t1:g} s"
+                           + (f" (read noise x{read_scale:.3g} from their repeats)" if wr is not None else "")),
             FittedConstant("reset.g_std_uS", reset_std, reset_std, reset_std, False,
                            "hidden under the post-programming relaxation σ_prog(0) and the ADC step: kept from base"),
         ]
@@ -384,139 +394,42 @@ def _fit_data(
         "repeats": d.repeats, "times_after_t0": n_after, "t_first_s": float(t_g[0]), "t_last_s": float(t_g[-1]),
         "x_drift_min": X_DRIFT_MIN, "fixed_from_base": ["t_read_s", "pulse.*", "q_x_floor"],
     }
-    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, method=method, level_all=level_all,
+    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, bic_degree=bic_deg,
+                prog_by_degree={dg: fits[dg][0] for dg in fits}, method=method, level_all=level_all,
                 holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels, data=data,
                 warnings=tuple(warnings))
 
 
-#: Constants that are never negative (their intervals are floored at 0).
-_NON_NEGATIVE = ("t0_s", "read_noise.q_coef", "read_noise.q_exp", "reset.g_mean_uS", "drift.nu_mean.min",
-                 "drift.nu_mean.max", "drift.nu_std.min", "drift.nu_std.max")
-
-
-def _t975(dof: int) -> float:
-    """Student-t 0.975 quantile (dof >= 1): the interval from a spread estimated on few simulations."""
-    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-             2.045, 2.042)
-    return table[dof - 1] if dof <= len(table) else 1.96 + 2.4 / dof
-
-
-def _with_constants(p: Personality, values: dict[str, float]) -> Personality:
-    """``p`` with the named constants (as calibration names them) replaced."""
-    coeffs = list(p.prog_noise_coeffs_uS)
-    laws = {"nu_mean": dict(p.nu_mean.__dict__), "nu_std": dict(p.nu_std.__dict__)}
-    simple: dict[str, float] = {}
-    keys = {"t0_s": "t0_s", "read_noise.q_coef": "q_coef", "read_noise.q_exp": "q_exp",
-            "reset.g_mean_uS": "reset_g_mean_uS"}
-    for name, v in values.items():
-        if name.startswith("programming_noise.c"):
-            coeffs[int(name.rsplit("c", 1)[1])] = v
-        elif name.startswith("drift.nu_"):
-            _, law, key = name.split(".")
-            laws[law][key] = v
-        elif name in keys:
-            simple[keys[name]] = v
-    return p.with_updates(prog_noise_coeffs_uS=tuple(coeffs), nu_mean=ClippedLog(**laws["nu_mean"]),
-                          nu_std=ClippedLog(**laws["nu_std"]), **simple)
-
-
 def _simulation_bootstrap(
     d: CalibrationData, fit: _Fit, base_p: Personality, n_sim: int, rng: np.random.Generator, rec: Recording,
-    say: Callable[[str], None],
+    say: Callable[[str], None], *, select_degree: bool,
 ) -> tuple[list[FittedConstant], Personality, list[str]]:
-    """Whole-pipeline parametric bootstrap with an iterated bias correction.
-
-    The recorded experiment is simulated on virtual chips (:mod:`~harness.calibration.simulate`,
-    at most SIM_MAX_DEVICES devices each) and every simulation is fitted like the recording
-    (σ_prog degree held). Round 1: ⌊n_sim/2⌋ simulations of the fitted personality θ̂, whose
-    mean fit F₁ gives the one-step correction θ₁ = θ̂ − (F₁ − θ̂). Round 2: the rest, of θ₁,
-    mean fit F₂. A bias that changes with the constant (the write-verify loop truncates the
-    RESET level more, the higher it is) is then solved for the θ whose expected fit is θ̂,
-    per constant by the secant through (θ̂, F₁) and (θ₁, F₂) (used when its slope lies in
-    [0.5, 2]; otherwise θ̂ − (F₂ − θ₁), the bias measured at θ₁). 95 % interval: θ ± t(m−2)·s·sqrt(r + 1/m₂),
-    s the pooled within-round spread, r = simulated/recorded devices (the recording's own
-    sampling spread plus that of the estimated bias). Returns (constants, personality, warnings)."""
+    """The whole-pipeline bootstrap (:func:`~harness.calibration.bootstrap.simulation_bootstrap`)
+    of ``fit``: the recorded experiment re-run on virtual chips (at most SIM_MAX_DEVICES
+    devices each, a seeded subsample) and fitted like the recording."""
     from harness.calibration.simulate import simulate_data
 
     n = d.target_uS.size
     n_sub = min(n, SIM_MAX_DEVICES)
     devices = np.arange(n) if n_sub == n else np.sort(rng.choice(n, n_sub, replace=False))
-    ratio = n_sub / n
     params = dict(getattr(rec.programming, "params", {}) or {})
-    notes: list[str] = []
-    failed = 0
+    loop = ResetLoop.from_params(params)
 
-    def simulate(p: Personality, count: int, first: int) -> dict[str, list[float]]:
-        nonlocal failed
-        vals: dict[str, list[float]] = {}
-        for b in range(first, first + count):
-            say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
-            sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
-            try:
-                f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
-                              say=lambda _msg: None, n_boot=0)
-            except CalibrationError:
-                failed += 1
-                continue
-            for c in f.constants:
-                vals.setdefault(c.name, []).append(c.value)
-        return vals
+    def simulate_and_fit(p: Personality, b: int) -> tuple[dict[str, float], dict[str, float]] | None:
+        say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
+        sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
+        try:
+            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
+                          say=lambda _msg: None, n_boot=0, loop=loop)
+        except CalibrationError:
+            return None
+        coef = f.prog_by_degree[f.bic_degree]
+        chosen = {f"programming_noise.c{i}": float(coef[i]) if i < coef.size else 0.0
+                  for i in range(max(fit.degree, f.bic_degree) + 1)}
+        return {c.name: c.value for c in f.constants}, chosen
 
-    n1 = n_sim // 2
-    round1 = simulate(fit.personality, n1, 0)
-    step1: dict[str, float] = {}
-    for c in fit.constants:
-        v = np.asarray(round1.get(c.name, []), dtype=np.float64)
-        if c.identified and c.name != "t0_s" and v.size >= 1:
-            step1[c.name] = max(2 * c.value - float(v.mean()), 0.0) if c.name in _NON_NEGATIVE else 2 * c.value - float(v.mean())
-    try:
-        p1 = _with_constants(fit.personality, step1)
-    except ConfigError:
-        p1, step1 = fit.personality, {}
-    round2 = simulate(p1, n_sim - n1, n1)
-    if failed:
-        notes.append(f"{failed} of {n_sim} simulated re-recordings could not be fitted; intervals rest on the rest")
-
-    corrected: dict[str, float] = {}
-    out: list[FittedConstant] = []
-    for c in fit.constants:
-        v1 = np.asarray(round1.get(c.name, []), dtype=np.float64)
-        v2 = np.asarray(round2.get(c.name, []), dtype=np.float64)
-        if not c.identified or v1.size + v2.size < 3 or v2.size < 1:
-            out.append(c)
-            continue
-        dev = np.concatenate([v1 - v1.mean() if v1.size else v1, v2 - v2.mean()])
-        groups = int(v1.size > 0) + 1
-        s_pooled = float(np.sqrt(np.sum(dev * dev) / max(dev.size - groups, 1)))
-        half = _t975(max(dev.size - groups, 1)) * s_pooled * math.sqrt(ratio + 1 / v2.size)
-        f2 = float(v2.mean())
-        if c.name == "t0_s":
-            # t0 lives on the profile's candidate grid: simulations often all return the same
-            # candidate (zero spread), so its interval keeps the likelihood-ratio one as well
-            value, lo, hi = c.value, min(c.ci_low, c.value - half), max(c.ci_high, c.value + half)
-            note = f"{c.note}; interval: likelihood ratio joined with {v1.size + v2.size} simulated re-recordings"
-            out.append(FittedConstant(c.name, value, max(lo, 0.0), hi, True, note.lstrip("; ")))
-            continue
-        theta1 = step1.get(c.name, c.value)
-        value = c.value - (f2 - theta1)  # one more step of the iterated correction
-        if v1.size and theta1 != c.value:
-            slope = (f2 - float(v1.mean())) / (theta1 - c.value)
-            if 0.5 <= slope <= 2.0:  # the secant: expected fit θ̂ at θ
-                value = theta1 + (c.value - f2) / slope
-        lo, hi = value - half, value + half
-        if c.name in _NON_NEGATIVE:
-            value, lo = max(value, 0.0), max(lo, 0.0)
-        corrected[c.name] = value
-        note = (f"{c.note}; " if c.note else "") + (
-            f"bias {c.value - value:+.3g} removed, 95 % interval from {v1.size + v2.size} simulated re-recordings")
-        out.append(FittedConstant(c.name, value, lo, hi, True, note))
-    try:
-        pers = _with_constants(fit.personality, corrected)
-    except ConfigError as exc:
-        notes.append(f"bias-corrected constants are not physical ({exc}); the uncorrected fit is kept")
-        return list(fit.constants), fit.personality, notes
-    return out, pers, notes
+    return simulation_bootstrap(fit.constants, fit.personality, n_sim, simulate_and_fit, ratio=n_sub / n,
+                                select_degree=select_degree)
 
 
 def recorded_personality(rec: Recording) -> Personality:
