@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,11 +31,20 @@ FloatArray = npt.NDArray[np.float64]
 NON_NEGATIVE = ("t0_s", "read_noise.q_coef", "read_noise.q_exp", "reset.g_mean_uS", "drift.nu_mean.min",
                 "drift.nu_mean.max", "drift.nu_std.min", "drift.nu_std.max")
 PROG_PREFIX = "programming_noise.c"
+#: A constant identified on the recording counts as identified only if the simulated
+#: re-recordings of the fitted chip identify it this often (a clip bound at the edge of the
+#: observed range may be found on one recording and not on the next).
+IDENTIFIED_SHARE = 0.75
 
 #: One simulated re-recording of a personality (the index numbers it), fitted: every
 #: constant's value with the recording's σ_prog degree held, and the σ_prog coefficients with
 #: the degree chosen again (zero above the chosen degree); None where it could not be fitted.
-SimulateAndFit = Callable[[Personality, int], "tuple[dict[str, float], dict[str, float]] | None"]
+SimulateAndFit = Callable[[Personality, int], "tuple[dict[str, float], dict[str, float], Any] | None"]
+#: After round 1, from its payloads (the third item above): the constants and personality to
+#: correct instead (a stage refitted with its bias removed), and the round-1 values of the
+#: refitted constants re-derived the same way (held degree, chosen degree); those constants
+#: are taken as free of bias at round 1 (no one-step correction).
+Refine = Callable[[list[Any]], "tuple[tuple[FittedConstant, ...], Personality, dict[str, list[float]], dict[str, list[float]]]"]
 
 
 def t975(dof: int) -> float:
@@ -101,7 +111,7 @@ def _pooled_sd(rounds: list[FloatArray]) -> tuple[float, int]:
 
 def simulation_bootstrap(
     constants: tuple[FittedConstant, ...], fitted: Personality, n_sim: int, simulate_and_fit: SimulateAndFit,
-    *, ratio: float, select_degree: bool,
+    *, ratio: float, select_degree: bool, refine: Refine | None = None,
 ) -> tuple[list[FittedConstant], Personality, list[str]]:
     """Iterated bias correction and 95 % intervals from ``n_sim`` simulated re-recordings.
 
@@ -112,17 +122,19 @@ def simulation_bootstrap(
     pooled within-round spread of the fits and s the same for the spread of the estimate
     (for the σ_prog coefficients with ``select_degree``: of the fits that chose the degree
     again), r = simulated/recorded devices (``ratio``: the simulations' spread scaled to the
-    recording's size), s_h²/m₂ the error of the estimated bias. t0 lives on the profile's
+    recording's size), s_h²/m₂ the error of the estimated bias. ``refine`` (after round 1)
+    replaces constants by refits whose bias round 1 measured (the σ_prog levels). t0 lives on the profile's
     grid: not corrected, its likelihood-ratio interval joined with ±t·s·sqrt(r + 1/m₂). A
     corrected law that is not physical keeps its uncorrected value (noted), the other laws
     their correction. Returns (constants, personality, warnings)."""
     notes: list[str] = []
     failed = 0
 
-    def run(p: Personality, count: int, first: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    def run(p: Personality, count: int, first: int) -> tuple[dict[str, list[float]], dict[str, list[float]], list[Any]]:
         nonlocal failed
         held: dict[str, list[float]] = {}
         chosen: dict[str, list[float]] = {}
+        payloads: list[Any] = []
         for b in range(first, first + count):
             out = simulate_and_fit(p, b)
             if out is None:
@@ -132,19 +144,32 @@ def simulation_bootstrap(
                 held.setdefault(name, []).append(v)
             for name, v in out[1].items():
                 chosen.setdefault(name, []).append(v)
-        return held, chosen
+            payloads.append(out[2])
+        return held, chosen, payloads
 
     n1 = n_sim // 2
-    held1, chosen1 = run(fitted, n1, 0)
+    held1, chosen1, payloads1 = run(fitted, n1, 0)
+    refined: set[str] = set()
+    if refine is not None and payloads1:
+        constants, fitted, h_new, c_new = refine(payloads1)
+        refined = set(h_new)
+        for name in [n for n in held1 if n.startswith(PROG_PREFIX)]:
+            held1.pop(name)
+        for name in [n for n in chosen1 if n.startswith(PROG_PREFIX)]:
+            chosen1.pop(name)
+        held1 |= h_new
+        chosen1 |= c_new
     step1: dict[str, float] = {}
     for c in constants:
         v = np.asarray(held1.get(c.name, []), dtype=np.float64)
-        if c.identified and c.name != "t0_s" and v.size >= 1:
+        if c.name in refined:
+            step1[c.name] = c.value
+        elif c.identified and c.name != "t0_s" and v.size >= 1:
             step1[c.name] = 2 * c.value - float(v.mean())
             if c.name in NON_NEGATIVE:
                 step1[c.name] = max(step1[c.name], 0.0)
     p1, step1, _ = physical_subset(fitted, step1)
-    held2, chosen2 = run(p1, n_sim - n1, n1)
+    held2, chosen2, _ = run(p1, n_sim - n1, n1)
     if failed:
         notes.append(f"{failed} of {n_sim} simulated re-recordings could not be fitted; intervals rest on the rest")
 
@@ -153,7 +178,7 @@ def simulation_bootstrap(
     for c in constants:
         v1 = np.asarray(held1.get(c.name, []), dtype=np.float64)
         v2 = np.asarray(held2.get(c.name, []), dtype=np.float64)
-        if not c.identified or v1.size + v2.size < 3 or v2.size < 1:
+        if not c.identified or v1.size + v2.size < max(3, IDENTIFIED_SHARE * (n_sim - failed)) or v2.size < 1:
             continue
         s_h, dof = _pooled_sd([v1, v2])
         s = s_h
@@ -171,7 +196,14 @@ def simulation_bootstrap(
 
     out: list[FittedConstant] = []
     m = {c.name: len(held1.get(c.name, [])) + len(held2.get(c.name, [])) for c in constants}
+    n_fitted = n_sim - failed
     for c in constants:
+        if c.identified and m[c.name] < IDENTIFIED_SHARE * n_fitted:
+            out.append(FittedConstant(c.name, c.value, c.ci_low, c.ci_high, False, (
+                f"identified on the recording but in only {m[c.name]} of {n_fitted} simulated re-recordings of the "
+                "fitted chip, so neither its bias nor its spread can be measured: not identified (value: the "
+                "recording's fit, per-stage interval)")))
+            continue
         if c.name not in halves:
             out.append(c)
             continue

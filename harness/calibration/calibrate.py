@@ -60,7 +60,7 @@ from harness.virtual import physics as ph
 from harness.virtual.personality import Personality, load_personality, shipped_personalities
 from harness.calibration.bootstrap import simulation_bootstrap
 from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, load_data
-from harness.calibration.fits import fit_clipped_log, fit_t0, loglog_lines, poly_fit
+from harness.calibration.fits import fit_clipped_log, fit_sigma_prog, fit_t0, loglog_lines, poly_fit
 from harness.calibration.goodness import HOLDOUT_FRACTION, held_out_goodness
 from harness.calibration.levels import MIN_LEVEL_DEVICES, N_LEVELS, level_index, level_nu, level_ratio, level_sigma
 from harness.calibration.reset import ResetLoop, fit_reset_mean
@@ -177,11 +177,12 @@ class _Fit:
 
 def _fit_data(
     d: CalibrationData, base_p: Personality, rng: np.random.Generator, *, where: str, prog_degree: int | None,
-    say: Callable[[str], None], n_boot: int, loop: ResetLoop,
+    say: Callable[[str], None], n_boot: int, loop: ResetLoop, sp_bias: tuple[FloatArray, FloatArray] | None = None,
 ) -> _Fit:
     """Every stage of the fit but the goodness of fit (module docstring, steps 1-5);
     ``n_boot`` draws behind the per-stage intervals (0: none, the values only); ``loop``:
-    the recorded write-verify loop (it selects the RESET partners' levels)."""
+    the recorded write-verify loop (it selects the RESET partners' levels); ``sp_bias``: (bias,
+    its SE) of each level's σ_prog estimate, removed before the polynomial fit."""
     warnings: list[str] = []
     n_all = d.target_uS.size
     holdout = rng.random(n_all) < HOLDOUT_FRACTION
@@ -318,24 +319,20 @@ def _fit_data(
     qp = ph.read_noise_q(xp_dev, pers_nu)
     f_t1 = float(ph.read_noise_time_factor(t1, pers_nu))
     f_t0 = float(ph.read_noise_time_factor(t0, pers_nu))
-    extra = ((qp * y1) ** 2) * (f_t0**2 - f_t1**2 / c1) - (sd_p * l1 * y1) ** 2 - lsb * lsb / 12 * (1 + 1 / c1)
+    y0 = y1 * np.exp(mu_p * l1)  # drift-corrected to t0, the scale of every term of dev
+    extra = ((qp * y0) ** 2) * (f_t0**2 - f_t1**2 / c1) - (sd_p * l1 * y0) ** 2 - lsb * lsb / 12 * (1 + 1 / c1)
     lvl_p, fit_p = level_all[idx_p], ~holdout[idx_p]
     sp, sp_se, sp_n, verify_bias = level_sigma(dev, extra, lvl_p, fit_p)
     ok_p = (sp_n >= MIN_LEVEL_DEVICES) & np.isfinite(sp)
     if ok_p.sum() < 3:
         raise CalibrationError(f"{where}: fewer than 3 levels with {MIN_LEVEL_DEVICES}+ programmed devices")
-    degrees = sorted({d_ for d_ in (1, 2, 3) if d_ < ok_p.sum()} | ({prog_degree} if prog_degree else set()))
-    fits = {deg: poly_fit(x_lvl[ok_p], sp[ok_p], sp_se[ok_p], deg) for deg in degrees}
-    bic_deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(ok_p.sum()))
-    deg = prog_degree or bic_deg
-    p_coef, p_cov, _ = fits[deg]
-    p_draws = rng.multivariate_normal(p_coef, p_cov, max(n_boot, 2))
-    p_ci = np.percentile(p_draws, [2.5, 97.5], axis=0)
-    grid = np.linspace(0, 1, 201)
-    if np.any(np.polynomial.polynomial.polyval(grid, p_coef) < 0):
+    sp_fit, se_fit = np.where(ok_p, sp, np.nan), sp_se
+    if sp_bias is not None:  # the estimator's bias per level, measured on simulations (bootstrap)
+        sp_fit, se_fit = sp_fit - sp_bias[0], np.sqrt(sp_se**2 + sp_bias[1] ** 2)
+    prog = fit_sigma_prog(x_lvl, sp_fit, se_fit, prog_degree, n_boot, rng)
+    deg, p_coef, p_ci = prog.degree, prog.coef, prog.ci
+    if prog.floored:
         warnings.append("the fitted σ_prog(x) polynomial goes negative on [0, 1]; floored at its minimum level value")
-        p_coef = p_coef.copy()
-        p_coef[0] -= min(0.0, float(np.polynomial.polynomial.polyval(grid, p_coef).min()))
     pers_p = pers_nu.with_updates(prog_noise_coeffs_uS=tuple(float(c) for c in p_coef))
 
     # -- RESET level
@@ -394,8 +391,8 @@ def _fit_data(
         "repeats": d.repeats, "times_after_t0": n_after, "t_first_s": float(t_g[0]), "t_last_s": float(t_g[-1]),
         "x_drift_min": X_DRIFT_MIN, "fixed_from_base": ["t_read_s", "pulse.*", "q_x_floor"],
     }
-    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, bic_degree=bic_deg,
-                prog_by_degree={dg: fits[dg][0] for dg in fits}, method=method, level_all=level_all,
+    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, bic_degree=prog.bic_degree,
+                prog_by_degree=prog.by_degree, method=method, level_all=level_all,
                 holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels, data=data,
                 warnings=tuple(warnings))
 
@@ -406,7 +403,15 @@ def _simulation_bootstrap(
 ) -> tuple[list[FittedConstant], Personality, list[str]]:
     """The whole-pipeline bootstrap (:func:`~harness.calibration.bootstrap.simulation_bootstrap`)
     of ``fit``: the recorded experiment re-run on virtual chips (at most SIM_MAX_DEVICES
-    devices each, a seeded subsample) and fitted like the recording."""
+    devices each, a seeded subsample) and fitted like the recording.
+
+    The σ_prog level estimates carry a bias that changes with x (the write-verify loop stops
+    on a read that noise pushed into its window, so the verify read inside σ_prog is not an
+    unselected read; about −1.5 of their SEs at x ≈ 0.05-0.5, less at the ends), which a
+    quadratic cannot follow: BIC took a cubic for a quadratic truth in ~20 % of simulated
+    recordings. Round 1 (simulations of the fitted chip) measures that bias per level; the
+    σ_prog polynomial and its degree are then refitted to the recording's levels without it,
+    and every later fit (round 2) does the same, so the degree is chosen on bias-free levels."""
     from harness.calibration.simulate import simulate_data
 
     n = d.target_uS.size
@@ -414,22 +419,58 @@ def _simulation_bootstrap(
     devices = np.arange(n) if n_sub == n else np.sort(rng.choice(n, n_sub, replace=False))
     params = dict(getattr(rec.programming, "params", {}) or {})
     loop = ResetLoop.from_params(params)
+    state: dict[str, Any] = {"degree": fit.degree, "bias": None}
 
-    def simulate_and_fit(p: Personality, b: int) -> tuple[dict[str, float], dict[str, float]] | None:
+    def coefficients(by_degree: dict[int, FloatArray], held: int, chosen: int) -> tuple[dict[str, float], dict[str, float]]:
+        """σ_prog coefficients by name at the held degree, and at the chosen one (0 above it)."""
+        h, c = by_degree[held], by_degree[chosen]
+        return ({f"programming_noise.c{i}": float(h[i]) for i in range(held + 1)},
+                {f"programming_noise.c{i}": float(c[i]) if i < c.size else 0.0 for i in range(max(held, chosen) + 1)})
+
+    def simulate_and_fit(p: Personality, b: int) -> tuple[dict[str, float], dict[str, float], Any] | None:
         say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
         sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
         try:
-            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
-                          say=lambda _msg: None, n_boot=0, loop=loop)
+            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=state["degree"],
+                          say=lambda _msg: None, n_boot=0, loop=loop, sp_bias=state["bias"])
         except CalibrationError:
             return None
-        coef = f.prog_by_degree[f.bic_degree]
-        chosen = {f"programming_noise.c{i}": float(coef[i]) if i < coef.size else 0.0
-                  for i in range(max(fit.degree, f.bic_degree) + 1)}
-        return {c.name: c.value for c in f.constants}, chosen
+        _, chosen = coefficients(f.prog_by_degree, f.degree, f.bic_degree)
+        held = {c.name: c.value for c in f.constants if c.identified}
+        lv = f.levels
+        return held, chosen, (p, lv["x"], lv["sigma_prog_uS"], lv["sigma_prog_se"])
+
+    def refine(payloads: list[Any]) -> tuple[tuple[FittedConstant, ...], Personality, dict[str, list[float]],
+                                             dict[str, list[float]]]:
+        dev = np.array([sp - ph.programming_noise_std(x, p) for p, x, sp, _ in payloads])
+        counts = np.isfinite(dev).sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            bias = np.where(counts > 0, np.nansum(dev, axis=0) / np.maximum(counts, 1), 0.0)
+        lv = fit.levels
+        bias_se = np.where(counts > 0, lv["sigma_prog_se"] / np.sqrt(np.maximum(counts, 1)), 0.0)
+        state["bias"] = (bias, bias_se)
+        sp = np.where(np.isfinite(lv["sigma_prog_uS"]), lv["sigma_prog_uS"] - bias, np.nan)
+        se = np.sqrt(lv["sigma_prog_se"] ** 2 + bias_se**2)
+        prog = fit_sigma_prog(lv["x"], sp, se, None if select_degree else fit.degree, N_BOOTSTRAP, rng)
+        state["degree"] = prog.degree
+        note = f"σ_prog polynomial degree {prog.degree}, fitted to levels without their bias ({len(payloads)} simulations)"
+        consts = [c for c in fit.constants if not c.name.startswith("programming_noise.c")]
+        consts[1:1] = [FittedConstant(f"programming_noise.c{i}", float(c), float(prog.ci[0, i]), float(prog.ci[1, i]),
+                                      True, note) for i, c in enumerate(prog.coef)]
+        pers = fit.personality.with_updates(prog_noise_coeffs_uS=tuple(float(c) for c in prog.coef))
+        held1: dict[str, list[float]] = {}
+        chosen1: dict[str, list[float]] = {}
+        for p, x, sp_b, se_b in payloads:  # round 1's fits, redone on their levels without the bias
+            pf = fit_sigma_prog(x, sp_b - bias, np.sqrt(se_b**2 + bias_se**2), prog.degree, 0, rng)
+            h, c = coefficients(pf.by_degree, prog.degree, pf.bic_degree)
+            for k, v in h.items():
+                held1.setdefault(k, []).append(v)
+            for k, v in c.items():
+                chosen1.setdefault(k, []).append(v)
+        return tuple(consts), pers, held1, chosen1
 
     return simulation_bootstrap(fit.constants, fit.personality, n_sim, simulate_and_fit, ratio=n_sub / n,
-                                select_degree=select_degree)
+                                select_degree=select_degree, refine=refine)
 
 
 def recorded_personality(rec: Recording) -> Personality:

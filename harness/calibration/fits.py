@@ -4,11 +4,13 @@
 - :func:`poly_fit`: weighted polynomial (the read-noise power law in logs, σ_prog(x)).
 - :func:`loglog_lines`: every device's line of ln G vs ln(t/t0) at once.
 - :func:`fit_t0`: t0 by profile least squares over those lines.
+- :func:`fit_sigma_prog`: the σ_prog polynomial, its degree by BIC.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -191,3 +193,41 @@ def fit_t0(
     lo_ci = min(float(inside.min()), float(cands[max(best - 1, 0)]))
     hi_ci = max(float(inside.max()), float(cands[min(best + 1, cands.size - 1)]))
     return float(cands[best]), (lo_ci, hi_ci), True
+
+
+@dataclass(frozen=True)
+class ProgFit:
+    """The σ_prog polynomial fitted to per-level values (ascending coefficients, µS)."""
+
+    coef: FloatArray  # at ``degree``, c0 raised if needed so that σ_prog >= 0 on [0, 1]
+    ci: FloatArray  # (2, degree + 1) per-stage 95 % intervals (NaN without draws)
+    degree: int
+    bic_degree: int  # the degree BIC chooses (``degree`` unless the caller fixed it)
+    by_degree: dict[int, FloatArray]  # the unfloored coefficients at every degree tried
+    floored: bool
+
+
+def fit_sigma_prog(
+    x: FloatArray, sp: FloatArray, se: FloatArray, prog_degree: int | None, n_boot: int, rng: np.random.Generator,
+) -> ProgFit:
+    """σ_prog(x) = Σ c_k x^k by weighted least squares over the levels (finite values only),
+    degree 1..3 (fewer than the levels) by BIC unless ``prog_degree`` fixes it; per-stage
+    intervals from ``n_boot`` draws of the fit's covariance."""
+    ok = np.isfinite(sp) & np.isfinite(se)
+    k = int(ok.sum())
+    degrees = sorted({d for d in (1, 2, 3) if d < k} | ({prog_degree} if prog_degree else set()))
+    fits = {deg: poly_fit(x[ok], sp[ok], se[ok], deg) for deg in degrees}
+    bic_deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(k))
+    deg = prog_degree or bic_deg
+    coef, cov, _ = fits[deg]
+    if n_boot > 0:
+        ci = np.percentile(rng.multivariate_normal(coef, cov, n_boot), [2.5, 97.5], axis=0)
+    else:
+        ci = np.full((2, deg + 1), math.nan)
+    grid = np.linspace(0, 1, 201)
+    low = float(np.polynomial.polynomial.polyval(grid, coef).min())
+    if low < 0:
+        coef = coef.copy()
+        coef[0] -= low
+    return ProgFit(coef=coef, ci=ci, degree=deg, bic_degree=bic_deg, by_degree={d: fits[d][0] for d in fits},
+                   floored=low < 0)
