@@ -77,7 +77,7 @@ MAX_REL_READ_NOISE = 0.3
 N_BOOTSTRAP = 400
 #: Default number of simulated re-recordings of the fitted chip (the whole-pipeline bootstrap
 #: behind the bias correction and the reported intervals; ``--bootstrap``).
-N_SIMULATIONS = 8
+N_SIMULATIONS = 16
 #: Devices of each simulated re-recording at most (a seeded subsample of the layout; the
 #: spread is scaled back to the recording's device count).
 SIM_MAX_DEVICES = 32_768
