@@ -3,7 +3,7 @@
 Target (issue 11): ≤ 30 s and ≤ 4 GiB. Printed, measured in the same run, each in its own
 fresh process so that peak memory is the stage's own: one pass of reading the readouts from
 disk (``Recording.readouts()``: every committed readout, ADC codes → µS), the whole
-calibration (which includes that read; with its default whole-pipeline bootstrap of 8
+calibration (which includes that read; with its default whole-pipeline bootstrap of 16
 simulated re-recordings), and the calibration with ``bootstrap=0`` (the fit without the
 bias correction and bootstrap intervals), with their wall times, peak RSS and ratios.
 

@@ -57,11 +57,13 @@ from harness.chip.registry import parse_uri
 from harness.errors import CalibrationError, ConfigError
 from harness.recording import Recording
 from harness.virtual import physics as ph
-from harness.virtual.personality import ClippedLog, Personality, load_personality, shipped_personalities
+from harness.virtual.personality import Personality, load_personality, shipped_personalities
+from harness.calibration.bootstrap import simulation_bootstrap
 from harness.calibration.data import RESET_TARGET_MAX_US, CalibrationData, calibration_epoch, load_data
-from harness.calibration.fits import fit_clipped_log, fit_reset_mean, fit_t0, loglog_lines, poly_fit
+from harness.calibration.fits import fit_clipped_log, fit_sigma_prog, fit_t0, loglog_lines, poly_fit
 from harness.calibration.goodness import HOLDOUT_FRACTION, held_out_goodness
 from harness.calibration.levels import MIN_LEVEL_DEVICES, N_LEVELS, level_index, level_nu, level_ratio, level_sigma
+from harness.calibration.reset import ResetLoop, fit_reset_mean
 from harness.calibration.result import CalibrationResult, FittedConstant, LevelTable
 
 FloatArray = npt.NDArray[np.float64]
@@ -75,7 +77,7 @@ MAX_REL_READ_NOISE = 0.3
 N_BOOTSTRAP = 400
 #: Default number of simulated re-recordings of the fitted chip (the whole-pipeline bootstrap
 #: behind the bias correction and the reported intervals; ``--bootstrap``).
-N_SIMULATIONS = 8
+N_SIMULATIONS = 16
 #: Devices of each simulated re-recording at most (a seeded subsample of the layout; the
 #: spread is scaled back to the recording's device count).
 SIM_MAX_DEVICES = 32_768
@@ -128,7 +130,8 @@ def calibrate_recording(
     where = str(rec.path)
     say("reading readouts")
     d = load_data(rec, readouts, epoch)
-    fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP)
+    loop = ResetLoop.from_params(dict(getattr(rec.programming, "params", {}) or {}))
+    fit = _fit_data(d, base_p, rng, where=where, prog_degree=prog_degree, say=say, n_boot=N_BOOTSTRAP, loop=loop)
     warnings = list(fit.warnings)
     if rec.n_epochs > 1:
         e = calibration_epoch(rec, epoch)
@@ -137,7 +140,8 @@ def calibrate_recording(
     consts = list(fit.constants)
     pers = fit.personality
     if bootstrap:
-        consts, pers, notes = _simulation_bootstrap(d, fit, base_p, bootstrap, rng, rec, say)
+        consts, pers, notes = _simulation_bootstrap(d, fit, base_p, bootstrap, rng, rec, say,
+                                                    select_degree=prog_degree is None)
         warnings += notes
     geo = rec.geometry
     fitted = pers.with_updates(
@@ -153,7 +157,7 @@ def calibrate_recording(
     # -- goodness of fit on held-out devices, and data vs fit per level
     say("goodness of fit")
     per_time, goodness = held_out_goodness(d, fitted, fit.level_all, fit.holdout, fit.prog_mask, fit.verify_bias, rng)
-    levels = LevelTable(**fit.levels, **per_time)
+    levels = LevelTable(**{k: v for k, v in fit.levels.items() if k != "sigma_prog_used"}, **per_time)
     data = dict(fit.data, readouts=int(d.count_g.sum()), recording=where, bootstrap_simulations=int(bootstrap),
                 **({"epoch": calibration_epoch(rec, epoch)} if rec.n_epochs > 1 else {}))
     return CalibrationResult(
@@ -169,6 +173,8 @@ class _Fit:
     personality: Personality
     constants: tuple[FittedConstant, ...]
     degree: int
+    bic_degree: int  # the σ_prog degree BIC chooses (``degree`` unless the caller fixed it)
+    prog_by_degree: dict[int, FloatArray]  # σ_prog coefficients fitted at each degree tried
     method: str
     level_all: npt.NDArray[np.int64]
     holdout: npt.NDArray[np.bool_]
@@ -181,10 +187,12 @@ class _Fit:
 
 def _fit_data(
     d: CalibrationData, base_p: Personality, rng: np.random.Generator, *, where: str, prog_degree: int | None,
-    say: Callable[[str], None], n_boot: int,
+    say: Callable[[str], None], n_boot: int, loop: ResetLoop, sp_bias: tuple[FloatArray, FloatArray] | None = None,
 ) -> _Fit:
     """Every stage of the fit but the goodness of fit (module docstring, steps 1-5);
-    ``n_boot`` draws behind the per-stage intervals (0: none, the values only)."""
+    ``n_boot`` draws behind the per-stage intervals (0: none, the values only); ``loop``:
+    the recorded write-verify loop (it selects the RESET partners' levels); ``sp_bias``: (bias,
+    its SE) of each level's σ_prog estimate, removed before the polynomial fit."""
     warnings: list[str] = []
     n_all = d.target_uS.size
     holdout = rng.random(n_all) < HOLDOUT_FRACTION
@@ -321,23 +329,20 @@ def _fit_data(
     qp = ph.read_noise_q(xp_dev, pers_nu)
     f_t1 = float(ph.read_noise_time_factor(t1, pers_nu))
     f_t0 = float(ph.read_noise_time_factor(t0, pers_nu))
-    extra = ((qp * y1) ** 2) * (f_t0**2 - f_t1**2 / c1) - (sd_p * l1 * y1) ** 2 - lsb * lsb / 12 * (1 + 1 / c1)
+    y0 = y1 * np.exp(mu_p * l1)  # drift-corrected to t0, the scale of every term of dev
+    extra = ((qp * y0) ** 2) * (f_t0**2 - f_t1**2 / c1) - (sd_p * l1 * y0) ** 2 - lsb * lsb / 12 * (1 + 1 / c1)
     lvl_p, fit_p = level_all[idx_p], ~holdout[idx_p]
     sp, sp_se, sp_n, verify_bias = level_sigma(dev, extra, lvl_p, fit_p)
     ok_p = (sp_n >= MIN_LEVEL_DEVICES) & np.isfinite(sp)
     if ok_p.sum() < 3:
         raise CalibrationError(f"{where}: fewer than 3 levels with {MIN_LEVEL_DEVICES}+ programmed devices")
-    degrees = [prog_degree] if prog_degree else [d_ for d_ in (1, 2, 3) if d_ < ok_p.sum()]
-    fits = {deg: poly_fit(x_lvl[ok_p], sp[ok_p], sp_se[ok_p], deg) for deg in degrees}
-    deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(ok_p.sum()))
-    p_coef, p_cov, _ = fits[deg]
-    p_draws = rng.multivariate_normal(p_coef, p_cov, max(n_boot, 2))
-    p_ci = np.percentile(p_draws, [2.5, 97.5], axis=0)
-    grid = np.linspace(0, 1, 201)
-    if np.any(np.polynomial.polynomial.polyval(grid, p_coef) < 0):
+    sp_fit, se_fit = np.where(ok_p, sp, np.nan), sp_se
+    if sp_bias is not None:  # the estimator's bias per level, measured on simulations (bootstrap)
+        sp_fit, se_fit = sp_fit - sp_bias[0], np.sqrt(sp_se**2 + sp_bias[1] ** 2)
+    prog = fit_sigma_prog(x_lvl, sp_fit, se_fit, prog_degree, n_boot, rng)
+    deg, p_coef, p_ci = prog.degree, prog.coef, prog.ci
+    if prog.floored:
         warnings.append("the fitted σ_prog(x) polynomial goes negative on [0, 1]; floored at its minimum level value")
-        p_coef = p_coef.copy()
-        p_coef[0] -= min(0.0, float(np.polynomial.polynomial.polyval(grid, p_coef).min()))
     pers_p = pers_nu.with_updates(prog_noise_coeffs_uS=tuple(float(c) for c in p_coef))
 
     # -- RESET level
@@ -347,13 +352,15 @@ def _fit_data(
     reset_mean, reset_std = base_p.reset_g_mean_uS, base_p.reset_g_std_uS
     if idx_r.size >= MIN_LEVEL_DEVICES:
         yr = d.mean[g1, idx_r]
+        wr = d.var[g1, idx_r] if d.var is not None else None
         p_reset = pers_p.with_updates(g_max_uS=d.g_max_uS)
-        reset_mean, se_m = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng,
-                                          with_se=n_boot > 0)
+        reset_mean, se_m, read_scale = fit_reset_mean(yr, p_reset, t1, c1, d.geometry, base_p.reset_g_std_uS, rng,
+                                                      within_var=wr, loop=loop, with_se=n_boot > 0)
         constants_reset = [
             FittedConstant("reset.g_mean_uS", reset_mean, max(reset_mean - 1.96 * se_m, 0.0), reset_mean + 1.96 * se_m,
-                           True, f"forward model matched to the mean and spread of {idx_r.size} RESET partners at "
-                           f"t1 = {t1:g} s"),
+                           True, f"forward model of the write-verify loop matched to the mean and spread of "
+                           f"{idx_r.size} RESET partners at t1 = {t1:g} s"
+                           + (f" (read noise x{read_scale:.3g} from their repeats)" if wr is not None else "")),
             FittedConstant("reset.g_std_uS", reset_std, reset_std, reset_std, False,
                            "hidden under the post-programming relaxation σ_prog(0) and the ADC step: kept from base"),
         ]
@@ -365,7 +372,7 @@ def _fit_data(
     levels = dict(
         verify_bias_uS=verify_bias,
         x=x_lvl, n_devices=np.bincount(level_all[prog_mask], minlength=N_LEVELS).astype(np.int64),
-        sigma_prog_uS=sp, sigma_prog_se=sp_se, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
+        sigma_prog_uS=sp, sigma_prog_se=sp_se, sigma_prog_used=ok_p, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
         q_s=q_lvl, q_s_se=q_se,
     )
 
@@ -394,139 +401,87 @@ def _fit_data(
         "repeats": d.repeats, "times_after_t0": n_after, "t_first_s": float(t_g[0]), "t_last_s": float(t_g[-1]),
         "x_drift_min": X_DRIFT_MIN, "fixed_from_base": ["t_read_s", "pulse.*", "q_x_floor"],
     }
-    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, method=method, level_all=level_all,
+    return _Fit(personality=fitted, constants=tuple(consts), degree=deg, bic_degree=prog.bic_degree,
+                prog_by_degree=prog.by_degree, method=method, level_all=level_all,
                 holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels, data=data,
                 warnings=tuple(warnings))
 
 
-#: Constants that are never negative (their intervals are floored at 0).
-_NON_NEGATIVE = ("t0_s", "read_noise.q_coef", "read_noise.q_exp", "reset.g_mean_uS", "drift.nu_mean.min",
-                 "drift.nu_mean.max", "drift.nu_std.min", "drift.nu_std.max")
-
-
-def _t975(dof: int) -> float:
-    """Student-t 0.975 quantile (dof >= 1): the interval from a spread estimated on few simulations."""
-    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-             2.045, 2.042)
-    return table[dof - 1] if dof <= len(table) else 1.96 + 2.4 / dof
-
-
-def _with_constants(p: Personality, values: dict[str, float]) -> Personality:
-    """``p`` with the named constants (as calibration names them) replaced."""
-    coeffs = list(p.prog_noise_coeffs_uS)
-    laws = {"nu_mean": dict(p.nu_mean.__dict__), "nu_std": dict(p.nu_std.__dict__)}
-    simple: dict[str, float] = {}
-    keys = {"t0_s": "t0_s", "read_noise.q_coef": "q_coef", "read_noise.q_exp": "q_exp",
-            "reset.g_mean_uS": "reset_g_mean_uS"}
-    for name, v in values.items():
-        if name.startswith("programming_noise.c"):
-            coeffs[int(name.rsplit("c", 1)[1])] = v
-        elif name.startswith("drift.nu_"):
-            _, law, key = name.split(".")
-            laws[law][key] = v
-        elif name in keys:
-            simple[keys[name]] = v
-    return p.with_updates(prog_noise_coeffs_uS=tuple(coeffs), nu_mean=ClippedLog(**laws["nu_mean"]),
-                          nu_std=ClippedLog(**laws["nu_std"]), **simple)
-
-
 def _simulation_bootstrap(
     d: CalibrationData, fit: _Fit, base_p: Personality, n_sim: int, rng: np.random.Generator, rec: Recording,
-    say: Callable[[str], None],
+    say: Callable[[str], None], *, select_degree: bool,
 ) -> tuple[list[FittedConstant], Personality, list[str]]:
-    """Whole-pipeline parametric bootstrap with an iterated bias correction.
+    """The whole-pipeline bootstrap (:func:`~harness.calibration.bootstrap.simulation_bootstrap`)
+    of ``fit``: the recorded experiment re-run on virtual chips (at most SIM_MAX_DEVICES
+    devices each, a seeded subsample) and fitted like the recording.
 
-    The recorded experiment is simulated on virtual chips (:mod:`~harness.calibration.simulate`,
-    at most SIM_MAX_DEVICES devices each) and every simulation is fitted like the recording
-    (σ_prog degree held). Round 1: ⌊n_sim/2⌋ simulations of the fitted personality θ̂, whose
-    mean fit F₁ gives the one-step correction θ₁ = θ̂ − (F₁ − θ̂). Round 2: the rest, of θ₁,
-    mean fit F₂. A bias that changes with the constant (the write-verify loop truncates the
-    RESET level more, the higher it is) is then solved for the θ whose expected fit is θ̂,
-    per constant by the secant through (θ̂, F₁) and (θ₁, F₂) (used when its slope lies in
-    [0.5, 2]; otherwise θ̂ − (F₂ − θ₁), the bias measured at θ₁). 95 % interval: θ ± t(m−2)·s·sqrt(r + 1/m₂),
-    s the pooled within-round spread, r = simulated/recorded devices (the recording's own
-    sampling spread plus that of the estimated bias). Returns (constants, personality, warnings)."""
+    The σ_prog level estimates carry a bias that changes with x (the write-verify loop stops
+    on a read that noise pushed into its window, so the verify read inside σ_prog is not an
+    unselected read; about −1.5 of their SEs at x ≈ 0.05-0.5, less at the ends), which a
+    quadratic cannot follow: BIC took a cubic for a quadratic truth in ~20 % of simulated
+    recordings. Round 1 (simulations of the fitted chip) measures that bias per level; the
+    σ_prog polynomial and its degree are then refitted to the recording's levels without it,
+    and every later fit (round 2) does the same, so the degree is chosen on bias-free levels."""
     from harness.calibration.simulate import simulate_data
 
     n = d.target_uS.size
     n_sub = min(n, SIM_MAX_DEVICES)
     devices = np.arange(n) if n_sub == n else np.sort(rng.choice(n, n_sub, replace=False))
-    ratio = n_sub / n
     params = dict(getattr(rec.programming, "params", {}) or {})
-    notes: list[str] = []
-    failed = 0
+    loop = ResetLoop.from_params(params)
+    state: dict[str, Any] = {"degree": fit.degree, "bias": None}
 
-    def simulate(p: Personality, count: int, first: int) -> dict[str, list[float]]:
-        nonlocal failed
-        vals: dict[str, list[float]] = {}
-        for b in range(first, first + count):
-            say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
-            sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
-            try:
-                f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=fit.degree,
-                              say=lambda _msg: None, n_boot=0)
-            except CalibrationError:
-                failed += 1
-                continue
-            for c in f.constants:
-                vals.setdefault(c.name, []).append(c.value)
-        return vals
+    def coefficients(by_degree: dict[int, FloatArray], held: int, chosen: int) -> tuple[dict[str, float], dict[str, float]]:
+        """σ_prog coefficients by name at the held degree, and at the chosen one (0 above it)."""
+        h, c = by_degree[held], by_degree[chosen]
+        return ({f"programming_noise.c{i}": float(h[i]) for i in range(held + 1)},
+                {f"programming_noise.c{i}": float(c[i]) if i < c.size else 0.0 for i in range(max(held, chosen) + 1)})
 
-    n1 = n_sim // 2
-    round1 = simulate(fit.personality, n1, 0)
-    step1: dict[str, float] = {}
-    for c in fit.constants:
-        v = np.asarray(round1.get(c.name, []), dtype=np.float64)
-        if c.identified and c.name != "t0_s" and v.size >= 1:
-            step1[c.name] = max(2 * c.value - float(v.mean()), 0.0) if c.name in _NON_NEGATIVE else 2 * c.value - float(v.mean())
-    try:
-        p1 = _with_constants(fit.personality, step1)
-    except ConfigError:
-        p1, step1 = fit.personality, {}
-    round2 = simulate(p1, n_sim - n1, n1)
-    if failed:
-        notes.append(f"{failed} of {n_sim} simulated re-recordings could not be fitted; intervals rest on the rest")
+    def simulate_and_fit(p: Personality, b: int) -> tuple[dict[str, float], dict[str, float], Any] | None:
+        say(f"bootstrap: simulated recording {b + 1}/{n_sim}")
+        sim = simulate_data(p, d, devices, int(rng.integers(2**31)), params)
+        try:
+            f = _fit_data(sim, base_p, rng, where=f"simulation {b + 1}", prog_degree=state["degree"],
+                          say=lambda _msg: None, n_boot=0, loop=loop, sp_bias=state["bias"])
+        except CalibrationError:
+            return None
+        _, chosen = coefficients(f.prog_by_degree, f.degree, f.bic_degree)
+        held = {c.name: c.value for c in f.constants if c.identified}
+        lv = f.levels
+        # only the levels the fit used (enough devices): the others' values are not fitted
+        return held, chosen, (p, lv["x"], np.where(lv["sigma_prog_used"], lv["sigma_prog_uS"], np.nan), lv["sigma_prog_se"])
 
-    corrected: dict[str, float] = {}
-    out: list[FittedConstant] = []
-    for c in fit.constants:
-        v1 = np.asarray(round1.get(c.name, []), dtype=np.float64)
-        v2 = np.asarray(round2.get(c.name, []), dtype=np.float64)
-        if not c.identified or v1.size + v2.size < 3 or v2.size < 1:
-            out.append(c)
-            continue
-        dev = np.concatenate([v1 - v1.mean() if v1.size else v1, v2 - v2.mean()])
-        groups = int(v1.size > 0) + 1
-        s_pooled = float(np.sqrt(np.sum(dev * dev) / max(dev.size - groups, 1)))
-        half = _t975(max(dev.size - groups, 1)) * s_pooled * math.sqrt(ratio + 1 / v2.size)
-        f2 = float(v2.mean())
-        if c.name == "t0_s":
-            # t0 lives on the profile's candidate grid: simulations often all return the same
-            # candidate (zero spread), so its interval keeps the likelihood-ratio one as well
-            value, lo, hi = c.value, min(c.ci_low, c.value - half), max(c.ci_high, c.value + half)
-            note = f"{c.note}; interval: likelihood ratio joined with {v1.size + v2.size} simulated re-recordings"
-            out.append(FittedConstant(c.name, value, max(lo, 0.0), hi, True, note.lstrip("; ")))
-            continue
-        theta1 = step1.get(c.name, c.value)
-        value = c.value - (f2 - theta1)  # one more step of the iterated correction
-        if v1.size and theta1 != c.value:
-            slope = (f2 - float(v1.mean())) / (theta1 - c.value)
-            if 0.5 <= slope <= 2.0:  # the secant: expected fit θ̂ at θ
-                value = theta1 + (c.value - f2) / slope
-        lo, hi = value - half, value + half
-        if c.name in _NON_NEGATIVE:
-            value, lo = max(value, 0.0), max(lo, 0.0)
-        corrected[c.name] = value
-        note = (f"{c.note}; " if c.note else "") + (
-            f"bias {c.value - value:+.3g} removed, 95 % interval from {v1.size + v2.size} simulated re-recordings")
-        out.append(FittedConstant(c.name, value, lo, hi, True, note))
-    try:
-        pers = _with_constants(fit.personality, corrected)
-    except ConfigError as exc:
-        notes.append(f"bias-corrected constants are not physical ({exc}); the uncorrected fit is kept")
-        return list(fit.constants), fit.personality, notes
-    return out, pers, notes
+    def refine(payloads: list[Any]) -> tuple[tuple[FittedConstant, ...], Personality, dict[str, list[float]],
+                                             dict[str, list[float]]]:
+        dev = np.array([sp - ph.programming_noise_std(x, p) for p, x, sp, _ in payloads])
+        counts = np.isfinite(dev).sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            bias = np.where(counts > 0, np.nansum(dev, axis=0) / np.maximum(counts, 1), 0.0)
+        lv = fit.levels
+        bias_se = np.where(counts > 0, lv["sigma_prog_se"] / np.sqrt(np.maximum(counts, 1)), 0.0)
+        state["bias"] = (bias, bias_se)
+        sp = np.where(lv["sigma_prog_used"], lv["sigma_prog_uS"] - bias, np.nan)  # the levels the fit used
+        se = np.sqrt(lv["sigma_prog_se"] ** 2 + bias_se**2)
+        prog = fit_sigma_prog(lv["x"], sp, se, None if select_degree else fit.degree, N_BOOTSTRAP, rng)
+        state["degree"] = prog.degree
+        note = f"σ_prog polynomial degree {prog.degree}, fitted to levels without their bias ({len(payloads)} simulations)"
+        consts = [c for c in fit.constants if not c.name.startswith("programming_noise.c")]
+        consts[1:1] = [FittedConstant(f"programming_noise.c{i}", float(c), float(prog.ci[0, i]), float(prog.ci[1, i]),
+                                      True, note) for i, c in enumerate(prog.coef)]
+        pers = fit.personality.with_updates(prog_noise_coeffs_uS=tuple(float(c) for c in prog.coef))
+        held1: dict[str, list[float]] = {}
+        chosen1: dict[str, list[float]] = {}
+        for p, x, sp_b, se_b in payloads:  # round 1's fits, redone on their levels without the bias
+            pf = fit_sigma_prog(x, sp_b - bias, np.sqrt(se_b**2 + bias_se**2), prog.degree, 0, rng)
+            h, c = coefficients(pf.by_degree, prog.degree, pf.bic_degree)
+            for k, v in h.items():
+                held1.setdefault(k, []).append(v)
+            for k, v in c.items():
+                chosen1.setdefault(k, []).append(v)
+        return tuple(consts), pers, held1, chosen1
+
+    return simulation_bootstrap(fit.constants, fit.personality, n_sim, simulate_and_fit, ratio=n_sub / n,
+                                select_degree=select_degree, refine=refine)
 
 
 def recorded_personality(rec: Recording) -> Personality:

@@ -4,21 +4,19 @@
 - :func:`poly_fit`: weighted polynomial (the read-noise power law in logs, σ_prog(x)).
 - :func:`loglog_lines`: every device's line of ln G vs ln(t/t0) at once.
 - :func:`fit_t0`: t0 by profile least squares over those lines.
-- :func:`fit_reset_mean`: the RESET level through the virtual chip's forward model.
+- :func:`fit_sigma_prog`: the σ_prog polynomial, its degree by BIC.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from harness.chip.protocol import Geometry
 from harness.errors import CalibrationError
-from harness.virtual import physics as ph
-from harness.virtual.personality import ClippedLog, Personality
+from harness.virtual.personality import ClippedLog
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -197,84 +195,39 @@ def fit_t0(
     return float(cands[best]), (lo_ci, hi_ci), True
 
 
-def _solve_increasing(fn: Callable[[float], float], lo: float, hi: float, tol: float) -> float:
-    """Root of an increasing ``fn`` in [lo, hi] by the Illinois (modified regula falsi) method;
-    an end of the bracket if ``fn`` has no sign change there. A few evaluations where
-    bisection needs a dozen (each one here is a Monte Carlo forward model)."""
-    f_lo, f_hi = fn(lo), fn(hi)
-    if f_lo >= 0:
-        return lo
-    if f_hi <= 0:
-        return hi
-    side, x_prev = 0, math.inf
-    for _ in range(40):
-        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-        if hi - lo <= tol or abs(x - x_prev) <= tol / 4:
-            break
-        x_prev = x
-        fx = fn(x)
-        if fx > 0:
-            hi, f_hi = x, fx
-            if side == -1:
-                f_lo /= 2
-            side = -1
-        else:
-            lo, f_lo = x, fx
-            if side == 1:
-                f_hi /= 2
-            side = 1
-        if abs(fx) == 0.0:
-            return x
-    return (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+@dataclass(frozen=True)
+class ProgFit:
+    """The σ_prog polynomial fitted to per-level values (ascending coefficients, µS)."""
+
+    coef: FloatArray  # at ``degree``, c0 raised if needed so that σ_prog >= 0 on [0, 1]
+    ci: FloatArray  # (2, degree + 1) per-stage 95 % intervals (NaN without draws)
+    degree: int
+    bic_degree: int  # the degree BIC chooses (``degree`` unless the caller fixed it)
+    by_degree: dict[int, FloatArray]  # the unfloored coefficients at every degree tried
+    floored: bool
 
 
-def fit_reset_mean(
-    y_obs: FloatArray, p: Personality, t1_s: float, reads: float, geometry: Geometry, g_std_uS: float,
-    rng: np.random.Generator, *, with_se: bool = True,
-) -> tuple[float, float]:
-    """RESET mean m such that the forward model reproduces the RESET partners' readouts at t1.
-
-    Forward model (the virtual chip's): |N(m, s)| plus a relaxation N(0, s_r²) floored at 0,
-    drifted to t1, read ``reads`` times through the ADC. The relaxation of a RESET device
-    (σ_prog near x = 0) dominates its spread and pushes the floored mean up, so m and s_r
-    are solved together from the readouts' mean and variance (regula falsi in s_r outside, in
-    m inside, with common random numbers). Returns (m, SE of m); ``with_se=False`` skips the
-    SE (NaN), which costs as much again."""
-    n = int(min(max(4 * y_obs.size, 20_000), 50_000))
-    z = rng.standard_normal((3, n))
-    z_read = rng.standard_normal((max(int(reads), 1), n))
-    f_t1 = float(ph.read_noise_time_factor(t1_s, p))
-
-    def moments(m: float, s_r: float) -> tuple[float, float]:
-        g_r = np.abs(m + g_std_uS * z[0])
-        x = g_r / p.g_max_uS
-        g = np.maximum(g_r + z[1] * s_r, 0.0)
-        mu, sd = ph.drift_exponent_stats(x, p)
-        g = g * ph.drift_factor(t1_s, np.abs(mu + sd * z[2]), p)
-        sig = g * ph.read_noise_q(x, p) * f_t1
-        y = np.mean([geometry.codes_to_uS(geometry.to_codes(g + sig * zr)) for zr in z_read], axis=0)
-        return float(y.mean()), float(y.var())
-
-    target_m, target_v = float(y_obs.mean()), float(y_obs.var())
-
-    def m_for(s_r: float) -> float:
-        hi = max(1.0, 4 * target_m)
-        if moments(0.0, s_r)[0] >= target_m:
-            return 0.0
-        return _solve_increasing(lambda m: moments(m, s_r)[0] - target_m, 0.0, hi, 2.5e-4 * hi)
-
-    s_hi = max(2.0 * math.sqrt(target_v), 0.05)
-    s_r = _solve_increasing(lambda s: moments(m_for(s), s)[1] - target_v, 0.0, s_hi, 1e-3 * s_hi)
-    m = m_for(s_r)
-    if not with_se:
-        return m, math.nan
-    # SE from the sampling error of the observed mean and variance, propagated numerically
-    se_mean = math.sqrt(target_v / y_obs.size)
-    se_var = target_v * math.sqrt(2.0 / max(y_obs.size - 1, 1))
-    h = max(0.05 * s_r, 1e-3)
-    dm_ds = (m_for(s_r + h) - m_for(max(s_r - h, 0.0))) / (s_r + h - max(s_r - h, 0.0))
-    dv_ds = (moments(m_for(s_r + h), s_r + h)[1] - moments(m_for(max(s_r - h, 0.0)), max(s_r - h, 0.0))[1]) / (
-        s_r + h - max(s_r - h, 0.0))
-    dmean_dm = max((moments(m + 0.01, s_r)[0] - moments(max(m - 0.01, 0.0), s_r)[0]) / (m + 0.01 - max(m - 0.01, 0.0)), 1e-6)
-    se = math.sqrt((se_mean / dmean_dm) ** 2 + (dm_ds * se_var / max(abs(dv_ds), 1e-9)) ** 2)
-    return m, se
+def fit_sigma_prog(
+    x: FloatArray, sp: FloatArray, se: FloatArray, prog_degree: int | None, n_boot: int, rng: np.random.Generator,
+) -> ProgFit:
+    """σ_prog(x) = Σ c_k x^k by weighted least squares over the levels (finite values only),
+    degree 1..3 (fewer than the levels) by BIC unless ``prog_degree`` fixes it; per-stage
+    intervals from ``n_boot`` draws of the fit's covariance."""
+    ok = np.isfinite(sp) & np.isfinite(se)
+    k = int(ok.sum())
+    degrees = sorted({d for d in (1, 2, 3) if d < k} | ({prog_degree} if prog_degree else set()))
+    fits = {deg: poly_fit(x[ok], sp[ok], se[ok], deg) for deg in degrees}
+    bic_deg = min(fits, key=lambda dg: fits[dg][2] + (dg + 1) * math.log(k))
+    deg = prog_degree or bic_deg
+    coef, cov, _ = fits[deg]
+    if n_boot > 0:
+        ci = np.percentile(rng.multivariate_normal(coef, cov, n_boot), [2.5, 97.5], axis=0)
+    else:
+        ci = np.full((2, deg + 1), math.nan)
+    grid = np.linspace(0, 1, 201)
+    low = float(np.polynomial.polynomial.polyval(grid, coef).min())
+    if low < 0:
+        coef = coef.copy()
+        coef[0] -= low
+    return ProgFit(coef=coef, ci=ci, degree=deg, bic_degree=bic_deg, by_degree={d: fits[d][0] for d in fits},
+                   floored=low < 0)

@@ -18,7 +18,7 @@ def calibrate_command(
                              "(a name or TOML path; 'recorded': the one the recording names, hash-checked)."),
     name: str | None = typer.Option(None, "--name", help="Name of the fitted personality (default fitted-<recording>)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out split and the bootstrap."),
-    bootstrap: int = typer.Option(8, "--bootstrap", help="Simulated re-recordings behind the bias correction and the "
+    bootstrap: int = typer.Option(16, "--bootstrap", help="Simulated re-recordings behind the bias correction and the "
                                   "95% intervals (0: off, per-stage intervals only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print only a JSON summary on stdout."),
