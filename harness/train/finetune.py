@@ -282,7 +282,7 @@ def _state(run: _Run, shuffle: torch.Generator, noise: torch.Generator, chip: Ch
     snapshot = getattr(chip, "snapshot", None)
     chip_state = None
     if callable(snapshot):  # a chip that can save its state (RestorableChip): the virtual chip
-        chip_state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in snapshot().items()}
+        chip_state = {k: torch.from_numpy(np.array(v)) for k, v in snapshot().items()}
     return {
         "weights": {k: torch.from_numpy(v) for k, v in run.current.weights().items()},
         "programmed": {k: torch.from_numpy(v) for k, v in run.programmed.items()},
