@@ -188,3 +188,22 @@ def test_cli_bad_inputs_are_one_line(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.stderr
     r = invoke("finetune", "--chip", f"{SMALL}&seed=2", "--out", str(tmp_path / "y.h5"), "--epochs", "0")
     assert_one_line_error(r, "y.h5")  # an existing output is never replaced without --overwrite
+
+
+def test_cli_resume_continues_on_the_same_chip_only(tmp_path: Path) -> None:
+    """A run whose checkpoint was left behind (here: made by the library) resumes through the CLI
+    on the chip it was made on, without re-programming; another chip is refused in one line."""
+    out = tmp_path / "r.h5"
+    model = load_model(default_model_path())
+    options = dataclasses.replace(FAST, epochs=0)
+    progressive_finetune(open_chip(f"{SMALL}&seed=3"), model, options=options,
+                         checkpoint_path=tmp_path / "r.h5.ckpt.h5")
+    r = invoke("finetune", "--chip", f"{SMALL}&seed=5", "--out", str(out), "--epochs", "0", "--max-train", "300",
+               "--batch-size", "50", "--resume")
+    assert_one_line_error(r, "made on chip")
+    assert not out.exists() and (tmp_path / "r.h5.ckpt.h5").exists()  # nothing lost
+    r = invoke("finetune", "--chip", f"{SMALL}&seed=3", "--out", str(out), "--epochs", "0", "--max-train", "300",
+               "--batch-size", "50", "--resume", "--times", "25s", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["resumed_from"] == 2 and "programming" not in r.stderr
+    assert "resumed after layer 2 of 2" in r.stderr and not (tmp_path / "r.h5.ckpt.h5").exists()

@@ -39,7 +39,8 @@ def finetune_command(
     with user_errors():
         out = check_output(out, option="--out", suffixes=(".h5", ".hdf5"), overwrite=overwrite)
         rec = recording if recording is not None else out.with_name(f"{out.stem}.reads.h5")
-        rec = check_output(rec, option="--recording", suffixes=RECORDING_SUFFIXES, overwrite=overwrite)
+        # a checkpoint means the run did not finish: a recording at --recording is its unfinished one
+        rec = check_output(rec, option="--recording", suffixes=RECORDING_SUFFIXES, overwrite=overwrite or resume)
         from harness.units import parse_durations
 
         times_s = parse_durations(times) if times is not None else ()
