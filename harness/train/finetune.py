@@ -31,6 +31,7 @@ per-layer outcome).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.common import deterministic_torch
 from harness.train.engine import _describe_mismatch, _weights_digest, check_shapes
 from harness.train.finetune_forward import FinetuneHardware, exported, finetune_stage, hardware_net, pinned_ranges
+from harness.train.quant import check_bits
 
 #: ADC bits of the fine-tuning forward for a model that records none (``harness train``'s default).
 DEFAULT_BITS = 8
@@ -97,6 +99,8 @@ class FinetuneOptions:
             raise ConfigError(f"seed={self.seed!r} must be an int >= 0")
         if self.max_train is not None and self.max_train < 1:
             raise ConfigError(f"max_train={self.max_train!r} must be >= 1 (or None: the whole training split)")
+        if self.bits is not None:
+            check_bits(self.bits)
         if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
             raise ConfigError(f"eta={self.eta!r} must be a finite number >= 0")
 
@@ -168,8 +172,6 @@ def _identity(model: Model, data: Dataset, options: FinetuneOptions, hardware: F
 
 
 def _check_resume(ckpt: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
-    import json
-
     saved, wanted = json.loads(json.dumps(saved, default=str)), json.loads(json.dumps(wanted, default=str))
     if saved == wanted:
         return
@@ -207,7 +209,7 @@ def progressive_finetune(
     data = data if data is not None else load_dataset(model.dataset)
     check_shapes(model, data)
     hardware = finetune_hardware(model, data, options)
-    hardware.config()  # bad bits: ConfigError before any pulse
+    hardware.config()  # bad converter levels: ConfigError before any pulse
     identity = _identity(model, data, options, hardware, chip)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt is None:
