@@ -573,7 +573,7 @@ class CimSimulator:
                 body = self._run(op.body, _Lazy(x_in, owned=False), diffs, dac_levels, adc_levels, alpha,
                                  noise_var, generator, pass_)
                 y = body.value()
-                act = _Lazy(y.add_(x_in) if y.shape == torch.broadcast_shapes(y.shape, x_in.shape) else y + x_in,
+                act = _Lazy(y.add_(x_in) if tuple(y.shape) == _broadcast(y.shape, x_in.shape) else y + x_in,
                             owned=True)
                 continue
             place = self.layout.layers[op.index]
@@ -700,11 +700,11 @@ class _Lazy:
         tail = (1,) * (h.ndim - 3)
         if isinstance(scale, torch.Tensor):
             scale = (scale * factor).reshape((scale.shape[0], 1, scale.shape[1]) + tail)
-            full = torch.broadcast_shapes(h.shape, scale.shape)
+            full = _broadcast(h.shape, scale.shape)
         else:
             scale = scale * factor
-            full = h.shape
-        inplace = self.owned and full == h.shape
+            full = tuple(h.shape)
+        inplace = self.owned and full == tuple(h.shape)
         if self.shift is None:
             if isinstance(scale, float) and scale == 1.0:
                 return h if self.owned else h.clone()
@@ -834,3 +834,10 @@ __all__ = [
     "percentile_range",
     "top1_correct",
 ]
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape of two shapes (numpy's rule, which is torch's). Not
+    ``torch.broadcast_shapes``: its first call imports torch's symbolic-shape machinery and
+    sympy, 0.4 s of an evaluation's start."""
+    return tuple(np.broadcast_shapes(tuple(a), tuple(b)))

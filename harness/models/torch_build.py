@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
-from torch.nn.utils import skip_init
 
 from harness.models.spec import PlanStep, conv_geometry, int_pair
 
@@ -23,17 +23,17 @@ def build_torch(plan: tuple[PlanStep, ...]) -> nn.Sequential:
         spec = step.spec
         kind = spec["type"]
         module: nn.Module
-        # skip_init: no random init (the weights are loaded afterwards), so building the
-        # network leaves the caller's global torch RNG untouched.
+        # no random init (the weights are loaded afterwards), so building the network leaves
+        # the caller's global torch RNG untouched.
         if kind == "linear":
-            module = skip_init(nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"])
+            module = _uninitialised(nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"])
         elif kind in ("conv1d", "conv2d"):
             from harness.models.layers import SameConv1d, SameConv2d
 
             cls = SameConv1d if kind == "conv1d" else SameConv2d  # plain Conv1d/2d but for 'same'
             g = conv_geometry(spec)
             padding: Any = "same" if spec["padding"] == "same" else tuple(p for p, _ in g.padding)
-            module = skip_init(
+            module = _uninitialised(
                 cls, spec["in_channels"], spec["out_channels"], kernel_size=g.kernel, stride=g.stride,
                 padding=padding, dilation=g.dilation, groups=g.groups, bias=spec["bias"],
             )
@@ -60,3 +60,14 @@ def build_torch(plan: tuple[PlanStep, ...]) -> nn.Sequential:
             module = build_torch(step.body)
         modules[step.path.rsplit(".", 1)[-1]] = module
     return nn.Sequential(modules)
+
+
+def _uninitialised(cls: type[nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """``cls(*args, **kwargs)`` with uninitialised CPU parameters and no random draw: built on
+    the meta device, then each parameter replaced by an empty tensor of its shape.
+    (``torch.nn.utils.skip_init`` does the same through ``to_empty``, whose ``empty_like``
+    pulls in torch's symbolic-shape machinery and sympy: 0.4 s of every evaluation's start.)"""
+    module = cls(*args, device="meta", **kwargs)
+    for name, p in list(module.named_parameters(recurse=False)):
+        setattr(module, name, nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad))
+    return module
