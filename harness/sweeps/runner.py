@@ -472,7 +472,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     if n == 1:
         kwargs["processes"] = False
     with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
-        yield client, ("1 worker in this process" if n == 1 else f"LocalCluster of {n} worker processes")
+        try:
+            yield client, ("1 worker in this process" if n == 1 else f"LocalCluster of {n} worker processes")
+        except BaseException:
+            # Ctrl-C or an error: the cluster is torn down with tasks in flight, and tornado /
+            # asyncio / distributed may log a callback's traceback on the way (at ERROR, which
+            # silence_logs lets through). The command reports the interruption in one line.
+            for name in ("tornado", "asyncio", "distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+            raise
 
 
 def pending_tasks(spec: SweepSpec, out_dir: Path) -> tuple[list[SweepTask], int]:
