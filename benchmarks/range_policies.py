@@ -10,6 +10,10 @@ calibrated − percentile with its paired-bootstrap interval, and the shared ADC
 
     nice -n 10 python benchmarks/range_policies.py --runs 25 --bits 6,4 --times 1d \\
         --model analognet-kws --model fixtures/models/analognet-kws-noise.h5
+
+``--png F`` also draws accuracy vs time, one panel per bit width, one colour per model, one line
+style per policy, each with its 95 % interval band (Figure 7 of the AnalogNets paper under both
+policies); ``--from-json J --png F`` draws it from an earlier run's ``--json`` without running.
 """
 
 from __future__ import annotations
@@ -31,13 +35,23 @@ def main() -> None:
     from harness.units import format_duration, parse_durations
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bits", default="6,4")
     ap.add_argument("--times", default="1d")
     ap.add_argument("--chip", default="virtual")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--png", default=None, help="also plot accuracy vs time per bit width to this file")
+    ap.add_argument("--from-json", default=None, help="plot an earlier --json (with --png) instead of running")
     args = ap.parse_args()
+    if args.from_json:
+        if not args.png:
+            ap.error("--from-json needs --png")
+        with open(args.from_json) as fh:
+            plot(json.load(fh), args.png)
+        return
+    if not args.model:
+        ap.error("give at least one --model (or --from-json with --png)")
     bits = [int(b) for b in args.bits.split(",")]
     times = parse_durations(args.times)
     sep = "&" if "?" in args.chip else "?"
@@ -72,10 +86,50 @@ def main() -> None:
                 line.append(f"calibrated − percentile {d * 100:+.2f} [{dlo * 100:+.2f}, {dhi * 100:+.2f}]")
                 print("  ".join(line), flush=True)
                 rows[f"{b}/{format_duration(t)}"] = cell
-        out["models"][model.name] = {"digital_accuracy": evs[policies[0]].digital_accuracy, "cells": rows}
+        out["models"][model.name] = {"digital_accuracy": evs[policies[0]].digital_accuracy,
+                                     "chance_accuracy": evs[policies[0]].chance_accuracy, "cells": rows}
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(out, fh, indent=1)
+    if args.png:
+        plot(out, args.png)
+
+
+def plot(out: dict[str, Any], path: str) -> None:
+    """Accuracy vs time, one panel per bit width: a colour per model, a line style per policy
+    (solid calibrated, dashed percentile, dotted trained), the 95 % interval as a band, each
+    model's float accuracy as a thin line, chance level where the run recorded it."""
+    from matplotlib.figure import Figure
+
+    from harness.sessions.replay_plots import time_axis
+    from harness.units import format_duration
+
+    bits, times = out["bits"], np.asarray(out["times_s"], dtype=np.float64)
+    styles = {"calibrated": "-", "percentile": "--", "trained": ":"}
+    fig = Figure(figsize=(4.2 * len(bits) + 2.6, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(bits), sharey=True, squeeze=False)[0]
+    for ax, b in zip(axes, bits, strict=True):
+        for k, (name, m) in enumerate(out["models"].items()):
+            colour = f"C{k}"
+            cells = [m["cells"][f"{b}/{format_duration(t)}"] for t in times]
+            for policy, ls in styles.items():
+                if policy not in cells[0]:
+                    continue
+                mean = np.array([100 * c[policy]["mean"] for c in cells])
+                lo = np.array([100 * c[policy]["ci95"][0] for c in cells])
+                hi = np.array([100 * c[policy]["ci95"][1] for c in cells])
+                ax.plot(times, mean, ls, marker="o", ms=3, color=colour, label=f"{name}, {policy}")
+                ax.fill_between(times, lo, hi, color=colour, alpha=0.12, lw=0)
+            ax.axhline(100 * m["digital_accuracy"], color=colour, lw=0.6, alpha=0.6)
+            if "chance_accuracy" in m:
+                ax.axhline(100 * m["chance_accuracy"], color="grey", lw=0.8, ls="-.")
+        time_axis(ax, times)
+        ax.set_title(f"{b}-bit ADC, {out['runs']} chips")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%), GDC on")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
