@@ -250,6 +250,48 @@ def test_sigkill_then_resume_is_bit_identical(point: str, nth: int, session_file
     _same_as(out, reference)
 
 
+# ----------------------------------------------------------------------------- reference = "session"
+
+SESSION_REFERENCE = SESSION.replace("below_pp = 2.0", 'below_pp = 2.0\nreference = "session"')
+
+
+def test_the_session_reference_is_kept_across_refreshes(tmp_path: Path) -> None:
+    """With reference = "session" every decision compares with the session's first read (the
+    freshly programmed chip), never with a later epoch's first read, so a refresh whose first
+    read is still more than below_pp under it fires again; and the recording resumes
+    bit-identically after SIGKILL at the second refresh."""
+    toml = tmp_path / "session-ref.toml"
+    toml.write_text(SESSION_REFERENCE)
+    spec = parse_session(toml.read_text(), source=str(toml))
+    assert spec.refresh is not None and spec.refresh.reference == "session"
+    assert "its first read in the session" in spec.refresh.describe()
+    ref = tmp_path / "ref.h5"
+    with open_chip(URI) as chip:
+        run_session(spec, chip, ref, monitor_factory=build_monitor)
+    with open_recording(ref) as rec:
+        ep = rec.readout_epochs
+        acc = np.rint(rec.monitor_accuracy * 64).astype(int)
+        fired_after = {e.after_readout for e in rec.epochs[1:]}
+        assert len(fired_after) >= 2
+        for j in range(N_READS - 1):
+            assert (j in fired_after) == ((acc[0] - acc[j]) * 100 > 2.0 * 64), j
+    out = tmp_path / "crash.h5"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT, "refresh", "2", "session", "run", str(toml), "--chip", URI, "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    r = runner.invoke(app, ["session", "resume", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    _same_as(out, ref)
+
+
+def test_the_session_reference_rule_unit() -> None:
+    spec = RefreshSpec(below_pp=2.0, monitor_examples=100, reference="session")
+    # the reference an epoch carries is the session's first read: 3 pp under it fires
+    assert should_refresh(spec, EpochState(3, 1e5, np.zeros(1), reference=90), 2e5, 87)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 GAP_S = 25.0 * (31536000.0 / 25.0) ** (1 / 9) - 25.0  # the first (smallest) gap of the schedule
@@ -264,6 +306,8 @@ GAP_S = 25.0 * (31536000.0 / 25.0) ** (1 / 9) - 25.0  # the first (smallest) gap
         ("below_pp = 0.0", "below the monitor set's resolution"),
         ("below_pp = -1.0", "below the monitor set's resolution"),
         ("below_pp = 1.0\nmonitor_examples = 64", "resolution of 1.56 pp"),
+        ('below_pp = 2.0\nreference = "fresh"', "reference = 'fresh' must be one of 'epoch', 'session'"),
+        ('every = "1mo"\nreference = "session"', "reference applies to below_pp only"),
         (f'every = "{int(GAP_S)}s"', "smallest gap between reads"),
     ],
 )

@@ -6,8 +6,9 @@ every read, the accuracy of a small labelled monitor set from the conductances j
 below it), and after the last read of a scheduled time checks its rule:
 
 * ``below_pp``: the monitor has lost more than ``below_pp`` percentage points against its
-  value at the first read of the current programming epoch (counted in whole examples, so
-  the decision is exact);
+  value at the first read of the current programming epoch (``reference = "epoch"``, the
+  default) or of the session (``"session"``: the freshly programmed chip's accuracy, kept
+  across refreshes), counted in whole examples, so the decision is exact;
 * ``every``: the current epoch is at least ``every`` old at this read.
 
 When it fires (and reads remain), the layout's cells are re-programmed with write-verify on
@@ -74,7 +75,7 @@ class EpochState:
 
 
 def drop_pp(spec: RefreshSpec, reference: int, correct: int) -> float:
-    """The monitor's loss in percentage points against its epoch's first read."""
+    """The monitor's loss in percentage points against its reference read (the epoch's or the session's first)."""
     return (reference - correct) * 100.0 / spec.monitor_examples
 
 
@@ -135,7 +136,9 @@ class RefreshLoop:
         digest = self.writer.record_refresh(
             epoch, result, after_readout=index, rule=RULE_CODES[self.spec.rule], chip_state=full,
         )
-        self.state = EpochState(epoch, result.t_end_s - self.t_origin, np.asarray(result.final_uS, dtype=np.float64), digest)
+        kept = self.state.reference if self.spec.reference == "session" else None
+        self.state = EpochState(epoch, result.t_end_s - self.t_origin, np.asarray(result.final_uS, dtype=np.float64),
+                                digest, kept)
         self.refreshes += 1
         return True
 
@@ -171,7 +174,7 @@ def resume_point(rec: Recording, spec: RefreshSpec) -> ResumePoint:
         from harness.recording.epochs import DIGEST_COLUMN
 
         digest = int(rec.extra(DIGEST_COLUMN)[-1])
-        first = int(np.flatnonzero(rec.readout_epochs == epoch)[0])
+        first = 0 if spec.reference == "session" else int(np.flatnonzero(rec.readout_epochs == epoch)[0])
         reference = int(round(float(acc[first]) * spec.monitor_examples))
         last = int(round(float(acc[-1]) * spec.monitor_examples))
     state = EpochState(epoch, ep.t_origin_s, rec.epoch_final_uS(epoch), digest, reference)

@@ -8,6 +8,9 @@ when a rule fires after a readout::
                               # this many percentage points below its value at the first read
                               # of the current programming epoch ...
     # every = "1mo"           # ... or periodically: once a read finds the epoch this old
+    reference = "epoch"       # below_pp against the first read of the current epoch ("epoch",
+                              # the default) or of the session ("session": the accuracy of
+                              # the freshly programmed chip, kept across refreshes)
     monitor_examples = 128    # labelled examples of the model dataset's TRAINING split
     monitor_seed = 0          # draws them (fixed: the same set at every read and on resume)
     monitor_bits = 8          # ADC/DAC bits of the monitor's CiM evaluation (default: the
@@ -38,7 +41,10 @@ DEFAULT_MONITOR_SEED = 0
 #: Monitor bits when neither the file nor the model names any (the AnalogNets paper's widest).
 DEFAULT_MONITOR_BITS = 8
 MAX_MONITOR_EXAMPLES = 100_000
-REFRESH_KEYS = frozenset({"below_pp", "every", "monitor_examples", "monitor_seed", "monitor_bits", "monitor_gdc"})
+REFRESH_KEYS = frozenset({"below_pp", "every", "reference", "monitor_examples", "monitor_seed", "monitor_bits", "monitor_gdc"})
+#: What ``below_pp`` is measured against: the first read of the current programming epoch, or
+#: of the whole session (the freshly programmed chip's accuracy, kept across refreshes).
+REFERENCES = ("epoch", "session")
 #: Codes of the rule that fired, as stored in the recording's refresh table.
 RULE_CODES = {"below_pp": 1, "every": 2}
 
@@ -57,6 +63,7 @@ class RefreshSpec:
     monitor_seed: int = DEFAULT_MONITOR_SEED
     monitor_bits: int | None = None
     monitor_gdc: bool = True
+    reference: str = "epoch"
 
     @property
     def rule(self) -> str:
@@ -70,14 +77,16 @@ class RefreshSpec:
 
     def describe(self) -> str:
         if self.below_pp is not None:
-            return f"re-program when the monitor accuracy ({self.monitor_examples} training examples) drops by > {self.below_pp:g} pp"
+            against = "its first read in the session" if self.reference == "session" else "the epoch's first read"
+            return (f"re-program when the monitor accuracy ({self.monitor_examples} training examples) drops by > "
+                    f"{self.below_pp:g} pp below {against}")
         return f"re-program every {format_duration(float(self.every_s or 0.0))}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule, "below_pp": self.below_pp, "every_s": self.every_s,
             "monitor_examples": self.monitor_examples, "monitor_seed": self.monitor_seed,
-            "monitor_bits": self.monitor_bits, "monitor_gdc": self.monitor_gdc,
+            "monitor_bits": self.monitor_bits, "monitor_gdc": self.monitor_gdc, "reference": self.reference,
         }
 
 
@@ -109,6 +118,11 @@ def parse_refresh(tbl: Mapping[str, Any], where: str, times_s: Sequence[float]) 
     gdc = tbl.get("monitor_gdc", True)
     if not isinstance(gdc, bool):
         raise ConfigError(f"{where}: {label} monitor_gdc = {gdc!r} must be true or false")
+    reference = tbl.get("reference", "epoch")
+    if reference not in REFERENCES:
+        raise ConfigError(f"{where}: {label} reference = {reference!r} must be one of {', '.join(map(repr, REFERENCES))}")
+    if "reference" in tbl and not has_pp:
+        raise ConfigError(f"{where}: {label} reference applies to below_pp only (every counts from each refresh)")
     below = every = None
     if has_pp:
         value = tbl["below_pp"]
@@ -137,7 +151,7 @@ def parse_refresh(tbl: Mapping[str, Any], where: str, times_s: Sequence[float]) 
                 f"gap between reads ({format_duration(gap)}): it would re-program at every read; choose a longer period"
             )
     return RefreshSpec(below_pp=below, every_s=every, monitor_examples=examples, monitor_seed=seed,
-                       monitor_bits=bits, monitor_gdc=gdc)
+                       monitor_bits=bits, monitor_gdc=gdc, reference=reference)
 
 
 def min_gap_s(times_s: Sequence[float]) -> float:
