@@ -79,3 +79,57 @@ def _plain_read_codes(chip: VirtualPCMChip, cells: np.ndarray, state: dict[str, 
     g = chip._g_relaxed[cells] * np.exp(-(np.log(tau / pers.t0_s) * chip._nu[cells]))
     f = np.sqrt(np.maximum(np.log((tau + pers.t_read_s) / (2.0 * pers.t_read_s)), 0.0))
     return chip.geometry.to_codes(g + g * chip._q_s[cells] * f * rng.standard_normal(cells.size))
+
+
+def _programmed_pair(monkeypatch: pytest.MonkeyPatch) -> tuple[VirtualPCMChip, VirtualPCMChip, np.ndarray]:
+    """Two chips of the same seed, programmed alike (262,144 cells: 8 read blocks)."""
+    from harness.chip.registry import open_chip
+    from harness.programming.write_verify import ProgrammingParams, program_cells
+
+    chips = []
+    for _ in range(2):
+        chip = open_chip("virtual?rows=512&cols=512&seed=4")
+        n = chip.geometry.n_cells
+        targets = np.random.default_rng(2).uniform(0.0, 20.0, n // 2)
+        program_cells(chip, np.arange(0, n, 2), targets, ProgrammingParams())
+        chips.append(chip)
+    return chips[0], chips[1], np.arange(chips[0].geometry.n_cells)
+
+
+def test_a_read_drawing_on_a_second_thread_is_bit_identical_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of PIPELINE_MIN_CELLS or more draw z on a second thread: the codes (and the
+    generator's state after them) are those of the one-thread read, for a whole-array read
+    before t0 (relaxation in progress), after t0, and of a scattered subset."""
+    import harness.virtual.chip as chip_module
+
+    assert 512 * 512 >= chip_module.PIPELINE_MIN_CELLS
+    one, two, cells = _programmed_pair(monkeypatch)
+    subset = np.sort(np.random.default_rng(3).choice(cells.size, 4 * chip_module.READ_BLOCK + 7, replace=False))
+    for t_s, which in ((5.0, cells), (3600.0, cells), (86400.0, subset[::-1].copy()), (1e6, subset)):
+        for chip in (one, two):
+            chip.wait_until(chip.now() + t_s)
+        monkeypatch.setattr(chip_module, "PIPELINE_MIN_CELLS", 1 << 62)
+        serial = one.read_codes(which)
+        monkeypatch.undo()
+        piped = two.read_codes(which)
+        assert np.array_equal(serial, piped), t_s
+        assert one._rng.bit_generator.state == two._rng.bit_generator.state
+
+
+def test_a_failing_read_leaves_no_drawing_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    _, chip, cells = _programmed_pair(monkeypatch)
+    calls = {"n": 0}
+    real = Geometry.to_codes
+
+    def fail_on_the_second_block(self: Geometry, *a: object, **k: object) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("ADC fault")
+        return real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Geometry, "to_codes", fail_on_the_second_block)
+    with pytest.raises(RuntimeError, match="ADC fault"):
+        chip.read_codes(cells)
+    assert not [t for t in threading.enumerate() if t.name == "pcm-read-draws"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from typing import Any
 
 import numpy as np
@@ -335,7 +336,26 @@ class VirtualPCMChip(ChipBackend):
         arithmetic of a whole block); the draws of consecutive blocks are the one sequential
         stream of a single draw, so the result does not depend on the block size. What
         depends only on a cell's age (ln(τ/t0), the 1/f time factor) is evaluated once per
-        distinct pulse time (:mod:`harness.virtual.pulse_times`) and gathered per cell."""
+        distinct pulse time (:mod:`harness.virtual.pulse_times`) and gathered per cell.
+
+        A read of :data:`PIPELINE_MIN_CELLS` or more draws its Gaussian numbers on a second
+        thread, block by block in the same order (the same stream), while this thread
+        computes G(t) and σ of each block; each block then waits for its draws. The numbers
+        are those of the one-thread read, bit for bit (tested); the drawing, the floor of a
+        read, then runs beside the other passes instead of after them."""
+        n = cells.size
+        # nothing below draws from self._rng but the loop's z (device making is counter-based)
+        codes = np.empty(n, dtype=np.uint16)
+        draws = _Draws(self._rng, n) if n >= PIPELINE_MIN_CELLS else None
+        try:
+            self._read_blocks(cells, draws, codes)
+        finally:
+            if draws is not None:
+                draws.join()  # the generator is this thread's again before anything else draws
+        return codes
+
+    def _read_blocks(self, cells: CellArray, draws: _Draws | None, codes: npt.NDArray[np.uint16]) -> None:
+        """The passes of :meth:`_read_codes`, block by block, into ``codes``."""
         self._make(cells)
         self._clock.advance(READ_OP_TIME_S)
         t_s = self._clock.now()
@@ -350,7 +370,6 @@ class VirtualPCMChip(ChipBackend):
             time_factor = ph.read_noise_time_factor(ages, pers)
             neg_log_age = -ph.drift_log_age(ages, pers)
         n = cells.size
-        codes = np.empty(n, dtype=np.uint16)
         idx = _as_index(cells)
         m = min(n, READ_BLOCK)
         scratch = (np.empty(m), np.empty(m), np.empty(m))
@@ -368,10 +387,12 @@ class VirtualPCMChip(ChipBackend):
             # σ_read(t) = G·Q_s·sqrt(ln((τ + t_read)/(2 t_read))), the factor per pulse time.
             np.multiply(g, self._q_s[block], out=s)
             s *= np.take(time_factor, slots, out=f, mode="clip")
-            s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
+            if draws is None:
+                s *= self._rng.standard_normal(out=f)  # z, drawn into the spent factor's array
+            else:
+                s *= draws.block(lo, hi)  # z, drawn on the other thread
             s += g  # the read: G + σ·z
             self.geometry.to_codes(s, out=s, codes=codes[lo:hi])
-        return codes
 
     def _drifted(self, idx: CellArray | slice, g: FloatArray) -> None:
         """G(t) = G_relaxed · exp(−ln(τ/t0)·ν) in place, ``g`` holding −ln(τ/t0) of cells all past
@@ -383,6 +404,49 @@ class VirtualPCMChip(ChipBackend):
 
 #: Cells per block of a read (float64 scratch arrays of 3 × 256 KiB: the CPU's L2 cache).
 READ_BLOCK = 1 << 15
+#: Reads of at least this many cells draw on a second thread (below, a thread's start-up is
+#: not worth it).
+PIPELINE_MIN_CELLS = 4 * READ_BLOCK
+
+
+class _Draws:
+    """The Gaussian draws of one read, made on their own thread block by block (blocks of
+    :data:`READ_BLOCK`, in order: the generator's one sequential stream) into one buffer;
+    :meth:`block` waits for a block. A plain thread per read, not a pool: nothing to go stale
+    in a forked child."""
+
+    def __init__(self, rng: np.random.Generator, n: int) -> None:
+        self._z = np.empty(n)
+        self._done = [threading.Event() for _ in range(0, n, READ_BLOCK)]
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, args=(rng,), name="pcm-read-draws", daemon=True)
+        self._thread.start()
+
+    def _run(self, rng: np.random.Generator) -> None:
+        try:
+            for k, lo in enumerate(range(0, self._z.size, READ_BLOCK)):
+                if self._stop:
+                    return
+                rng.standard_normal(out=self._z[lo : lo + READ_BLOCK])
+                self._done[k].set()
+        except BaseException as exc:  # handed to the reading thread
+            self._error = exc
+            for e in self._done:
+                e.set()
+
+    def block(self, lo: int, hi: int) -> FloatArray:
+        """The draws of cells ``lo:hi`` (a whole block), once made."""
+        self._done[lo // READ_BLOCK].wait()
+        if self._error is not None:
+            raise self._error
+        return self._z[lo:hi]
+
+    def join(self) -> None:
+        """Wait for the thread (asking it to stop early if the read failed part-way)."""
+        if not self._done[-1].is_set():
+            self._stop = True
+        self._thread.join()
 
 
 def _as_index(cells: CellArray) -> slice | CellArray:
