@@ -157,7 +157,7 @@ def calibrate_recording(
     # -- goodness of fit on held-out devices, and data vs fit per level
     say("goodness of fit")
     per_time, goodness = held_out_goodness(d, fitted, fit.level_all, fit.holdout, fit.prog_mask, fit.verify_bias, rng)
-    levels = LevelTable(**{k: v for k, v in fit.levels.items() if k != "sigma_prog_used"}, **per_time)
+    levels = LevelTable(**fit.levels, **per_time)
     data = dict(fit.data, readouts=int(d.count_g.sum()), recording=where, bootstrap_simulations=int(bootstrap),
                 **({"epoch": calibration_epoch(rec, epoch)} if rec.n_epochs > 1 else {}))
     return CalibrationResult(
@@ -181,6 +181,7 @@ class _Fit:
     prog_mask: npt.NDArray[np.bool_]
     verify_bias: FloatArray
     levels: dict[str, Any]
+    sigma_prog_used: npt.NDArray[np.bool_]  # the levels the σ_prog polynomial was fitted to
     data: dict[str, Any]
     warnings: tuple[str, ...]
 
@@ -372,7 +373,7 @@ def _fit_data(
     levels = dict(
         verify_bias_uS=verify_bias,
         x=x_lvl, n_devices=np.bincount(level_all[prog_mask], minlength=N_LEVELS).astype(np.int64),
-        sigma_prog_uS=sp, sigma_prog_se=sp_se, sigma_prog_used=ok_p, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
+        sigma_prog_uS=sp, sigma_prog_se=sp_se, nu_mean=nu_m, nu_mean_se=nu_m_se, nu_std=nu_s, nu_std_se=nu_s_se,
         q_s=q_lvl, q_s_se=q_se,
     )
 
@@ -403,8 +404,8 @@ def _fit_data(
     }
     return _Fit(personality=fitted, constants=tuple(consts), degree=deg, bic_degree=prog.bic_degree,
                 prog_by_degree=prog.by_degree, method=method, level_all=level_all,
-                holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels, data=data,
-                warnings=tuple(warnings))
+                holdout=holdout, prog_mask=prog_mask, verify_bias=verify_bias, levels=levels,
+                sigma_prog_used=ok_p, data=data, warnings=tuple(warnings))
 
 
 def _simulation_bootstrap(
@@ -449,7 +450,7 @@ def _simulation_bootstrap(
         held = {c.name: c.value for c in f.constants if c.identified}
         lv = f.levels
         # only the levels the fit used (enough devices): the others' values are not fitted
-        return held, chosen, (p, lv["x"], np.where(lv["sigma_prog_used"], lv["sigma_prog_uS"], np.nan), lv["sigma_prog_se"])
+        return held, chosen, (p, lv["x"], np.where(f.sigma_prog_used, lv["sigma_prog_uS"], np.nan), lv["sigma_prog_se"])
 
     def refine(payloads: list[Any]) -> tuple[tuple[FittedConstant, ...], Personality, dict[str, list[float]],
                                              dict[str, list[float]]]:
@@ -460,7 +461,7 @@ def _simulation_bootstrap(
         lv = fit.levels
         bias_se = np.where(counts > 0, lv["sigma_prog_se"] / np.sqrt(np.maximum(counts, 1)), 0.0)
         state["bias"] = (bias, bias_se)
-        sp = np.where(lv["sigma_prog_used"], lv["sigma_prog_uS"] - bias, np.nan)  # the levels the fit used
+        sp = np.where(fit.sigma_prog_used, lv["sigma_prog_uS"] - bias, np.nan)  # the levels the fit used
         se = np.sqrt(lv["sigma_prog_se"] ** 2 + bias_se**2)
         prog = fit_sigma_prog(lv["x"], sp, se, None if select_degree else fit.degree, N_BOOTSTRAP, rng)
         state["degree"] = prog.degree
