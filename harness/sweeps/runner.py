@@ -471,16 +471,22 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     )
     if n == 1:
         kwargs["processes"] = False
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
-        try:
-            yield client, ("1 worker in this process" if n == 1 else f"LocalCluster of {n} worker processes")
-        except BaseException:
-            # Ctrl-C or an error: the cluster is torn down with tasks in flight, and tornado /
-            # asyncio / distributed may log a callback's traceback on the way (at ERROR, which
-            # silence_logs lets through). The command reports the interruption in one line.
-            for name in ("tornado", "asyncio", "distributed"):
-                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-            raise
+    silenced: dict[str, int] = {}
+    try:
+        with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+            try:
+                yield client, ("1 worker in this process" if n == 1 else f"LocalCluster of {n} worker processes")
+            except BaseException:
+                # Ctrl-C or an error: the cluster is torn down with tasks in flight, and tornado /
+                # asyncio / distributed may log a callback's traceback on the way (at ERROR, which
+                # silence_logs lets through). The caller reports the failure in one line.
+                for name in ("tornado", "asyncio", "distributed"):
+                    silenced[name] = logging.getLogger(name).level
+                    logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+                raise
+    finally:  # torn down: a library caller's loggers are as they were
+        for name, level in silenced.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def pending_tasks(spec: SweepSpec, out_dir: Path) -> tuple[list[SweepTask], int]:
